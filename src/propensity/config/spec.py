@@ -1,0 +1,230 @@
+"""The project spec, ``propensity.yaml``, as typed models.
+
+One file says everything about a project: the entity scored, where its events come from and how to read them,
+and (as later stages land) its features, actions, models, destinations and policies. Loading validates all of it
+and reports every mistake with its key path, e.g. ``features[3].window: '30 days' is not a duration; use forms
+like 30d, 12h, 90m``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from propensity.config.durations import Duration, FiniteDuration
+from propensity.config.errors import SpecError, from_validation_error
+from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
+from propensity.features.definitions import FeatureDefinition
+
+SPEC_FILENAME = "propensity.yaml"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# Canonical fields a source may map from its own column names; event_id is optional (derived when absent).
+MAPPABLE_FIELDS: tuple[str, ...] = (*CORE_FIELDS, *PROPERTY_FIELDS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not a time zone; use an IANA name such as UTC, Europe/Paris, America/New_York"
+        ) from None
+    return value
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what} name; use lowercase letters, digits and underscores, "
+            "starting with a letter"
+        )
+    return value
+
+
+class Entity(_Strict):
+    """Who is scored. Every event and attribute row carries this entity's id as ``customer_id``."""
+
+    name: str = "customer"
+
+
+class EventRules(_Strict):
+    """What a valid event is. Rows breaking these rules are quarantined with the reason, never dropped."""
+
+    types: list[str] = Field(default_factory=lambda: list(STANDARD_EVENT_TYPES))
+    extra_types: list[str] = Field(default_factory=list, description="Added to `types` (keeps the standard list).")
+    negative_amount_types: list[str] = Field(default_factory=lambda: ["refund"])
+    max_future: FiniteDuration = Field(default_factory=lambda: Duration.parse("1d"))
+
+    @field_validator("types", "extra_types")
+    @classmethod
+    def _names(cls, values: list[str]) -> list[str]:
+        return [_check_name(v, "event type") for v in values]
+
+    @property
+    def allowed_types(self) -> list[str]:
+        return list(dict.fromkeys([*self.types, *self.extra_types]))
+
+
+class CsvOptions(_Strict):
+    delimiter: str = ","
+    header: bool = True
+    quote: str = '"'
+
+
+class EventSource(_Strict):
+    """A file (or glob of files) of events and how to map its columns onto the canonical event."""
+
+    name: str
+    path: str = Field(description="A file, directory or glob, relative to the spec's folder.")
+    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="canonical field → the source's column name (identity when absent)."
+    )
+    event_type: str | None = Field(default=None, description="Constant event type for a one-kind file.")
+    event_type_values: dict[str, str] = Field(
+        default_factory=dict, description="The source's event type values → canonical event types."
+    )
+    timestamp_format: str | None = Field(default=None, description="strptime format; ISO 8601 when absent.")
+    timezone: str = Field(default="UTC", description="Zone of timestamps that carry no offset.")
+    delay: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("0s"),
+        description="How long after event_time the platform could have known the event (bulk history).",
+    )
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _check_name(value, "source")
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for canonical in value:
+            if canonical not in MAPPABLE_FIELDS:
+                raise ValueError(
+                    f"{canonical!r} is not an event field; map one of: {', '.join(MAPPABLE_FIELDS)} "
+                    "(other columns are kept as properties automatically)"
+                )
+        return value
+
+
+class AttributeSource(_Strict):
+    """Customer attributes with as-of semantics: each row is valid from ``valid_from`` until superseded."""
+
+    name: str
+    path: str
+    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    customer_id: str = Field(default="customer_id", description="The source's customer id column.")
+    valid_from: str | None = Field(
+        default=None, description="The source's valid-from column; absent means valid since the beginning."
+    )
+    attributes: list[str] | None = Field(default=None, description="Columns to keep; all others when absent.")
+    timezone: str = "UTC"
+    timestamp_format: str | None = None
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _check_name(value, "attribute source")
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        return _check_zone(value)
+
+
+class ProjectSpec(_Strict):
+    """The whole of ``propensity.yaml``."""
+
+    project: str = "propensity-project"
+    entity: Entity = Field(default_factory=Entity)
+    events: EventRules = Field(default_factory=EventRules)
+    sources: list[EventSource] = Field(default_factory=list)
+    attributes: list[AttributeSource] = Field(default_factory=list)
+    features: list[FeatureDefinition] = Field(default_factory=list)
+    # Sections owned by later stages (actions, models, destinations, policies) are kept as written until
+    # their typed models land; they are still required to be mappings or lists so that structure errors show.
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+    models: dict[str, Any] = Field(default_factory=dict)
+    destinations: list[dict[str, Any]] = Field(default_factory=list)
+    policies: dict[str, Any] = Field(default_factory=dict)
+
+    # Where the spec was read from; relative source paths resolve against it. Not part of the file.
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ProjectSpec:
+        allowed = set(self.events.allowed_types)
+        for i, source in enumerate(self.sources):
+            if source.event_type is not None and source.event_type not in allowed:
+                raise ValueError(
+                    f"sources[{i}].event_type: {source.event_type!r} is not a declared event type; "
+                    f"declare it in events.extra_types or use one of: {', '.join(sorted(allowed))}"
+                )
+            for raw, canonical in source.event_type_values.items():
+                if canonical not in allowed:
+                    raise ValueError(
+                        f"sources[{i}].event_type_values.{raw}: {canonical!r} is not a declared event type; "
+                        "declare it in events.extra_types"
+                    )
+        names = [s.name for s in self.sources] + [a.name for a in self.attributes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sources/attributes: names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def source(self, name: str) -> EventSource:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "(none declared)"
+        raise SpecError(str(self.root / SPEC_FILENAME), [f"sources: no source named {name!r}; known: {known}"])
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.root / p)
+
+
+def parse_spec(data: Any, *, source: str = SPEC_FILENAME, root: Path | None = None) -> ProjectSpec:
+    """Validate an already-parsed mapping; raise :class:`SpecError` naming every bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(source, [f"(top level): expected a mapping of sections, got {type(data).__name__}"])
+    try:
+        spec = ProjectSpec.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(source, exc) from None
+    return spec.model_copy(update={"root": root or Path(".")})
+
+
+def load_spec(path: str | Path) -> ProjectSpec:
+    """Load ``propensity.yaml`` (or the one inside a workspace folder)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / SPEC_FILENAME
+    if not p.exists():
+        raise SpecError(str(p), ["file not found; run `propensity init` to create a commented example"])
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise SpecError(str(p), [f"(YAML syntax) at {where}: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_spec(data, source=str(p), root=p.parent.resolve())
