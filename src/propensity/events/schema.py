@@ -88,3 +88,19 @@ STANDARD_EVENT_TYPES: tuple[str, ...] = (
     "coupon_redemption",
     "support_contact",
 )
+
+# Customer attributes with as-of semantics, in long form: one row per (customer, attribute, version).
+# A value holds from ``valid_from`` until the next version of the same attribute; it is visible as of t
+# only when ``available_at <= t`` too (a snapshot loaded today cannot inform a training row from last year
+# unless the source says it was valid then and the project accepts that, see docs/events.md).
+ATTRIBUTES_DDL = """
+CREATE TABLE IF NOT EXISTS attributes (
+    customer_id  VARCHAR NOT NULL,
+    attribute    VARCHAR NOT NULL,
+    value        VARCHAR,
+    valid_from   TIMESTAMPTZ NOT NULL,
+    available_at TIMESTAMPTZ NOT NULL,
+    source       VARCHAR,
+    ingested_at  TIMESTAMPTZ NOT NULL
+)
+"""
