@@ -34,29 +34,22 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Real-time propensity scoring."""
 
 
 def main() -> None:
-    """Entry point: run the app, turning our own errors into a clear message and exit code 1."""
+    """Entry point: run the app, turning our own errors into a clear message and exit code 1.
+
+    Usage errors (a bad option) exit with 2, as Click does; anything unexpected keeps its traceback.
+    """
     from propensity.cli import commands  # noqa: F401  (registers the commands)
 
     try:
-        app(standalone_mode=False)
+        app()
     except PropensityError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(1)
-    except Exception as exc:  # click usage errors carry their own exit code (2)
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

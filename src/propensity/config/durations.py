@@ -101,7 +101,9 @@ def _parse_window(value: Any) -> Duration:
 
 
 # Pydantic field types: a finite span (horizons, delays, gaps) and a window that may be ``lifetime``.
-_JSON_SCHEMA = WithJsonSchema({"type": "string", "pattern": r"^\d+[smhdw]$|^lifetime$", "examples": ["7d", "12h"]})
+_JSON_SCHEMA = WithJsonSchema(
+    {"type": "string", "pattern": r"^\d+[smhdw]$|^lifetime$", "examples": ["7d", "12h"]}
+)
 FiniteDuration = Annotated[
     Duration, PlainValidator(_parse_finite), PlainSerializer(str, return_type=str), _JSON_SCHEMA
 ]

@@ -15,11 +15,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from propensity.config.durations import Duration, FiniteDuration
 from propensity.config.errors import SpecError, from_validation_error
 from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
-from propensity.features.definitions import FeatureDefinition
+from propensity.features.definitions import FeatureDefinition, check_feature_set
 
 SPEC_FILENAME = "propensity.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -60,7 +61,9 @@ class EventRules(_Strict):
     """What a valid event is. Rows breaking these rules are quarantined with the reason, never dropped."""
 
     types: list[str] = Field(default_factory=lambda: list(STANDARD_EVENT_TYPES))
-    extra_types: list[str] = Field(default_factory=list, description="Added to `types` (keeps the standard list).")
+    extra_types: list[str] = Field(
+        default_factory=list, description="Added to `types` (keeps the standard list)."
+    )
     negative_amount_types: list[str] = Field(default_factory=lambda: ["refund"])
     max_future: FiniteDuration = Field(default_factory=lambda: Duration.parse("1d"))
 
@@ -187,6 +190,23 @@ class ProjectSpec(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sources/attributes: names must be unique; repeated: {', '.join(dupes)}")
+        feature_problems = check_feature_set(
+            self.features,
+            event_types=allowed,
+            attribute_sources={a.name: a.attributes for a in self.attributes},
+        )
+        if feature_problems:
+            raise ValidationError.from_exception_data(
+                "ProjectSpec",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", message),
+                        loc=("features", *loc),
+                        input=None,
+                    )
+                    for loc, message in feature_problems
+                ],
+            )
         return self
 
     def source(self, name: str) -> EventSource:
@@ -194,7 +214,9 @@ class ProjectSpec(_Strict):
             if source.name == name:
                 return source
         known = ", ".join(s.name for s in self.sources) or "(none declared)"
-        raise SpecError(str(self.root / SPEC_FILENAME), [f"sources: no source named {name!r}; known: {known}"])
+        raise SpecError(
+            str(self.root / SPEC_FILENAME), [f"sources: no source named {name!r}; known: {known}"]
+        )
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()

@@ -1,0 +1,171 @@
+"""`propensity ingest` and `propensity events …`: load events and look at what was loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import TaskID
+from rich.table import Table
+
+from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
+from propensity.cli.app import app, console
+from propensity.events.ingest import IngestReport, ingest_attributes, ingest_files
+from propensity.events.log import DuckDBEventLog
+from propensity.workspace import Workspace
+
+events_app = typer.Typer(help="Inspect the event log and its quarantine.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+def run_ingest(
+    workspace: Workspace, paths: list[Path], *, source: str | None = None, force: bool = False
+) -> IngestReport:
+    """Ingest ``paths`` (or every declared source and attribute source when empty) with a progress bar."""
+    spec = workspace.spec
+    if not paths:
+        targets: list[tuple[str | None, list[str]]] = [
+            (s.name, [str(spec.resolve(s.path))]) for s in spec.sources
+        ]
+        if not targets and not spec.attributes:
+            raise typer.BadParameter(
+                "no files given and the project declares no sources; pass files, or declare `sources:` in "
+                "propensity.yaml",
+                param_hint="PATHS",
+            )
+    else:
+        targets = [(source, [str(p) for p in paths])]
+    report = IngestReport()
+    with progress_bar() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(file: str, done: int, total: int) -> None:
+            if file not in tasks:
+                tasks[file] = bar.add_task(Path(file).name, total=total or None)
+            bar.update(tasks[file], completed=done, total=total or None)
+
+        for source_name, patterns in targets:
+            part = ingest_files(workspace, patterns, source=source_name, progress=progress, force=force)
+            report.files.extend(part.files)
+        if not paths:
+            for attribute_source in spec.attributes:
+                task = bar.add_task(f"attributes: {attribute_source.name}", total=None)
+                n = ingest_attributes(workspace, attribute_source)
+                bar.update(task, completed=1, total=1)
+                console.print(f"attributes [bold]{attribute_source.name}[/]: {fmt_int(n)} values loaded")
+    return report
+
+
+def print_report(report: IngestReport) -> None:
+    table = Table(title="Ingest", show_lines=False)
+    for col in ("file", "source", "read", "accepted", "duplicates", "quarantined", "seconds"):
+        table.add_column(col, justify="left" if col in ("file", "source") else "right")
+    for f in report.files:
+        name = Path(f.path).name
+        if f.skipped_unchanged:
+            table.add_row(name, f.source, "-", "-", "-", "-", f"{f.seconds:.1f}", style="dim")
+            continue
+        table.add_row(
+            name, f.source, fmt_int(f.rows_read), fmt_int(f.accepted), fmt_int(f.duplicates),
+            fmt_int(f.quarantined), f"{f.seconds:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    skipped = sum(1 for f in report.files if f.skipped_unchanged)
+    rate = report.rows_read / report.seconds if report.seconds > 0 else 0.0
+    console.print(
+        f"[green]{fmt_int(report.accepted)} accepted[/], {fmt_int(report.duplicates)} duplicates, "
+        f"[{'red' if report.quarantined else 'green'}]{fmt_int(report.quarantined)} quarantined[/]"
+        + (f", {skipped} unchanged file(s) skipped" if skipped else "")
+        + (f" ({rate:,.0f} rows/s)" if rate else "")
+    )
+    if report.reasons:
+        console.print("[bold]top quarantine reasons[/]")
+        for reason, n in report.reasons.most_common(5):
+            console.print(f"  {fmt_int(n):>10}  {reason}")
+        console.print("see them with [bold]propensity events quarantine[/]")
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(None, help="Files, folders or globs. Default: every declared source."),
+    workspace: Path = WorkspaceOption,
+    source: str | None = typer.Option(
+        None, "--source", "-s", help="Use this declared source's column mapping."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any row was quarantined."),
+    force: bool = typer.Option(False, "--force", help="Re-read files already ingested (still deduplicated)."),
+) -> None:
+    """Load events from CSV, Parquet or JSONL files (gzip too) into the workspace's event log.
+
+    Valid rows are appended; duplicates (same **event_id**, or same content when the source has no id) are
+    skipped; invalid rows go to the quarantine with their file, row number and reason. Each file is loaded in
+    one transaction: interrupted, it is either fully in or not at all, and rerunning completes the job.
+
+    Examples:
+
+        propensity ingest                      # every source declared in propensity.yaml
+
+        propensity ingest events.csv.gz --source web
+
+        propensity ingest 'exports/*.parquet' --strict
+    """
+    ws = open_workspace(workspace)
+    report = run_ingest(ws, paths or [], source=source, force=force)
+    print_report(report)
+    if strict and report.quarantined:
+        raise typer.Exit(1)
+
+
+@events_app.command("summary")
+def events_summary(workspace: Path = WorkspaceOption) -> None:
+    """Counts by event type, the time range, customers, and quarantine totals."""
+    ws = open_workspace(workspace)
+    log = DuckDBEventLog(ws.db_path)
+    with ws.write_lock(), log.connection() as con:
+        rows = con.execute(
+            """SELECT event_type, count(*), count(DISTINCT customer_id), min(event_time), max(event_time),
+                      count(*) FILTER (WHERE available_at > event_time + INTERVAL 1 HOUR)
+               FROM events GROUP BY 1 ORDER BY 2 DESC"""
+        ).fetchall()
+        totals = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM events").fetchall()[0]
+        quarantined = con.execute("SELECT count(*) FROM quarantine").fetchall()[0]
+        attrs = con.execute(
+            "SELECT count(DISTINCT customer_id), count(DISTINCT attribute) FROM attributes"
+        ).fetchall()[0]
+    table = Table(title=f"Event log: {ws.db_path}")
+    for col in ("event type", "events", "customers", "first", "last", "late (>1h)"):
+        table.add_column(col, justify="left" if col in ("event type", "first", "last") else "right")
+    for event_type, n, customers, first, last, late in rows:
+        table.add_row(event_type, fmt_int(n), fmt_int(customers), f"{first:%Y-%m-%d %H:%M}",
+                      f"{last:%Y-%m-%d %H:%M}", fmt_int(late))  # fmt: skip
+    console.print(table)
+    assert totals is not None and quarantined is not None and attrs is not None
+    console.print(
+        f"{fmt_int(totals[0])} events from {fmt_int(totals[1])} customers; "
+        f"{fmt_int(quarantined[0])} rows in quarantine; attributes for {fmt_int(attrs[0])} customers "
+        f"({attrs[1]} attributes)"
+    )
+
+
+@events_app.command("quarantine")
+def events_quarantine(
+    workspace: Path = WorkspaceOption,
+    limit: int = typer.Option(20, "--limit", "-n", help="How many rows to show."),
+    reason: str | None = typer.Option(None, "--reason", help="Only rows whose reason contains this text."),
+) -> None:
+    """Show quarantined rows: source file, row number, reason and the raw row."""
+    ws = open_workspace(workspace)
+    log = DuckDBEventLog(ws.db_path)
+    with ws.write_lock(), log.connection() as con:
+        rows = con.execute(
+            """SELECT source_file, row_number, detail, raw FROM quarantine
+               WHERE ? IS NULL OR reason ILIKE '%' || ? || '%'
+               ORDER BY quarantined_at DESC, source_file, row_number LIMIT ?""",
+            [reason, reason, limit],
+        ).fetchall()
+    table = Table(title="Quarantine", show_lines=True)
+    for col in ("file", "row", "reason", "raw"):
+        table.add_column(col, overflow="fold")
+    for file, row, detail, raw in rows:
+        table.add_row(Path(file).name if file else "", str(row), detail, (raw or "")[:200])
+    console.print(table)

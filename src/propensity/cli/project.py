@@ -1,0 +1,54 @@
+"""`propensity init`: start a project."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from propensity.cli.app import app, console
+from propensity.config.errors import PropensityError
+from propensity.config.spec import SPEC_FILENAME
+
+EXAMPLES = ("blank", "synthetic", "completejourney")
+
+
+def example_spec_text(example: str) -> str:
+    """The text of a bundled example spec: the commented template, or a data set's project."""
+    if example == "blank":
+        return resources.files("propensity.config").joinpath("example.yaml").read_text(encoding="utf-8")
+    if example not in EXAMPLES:
+        raise PropensityError(f"--example {example!r} is not known; use one of: {', '.join(EXAMPLES)}")
+    return (
+        resources.files("propensity.datasets")
+        .joinpath(f"projects/{example}.yaml")
+        .read_text(encoding="utf-8")
+    )
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(Path("."), help="Folder to create the project in (created if missing)."),
+    example: str = typer.Option(
+        "blank", "--example", "-e", help="blank (a commented template), synthetic or completejourney."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing propensity.yaml."),
+) -> None:
+    """Write a commented **propensity.yaml** to start a project.
+
+    Examples:
+
+        propensity init my-project
+
+        propensity init demo --example synthetic
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / SPEC_FILENAME
+    if target.exists() and not force:
+        raise PropensityError(f"{target} already exists; pass --force to overwrite it")
+    target.write_text(example_spec_text(example), encoding="utf-8")
+    console.print(f"[green]wrote[/] {target}")
+    console.print(
+        "next: edit its `sources:` to point at your event files, then run [bold]propensity ingest[/]"
+    )

@@ -1,0 +1,100 @@
+"""`propensity quickstart`: everything that exists so far, end to end, on the embedded default."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.panel import Panel
+
+from propensity.cli._common import fmt_int, progress_bar
+from propensity.cli.app import app, console
+from propensity.cli.ingest import print_report, run_ingest
+from propensity.cli.project import example_spec_text
+from propensity.config.spec import SPEC_FILENAME
+from propensity.events.log import DuckDBEventLog
+from propensity.workspace import Workspace
+
+
+@app.command()
+def quickstart(
+    workspace: Path = typer.Option(
+        Path("quickstart-workspace"), "--workspace", "-w", help="Folder to build in."
+    ),
+    customers: int = typer.Option(
+        20_000, "--customers", "-n", min=100, help="Synthetic customers to generate."
+    ),
+    days: int = typer.Option(90, "--days", "-d", min=28, help="Days of synthetic history."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Run the whole pipeline on synthetic data in a fresh workspace: generate → ingest → summary.
+
+    Needs no services: the event log is a DuckDB file inside the workspace. Running it again reuses the
+    generated data and ingests nothing new (ingest is idempotent).
+
+    Example:
+
+        propensity quickstart --workspace demo --customers 5000
+    """
+    from propensity.datasets.synthetic import generate
+
+    started = time.perf_counter()
+    workspace.mkdir(parents=True, exist_ok=True)
+    spec_file = workspace / SPEC_FILENAME
+    if not spec_file.exists():
+        spec_file.write_text(example_spec_text("synthetic"), encoding="utf-8")
+        console.print(f"[green]wrote[/] {spec_file} (the synthetic example project)")
+    data_dir = workspace / "data" / "synthetic"
+    wanted = {"customers": customers, "days": days, "seed": seed}
+    marker = data_dir / "quickstart.json"
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        console.print(f"reusing synthetic data in {data_dir}")
+    else:
+        console.rule("1. generate synthetic events")
+        with progress_bar() as bar:
+            task = bar.add_task("generating customers", total=customers)
+            summary = generate(
+                data_dir, customers=customers, days=days, seed=seed,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+        marker.write_text(json.dumps(wanted))
+        console.print(
+            f"{fmt_int(summary.events)} events ({fmt_int(summary.duplicates)} planted duplicates, "
+            f"{fmt_int(summary.late_events)} late) for {fmt_int(summary.customers)} customers, "
+            f"{summary.start:%Y-%m-%d} → {summary.end:%Y-%m-%d}"
+        )
+
+    console.rule("2. ingest into the event log")
+    ws = Workspace.open(workspace, require_spec=True)
+    report = run_ingest(ws, [])
+    print_report(report)
+
+    console.rule("3. summary")
+    log = DuckDBEventLog(ws.db_path)
+    with ws.write_lock(), log.connection() as con:
+        by_type = con.execute("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        totals = con.execute(
+            "SELECT count(*), count(DISTINCT customer_id), min(event_time), max(event_time) FROM events"
+        ).fetchall()[0]
+    assert totals is not None
+    lines = [f"{fmt_int(n):>12}  {t}" for t, n in by_type]
+    console.print(
+        Panel(
+            "\n".join(lines) + f"\n\n{fmt_int(totals[0])} events, {fmt_int(totals[1])} customers, "
+            f"{totals[2]:%Y-%m-%d} → {totals[3]:%Y-%m-%d}",
+            title="event log",
+        )
+    )
+    elapsed = time.perf_counter() - started
+    console.print(f"[bold green]quickstart finished in {elapsed:.0f}s[/] — workspace: {ws.root}")
+    console.print(
+        "look at:\n"
+        f"  {spec_file}                      the project: sources, attributes (features and actions come next)\n"
+        f"  {data_dir}/oracle.parquet   the true probability of each action per customer and cutoff\n"
+        "run next:\n"
+        f"  propensity events summary -w {workspace}\n"
+        f"  propensity events quarantine -w {workspace}\n"
+        f"  propensity ingest path/to/your/events.csv -w {workspace}"
+    )

@@ -1,0 +1,433 @@
+"""Bulk ingest: files (or Arrow tables) → validated canonical events in the log, bad rows in quarantine.
+
+One file is one transaction: after a crash the log holds the file completely or not at all, and rerunning the
+ingest completes it. Re-ingesting the same file changes nothing: events are deduplicated on ``event_id`` (a
+stable hash of the row's content when the source has no id), within the file and against the log.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from propensity.config.errors import PropensityError
+from propensity.config.spec import AttributeSource, EventSource, ProjectSpec
+from propensity.events.log import DuckDBEventLog
+from propensity.events.readers import ROW, UnreadableRecord, detect_format, read_batches
+from propensity.events.validate import lit, q, staging_sql, timestamp_expr
+from propensity.workspace import Workspace
+
+Progress = Callable[[int], None]
+DEFAULT_SOURCE = EventSource(name="default", path="")
+
+
+class IngestError(PropensityError):
+    """An ingest that cannot start: no such file, no readable format, an unknown source."""
+
+
+@dataclass
+class FileReport:
+    """What happened to one file."""
+
+    path: str
+    source: str
+    rows_read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    skipped_unchanged: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class IngestReport:
+    """The summary of one ``ingest`` call across all its files."""
+
+    files: list[FileReport] = field(default_factory=list)
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def accepted(self) -> int:
+        return sum(f.accepted for f in self.files)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(f.duplicates for f in self.files)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(f.quarantined for f in self.files)
+
+    @property
+    def reasons(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for f in self.files:
+            total.update(f.reasons)
+        return total
+
+    @property
+    def seconds(self) -> float:
+        return sum(f.seconds for f in self.files)
+
+
+def expand_paths(patterns: Sequence[str | Path], root: Path | None = None) -> list[Path]:
+    """Files named by paths, directories (every supported file inside) and globs, in a stable order."""
+    found: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern).expanduser()
+        if root is not None and not p.is_absolute():
+            p = root / p
+        if any(ch in str(p) for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+            matches = [m for m in matches if m.is_file()]
+            if not matches:
+                raise IngestError(f"{pattern}: no files match this pattern")
+            found.extend(matches)
+        elif p.is_dir():
+            inside = sorted(
+                m
+                for m in p.rglob("*")
+                if m.is_file()
+                and m.name.lower()
+                .removesuffix(".gz")
+                .endswith((".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"))
+            )
+            if not inside:
+                raise IngestError(f"{pattern}: the directory holds no CSV, Parquet or JSONL files")
+            found.extend(inside)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise IngestError(f"{pattern}: no such file or directory")
+    return list(dict.fromkeys(found))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _source_for(spec: ProjectSpec, path: Path, source_name: str | None) -> EventSource:
+    if source_name is not None:
+        return spec.source(source_name)
+    for source in spec.sources:
+        pattern = str(spec.resolve(source.path))
+        if path.resolve() == Path(pattern).resolve() or Path(path).resolve().match(pattern):
+            return source
+        if Path(pattern).is_dir() and Path(pattern).resolve() in path.resolve().parents:
+            return source
+    return DEFAULT_SOURCE
+
+
+def _insert_quarantine(
+    con: duckdb.DuckDBPyConnection, ingest_id: str, source: str, file: str, records: list[UnreadableRecord]
+) -> None:
+    if not records:
+        return
+    table = pa.table(
+        {
+            "row_number": pa.array([r.row_number for r in records], pa.int64()),
+            "reason": pa.array([r.reason.split(":")[0] for r in records]),
+            "detail": pa.array([r.reason for r in records]),
+            "raw": pa.array([r.raw for r in records]),
+        }
+    )
+    con.register("unreadable_rows", table)
+    con.execute(
+        """INSERT INTO quarantine SELECT ?, ?, ?, row_number, reason, detail, raw, now() FROM unreadable_rows u
+           WHERE NOT EXISTS (SELECT 1 FROM quarantine o WHERE o.source_file = ? AND o.row_number = u.row_number
+                             AND o.raw = u.raw)""",
+        [ingest_id, source, file, file],
+    ).fetchall()
+    con.unregister("unreadable_rows")
+
+
+def _ingest_batches(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    source: EventSource,
+    spec: ProjectSpec,
+    report: FileReport,
+    ingest_id: str,
+    unreadable: list[UnreadableRecord],
+    progress: Progress | None,
+    live: bool,
+) -> None:
+    sql = staging_sql("chunk", schema, source, spec.events, now_sql="ingest_now()", live=live)
+    for batch in batches:
+        chunk = pa.Table.from_batches([batch])
+        con.register("chunk", chunk)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
+        con.unregister("chunk")
+        inserted = con.execute(
+            """
+            INSERT INTO events
+            SELECT event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
+                   category, campaign_id, channel, plan, properties, ?, ingest_now()
+            FROM staged s
+            WHERE reason IS NULL AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
+            QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY row_number) = 1
+            """,
+            [source.name],
+        ).fetchall()[0]
+        counts = con.execute(
+            "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) FROM staged"
+        ).fetchall()[0]
+        valid, bad = (int(counts[0]), int(counts[1])) if counts else (0, 0)
+        accepted = int(inserted[0]) if inserted else 0
+        report.rows_read += batch.num_rows
+        report.accepted += accepted
+        report.duplicates += valid - accepted
+        report.quarantined += bad
+        if bad:
+            for reason, n in con.execute(
+                "SELECT reason, count(*) FROM staged WHERE reason IS NOT NULL GROUP BY reason"
+            ).fetchall():
+                report.reasons[reason] += int(n)
+            con.execute(
+                """INSERT INTO quarantine SELECT ?, ?, ?, row_number, reason, detail, raw, ingest_now()
+                   FROM staged s WHERE reason IS NOT NULL AND NOT EXISTS (
+                       SELECT 1 FROM quarantine o WHERE o.source_file = ? AND o.row_number = s.row_number
+                       AND o.raw = s.raw)""",
+                [ingest_id, source.name, report.path, report.path],
+            ).fetchall()
+        if progress:
+            progress(batch.num_rows)
+    con.execute("DROP TABLE IF EXISTS staged").fetchall()
+    if unreadable:
+        _insert_quarantine(con, ingest_id, source.name, report.path, unreadable)
+        report.rows_read += len(unreadable)
+        report.quarantined += len(unreadable)
+        for record in unreadable:
+            report.reasons[record.reason.split(":")[0]] += 1
+
+
+def _define_now(con: duckdb.DuckDBPyConnection) -> None:
+    # One timestamp for the whole transaction, so every row of a file shares its ingested_at.
+    con.execute("CREATE OR REPLACE TEMP MACRO ingest_now() AS get_current_timestamp()").fetchall()
+    con.execute("CREATE OR REPLACE TEMP MACRO pq_quote(x) AS chr(39) || x || chr(39)").fetchall()
+
+
+def ingest_files(
+    workspace: Workspace,
+    paths: Sequence[str | Path],
+    *,
+    source: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    force: bool = False,
+) -> IngestReport:
+    """Ingest files into the workspace's event log; return what happened to each.
+
+    ``source`` names a declared source whose mapping to use; otherwise each file uses the declared source whose
+    path matches it, or the canonical column names. ``progress(file, rows_done, rows_total)`` is called as
+    batches land (``rows_total`` is 0 when unknown). A file whose content was already fully ingested is skipped
+    unless ``force``.
+    """
+    spec = workspace.spec
+    files = expand_paths(paths, root=Path.cwd())
+    report = IngestReport()
+    log = DuckDBEventLog(workspace.db_path)
+    for path in files:
+        chosen = _source_for(spec, path, source)
+        file_report = FileReport(path=str(path), source=chosen.name)
+        report.files.append(file_report)
+        started = time.perf_counter()
+        fmt = chosen.format if chosen.format != "auto" else detect_format(path)
+        digest = _sha256(path)
+        unreadable: list[UnreadableRecord] = []
+        schema, batches = read_batches(
+            path,
+            fmt,
+            delimiter=chosen.csv.delimiter,
+            quote=chosen.csv.quote,
+            header=chosen.csv.header,
+            on_unreadable=unreadable.append,
+        )
+        total = _row_estimate(path, fmt)
+        done = 0
+
+        def tick(n: int, _path: Path = path, _total: int = total) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(str(_path), done, _total)
+
+        with workspace.write_lock(), log.connection() as con:
+            if not force:
+                seen = con.execute(
+                    "SELECT count(*) FROM ingests WHERE file_sha256 = ? AND source = ?", [digest, chosen.name]
+                ).fetchall()[0]
+                if seen and seen[0]:
+                    file_report.skipped_unchanged = True
+                    file_report.seconds = time.perf_counter() - started
+                    continue
+            ingest_id = uuid.uuid4().hex
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                _define_now(con)
+                _ingest_batches(
+                    con, schema, batches, chosen, spec, file_report, ingest_id, unreadable, tick, live=False
+                )
+                con.execute(
+                    "INSERT INTO ingests VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                    [
+                        ingest_id, chosen.name, str(path), digest, file_report.rows_read, file_report.accepted,
+                        file_report.duplicates, file_report.quarantined, _started_ts(started),
+                    ],
+                ).fetchall()  # fmt: skip
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+        file_report.seconds = time.perf_counter() - started
+    return report
+
+
+def ingest_table(
+    workspace: Workspace, table: pa.Table, *, source: str | None = None, live: bool = False
+) -> IngestReport:
+    """Ingest an Arrow table (the Python API's in-memory path), with the same validation and dedupe.
+
+    ``live`` marks events as arriving now: their ``available_at`` is the ingest time, not ``event_time``.
+    """
+    spec = workspace.spec
+    chosen = spec.source(source) if source else DEFAULT_SOURCE
+    rows = pa.array(range(1, table.num_rows + 1), type=pa.int64())
+    table = table.append_column(ROW, rows)
+    file_report = FileReport(path="<table>", source=chosen.name)
+    report = IngestReport([file_report])
+    started = time.perf_counter()
+    log = DuckDBEventLog(workspace.db_path)
+    with workspace.write_lock(), log.connection() as con:
+        ingest_id = uuid.uuid4().hex
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            _define_now(con)
+            _ingest_batches(con, table.schema, table.to_batches(), chosen, spec, file_report, ingest_id, [],
+                            None, live=live)  # fmt: skip
+            con.execute(
+                "INSERT INTO ingests VALUES (?, 'events', ?, '<table>', NULL, ?, ?, ?, ?, ?, now())",
+                [ingest_id, chosen.name, file_report.rows_read, file_report.accepted, file_report.duplicates,
+                 file_report.quarantined, _started_ts(started)],
+            ).fetchall()  # fmt: skip
+            con.execute("COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+    file_report.seconds = time.perf_counter() - started
+    return report
+
+
+def _started_ts(perf_start: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) - timedelta(seconds=time.perf_counter() - perf_start)).isoformat()
+
+
+def _row_estimate(path: Path, fmt: str) -> int:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return 0
+
+
+def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -> int:
+    """Load one declared attribute source into the long-form ``attributes`` table; return rows written.
+
+    Re-loading replaces that source's rows in one transaction (attributes are a snapshot of the source, not a
+    log), so the table never holds a half-loaded source.
+    """
+    spec = workspace.spec
+    paths = expand_paths([attribute_source.path], root=spec.root)
+    log = DuckDBEventLog(workspace.db_path)
+    written = 0
+    with workspace.write_lock(), log.connection() as con:
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            con.execute("DELETE FROM attributes WHERE source = ?", [attribute_source.name]).fetchall()
+            for path in paths:
+                fmt = attribute_source.format if attribute_source.format != "auto" else detect_format(path)
+                schema, batches = read_batches(
+                    path, fmt, delimiter=attribute_source.csv.delimiter, quote=attribute_source.csv.quote,
+                    header=attribute_source.csv.header,
+                )  # fmt: skip
+                names = [n for n in schema.names if n != ROW]
+                if attribute_source.customer_id not in names:
+                    raise IngestError(
+                        f"attributes[{attribute_source.name}]: {path} has no column "
+                        f"{attribute_source.customer_id!r} (set `customer_id:` to the id column)"
+                    )
+                if attribute_source.valid_from and attribute_source.valid_from not in names:
+                    raise IngestError(
+                        f"attributes[{attribute_source.name}]: {path} has no column "
+                        f"{attribute_source.valid_from!r} (the `valid_from:` column)"
+                    )
+                keep = attribute_source.attributes or [
+                    n for n in names if n not in (attribute_source.customer_id, attribute_source.valid_from)
+                ]
+                missing = [k for k in keep if k not in names]
+                if missing:
+                    raise IngestError(
+                        f"attributes[{attribute_source.name}]: {path} lacks column(s) {', '.join(missing)}"
+                    )
+                vf = (
+                    timestamp_expr(
+                        attribute_source.valid_from,
+                        schema.field(attribute_source.valid_from).type,
+                        zone=attribute_source.timezone,
+                        fmt=attribute_source.timestamp_format,
+                    )
+                    if attribute_source.valid_from
+                    else "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+                )
+                unpivot = " UNION ALL ".join(
+                    f"SELECT cid, {lit(k)} AS attribute, CAST({q(k)} AS VARCHAR) AS value, vf FROM base"
+                    for k in keep
+                )
+                for batch in batches:
+                    chunk = pa.Table.from_batches([batch])
+                    con.register("chunk", chunk)
+                    result = con.execute(
+                        f"""
+                        INSERT INTO attributes
+                        WITH base AS (
+                            SELECT NULLIF(trim(CAST({q(attribute_source.customer_id)} AS VARCHAR)), '') AS cid,
+                                   {vf} AS vf, *
+                            FROM chunk
+                        )
+                        SELECT cid, attribute, value, vf, vf, ?, now()
+                        FROM ({unpivot}) WHERE cid IS NOT NULL AND vf IS NOT NULL
+                        """,
+                        [attribute_source.name],
+                    ).fetchall()[0]
+                    con.unregister("chunk")
+                    written += int(result[0]) if result else 0
+            con.execute("COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+    return written
+
+
+def iter_declared_paths(spec: ProjectSpec) -> Iterator[tuple[EventSource, list[Path]]]:
+    """Each declared event source with the files its path currently matches."""
+    for source in spec.sources:
+        yield source, expand_paths([source.path], root=spec.root)
