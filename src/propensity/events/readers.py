@@ -143,6 +143,7 @@ def _csv(
         column_types={n: pa.string() for n in names},
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
+        null_values=[""],  # only empty means missing: "NA" or "nan" are values to judge, not silent nulls
     )
     schema = pa.schema([pa.field(n, pa.string()) for n in names] + [pa.field(ROW, pa.int64())])
 

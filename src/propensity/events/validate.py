@@ -86,7 +86,7 @@ def staging_sql(
     """The validating SELECT over ``relation`` (a batch with the source's columns plus ``__row``).
 
     Output columns: ``row_number``, the canonical event fields, ``reason`` and ``detail`` (NULL when valid) and
-    ``raw`` (the source row as JSON, only for invalid rows). With ``live`` the availability is the ingest time.
+    ``raw`` (NULL here; :func:`raw_rows_sql` fills it for the invalid rows only, which keeps valid rows cheap). With ``live`` the availability is the ingest time.
     The connection must define the macros ``ingest_now()`` and ``pq_quote(x)`` (see :func:`define_macros`).
     """
     present = {f.name: f.type for f in schema if f.name != ROW}
@@ -147,7 +147,6 @@ def staging_sql(
     max_future_us = rules.max_future.seconds * 1_000_000
     id_col = column_for("event_id")
     source_id = f"NULLIF(trim({raw_text[id_col]}), '')" if id_col else "CAST(NULL AS VARCHAR)"
-    raw_row = "to_json(struct_pack(" + ", ".join(f"{q(n)} := {raw_text[n]}" for n in present) + "))"
 
     checks: Sequence[tuple[str, str, str]] = [
         ("customer_id IS NULL", "customer_id: missing or empty", "'customer_id is missing or empty'"),
@@ -224,8 +223,7 @@ WITH mapped AS (
         {numbers["quantity"][0]} AS quantity,
         {numbers["quantity"][1]} AS quantity_raw,
         {text_cols},
-        {properties} AS properties,
-        {raw_row} AS raw_row
+        {properties} AS properties
     FROM {relation}
 ), judged AS (
     SELECT *, {reason} AS reason, {detail} AS detail, epoch_us(event_time) AS event_time_us FROM mapped
@@ -237,6 +235,16 @@ SELECT
     {available} AS available_at,
     amount, quantity, {", ".join(TEXT_PROPERTIES)}, properties,
     reason, detail,
-    CASE WHEN reason IS NOT NULL THEN raw_row END AS raw
+    CAST(NULL AS VARCHAR) AS raw
 FROM judged
 """
+
+
+def raw_rows_sql(relation: str, schema: pa.Schema, rows_relation: str) -> str:
+    """SQL giving ``(row_number, raw)``: the source row as a JSON object, for the rows in ``rows_relation``."""
+    names = [f.name for f in schema if f.name != ROW]
+    raw = "to_json(struct_pack(" + ", ".join(f"{q(n)} := CAST({q(n)} AS VARCHAR)" for n in names) + "))"
+    return (
+        f"SELECT {ROW} AS row_number, CAST({raw} AS VARCHAR) AS raw FROM {relation} "
+        f"WHERE {ROW} IN (SELECT row_number FROM {rows_relation})"
+    )

@@ -1,0 +1,5 @@
+"""``python -m propensity``: the same as the ``propensity`` command."""
+
+from propensity.cli.app import main
+
+main()

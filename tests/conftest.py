@@ -1,0 +1,54 @@
+"""Shared fixtures: small real workspaces and event files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from propensity.events.schema import UTC_TS
+from propensity.workspace import Workspace
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """An empty workspace (no propensity.yaml: canonical column names, standard event types)."""
+    return Workspace.open(tmp_path)
+
+
+def write_spec(root: Path, text: str) -> Workspace:
+    (root / "propensity.yaml").write_text(text, encoding="utf-8")
+    return Workspace.open(root)
+
+
+def canonical_events(
+    n: int, *, customers: int = 50, start: datetime | None = None, seed: int = 0
+) -> pa.Table:
+    """``n`` valid events in canonical columns, one minute apart, cycling through a few customers and types."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    start = start or datetime(2024, 3, 1, tzinfo=UTC)
+    times = [start + timedelta(minutes=i) for i in range(n)]
+    types = np.array(["page_view", "cart_add", "purchase"])[rng.integers(0, 3, n)]
+    return pa.table(
+        {
+            "event_id": [f"e{i}" for i in range(n)],
+            "customer_id": [f"c{i % customers}" for i in range(n)],
+            "event_type": types.tolist(),
+            "event_time": pa.array(times, UTC_TS),
+            "amount": [
+                float(round(x, 2)) if t == "purchase" else None
+                for x, t in zip(rng.random(n) * 100, types, strict=True)
+            ],
+            "sku": [f"sku{i % 7}" for i in range(n)],
+        }
+    )
+
+
+def write_parquet(table: pa.Table, path: Path) -> Path:
+    pq.write_table(table, path)
+    return path
