@@ -1,0 +1,59 @@
+"""Small helpers shared by the benchmarks: run a step in a child process and measure its time and peak RSS."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    seconds: float
+    peak_rss_mib: float
+    output: str
+
+
+def measure(code: str, *, timeout: float = 1800) -> Measurement:
+    """Run Python ``code`` in a fresh interpreter; return wall time and the child's peak RSS.
+
+    A fresh process per step keeps one step's memory from counting against the next.
+    """
+    wrapper = (
+        "import resource, time, sys\n"
+        "t0 = time.perf_counter()\n"
+        f"{code}\n"
+        "sys.stderr.write(f'@@ {time.perf_counter() - t0} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark step failed:\n{proc.stderr[-4000:]}")
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("@@ ")][-1]
+    _, seconds, rss_kib = line.split()
+    return Measurement(float(seconds), int(rss_kib) / 1024, proc.stdout)
+
+
+def machine() -> dict[str, object]:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def save(name: str, result: dict[str, object]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"benchmark": name, "machine": machine(), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               **result}  # fmt: skip
+    path.write_text(json.dumps(payload, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+    return path
