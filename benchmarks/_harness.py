@@ -55,5 +55,9 @@ def save(name: str, result: dict[str, object]) -> Path:
     path = RESULTS / f"{name}.json"
     payload = {"benchmark": name, "machine": machine(), "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                **result}  # fmt: skip
-    path.write_text(json.dumps(payload, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+    path.write_text(
+        json.dumps(
+            payload, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
+        )
+    )
     return path

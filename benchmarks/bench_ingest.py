@@ -50,7 +50,7 @@ def main() -> None:
         floor = measure(
             "import duckdb\n"
             f"con = duckdb.connect({str(work / 'floor.duckdb')!r}); con.execute(\"SET memory_limit='1GB'\")\n"
-            f"con.execute(\"CREATE TABLE t AS SELECT * FROM read_parquet([{files}])\").fetchall()\n"
+            f'con.execute("CREATE TABLE t AS SELECT * FROM read_parquet([{files}])").fetchall()\n'
         )
         ours = measure(
             "from propensity.workspace import Workspace\n"
