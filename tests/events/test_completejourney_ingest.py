@@ -1,0 +1,47 @@
+"""The real data set end to end: export Complete Journey, ingest it with its example project, check real counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from propensity.cli.project import example_spec_text
+from propensity.datasets.completejourney import export_completejourney
+from propensity.events.ingest import ingest_attributes, ingest_files
+from propensity.events.log import connect
+from propensity.workspace import Workspace
+
+
+@pytest.mark.slow
+def test_complete_journey_ingests_with_its_real_counts(tmp_path: Path) -> None:
+    (tmp_path / "propensity.yaml").write_text(example_spec_text("completejourney"), encoding="utf-8")
+    export_completejourney(tmp_path / "data" / "completejourney")
+    ws = Workspace.open(tmp_path)
+    files = [str(ws.spec.resolve(s.path)) for s in ws.spec.sources]
+    report = ingest_files(ws, files)
+    assert (report.accepted, report.duplicates, report.quarantined) == (1_477_998, 0, 0)
+    for attribute_source in ws.spec.attributes:
+        ingest_attributes(ws, attribute_source)
+
+    con = connect(ws.db_path)
+    try:
+        by_type = dict(con.execute("SELECT event_type, count(*) FROM events GROUP BY 1").fetchall())
+        households = con.execute("SELECT count(DISTINCT customer_id) FROM events").fetchall()[0][0]
+        first, last = con.execute(
+            "SELECT min(event_time) FILTER (WHERE event_type = 'purchase'), max(event_time) FROM events"
+        ).fetchall()[0]
+        demographics = con.execute("SELECT count(DISTINCT customer_id) FROM attributes").fetchall()[0][0]
+    finally:
+        con.close()
+    assert by_type == {"purchase": 1_469_307, "campaign_sent": 6_589, "coupon_redemption": 2_102}
+    assert households == 2_469 and demographics == 801
+    assert (first.year, first.month, first.day) == (2017, 1, 1) and (last.year, last.month, last.day) == (
+        2018,
+        1,
+        1,
+    )
+
+    # A second ingest of the same files changes nothing.
+    again = ingest_files(ws, files)
+    assert all(f.skipped_unchanged for f in again.files)
