@@ -274,3 +274,52 @@ def test_example_spec_loads() -> None:
     assert spec.source("events").format == "parquet"
     assert spec.attributes[0].valid_from == "valid_from"
     assert spec.features == []
+
+
+def test_oracle_is_a_function_of_what_is_observable(
+    big: tuple[SyntheticSummary, pa.Table, pa.Table, pa.Table],
+) -> None:
+    """buy_7d truth depends only on state visible at the cutoff: rebuilt from the files, it pins the probability.
+
+    The state is the engagement level (active days in each of the last three weeks, from page_views available
+    by the cutoff), subscriber flag, tenure bucket, region and email consent (customers.parquet as of the cutoff).
+    """
+    summary, events, customers, oracle = big
+    t = summary.cutoffs[0]
+    pv = events.filter(
+        pc.and_(
+            pc.equal(events["event_type"], "page_view"),
+            pc.less_equal(events["available_at"], pa.scalar(t, UTC_TS)),
+        )
+    ).to_pandas()
+    pv = pv[(pv.event_time > t - timedelta(days=21)) & (pv.event_time <= t)]
+    day = (pv.event_time - (t - timedelta(days=21))).dt.days
+    pv = pv.assign(week=day // 7, day=day).drop_duplicates(["customer_id", "day"])
+    active = (
+        pv.groupby(["customer_id", "week"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(columns=[0, 1, 2], fill_value=0)
+    )
+
+    def level(k3: int, k2: int, k1: int) -> int:
+        if k1:
+            return 3 if k1 == 1 else 4 if k1 <= 3 else 5
+        return 2 if k2 else 1 if k3 else 0
+
+    levels = {c: level(*row) for c, row in zip(active.index, active.to_numpy().tolist(), strict=True)}
+    cust = customers.to_pandas()
+    cust = cust[cust.valid_from <= t].sort_values("valid_from").groupby("customer_id").last()
+    tenure = (t - cust.signup_at).dt.days
+    cust["bucket"] = np.searchsorted([28, 182], tenure.to_numpy(), side="right")
+    cust["subscriber"] = cust.plan != "free"
+    cust["level"] = [levels.get(c, 0) for c in cust.index]
+    rows = oracle.filter(
+        pc.and_(pc.equal(oracle["action"], "buy_7d"), pc.equal(oracle["cutoff"], pa.scalar(t, UTC_TS)))
+    ).to_pandas()
+    rows = rows.join(cust, on="customer_id")
+    spread = rows.groupby(["level", "subscriber", "bucket", "region", "consent_email"]).probability.agg(
+        lambda p: p.max() - p.min()
+    )
+    assert len(spread) > 50
+    assert spread.max() < 1e-12

@@ -8,10 +8,12 @@ the ingestion artefacts (late arrivals and duplicate deliveries).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from propensity.datasets import _synthetic_model as m
@@ -322,8 +324,10 @@ def build_events(
 
 
 def _strings(codes: NDArray[np.integer], names: pa.Array) -> pa.Array:
+    """A dictionary-encoded string column (-1 = null). Written with ``store_schema=False`` it reads back as
+    plain ``string``; encoding here saves materialising millions of strings only for Parquet to re-encode them."""
     idx = pa.array(codes.astype(np.int32), mask=codes < 0)
-    return pc.take(names, idx)
+    return pa.DictionaryArray.from_arrays(idx, names)
 
 
 def to_table(
@@ -345,36 +349,36 @@ def to_table(
         np.int64
     )
     available = ev.time + np.where(late, delay, rng.integers(0, 3 * m.SECOND_US, k))
-    ids = pc.binary_join_element_wise(f"e{block}-", pc.cast(pa.array(np.arange(k)), pa.string()), "")
-
+    # Duplicate deliveries: exact repeats of a row (same event_id), right after the original.
     dup = np.flatnonzero(rng.random(k) < DUPLICATE_RATE)
     take = np.sort(np.concatenate([np.arange(k), dup]), kind="stable")
-    take_arr = pa.array(take)
+    ev = EventRows(*(getattr(ev, f)[take] for f in EventRows.__dataclass_fields__))
+    available = available[take]
+    ids = pc.binary_join_element_wise(f"e{block}-", pc.cast(pa.array(take), pa.string()), "")
 
-    def col(x: NDArray[np.generic] | pa.Array) -> pa.Array:
-        arr = x if isinstance(x, pa.Array) else pa.array(x)
-        return pc.take(arr, take_arr)
-
-    amount = pa.array(ev.amount, mask=np.isnan(ev.amount))
-    quantity = pa.array(ev.quantity, mask=np.isnan(ev.quantity))
-    has_money = ~np.isnan(ev.amount)
-    currency = np.where(has_money, region[ev.cust], -1)
+    no_amount = np.isnan(ev.amount)
+    currency = np.where(no_amount, -1, region[ev.cust])
     sku_cat = np.where(ev.sku >= 0, SKU_CATEGORY[np.maximum(ev.sku, 0)], -1)
     columns = {
-        "event_id": col(ids),
-        "customer_id": col(pc.take(customer_ids, pa.array(ev.cust))),
-        "event_type": col(_strings(ev.etype, pa.array(STANDARD_EVENT_TYPES))),
-        "event_time": col(pa.array(ev.time, type=UTC_TS)),
-        "available_at": col(pa.array(available, type=UTC_TS)),
-        "amount": col(amount),
-        "quantity": col(quantity),
-        "currency": col(_strings(currency, pa.array(m.REGION_CURRENCY))),
-        "sku": col(_strings(ev.sku, pa.array(SKU_NAMES))),
-        "category": col(_strings(sku_cat, pa.array(CATEGORIES))),
-        "campaign_id": col(_strings(ev.campaign, pa.array(campaign_names))),
-        "channel": col(_strings(ev.channel, pa.array(CHANNELS))),
-        "plan": col(_strings(ev.plan, pa.array(m.PLANS))),
-        "device": col(_strings(ev.device, pa.array(DEVICES))),
-        "page": col(_strings(ev.page, pa.array(PAGES))),
+        "event_id": ids,
+        "customer_id": pc.take(customer_ids, pa.array(ev.cust)),
+        "event_type": _strings(ev.etype, pa.array(STANDARD_EVENT_TYPES)),
+        "event_time": pa.array(ev.time, type=UTC_TS),
+        "available_at": pa.array(available, type=UTC_TS),
+        "amount": pa.array(ev.amount, mask=no_amount),
+        "quantity": pa.array(ev.quantity, mask=np.isnan(ev.quantity)),
+        "currency": _strings(currency, pa.array(m.REGION_CURRENCY)),
+        "sku": _strings(ev.sku, pa.array(SKU_NAMES)),
+        "category": _strings(sku_cat, pa.array(CATEGORIES)),
+        "campaign_id": _strings(ev.campaign, pa.array(campaign_names)),
+        "channel": _strings(ev.channel, pa.array(CHANNELS)),
+        "plan": _strings(ev.plan, pa.array(m.PLANS)),
+        "device": _strings(ev.device, pa.array(DEVICES)),
+        "page": _strings(ev.page, pa.array(PAGES)),
     }
-    return pa.table(columns, schema=EVENTS_SCHEMA), len(dup), int(late.sum())
+    return pa.table(columns), len(dup), int(late.sum())
+
+
+def write_events(table: pa.Table, path: str | Path) -> None:
+    """Write one events part. The Arrow schema is not stored, so dictionary columns read back as ``string``."""
+    pq.write_table(table, path, compression="zstd", store_schema=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from propensity.datasets import _synthetic_model as m
-from propensity.datasets._synthetic_events import build_events, campaign_ids, catalog_prices, to_table
+from propensity.datasets._synthetic_events import (
+    build_events,
+    campaign_ids,
+    catalog_prices,
+    to_table,
+    write_events,
+)
 from propensity.datasets._synthetic_oracle import ACTIONS, oracle_block
 from propensity.datasets._synthetic_sim import simulate_block
 from propensity.events.schema import UTC_TS
@@ -253,7 +260,9 @@ def generate(
     n_events = n_dupes = n_late = 0
     action_names = pa.array([a for a, _ in ACTIONS])
     horizons = np.array([h for _, h in ACTIONS], np.int32)
+    pending: Future[None] | None = None
     with (
+        ThreadPoolExecutor(max_workers=1) as writer,
         pq.ParquetWriter(paths["customers"], CUSTOMERS_SCHEMA) as cust_writer,
         pq.ParquetWriter(paths["oracle"], ORACLE_SCHEMA) as oracle_writer,
     ):
@@ -272,7 +281,10 @@ def generate(
                 region=sim.customers.region,
                 campaign_names=names,
             )
-            pq.write_table(table, events_dir / f"part-{block:05d}.parquet")
+            # Parquet encoding releases the GIL: write this part while the next block is simulated.
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write_events, table, events_dir / f"part-{block:05d}.parquet")
             n_events += table.num_rows
             n_dupes += dupes
             n_late += late
@@ -303,6 +315,8 @@ def generate(
             )
             if progress is not None:
                 progress(lo + n, customers)
+        if pending is not None:
+            pending.result()
 
     summary = SyntheticSummary(
         customers=customers,
