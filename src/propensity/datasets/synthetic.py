@@ -35,7 +35,7 @@ from propensity.datasets._synthetic_events import (
     write_events,
 )
 from propensity.datasets._synthetic_oracle import ACTIONS, oracle_block
-from propensity.datasets._synthetic_sim import simulate_block
+from propensity.datasets._synthetic_sim import BlockSim, simulate_block
 from propensity.events.schema import UTC_TS
 
 __all__ = [
@@ -159,7 +159,7 @@ def _contact_details(
 
 
 def _customers_table(
-    sim: Any, gids: np.ndarray, customer_ids: pa.Array, rng: np.random.Generator, start_us: int
+    sim: BlockSim, gids: np.ndarray, customer_ids: pa.Array, rng: np.random.Generator, start_us: int
 ) -> pa.Table:
     cu = sim.customers
     n = len(gids)
