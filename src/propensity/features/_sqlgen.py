@@ -1,0 +1,298 @@
+"""The one place that turns a feature set into SQL.
+
+The query reads a spine relation (``_rid``, ``customer_id``, ``as_of``) and the events / attributes tables and
+returns one row per spine row: ``_rid`` then one column per feature. It is set-based throughout:
+
+* all finite-window aggregates share **one** range join (spine row × that customer's visible events in the
+  longest window), each feature being a ``FILTER``\\ ed aggregate over it; lifetime aggregates share a second;
+* each session group is one range join with ``lag`` / running-sum window functions;
+* attributes are one join with ``arg_max`` by (valid_from, available_at, value);
+* derived features are expressions over those columns in the outer ``SELECT``.
+
+Engine-specific spellings live in :class:`Dialect`; a second SQL engine (Spark) implements its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from propensity.features._plan import US, EventFilter, FeaturePlan, Window
+from propensity.features.definitions import AggregateFeature, AttributeFeature, DerivedFeature, SessionFeature
+from propensity.features.predicates import PROPERTIES_PREFIX, sql_literal
+
+NUMBER_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
+DATE_TZ_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+TRUE_WORDS = ("true", "t", "yes", "y", "1")
+FALSE_WORDS = ("false", "f", "no", "n", "0")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """DuckDB spellings of the few non-standard functions the generated SQL uses."""
+
+    def epoch_us(self, expr: str) -> str:
+        return f"epoch_us({expr})"
+
+    def json_text(self, column: str, key: str) -> str:
+        return f"json_extract_string({column}, '$.{key}')"
+
+    def arg_max(self, value: str, key: str) -> str:
+        return f"arg_max({value}, {key})"
+
+    def full_match(self, expr: str, pattern: str) -> str:
+        return f"regexp_full_match({expr}, {sql_literal(pattern)})"
+
+    def timestamp_us(self, text: str, with_zone: bool) -> str:
+        kind = "TIMESTAMPTZ" if with_zone else "TIMESTAMP"
+        return f"epoch_us(TRY_CAST(replace({text}, 'Z', '+00:00') AS {kind}))"
+
+
+DUCKDB = Dialect()
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _event_column(alias: str, d: Dialect) -> Callable[[str], str]:
+    def column(field: str) -> str:
+        if field.startswith(PROPERTIES_PREFIX):
+            return d.json_text(f"{alias}.properties", field[len(PROPERTIES_PREFIX) :])
+        return f"{alias}.{field}"
+
+    return column
+
+
+def _filter_sql(flt: EventFilter, alias: str, d: Dialect) -> list[str]:
+    parts = []
+    if flt.event_types is not None:
+        parts.append(f"{alias}.event_type IN ({', '.join(sql_literal(t) for t in flt.event_types)})")
+    if flt.predicate is not None:
+        parts.append(flt.predicate.sql(_event_column(alias, d)))
+    return parts
+
+
+def _window_start(w: Window, t: str) -> str:
+    b = w.bucket_us
+    if b == 1:
+        return f"({t} - {w.n - 1})"
+    return f"(({t} - ((({t} % {b}) + {b}) % {b})) - {(w.n - 1) * b})"
+
+
+def build_query(
+    plan: FeaturePlan,
+    spine: str,
+    *,
+    events_table: str = "events",
+    attributes_table: str = "attributes",
+    dialect: Dialect = DUCKDB,
+) -> str:
+    """SQL computing every feature of ``plan`` for each row of ``spine`` (``_rid, customer_id, as_of``)."""
+    d = dialect
+    ctes: list[str] = []
+    base_cols: dict[
+        int, str
+    ] = {}  # feature index -> SQL expression over the joined blocks, in the outer select
+    joins: list[str] = []
+
+    windows = sorted(
+        {g.window for g in plan.agg_groups if g.window is not None}, key=lambda w: (w.bucket_us, w.n)
+    )
+    win_col = {w: f"_lo{i}" for i, w in enumerate(windows)}
+    lo_cols = [f"{_window_start(w, '_t')} AS {win_col[w]}" for w in windows]
+    jlo = ""
+    if windows:
+        jlo = ", " + (f"least({', '.join(win_col.values())})" if len(windows) > 1 else win_col[windows[0]])
+    ctes.append(
+        f"_s0 AS (SELECT _rid, customer_id, {d.epoch_us('as_of')} AS _t FROM {spine})",
+    )
+    ctes.append(
+        "_s AS (SELECT *"
+        + "".join(", " + c for c in lo_cols)
+        + (f"{jlo} AS _jlo" if jlo else "")
+        + " FROM _s0)"
+    )
+    ctes.append(
+        f"_e AS (SELECT ev.*, {d.epoch_us('ev.event_time')} AS _et, {d.epoch_us('ev.available_at')} AS _av "
+        f"FROM {events_table} ev WHERE ev.customer_id IN (SELECT customer_id FROM _s0))"
+    )
+    visible = "e.customer_id = s.customer_id AND e._et <= s._t AND e._av <= s._t"
+    column = _event_column("e", d)
+
+    # --- windowed aggregates: one block for finite windows, one for lifetime ------------------------------
+    for block, finite in (("_af", True), ("_al", False)):
+        groups = [g for g in plan.agg_groups if (g.window is not None) == finite]
+        if not groups:
+            continue
+        aggs: list[str] = []
+        for g in groups:
+            conds = _filter_sql(g.filter, "e", d)
+            if g.window is not None:
+                conds.insert(0, f"e._et >= s.{win_col[g.window]}")
+            for i in g.features:
+                f = plan.features[i]
+                assert isinstance(f, AggregateFeature)
+                name = f"f{i}"
+                col = column(f.field) if f.field is not None else ""
+                where = " AND ".join(conds) or "TRUE"
+                flt_sql = f" FILTER (WHERE {where})"
+                ref = f"{block}.{name}"
+                if f.aggregate == "count":
+                    aggs.append(f"count(*){flt_sql} AS {name}")
+                    base_cols[i] = f"COALESCE({ref}, 0)"
+                elif f.aggregate == "sum":
+                    aggs.append(f"sum({col}){flt_sql} AS {name}")
+                    base_cols[i] = f"COALESCE({ref}, 0.0)"
+                elif f.aggregate == "mean":
+                    aggs.append(f"sum({col}){flt_sql} AS {name}_s, count({col}){flt_sql} AS {name}_n")
+                    base_cols[i] = f"(CASE WHEN {ref}_n > 0 THEN {ref}_s / {ref}_n END)"
+                elif f.aggregate in ("min", "max"):
+                    aggs.append(f"{f.aggregate}({col}){flt_sql} AS {name}")
+                    base_cols[i] = ref
+                elif f.aggregate == "count_distinct":
+                    aggs.append(f"count(DISTINCT {col}){flt_sql} AS {name}")
+                    base_cols[i] = f"COALESCE({ref}, 0)"
+                elif f.aggregate == "last":
+                    key = "(e._et, e._av, e.event_id)"
+                    aggs.append(
+                        f"{d.arg_max(col, key)} FILTER (WHERE {where} AND {col} IS NOT NULL) AS {name}"
+                    )
+                    base_cols[i] = ref
+                else:
+                    fn = "max" if f.aggregate == "time_since_last" else "min"
+                    aggs.append(f"{fn}(e._et){flt_sql} AS {name}")
+                    base_cols[i] = f"(CAST(s._t - {ref} AS DOUBLE) / {float(US)!r})"
+        lower = " AND e._et >= s._jlo" if finite else ""
+        ctes.append(
+            f"{block} AS (SELECT s._rid, {', '.join(aggs)} FROM _s s JOIN _e e ON {visible}{lower} "
+            "GROUP BY s._rid)"
+        )
+        joins.append(f"LEFT JOIN {block} ON {block}._rid = s._rid")
+
+    # --- sessions -----------------------------------------------------------------------------------------
+    for sg in plan.session_groups:
+        n = sg.index
+        g_us, l_us = sg.gap_us, sg.lookback_us
+        masks = []
+        for bit, flt in enumerate(sg.filters):
+            cond = " AND ".join(_filter_sql(flt, "e", d)) or "TRUE"
+            masks.append(f"COALESCE({cond}, FALSE) AS _m{bit}")
+        types = ""
+        if sg.session_events is not None:
+            types = f" AND e.event_type IN ({', '.join(sql_literal(t) for t in sg.session_events)})"
+        ctes.append(
+            f"_sr{n} AS (SELECT s._rid, s._t, e._et, lag(e._et) OVER (PARTITION BY s._rid ORDER BY e._et) AS _prev"
+            + "".join(", " + m for m in masks)
+            + f" FROM _s s JOIN _e e ON {visible} AND e._et > s._t - {sg.horizon_us}{types})"
+        )
+        start = f"(_prev IS NULL OR _et - _prev > {g_us} OR _prev <= _t - {l_us})"
+        # RANGE, not ROWS: events at the same instant (peers) share one session id whatever their order.
+        ctes.append(
+            f"_sq{n} AS (SELECT *, sum(CASE WHEN {start} THEN 1 ELSE 0 END) OVER "
+            f"(PARTITION BY _rid ORDER BY _et RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _sid FROM _sr{n})"
+        )
+        befores = sorted({b for i in sg.features if (b := plan.session_bits[i][1]) >= 0})
+        fb = "".join(
+            f", min(CASE WHEN _m{b} THEN _et END) OVER (PARTITION BY _rid, _sid) AS _fb{b}" for b in befores
+        )
+        ctes.append(
+            f"_sc{n} AS (SELECT *, (_sid = max(_sid) OVER (PARTITION BY _rid) AND _et > _t - {l_us} "
+            f"AND max(_et) OVER (PARTITION BY _rid) >= _t - {g_us}) AS _cur{fb} FROM _sq{n})"
+        )
+        aggs = []
+        block = f"_sa{n}"
+        for i in sg.features:
+            f = plan.features[i]
+            assert isinstance(f, SessionFeature)
+            counted, before = plan.session_bits[i]
+            name = f"f{i}"
+            ref = f"{block}.{name}"
+            if f.aggregate == "count":
+                aggs.append(f"count(*) FILTER (WHERE _cur AND _m{counted}) AS {name}")
+                base_cols[i] = f"COALESCE({ref}, 0)"
+            elif f.aggregate == "count_before":
+                aggs.append(
+                    f"count(*) FILTER (WHERE _cur AND _m{counted} AND (_fb{before} IS NULL OR _et < _fb{before})) "
+                    f"AS {name}"
+                )
+                base_cols[i] = f"COALESCE({ref}, 0)"
+            elif f.aggregate == "duration":
+                aggs.append(
+                    f"CAST(max(_et) FILTER (WHERE _cur) - min(_et) FILTER (WHERE _cur) AS DOUBLE) / {float(US)!r} "
+                    f"AS {name}"
+                )
+                base_cols[i] = ref
+            else:
+                assert f.window is not None
+                w = f.window.seconds * US
+                aggs.append(
+                    f"count(*) FILTER (WHERE _et > _t - {w} AND "
+                    f"(_prev IS NULL OR _prev <= _t - {w} OR _et - _prev > {g_us})) AS {name}"
+                )
+                base_cols[i] = f"COALESCE({ref}, 0)"
+        ctes.append(f"{block} AS (SELECT _rid, {', '.join(aggs)} FROM _sc{n} GROUP BY _rid)")
+        joins.append(f"LEFT JOIN {block} ON {block}._rid = s._rid")
+
+    # --- attributes ---------------------------------------------------------------------------------------
+    if plan.attributes:
+        aggs = []
+        names = sorted(
+            {f.attribute for i in plan.attributes if isinstance(f := plan.features[i], AttributeFeature)}
+        )
+        for i in plan.attributes:
+            f = plan.features[i]
+            assert isinstance(f, AttributeFeature)
+            cond = f"a.attribute = {sql_literal(f.attribute)}"
+            if f.source is not None:
+                cond += f" AND a.source = {sql_literal(f.source)}"
+            key = "(a._vf, a._av, COALESCE(a.value, ''), a.value IS NOT NULL)"
+            aggs.append(f"{d.arg_max('struct_pack(v := a.value)', key)} FILTER (WHERE {cond}) AS f{i}")
+            v = f"_at.f{i}.v"
+            base_cols[i] = _attribute_cast(f, v, d)
+        ctes.append(
+            f"_a AS (SELECT customer_id, attribute, value, source, {d.epoch_us('valid_from')} AS _vf, "
+            f"{d.epoch_us('available_at')} AS _av FROM {attributes_table} "
+            f"WHERE attribute IN ({', '.join(sql_literal(x) for x in names)}) "
+            "AND customer_id IN (SELECT customer_id FROM _s0))"
+        )
+        ctes.append(
+            f"_at AS (SELECT s._rid, {', '.join(aggs)} FROM _s s JOIN _a a ON a.customer_id = s.customer_id "
+            "AND a._vf <= s._t AND a._av <= s._t GROUP BY s._rid)"
+        )
+        joins.append("LEFT JOIN _at ON _at._rid = s._rid")
+
+    # --- derived: inline the expressions of derived features they use ----------------------------------------
+    index = {name: i for i, name in enumerate(plan.names)}
+    for i in plan.derived:
+        f = plan.features[i]
+        assert isinstance(f, DerivedFeature)
+        base_cols[i] = f.expression.sql(lambda ref: base_cols[index[ref]])
+
+    select = ", ".join(f"{base_cols[i]} AS {_q(name)}" for i, name in enumerate(plan.names))
+    return (
+        "WITH "
+        + ",\n".join(ctes)
+        + f"\nSELECT s._rid, {select}\nFROM _s s\n"
+        + "\n".join(joins)
+        + "\nORDER BY s._rid"
+    )
+
+
+def _attribute_cast(f: AttributeFeature, v: str, d: Dialect) -> str:
+    if f.type == "string":
+        return v
+    if f.type == "number":
+        return f"(CASE WHEN {d.full_match(v, NUMBER_PATTERN)} THEN CAST(trim({v}) AS DOUBLE) END)"
+    if f.type == "boolean":
+        low = f"lower(trim({v}))"
+        trues = ", ".join(sql_literal(w) for w in TRUE_WORDS)
+        falses = ", ".join(sql_literal(w) for w in FALSE_WORDS)
+        return f"(CASE WHEN {low} IN ({trues}) THEN TRUE WHEN {low} IN ({falses}) THEN FALSE END)"
+    day = float(86400 * US)
+    ts = (
+        f"(CASE WHEN {d.full_match(v, DATE_PATTERN)} THEN {d.timestamp_us(v, False)} "
+        f"WHEN {d.full_match(v, DATE_TZ_PATTERN)} THEN {d.timestamp_us(v, True)} END)"
+    )
+    return f"(CAST(s._t - {ts} AS DOUBLE) / {day!r})"

@@ -1,0 +1,727 @@
+"""The online feature engine: incremental per-customer state, feature vectors as of now in microseconds.
+
+Events arrive one at a time in any order: late, out of order, duplicated. The engine keeps, per customer, a
+small state per group of features that share a filter and a window (a dict of time buckets, or one accumulator
+for lifetime windows), the session events of the session horizon, attribute versions, and a few bookkeeping
+fields. A read at time ``t`` folds the buckets inside each window; its result equals the offline engine's at
+``t`` whenever ``t`` is not earlier than the customer's *floor*: the latest ``available_at`` applied (raised to
+the ``event_time`` of a future-dated event once a read has taken it in).
+
+>>> from datetime import datetime, timezone
+>>> from propensity.features.offline import parse_features
+>>> engine = OnlineFeatureEngine(parse_features([
+...     {"name": "purchases_7d", "aggregate": "count", "event_type": "purchase", "window": "7d"},
+...     {"name": "last_category", "aggregate": "last", "field": "category", "window": "lifetime"}]))
+>>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+>>> engine.apply({"event_id": "e1", "customer_id": "c1", "event_type": "purchase", "event_time": t0,
+...               "available_at": t0, "category": "shoes"})
+True
+>>> engine.apply({"event_id": "e1", "customer_id": "c1", "event_type": "purchase", "event_time": t0,
+...               "available_at": t0, "category": "shoes"})  # a duplicate is ignored
+False
+>>> engine.vector("c1", as_of=datetime(2024, 1, 2, tzinfo=timezone.utc))
+(1, 'shoes')
+>>> engine.vector("c1", as_of=datetime(2024, 1, 9, tzinfo=timezone.utc))
+(0, 'shoes')
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import duckdb
+import pyarrow as pa
+
+from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, SessionGroup
+from propensity.features._sqlgen import DATE_PATTERN, DATE_TZ_PATTERN, FALSE_WORDS, NUMBER_PATTERN, TRUE_WORDS
+from propensity.features.definitions import (
+    AggregateFeature,
+    AnyFeature,
+    AttributeFeature,
+    DerivedFeature,
+    SessionFeature,
+)
+from propensity.features.predicates import PROPERTIES_PREFIX, Expr
+
+# Internal event: a tuple with these positions (built once per event; no other per-event objects).
+_EID, _CID, _TYPE, _ET, _AV = 0, 1, 2, 3, 4
+_TYPED = ("amount", "quantity", "currency", "sku", "category", "campaign_id", "channel", "plan")
+_FIELD_POS = {name: 5 + i for i, name in enumerate(_TYPED)}
+_PROPS = 5 + len(_TYPED)
+_NUMERIC = (5, 6)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_NEG_INF = -(1 << 62)
+
+# Accumulator slots: 0 count, 1 min event_time, 2 max event_time, then one or two per operation.
+_SUM, _MIN, _MAX, _SET, _LAST = range(5)
+# Outputs
+_O_COUNT, _O_SUM, _O_MEAN, _O_VALUE, _O_DISTINCT, _O_LAST, _O_SINCE_LAST, _O_SINCE_FIRST = range(8)
+
+_ATTR_COLUMNS = ("customer_id", "attribute", "value", "source", "valid_from", "available_at")
+_NUMBER_RE = re.compile(NUMBER_PATTERN, re.ASCII)
+_DATE_RE = re.compile(DATE_PATTERN, re.ASCII)
+_DATE_TZ_RE = re.compile(DATE_TZ_PATTERN, re.ASCII)
+
+
+class AsOfError(ValueError):
+    """A read asked for a time earlier than what the engine has already taken in for that customer."""
+
+
+def to_micros(value: Any) -> int:
+    """Epoch microseconds from a tz-aware datetime or an int (already microseconds)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{value!r} has no time zone; timestamps must be timezone-aware (UTC)")
+        return (value - _EPOCH) // _ONE_US
+    raise TypeError(f"expected a datetime or epoch microseconds, got {type(value).__name__}")
+
+
+def _getter(field: str) -> Callable[[tuple[Any, ...]], Any]:
+    if field.startswith(PROPERTIES_PREFIX):
+        key = field[len(PROPERTIES_PREFIX) :]
+
+        def prop(ev: tuple[Any, ...]) -> Any:
+            props = ev[_PROPS]
+            return None if props is None else props.get(key)
+
+        return prop
+    pos = _FIELD_POS[field]
+    return lambda ev: ev[pos]
+
+
+def _python_filter(flt: EventFilter) -> Callable[[tuple[Any, ...]], bool] | None:
+    return None if flt.predicate is None else flt.predicate.python(_getter)
+
+
+class _Group:
+    """One aggregate group compiled for the hot path."""
+
+    __slots__ = ("bucket", "idx", "lifetime", "n", "ops", "outputs", "pred", "types")
+
+    def __init__(self, plan: FeaturePlan, g: AggGroup) -> None:
+        self.idx = g.index
+        self.types = g.filter.event_types
+        self.pred = _python_filter(g.filter)
+        self.lifetime = g.window is None
+        self.bucket = 0 if g.window is None else g.window.bucket_us
+        self.n = 0 if g.window is None else g.window.n
+        ops: dict[tuple[int, str], int] = {}
+        slot = 3
+        outputs: list[tuple[int, int, int]] = []
+        for i in g.features:
+            f = plan.features[i]
+            assert isinstance(f, AggregateFeature)
+            a = f.aggregate
+            if a == "count":
+                outputs.append((i, _O_COUNT, 0))
+                continue
+            if a == "time_since_last":
+                outputs.append((i, _O_SINCE_LAST, 0))
+                continue
+            if a == "time_since_first":
+                outputs.append((i, _O_SINCE_FIRST, 0))
+                continue
+            assert f.field is not None
+            code = {
+                "sum": _SUM,
+                "mean": _SUM,
+                "min": _MIN,
+                "max": _MAX,
+                "count_distinct": _SET,
+                "last": _LAST,
+            }[a]
+            key = (code, f.field)
+            if key not in ops:
+                ops[key] = slot
+                slot += 2 if code in (_SUM, _LAST) else 1
+            out = {
+                "sum": _O_SUM,
+                "mean": _O_MEAN,
+                "min": _O_VALUE,
+                "max": _O_VALUE,
+                "count_distinct": _O_DISTINCT,
+                "last": _O_LAST,
+            }[a]
+            outputs.append((i, out, ops[key]))
+        self.ops: tuple[tuple[int, int, Callable[[tuple[Any, ...]], Any]], ...] = tuple(
+            (code, s, _getter(field)) for (code, field), s in ops.items()
+        )
+        self.outputs = tuple(outputs)
+
+    def new(self, ev: tuple[Any, ...]) -> list[Any]:
+        et = ev[_ET]
+        acc: list[Any] = [1, et, et]
+        for code, _slot, get in self.ops:
+            v = get(ev)
+            if code == _SUM:
+                acc += (0.0, 0) if v is None else (v, 1)
+            elif code == _SET:
+                acc.append(None if v is None else {v})
+            elif code == _LAST:
+                acc += (None, None) if v is None else ((et, ev[_AV], ev[_EID]), v)
+            else:
+                acc.append(v)
+        return acc
+
+    def update(self, acc: list[Any], ev: tuple[Any, ...]) -> None:
+        et = ev[_ET]
+        acc[0] += 1
+        if et < acc[1]:
+            acc[1] = et
+        if et > acc[2]:
+            acc[2] = et
+        for code, slot, get in self.ops:
+            v = get(ev)
+            if v is None:
+                continue
+            if code == _SUM:
+                acc[slot] += v
+                acc[slot + 1] += 1
+            elif code == _MIN:
+                cur = acc[slot]
+                if cur is None or v < cur:
+                    acc[slot] = v
+            elif code == _MAX:
+                cur = acc[slot]
+                if cur is None or v > cur:
+                    acc[slot] = v
+            elif code == _SET:
+                if acc[slot] is None:
+                    acc[slot] = {v}
+                else:
+                    acc[slot].add(v)
+            else:
+                key = (et, ev[_AV], ev[_EID])
+                cur = acc[slot]
+                if cur is None or key > cur:
+                    acc[slot] = key
+                    acc[slot + 1] = v
+
+    def merge(self, accs: list[list[Any]]) -> list[Any]:
+        m = list(accs[0])
+        for a in accs[1:]:
+            m[0] += a[0]
+            if a[1] < m[1]:
+                m[1] = a[1]
+            if a[2] > m[2]:
+                m[2] = a[2]
+            for code, slot, _ in self.ops:
+                if code == _SUM:
+                    m[slot] += a[slot]
+                    m[slot + 1] += a[slot + 1]
+                    continue
+                v = a[slot]
+                if v is None:
+                    continue
+                cur = m[slot]
+                if code == _MIN:
+                    if cur is None or v < cur:
+                        m[slot] = v
+                elif code == _MAX:
+                    if cur is None or v > cur:
+                        m[slot] = v
+                elif code == _SET:
+                    m[slot] = v if cur is None else cur | v
+                elif cur is None or v > cur:
+                    m[slot] = v
+                    m[slot + 1] = a[slot + 1]
+        return m
+
+
+class _SessionGroup:
+    __slots__ = ("features", "filters", "gap", "horizon", "idx", "lookback", "types")
+
+    def __init__(self, plan: FeaturePlan, g: SessionGroup) -> None:
+        self.idx = g.index
+        self.gap = g.gap_us
+        self.lookback = g.lookback_us
+        self.horizon = g.horizon_us
+        self.types = g.session_events
+        self.filters = tuple(
+            (1 << bit, None if flt.event_types is None else frozenset(flt.event_types), _python_filter(flt))
+            for bit, flt in enumerate(g.filters)
+        )
+        feats: list[tuple[int, str, int, int, int]] = []
+        for i in g.features:
+            f = plan.features[i]
+            assert isinstance(f, SessionFeature)
+            counted, before = plan.session_bits[i]
+            window = 0 if f.window is None else f.window.seconds * US
+            feats.append(
+                (i, f.aggregate, 0 if counted < 0 else 1 << counted, 0 if before < 0 else 1 << before, window)
+            )
+        self.features = tuple(feats)
+
+    def mask(self, ev: tuple[Any, ...]) -> int:
+        m = 0
+        etype = ev[_TYPE]
+        for bit, types, pred in self.filters:
+            if (types is None or etype in types) and (pred is None or pred(ev)):
+                m |= bit
+        return m
+
+    def read(self, lst: list[tuple[int, int]] | None, t: int, out: list[Any]) -> None:
+        gap, lookback = self.gap, self.lookback
+        start = -1
+        if lst:
+            last = lst[-1][0]
+            if t - last <= gap and last > t - lookback:
+                start = len(lst) - 1
+                floor = t - lookback
+                while start > 0:
+                    prev = lst[start - 1][0]
+                    if prev <= floor or lst[start][0] - prev > gap:
+                        break
+                    start -= 1
+        for i, kind, counted, before, window in self.features:
+            if kind == "sessions":
+                n = 0
+                if lst:
+                    lo = t - window
+                    j = len(lst) - 1
+                    while j >= 0 and lst[j][0] > lo:
+                        if j == 0 or lst[j - 1][0] <= lo or lst[j][0] - lst[j - 1][0] > gap:
+                            n += 1
+                        j -= 1
+                out[i] = n
+            elif start < 0 or lst is None:
+                out[i] = None if kind == "duration" else 0
+            elif kind == "duration":
+                out[i] = (lst[-1][0] - lst[start][0]) / 1_000_000.0
+            elif kind == "count":
+                out[i] = sum(1 for k in range(start, len(lst)) if lst[k][1] & counted)
+            else:
+                first_before = None
+                for k in range(start, len(lst)):
+                    if lst[k][1] & before:
+                        first_before = lst[k][0]
+                        break
+                out[i] = sum(
+                    1
+                    for k in range(start, len(lst))
+                    if lst[k][1] & counted and (first_before is None or lst[k][0] < first_before)
+                )
+
+
+class _Customer:
+    __slots__ = ("aggs", "attrs", "floor", "pending", "seen", "seen_limit", "sessions")
+
+    def __init__(self, n_groups: int, n_sessions: int) -> None:
+        self.floor = _NEG_INF
+        self.aggs: list[Any] = [None] * n_groups
+        self.sessions: list[list[tuple[int, int]] | None] = [None] * n_sessions
+        self.pending: list[tuple[Any, ...]] | None = None
+        self.seen: dict[str, int] = {}
+        self.seen_limit = 64
+        self.attrs: dict[str, list[tuple[Any, ...]]] | None = None
+
+
+def _attribute_value(f: AttributeFeature, value: str | None, t: int) -> Any:
+    if value is None or f.type == "string":
+        return value
+    if f.type == "number":
+        return float(value.strip(" ")) if _NUMBER_RE.match(value) else None
+    if f.type == "boolean":
+        low = value.strip(" ").lower()
+        return True if low in TRUE_WORDS else False if low in FALSE_WORDS else None
+    try:
+        if _DATE_RE.match(value):
+            ts = to_micros(datetime.fromisoformat(value).replace(tzinfo=UTC))
+        elif _DATE_TZ_RE.match(value):
+            ts = to_micros(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        else:
+            return None
+    except ValueError:
+        return None
+    return (t - ts) / 86_400_000_000.0
+
+
+def _empty_value(f: AnyFeature) -> Any:
+    """A feature's value over no events: 0 for counts, 0.0 for sums, null otherwise."""
+    if isinstance(f, AggregateFeature):
+        return {"count": 0, "count_distinct": 0, "sum": 0.0}.get(f.aggregate)
+    if isinstance(f, SessionFeature):
+        return None if f.aggregate == "duration" else 0
+    return None
+
+
+class OnlineFeatureEngine:
+    """Feature vectors as of any time not earlier than a customer's floor, from events applied in any order.
+
+    ``dedupe_horizon`` bounds the event ids kept per customer for deduplication: a duplicate is recognised if
+    it arrives while the customer's floor is within this span of the original's ``available_at``.
+    """
+
+    def __init__(
+        self, features: Sequence[AnyFeature] | FeaturePlan, *, dedupe_horizon: timedelta = timedelta(days=1)
+    ) -> None:
+        self.plan = features if isinstance(features, FeaturePlan) else FeaturePlan(features)
+        self.feature_names: tuple[str, ...] = self.plan.names
+        self.version = self.plan.version
+        self._groups = [_Group(self.plan, g) for g in self.plan.agg_groups]
+        self._sessions = [_SessionGroup(self.plan, g) for g in self.plan.session_groups]
+        self._by_type: dict[str, tuple[tuple[_Group, ...], tuple[_SessionGroup, ...]]] = {}
+        self._attr_features = [
+            (i, f) for i in self.plan.attributes if isinstance(f := self.plan.features[i], AttributeFeature)
+        ]
+        self._attr_names = {f.attribute for _, f in self._attr_features}
+        index = {n: i for i, n in enumerate(self.plan.names)}
+        self._derived: list[tuple[int, Expr]] = []
+        for i in self.plan.derived:
+            f = self.plan.features[i]
+            assert isinstance(f, DerivedFeature)
+            self._derived.append((i, f.expression))
+        self._index = index
+        self._parse_props = self.plan.uses_properties()
+        self._dedupe_us = int(dedupe_horizon.total_seconds() * US)
+        self._customers: dict[str, _Customer] = {}
+        self.watermark = _NEG_INF  # the latest available_at applied, any customer
+        self.events_applied = 0
+        self._defaults = tuple(_empty_value(f) for f in self.plan.features)
+
+    # ------------------------------------------------------------------------------------------- applying
+
+    def _dispatch(self, etype: str) -> tuple[tuple[_Group, ...], tuple[_SessionGroup, ...]]:
+        hit = self._by_type.get(etype)
+        if hit is None:
+            hit = self._by_type[etype] = (
+                tuple(g for g in self._groups if g.types is None or etype in g.types),
+                tuple(s for s in self._sessions if s.types is None or etype in s.types),
+            )
+        return hit
+
+    def _coerce(self, event: Mapping[str, Any]) -> tuple[Any, ...]:
+        props = event.get("properties")
+        if props is not None and self._parse_props:
+            if isinstance(props, str):
+                props = json.loads(props)
+            props = {k: v if isinstance(v, str) or v is None else json.dumps(v) for k, v in props.items()}
+        else:
+            props = None
+        amount, quantity = event.get("amount"), event.get("quantity")
+        return (
+            str(event["event_id"]),
+            str(event["customer_id"]),
+            event["event_type"],
+            to_micros(event["event_time"]),
+            to_micros(event["available_at"]),
+            None if amount is None else float(amount),
+            None if quantity is None else float(quantity),
+            event.get("currency"),
+            event.get("sku"),
+            event.get("category"),
+            event.get("campaign_id"),
+            event.get("channel"),
+            event.get("plan"),
+            props,
+        )
+
+    def apply(self, event: Mapping[str, Any]) -> bool:
+        """Take one event in (canonical field names; timestamps tz-aware or epoch µs). False if a duplicate."""
+        return self._apply(self._coerce(event))
+
+    def apply_batch(self, table: pa.Table) -> int:
+        """Apply every row of an events table (the log's schema); returns how many were new."""
+        n = table.num_rows
+        cols: list[list[Any]] = []
+        for name in ("event_id", "customer_id", "event_type", "event_time", "available_at", *_TYPED):
+            if name not in table.column_names:
+                cols.append([None] * n)
+                continue
+            col = table.column(name)
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64())
+            elif name in ("amount", "quantity"):
+                col = col.cast(pa.float64())
+            cols.append(col.to_pylist())
+        if self._parse_props and "properties" in table.column_names:
+            props = [
+                None
+                if p is None
+                else {
+                    k: v if isinstance(v, str) or v is None else json.dumps(v)
+                    for k, v in json.loads(p).items()
+                }
+                for p in table.column("properties").cast(pa.string()).to_pylist()
+            ]
+        else:
+            props = [None] * n
+        cols.append(props)
+        applied = 0
+        apply = self._apply
+        for ev in zip(*cols, strict=True):
+            applied += apply(ev)
+        return applied
+
+    def _apply(self, ev: tuple[Any, ...]) -> bool:
+        cid = ev[_CID]
+        st = self._customers.get(cid)
+        if st is None:
+            st = self._customers[cid] = _Customer(len(self._groups), len(self._sessions))
+        eid = ev[_EID]
+        seen = st.seen
+        if eid in seen:
+            return False
+        av = ev[_AV]
+        seen[eid] = av
+        if len(seen) > st.seen_limit:
+            self._prune_seen(st)
+        self.events_applied += 1
+        if av > self.watermark:
+            self.watermark = av
+        if av > st.floor:
+            st.floor = av
+            if st.pending is not None:
+                self._promote(st, av)
+        if ev[_ET] > st.floor:
+            if st.pending is None:
+                st.pending = [ev]
+            else:
+                st.pending.append(ev)
+        else:
+            self._ingest(st, ev)
+        return True
+
+    def _prune_seen(self, st: _Customer) -> None:
+        cutoff = st.floor - self._dedupe_us
+        st.seen = {k: v for k, v in st.seen.items() if v >= cutoff}
+        st.seen_limit = max(64, 2 * len(st.seen))
+
+    def _promote(self, st: _Customer, upto: int) -> None:
+        assert st.pending is not None
+        ready = [ev for ev in st.pending if ev[_ET] <= upto]
+        if not ready:
+            return
+        rest = [ev for ev in st.pending if ev[_ET] > upto]
+        st.pending = rest or None
+        st.floor = max(st.floor, max(ev[_ET] for ev in ready))
+        for ev in ready:
+            self._ingest(st, ev)
+
+    def _ingest(self, st: _Customer, ev: tuple[Any, ...]) -> None:
+        groups, sessions = self._dispatch(ev[_TYPE])
+        et = ev[_ET]
+        floor = st.floor
+        aggs = st.aggs
+        for g in groups:
+            if g.pred is not None and not g.pred(ev):
+                continue
+            if g.lifetime:
+                acc = aggs[g.idx]
+                if acc is None:
+                    aggs[g.idx] = g.new(ev)
+                else:
+                    g.update(acc, ev)
+                continue
+            b = g.bucket
+            k = et // b
+            kmin = floor // b - g.n + 1
+            if k < kmin:
+                continue  # outside the window at every time this customer can still be read at
+            buckets = aggs[g.idx]
+            if buckets is None:
+                aggs[g.idx] = {k: g.new(ev)}
+                continue
+            acc = buckets.get(k)
+            if acc is None:
+                buckets[k] = g.new(ev)
+                if len(buckets) > g.n or not len(buckets) & 63:
+                    for old in [x for x in buckets if x < kmin]:
+                        del buckets[old]
+            else:
+                g.update(acc, ev)
+        for s in sessions:
+            lo = floor - s.horizon
+            if et <= lo:
+                continue
+            lst = st.sessions[s.idx]
+            item = (et, s.mask(ev))
+            if lst is None:
+                st.sessions[s.idx] = [item]
+                continue
+            bisect.insort(lst, item)
+            if lst[0][0] <= lo:
+                del lst[: bisect.bisect_right(lst, (lo, 1 << 62))]
+
+    def apply_attribute(self, row: Mapping[str, Any]) -> None:
+        """Take one attribute version: customer_id, attribute, value, valid_from, available_at[, source]."""
+        if row["attribute"] not in self._attr_names:
+            return
+        cid = str(row["customer_id"])
+        st = self._customers.get(cid)
+        if st is None:
+            st = self._customers[cid] = _Customer(len(self._groups), len(self._sessions))
+        vf, av = to_micros(row["valid_from"]), to_micros(row["available_at"])
+        value = row.get("value")
+        if av > self.watermark:
+            self.watermark = av
+        if av > st.floor:
+            st.floor = av
+            if st.pending is not None:
+                self._promote(st, av)
+        if st.attrs is None:
+            st.attrs = {}
+        st.attrs.setdefault(row["attribute"], []).append(
+            (vf, av, "" if value is None else value, value is not None, value, row.get("source"))
+        )
+
+    # -------------------------------------------------------------------------------------------- reading
+
+    def vector(self, customer_id: str, as_of: datetime | int | None = None) -> tuple[Any, ...]:
+        """The features of one customer as of ``as_of`` (default: now), in declared order.
+
+        Raises :class:`AsOfError` if ``as_of`` is earlier than the customer's floor (values there may already
+        include events the visibility rule would exclude).
+        """
+        t = to_micros(as_of) if as_of is not None else int(time.time() * US)
+        st = self._customers.get(customer_id)
+        if st is None:
+            out = list(self._defaults)
+        else:
+            if t < st.floor:
+                raise AsOfError(
+                    f"as_of {t}µs is earlier than customer {customer_id!r}'s floor {st.floor}µs; the online "
+                    "engine answers only at or after the latest event it has taken in"
+                )
+            if st.pending is not None:
+                self._promote(st, t)
+            out = list(self._defaults)
+            self._read(st, t, out)
+        index = self._index
+        for i, expr in self._derived:
+            out[i] = expr.evaluate(lambda name: out[index[name]])
+        return tuple(out)
+
+    def vector_dict(self, customer_id: str, as_of: datetime | int | None = None) -> dict[str, Any]:
+        """:meth:`vector` as a mapping of feature name to value."""
+        return dict(zip(self.feature_names, self.vector(customer_id, as_of), strict=True))
+
+    def _read(self, st: _Customer, t: int, out: list[Any]) -> None:
+        aggs = st.aggs
+        for g in self._groups:
+            state = aggs[g.idx]
+            if state is None:
+                continue
+            if g.lifetime:
+                acc = state
+            else:
+                kmin = t // g.bucket - g.n + 1
+                live = [a for k, a in state.items() if k >= kmin]
+                if not live:
+                    continue
+                acc = live[0] if len(live) == 1 else g.merge(live)
+            for i, kind, slot in g.outputs:
+                if kind == _O_COUNT:
+                    out[i] = acc[0]
+                elif kind == _O_SUM:
+                    out[i] = acc[slot]
+                elif kind == _O_MEAN:
+                    out[i] = acc[slot] / acc[slot + 1] if acc[slot + 1] else None
+                elif kind == _O_VALUE:
+                    out[i] = acc[slot]
+                elif kind == _O_DISTINCT:
+                    out[i] = 0 if acc[slot] is None else len(acc[slot])
+                elif kind == _O_LAST:
+                    out[i] = acc[slot + 1]
+                elif kind == _O_SINCE_LAST:
+                    out[i] = (t - acc[2]) / 1_000_000.0
+                else:
+                    out[i] = (t - acc[1]) / 1_000_000.0
+        for s in self._sessions:
+            s.read(st.sessions[s.idx], t, out)
+        if self._attr_features:
+            attrs = st.attrs or {}
+            for i, f in self._attr_features:
+                best = None
+                for version in attrs.get(f.attribute, ()):
+                    visible = version[0] <= t and (f.source is None or version[5] == f.source)
+                    if visible and (best is None or version[:4] > best[:4]):
+                        best = version
+                out[i] = None if best is None else _attribute_value(f, best[4], t)
+
+    # ------------------------------------------------------------------------------------ bulk and stats
+
+    def rebuild(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        events_table: str = "events",
+        attributes_table: str | None = "attributes",
+        batch_rows: int = 200_000,
+    ) -> int:
+        """Replay the event log (and attribute versions) into this engine, in ``available_at`` order.
+
+        Only events that can still be inside a window are read: those newer than the log's latest
+        ``available_at`` minus the longest window or session horizon (everything if a lifetime aggregate is
+        declared). Returns the number of events applied.
+        """
+        horizons = [g.window.bucket_us * g.window.n for g in self.plan.agg_groups if g.window is not None]
+        horizons += [g.horizon_us for g in self.plan.session_groups]
+        lifetime = any(g.window is None for g in self.plan.agg_groups)
+        where = ""
+        if not lifetime:
+            if not horizons:
+                return 0
+            latest = con.execute(f"SELECT epoch_us(max(available_at)) FROM {events_table}").fetchone()
+            if latest is None or latest[0] is None:
+                return 0
+            where = f"WHERE epoch_us(event_time) >= {int(latest[0]) - max(horizons)}"
+        relation = cast(Any, con).sql(f"SELECT * FROM {events_table} {where} ORDER BY available_at, event_id")
+        applied = 0
+        for batch in relation.to_arrow_reader(batch_rows):
+            applied += self.apply_batch(pa.Table.from_batches([batch]))
+        if attributes_table is not None and self._attr_names:
+            names = ", ".join("'" + n.replace("'", "''") + "'" for n in sorted(self._attr_names))
+            con.execute(
+                "SELECT customer_id, attribute, value, source, epoch_us(valid_from) AS valid_from, "
+                f"epoch_us(available_at) AS available_at FROM {attributes_table} WHERE attribute IN ({names}) "
+                "ORDER BY available_at"
+            )
+            for row in con.fetchall():
+                self.apply_attribute(dict(zip(_ATTR_COLUMNS, row, strict=True)))
+        return applied
+
+    @property
+    def customers(self) -> int:
+        return len(self._customers)
+
+    def memory_bytes(self, customer_id: str | None = None) -> int:
+        """Estimated bytes held (``sys.getsizeof`` over the state), for one customer or all."""
+        if customer_id is not None:
+            st = self._customers.get(customer_id)
+            return 0 if st is None else _deep_size(st)
+        return sys.getsizeof(self._customers) + sum(
+            _deep_size(st) + sys.getsizeof(cid) for cid, st in self._customers.items()
+        )
+
+
+def _deep_size(obj: Any, seen: set[int] | None = None) -> int:
+    if seen is None:
+        seen = set()
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, _Customer):
+        return size + sum(_deep_size(getattr(obj, s), seen) for s in _Customer.__slots__)
+    if isinstance(obj, dict):
+        return size + sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
+    if isinstance(obj, list | tuple | set | frozenset):
+        return size + sum(_deep_size(x, seen) for x in obj)
+    return size
+
+
+def feature_vectors(engine: OnlineFeatureEngine, rows: Iterable[tuple[str, int]]) -> list[tuple[Any, ...]]:
+    """Vectors for many (customer_id, as_of µs) pairs (convenience for tests and tools)."""
+    return [engine.vector(c, t) for c, t in rows]
