@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from propensity.datasets import _synthetic_model as m
 from propensity.datasets.synthetic import (
     ACTIONS,
     CUSTOMERS_SCHEMA,
@@ -223,6 +224,14 @@ def test_labels_follow_the_documented_definitions(
     assert {c for c, v in labels.items() if v == 1} == buyers & labels.keys()
 
 
+def test_weekly_transitions_are_distributions() -> None:
+    cal, promo = m.calendar(START, 28)
+    table = m.transition_tables(cal, promo)
+    assert table.shape == (4, m.N_KEYS, m.N_STATES, m.N_STATES)
+    assert np.all(table >= 0)
+    assert np.allclose(table.sum(axis=-1), 1.0)
+
+
 def test_same_seed_same_files_other_seed_other_files(tmp_path: Path) -> None:
     kwargs = {"customers": 1_500, "days": 70, "start": START}
     a = generate(tmp_path / "a", seed=7, **kwargs)  # type: ignore[arg-type]
@@ -282,7 +291,8 @@ def test_oracle_is_a_function_of_what_is_observable(
     """buy_7d truth depends only on state visible at the cutoff: rebuilt from the files, it pins the probability.
 
     The state is the engagement level (active days in each of the last three weeks, from page_views available
-    by the cutoff), subscriber flag, tenure bucket, region and email consent (customers.parquet as of the cutoff).
+    by the cutoff), the weeks since the last purchase (up to four), subscriber flag, tenure bucket, region and
+    email consent (customers.parquet as of the cutoff).
     """
     summary, events, customers, oracle = big
     t = summary.cutoffs[0]
@@ -292,6 +302,14 @@ def test_oracle_is_a_function_of_what_is_observable(
             pc.less_equal(events["available_at"], pa.scalar(t, UTC_TS)),
         )
     ).to_pandas()
+    buys = events.filter(
+        pc.and_(
+            pc.equal(events["event_type"], "purchase"),
+            pc.less_equal(events["available_at"], pa.scalar(t, UTC_TS)),
+        )
+    ).to_pandas()
+    buys = buys[(buys.event_time > t - timedelta(days=28)) & (buys.event_time <= t)]
+    since = ((t - buys.event_time).dt.days // 7).groupby(buys.customer_id).min()
     pv = pv[(pv.event_time > t - timedelta(days=21)) & (pv.event_time <= t)]
     day = (pv.event_time - (t - timedelta(days=21))).dt.days
     pv = pv.assign(week=day // 7, day=day).drop_duplicates(["customer_id", "day"])
@@ -314,12 +332,13 @@ def test_oracle_is_a_function_of_what_is_observable(
     cust["bucket"] = np.searchsorted([28, 182], tenure.to_numpy(), side="right")
     cust["subscriber"] = cust.plan != "free"
     cust["level"] = [levels.get(c, 0) for c in cust.index]
+    cust["since"] = since.reindex(cust.index).fillna(4).astype(int)
     rows = oracle.filter(
         pc.and_(pc.equal(oracle["action"], "buy_7d"), pc.equal(oracle["cutoff"], pa.scalar(t, UTC_TS)))
     ).to_pandas()
     rows = rows.join(cust, on="customer_id")
-    spread = rows.groupby(["level", "subscriber", "bucket", "region", "consent_email"]).probability.agg(
-        lambda p: p.max() - p.min()
-    )
+    spread = rows.groupby(
+        ["level", "since", "subscriber", "bucket", "region", "consent_email"]
+    ).probability.agg(lambda p: p.max() - p.min())
     assert len(spread) > 50
     assert spread.max() < 1e-12

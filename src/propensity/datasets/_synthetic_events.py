@@ -64,8 +64,8 @@ STAGES = (
 )
 STAGE_TYPE = np.array([ETYPE[s] for s in STAGES], np.int8)
 STAGE_PAGE = np.array([-1, 1, -1, 2, 2, 3, 4, 3], np.int16)  # -1: depends on the row
-# Event types that may arrive late (tracked client-side or by partners). page_view, signup, billing and
-# campaign_sent are always on time, so the state that drives the oracle is visible at every cutoff.
+# Event types that may arrive late (tracked client-side or by partners). page_view, purchase, signup, billing
+# and campaign_sent are always on time, so the state that drives the oracle is visible at every cutoff.
 LATE_TYPES = np.array(
     [
         ETYPE[t]
@@ -75,7 +75,6 @@ LATE_TYPES = np.array(
             "cart_add",
             "cart_remove",
             "checkout",
-            "purchase",
             "refund",
             "coupon_redemption",
             "campaign_open",

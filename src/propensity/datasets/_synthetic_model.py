@@ -3,13 +3,15 @@
 Everything a customer does in week ``w`` is drawn from rates that are fixed at the start of that week (Monday
 00:00 UTC) from the customer's *state*, and the state is a function of what the events and attributes show by
 then. So the probability of any label over a horizon that starts on a week boundary can be computed exactly:
-one week ahead in closed form, several weeks ahead by carrying a distribution over the six engagement levels
-through per-week transition matrices. ``docs/synthetic-data.md`` tells the same story in prose.
+one week ahead in closed form, several weeks ahead by carrying a distribution over the 30 chain states
+(engagement level × purchase recency) through per-week transition matrices. ``docs/synthetic-data.md``
+tells the same story in prose.
 
 State at a week boundary (all observable at that instant):
 
 * engagement level ``L`` in 0..5, from the number of distinct UTC days with a ``page_view`` in the last three
   weeks (see :func:`next_level`);
+* purchase recency in 0..4: whole weeks since the last ``purchase``, 4 when none in the last four weeks;
 * subscriber flag and plan (``customers.parquet`` as of the boundary), billing anchor (the last
   ``subscription_start``), whether the customer is still in the first billing cycle;
 * tenure bucket (from ``signup_at``), region, email consent;
@@ -53,6 +55,11 @@ DOW_MULT = np.array([0.95, 0.90, 0.90, 0.95, 1.05, 1.15, 1.10])  # Monday .. Sun
 # P(at least one purchase on an active day), by level, times the subscriber multiplier.
 PURCHASE_PER_ACTIVE_DAY = np.array([0.05, 0.07, 0.08, 0.10, 0.12, 0.14])
 PURCHASE_SUB_MULT = np.array([1.0, 1.4])
+# Purchase recency ("since"): 0 = bought last week, 1..3 = two..four weeks ago, 4 = not in the last four weeks.
+# Recent buyers buy again more readily.
+N_RECENCY = 5
+PURCHASE_RECENCY_MULT = np.array([1.7, 1.4, 1.2, 1.05, 0.8])
+N_STATES = N_LEVELS * N_RECENCY  # the chain carried by the oracle: level × purchase recency
 
 # Campaigns: one wave every Tuesday. P(sent | consent) by [promo?][level]; promotions favour lapsed customers.
 SEND_DAY = 1  # Tuesday
@@ -95,6 +102,18 @@ def next_level(level: Ints, active_days: NDArray[np.int64]) -> NDArray[np.int8]:
     """
     bucket = np.where(active_days == 1, 3, np.where(active_days <= 3, 4, 5))
     return np.where(active_days == 0, decay(level), bucket).astype(np.int8)
+
+
+def next_since(since: Ints, bought: NDArray[np.bool_]) -> NDArray[np.int8]:
+    """Purchase recency next week: 0 after a week with a purchase, else one more week, capped at 4."""
+    return np.where(bought, 0, np.minimum(since + 1, N_RECENCY - 1)).astype(np.int8)
+
+
+def purchase_prob(level: Ints, sub: Ints, since: Ints) -> F64:
+    """P(a purchase on an active day): by level, subscriber and purchase recency."""
+    return np.minimum(
+        PURCHASE_PER_ACTIVE_DAY[level] * PURCHASE_SUB_MULT[sub] * PURCHASE_RECENCY_MULT[since], 1.0
+    )
 
 
 def tenure_bucket(days_since_signup: NDArray[np.int64]) -> NDArray[np.int8]:
@@ -153,41 +172,62 @@ def renew_prob(level: Ints, first_cycle: NDArray[np.bool_]) -> F64:
     return 1.0 - np.where(first_cycle, np.minimum(cancel * FIRST_CYCLE_CANCEL_MULT, 1.0), cancel)
 
 
-def _active_day_distribution(a: F64) -> F64:
-    """Distribution of the number of active days (0..7) given independent daily probabilities ``a[..., 7]``."""
-    dist = np.zeros((*a.shape[:-1], a.shape[-1] + 1))
-    dist[..., 0] = 1.0
-    for d in range(a.shape[-1]):
-        p = a[..., d : d + 1]
-        shifted = np.concatenate([np.zeros_like(dist[..., :1]), dist[..., :-1]], axis=-1)
-        dist = dist * (1.0 - p) + shifted * p
+def _week_distribution(idle: F64, browse: F64, buy: F64) -> F64:
+    """Joint distribution of (active days 0..7, any purchase 0/1) over a week of independent days.
+
+    Per day: ``idle`` (not active), ``browse`` (active, no purchase), ``buy`` (active with a purchase); each
+    ``[..., 7]``. Returns ``[..., 8, 2]``.
+    """
+    dist = np.zeros((*idle.shape[:-1], idle.shape[-1] + 1, 2))
+    dist[..., 0, 0] = 1.0
+    for d in range(idle.shape[-1]):
+        i, b, y = (x[..., d, None, None] for x in (idle, browse, buy))
+        shifted = np.zeros_like(dist)
+        shifted[..., 1:, :] = dist[..., :-1, :]
+        bought = shifted.sum(axis=-1)
+        new = dist * i + shifted * b
+        new[..., 1] += (bought * y[..., 0])[..., :]
+        dist = new
     return dist
 
 
 def transition_tables(cal: F64, promo: NDArray[np.bool_]) -> F64:
-    """``T[w, key, L, L']``: P(level L' next week | level L this week, state key) for every whole week.
+    """``T[w, key, s, s']``: P(chain state s' next week | state s this week, state key) for every whole week.
 
-    The week's active days are the organic ones plus, when the customer clicks the week's campaign, the send
-    day (the click opens a session); the mixture over the click is exact.
+    The chain state is ``s = level * N_RECENCY + since``. The week's active days are the organic ones plus, when
+    the customer clicks the week's campaign, the send day (the click opens a session, which converts with the
+    response probability); the mixture over the click is exact.
     """
     n_weeks = len(cal) // 7
-    out = np.zeros((n_weeks, N_KEYS, N_LEVELS, N_LEVELS))
+    out = np.zeros((n_weeks, N_KEYS, N_STATES, N_STATES))
     grid = np.meshgrid(
-        np.arange(2), np.arange(3), np.arange(len(REGIONS)), np.arange(2), np.arange(N_LEVELS), indexing="ij"
+        np.arange(2),
+        np.arange(3),
+        np.arange(len(REGIONS)),
+        np.arange(2),
+        np.arange(N_LEVELS),
+        np.arange(N_RECENCY),
+        indexing="ij",
     )
-    sub, ten, reg, con, lev = (x.ravel().astype(np.int8) for x in grid)
+    sub, ten, reg, con, lev, since = (x.ravel().astype(np.int8) for x in grid)
     keys = state_key(sub, ten, reg, con.astype(bool))
-    counts = np.arange(8)
+    state = lev.astype(np.int64) * N_RECENCY + since
+    k = np.arange(8)
+    nxt_level = next_level(np.repeat(lev[:, None], 8, axis=1), np.broadcast_to(k, (len(lev), 8)))
     for w in range(n_weeks):
         a = active_prob(lev, sub, ten, reg, cal[7 * w : 7 * w + 7])
-        send, opened, click, _ = campaign_probs(lev, sub, con.astype(bool), bool(promo[w]))
+        pi = purchase_prob(lev, sub, since)[:, None]
+        send, opened, click, respond = campaign_probs(lev, sub, con.astype(bool), bool(promo[w]))
         p_click = send * opened * click
-        forced = a.copy()
-        forced[:, SEND_DAY] = 1.0
-        dist = (1 - p_click)[:, None] * _active_day_distribution(a) + p_click[
-            :, None
-        ] * _active_day_distribution(forced)
-        nxt = next_level(np.repeat(lev[:, None], 8, axis=1), np.broadcast_to(counts, (len(lev), 8)))
-        for target in range(N_LEVELS):
-            out[w, keys, lev, target] = (dist * (nxt == target)).sum(axis=1)
+        plain = _week_distribution(1 - a, a * (1 - pi), a * pi)
+        idle, buy = 1 - a, a * pi
+        idle[:, SEND_DAY] = 0.0
+        buy[:, SEND_DAY] = 1 - (1 - buy[:, SEND_DAY]) * (1 - respond)
+        forced = _week_distribution(idle, 1 - idle - buy, buy)
+        dist = (1 - p_click)[:, None, None] * plain + p_click[:, None, None] * forced
+        for bought in (0, 1):
+            nxt_since = next_since(since, np.full(len(since), bool(bought)))
+            target = nxt_level.astype(np.int64) * N_RECENCY + nxt_since[:, None]
+            for kk in range(8):
+                np.add.at(out[w], (keys, state, target[:, kk]), dist[:, kk, bought])
     return out

@@ -104,13 +104,14 @@ def oracle_block(
     for b in cutoff_weeks:
         t = start_us + 7 * b * day
         idx = np.flatnonzero(cu.signup_us < t)
-        lev, sub, plan, anchor = sim.level[b][idx], sim.sub[b][idx], sim.plan[b][idx], sim.anchor[b][idx]
+        lev, since = sim.level[b][idx], sim.since[b][idx]
+        sub, plan, anchor = sim.sub[b][idx], sim.plan[b][idx], sim.anchor[b][idx]
         reg, consent = cu.region[idx], cu.consent_email[idx]
         tenure = [m.tenure_bucket((t + 7 * j * day - cu.signup_us[idx]) // day) for j in range(5)]
 
         # buy_7d: one week with rates fixed at the cutoff; closed form.
         a = m.active_prob(lev, sub, tenure[0], reg, cal[7 * b : 7 * b + 7])
-        pi = np.minimum(m.PURCHASE_PER_ACTIVE_DAY[lev] * m.PURCHASE_SUB_MULT[sub], 1.0)
+        pi = m.purchase_prob(lev, sub, since)
         send, opened, click, resp = m.campaign_probs(lev, sub, consent, bool(promo[b]))
         p_buy = 1.0 - np.prod(1.0 - a * pi[:, None], axis=1) * (1.0 - send * opened * click * resp)
         bought = _any_in_window(ev, [ETYPE["purchase"]], t, t + 7 * day, n)[idx]
@@ -148,18 +149,19 @@ def oracle_block(
         quiet = ~_any_in_window(ev, QUALIFYING, t, t + 30 * day, n)[idx]
         out.append(_rows(idx, t, "churn_30d", was_active, p_churn, quiet))
 
-        # upgrade_30d and renew_30d: carry the level distribution through the weekly transitions, day by day
-        # removing the mass that upgrades (hazard) or cancels at the renewal.
+        # upgrade_30d and renew_30d: carry the distribution over (level, purchase recency) through the weekly
+        # transitions, day by day removing the mass that upgrades (hazard) or cancels at the renewal.
         si = np.flatnonzero(is_sub)
         ns = len(si)
-        v = np.zeros((ns, m.N_LEVELS))
-        v[np.arange(ns), lev[si]] = 1.0
+        v = np.zeros((ns, m.N_STATES))
+        v[np.arange(ns), lev[si].astype(np.int64) * m.N_RECENCY + since[si]] = 1.0
         u = v.copy()
         absorbed = np.zeros(ns)
         p_renew = np.zeros(ns)
-        levels = np.broadcast_to(np.arange(m.N_LEVELS, dtype=np.int8), (ns, m.N_LEVELS))
-        q6 = m.renew_prob(levels, np.broadcast_to(first[si, None], (ns, m.N_LEVELS)))
-        hz6 = m.UPGRADE_HAZARD[None, :] * m.UPGRADE_PLAN_MULT[plan[si]][:, None]
+        state_level = np.arange(m.N_STATES) // m.N_RECENCY
+        levels = np.broadcast_to(state_level, (ns, m.N_STATES))
+        q6 = m.renew_prob(levels, np.broadcast_to(first[si, None], (ns, m.N_STATES)))
+        hz6 = m.UPGRADE_HAZARD[state_level][None, :] * m.UPGRADE_PLAN_MULT[plan[si]][:, None]
         first_renew_day = (anchor[si] + cycle - start_us) // day
         r_day = renew_day[si]
         for i in range(30):

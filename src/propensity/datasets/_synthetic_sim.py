@@ -24,6 +24,7 @@ ORGANIC, CLICK, SIGNUP = 0, 1, 2
 SUB_EVENT_TYPES = ("subscription_start", "plan_upgrade", "renewal", "cancellation")
 
 _INIT_LEVEL = np.array([0.40, 0.06, 0.06, 0.16, 0.16, 0.16])
+_INIT_SINCE = np.array([0.12, 0.08, 0.07, 0.06, 0.67])
 _INIT_PLAN = np.array([0.55, 0.30, 0.15])  # basic, plus, pro among existing subscribers
 _DAY_START = 10 * m.MINUTE_US  # activity happens between 00:10 and 23:30 UTC, so nothing sits on a boundary
 _DAY_SPAN = 23 * m.HOUR_US + 20 * m.MINUTE_US
@@ -44,8 +45,9 @@ class Customers:
 @dataclass
 class BlockSim:
     customers: Customers
-    # State at each week boundary w (row w): level, subscriber flag, plan, billing anchor (µs).
+    # State at each week boundary w (row w): level, purchase recency, subscriber flag, plan, billing anchor (µs).
     level: NDArray[np.int8]
+    since: NDArray[np.int8]
     sub: NDArray[np.int8]
     plan: NDArray[np.int8]
     anchor: I64
@@ -107,6 +109,7 @@ def simulate_block(
 
     existing = cust.signup_us < start_us
     level = np.where(existing, rng.choice(m.N_LEVELS, n, p=_INIT_LEVEL), 0).astype(np.int8)
+    since = np.where(existing, rng.choice(m.N_RECENCY, n, p=_INIT_SINCE), m.N_RECENCY - 1).astype(np.int8)
     sub = (existing & (rng.random(n) < 0.2)).astype(np.int8)
     plan = np.where(sub == 1, 1 + rng.choice(3, n, p=_INIT_PLAN), 0).astype(np.int8)
     offset = _DAY_START + rng.integers(0, 30, n) * m.DAY_US + rng.integers(0, 23 * m.HOUR_US, n)
@@ -116,6 +119,7 @@ def simulate_block(
     anchor = np.where(sub == 1, anchor, 0).astype(np.int64)
 
     hist_level = np.zeros((n_weeks + 1, n), np.int8)
+    hist_since = np.zeros((n_weeks + 1, n), np.int8)
     hist_sub = np.zeros((n_weeks + 1, n), np.int8)
     hist_plan = np.zeros((n_weeks + 1, n), np.int8)
     hist_anchor = np.zeros((n_weeks + 1, n), np.int64)
@@ -136,7 +140,13 @@ def simulate_block(
         new = (cust.signup_us >= ws) & (cust.signup_us < ws + 7 * m.DAY_US)
         level = np.where(new, 3, level).astype(np.int8)
         exists = cust.signup_us < ws
-        hist_level[w], hist_sub[w], hist_plan[w], hist_anchor[w] = level, sub, plan, anchor
+        hist_level[w], hist_since[w], hist_sub[w], hist_plan[w], hist_anchor[w] = (
+            level,
+            since,
+            sub,
+            plan,
+            anchor,
+        )
 
         tenure_days = np.maximum((ws - cust.signup_us) // m.DAY_US, 0)
         ten = m.tenure_bucket(tenure_days)
@@ -190,9 +200,7 @@ def simulate_block(
         # Organic sessions: 1–4 per active day, one per slot of the day so sessions are > 30 min apart.
         ci, di = np.nonzero(active)
         n_sess = 1 + np.minimum(rng.poisson(0.3, len(ci)), 3)
-        buy_day = rng.random(len(ci)) < np.minimum(
-            m.PURCHASE_PER_ACTIVE_DAY[level[ci]] * m.PURCHASE_SUB_MULT[sub[ci]], 1.0
-        )
+        buy_day = rng.random(len(ci)) < m.purchase_prob(level[ci], sub[ci], since[ci])
         rep = np.repeat(np.arange(len(ci)), n_sess)
         slot = np.arange(len(rep)) - np.repeat(np.cumsum(n_sess) - n_sess, n_sess)
         slot_len = _DAY_SPAN // n_sess[rep]
@@ -270,6 +278,8 @@ def simulate_block(
         click_active[c, m.SEND_DAY] = True
         k = (active | signup_active | click_active).sum(axis=1)
         level = np.where(exists | new, m.next_level(level, k), level).astype(np.int8)
+        bought = responded | (np.bincount(ci[buy_day], minlength=n) > 0)
+        since = np.where(exists | new, m.next_since(since, bought), since).astype(np.int8)
         plan = np.where(upgraded, up_plan, plan)
         plan = np.where(cancels, 0, plan)
         sub = np.where(cancels, 0, sub)
@@ -277,12 +287,8 @@ def simulate_block(
         anchor = np.where(any_sub, sub_time, anchor)
         sub = np.where(any_sub, 1, sub).astype(np.int8)
 
-    hist_level[n_weeks], hist_sub[n_weeks], hist_plan[n_weeks], hist_anchor[n_weeks] = (
-        level,
-        sub,
-        plan,
-        anchor,
-    )
+    hist_level[n_weeks], hist_since[n_weeks], hist_sub[n_weeks] = level, since, sub
+    hist_plan[n_weeks], hist_anchor[n_weeks] = plan, anchor
 
     def cat(parts: list[tuple[NDArray[np.generic], ...]], i: int) -> NDArray[np.generic]:
         return np.concatenate([p[i] for p in parts])
@@ -290,6 +296,7 @@ def simulate_block(
     return BlockSim(
         customers=cust,
         level=hist_level,
+        since=hist_since,
         sub=hist_sub,
         plan=hist_plan,
         anchor=hist_anchor,
