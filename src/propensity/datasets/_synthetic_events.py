@@ -108,6 +108,13 @@ EVENT_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 EVENTS_SCHEMA = pa.schema([pa.field(n, t) for n, t in EVENT_COLUMNS])
 
 
+def type_mask(types: NDArray[np.integer] | list[int]) -> NDArray[np.bool_]:
+    """A lookup table over event type codes: ``type_mask(types)[etype]`` is a fast ``isin``."""
+    mask = np.zeros(len(STANDARD_EVENT_TYPES), bool)
+    mask[np.asarray(types)] = True
+    return mask
+
+
 def catalog_prices(seed: int) -> NDArray[np.float64]:
     """Price (USD) of every sku: a category price level times a lognormal spread, fixed by the seed."""
     rng = np.random.default_rng([seed, 7_777])
@@ -191,11 +198,9 @@ def _session_events(
     total = counts.sum(axis=1)
     rep = np.repeat(np.arange(s), total)
     pos = np.arange(len(rep)) - np.repeat(np.cumsum(total) - total, total)
-    cum = np.cumsum(counts, axis=1)
-    stage = np.zeros(len(rep), np.int64)
-    for j in range(len(STAGES) - 1):
-        stage += pos >= cum[rep, j]
-    pos_in_stage = pos - (cum[rep, stage] - counts[rep, stage])
+    stage = np.repeat(np.tile(np.arange(len(STAGES), dtype=np.int8), s), counts.ravel())
+    previous = np.concatenate([np.array([-1], np.int8), stage[:-1]])
+    later_view = (stage == 2) & (previous == 2)  # not the session's first product view
 
     fav = sim.customers.fav_category[cust]
     cat = np.where(rng.random(s) < 0.7, fav, rng.integers(0, len(CATEGORIES), s))
@@ -204,7 +209,7 @@ def _session_events(
     ev_cat = cat[rep]
     other_sku = ev_cat * SKUS_PER_CATEGORY + rng.integers(0, SKUS_PER_CATEGORY, len(rep))
     is_prod_stage = (stage >= 2) & (stage != 7)
-    sku = np.where(is_prod_stage, np.where((stage == 2) & (pos_in_stage > 0), other_sku, sess_sku[rep]), -1)
+    sku = np.where(is_prod_stage, np.where(later_view, other_sku, sess_sku[rep]), -1)
 
     region = sim.customers.region[cust[rep]]
     is_buy = stage == 6
@@ -342,7 +347,7 @@ def to_table(
     order = np.argsort(ev.time, kind="stable")
     ev = EventRows(*(getattr(ev, f)[order] for f in EventRows.__dataclass_fields__))
     k = len(ev.time)
-    lateable = np.isin(ev.etype, LATE_TYPES)
+    lateable = type_mask(LATE_TYPES)[ev.etype]
     late = lateable & (rng.random(k) < LATE_RATE)
     delay = np.clip(np.exp(rng.normal(np.log(10 * m.HOUR_US), 1.0, k)), m.HOUR_US, 5 * m.DAY_US).astype(
         np.int64

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from propensity.datasets import _synthetic_model as m
-from propensity.datasets._synthetic_events import ETYPE, EventRows
+from propensity.datasets._synthetic_events import ETYPE, EventRows, type_mask
 from propensity.datasets._synthetic_sim import BlockSim
 
 I64 = NDArray[np.int64]
@@ -68,7 +68,7 @@ def _any_in_window(
     ev: EventRows, types: NDArray[np.int8] | list[int], lo: int, hi: int, n: int
 ) -> NDArray[np.bool_]:
     """Per customer: is there an event of one of ``types`` with lo < event_time <= hi?"""
-    mask = np.isin(ev.etype, types) & (ev.time > lo) & (ev.time <= hi)
+    mask = type_mask(types)[ev.etype] & (ev.time > lo) & (ev.time <= hi)
     return np.bincount(ev.cust[mask], minlength=n) > 0
 
 
@@ -194,7 +194,7 @@ def oracle_block(
         _, o, c, r = m.campaign_probs(lv, sb, cu.consent_email[sc], bool(promo[b]))
         send_at = np.full(n, np.iinfo(np.int64).max // 2, np.int64)
         send_at[sc] = s_time
-        hit = np.isin(ev.etype, [ETYPE["purchase"], ETYPE["coupon_redemption"]]) & (ev.campaign == b)
+        hit = type_mask([ETYPE["purchase"], ETYPE["coupon_redemption"]])[ev.etype] & (ev.campaign == b)
         hit &= (ev.time > send_at[ev.cust]) & (ev.time <= send_at[ev.cust] + 7 * day)
         responded = (np.bincount(ev.cust[hit], minlength=n) > 0)[sc]
         out.append(_rows(sc, s_time, "respond_7d", np.ones(len(sc), bool), o * c * r, responded))
