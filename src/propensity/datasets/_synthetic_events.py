@@ -338,6 +338,7 @@ def to_table(
     rng: np.random.Generator,
     ev: EventRows,
     *,
+    seed: int,
     block: int,
     customer_ids: pa.Array,
     region: NDArray[np.int8],
@@ -358,7 +359,8 @@ def to_table(
     take = np.sort(np.concatenate([np.arange(k), dup]), kind="stable")
     ev = EventRows(*(getattr(ev, f)[take] for f in EventRows.__dataclass_fields__))
     available = available[take]
-    ids = pc.binary_join_element_wise(f"e{block}-", pc.cast(pa.array(take), pa.string()), "")
+    # Ids carry the seed, so data sets generated with different seeds never share an event_id.
+    ids = pc.binary_join_element_wise(f"e{seed}-{block}-", pc.cast(pa.array(take), pa.string()), "")
 
     no_amount = np.isnan(ev.amount)
     currency = np.where(no_amount, -1, region[ev.cust])

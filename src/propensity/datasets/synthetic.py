@@ -276,6 +276,7 @@ def generate(
             table, dupes, late = to_table(
                 rng,
                 ev,
+                seed=seed,
                 block=block,
                 customer_ids=customer_ids,
                 region=sim.customers.region,
