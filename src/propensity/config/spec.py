@@ -21,6 +21,8 @@ from propensity.config.durations import Duration, FiniteDuration
 from propensity.config.errors import SpecError, from_validation_error
 from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
 from propensity.features.definitions import FeatureDefinition, check_feature_set
+from propensity.labels.actions import Action, check_actions
+from propensity.training.settings import TrainingSettings
 
 SPEC_FILENAME = "propensity.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -161,9 +163,10 @@ class ProjectSpec(_Strict):
     sources: list[EventSource] = Field(default_factory=list)
     attributes: list[AttributeSource] = Field(default_factory=list)
     features: list[FeatureDefinition] = Field(default_factory=list)
-    # Sections owned by later stages (actions, models, destinations, policies) are kept as written until
+    actions: list[Action] = Field(default_factory=list)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    # Sections owned by later stages (models, destinations, policies) are kept as written until
     # their typed models land; they are still required to be mappings or lists so that structure errors show.
-    actions: list[dict[str, Any]] = Field(default_factory=list)
     models: dict[str, Any] = Field(default_factory=dict)
     destinations: list[dict[str, Any]] = Field(default_factory=list)
     policies: dict[str, Any] = Field(default_factory=dict)
@@ -208,6 +211,30 @@ class ProjectSpec(_Strict):
                 ],
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_actions(self) -> ProjectSpec:
+        problems = check_actions(self.actions, set(self.events.allowed_types))
+        if problems:
+            raise ValidationError.from_exception_data(
+                "ProjectSpec",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", message), loc=("actions", *loc), input=None
+                    )
+                    for loc, message in problems
+                ],
+            )
+        return self
+
+    def action(self, name: str) -> Action:
+        for action in self.actions:
+            if action.name == name:
+                return action
+        known = ", ".join(a.name for a in self.actions) or "(none declared)"
+        raise SpecError(
+            str(self.root / SPEC_FILENAME), [f"actions: no action named {name!r}; known: {known}"]
+        )
 
     def source(self, name: str) -> EventSource:
         for source in self.sources:

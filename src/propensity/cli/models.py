@@ -1,0 +1,121 @@
+"""`propensity models list|show|promote|rollback`: the model registry from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from propensity.cli._common import WorkspaceOption, open_workspace
+from propensity.cli.app import app, console
+
+models_app = typer.Typer(help="Model bundles: list, show, promote (gated), roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def list_(workspace: Path = WorkspaceOption) -> None:
+    """List bundles, newest first, with their stage and test AUC per action.
+
+    Example:
+
+        propensity models list -w demo
+    """
+    from propensity.registry.registry import Registry
+
+    registry = Registry(open_workspace(workspace, require_spec=True))
+    table = Table()
+    for col in ("bundle", "stage", "created", "feature set", "actions (test AUC / ECE)"):
+        table.add_column(col)
+    for e in registry.entries():
+        acts = e.manifest.get("actions", {})
+        summary = ", ".join(
+            f"{a} {m['metrics']['model']['roc_auc']:.3f}/{m['metrics']['model']['ece']:.3f}"
+            for a, m in sorted(acts.items())
+        )
+        style = "bold green" if e.stage == "production" else None
+        table.add_row(e.id, e.stage, e.created_at[:19], str(e.manifest.get("feature_set_version", "?")),
+                      summary or "(unreadable)", style=style)  # fmt: skip
+    console.print(table)
+
+
+@models_app.command()
+def show(
+    bundle: str = typer.Argument("production", help="Bundle id, unique prefix, or 'production'."),
+    workspace: Path = WorkspaceOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the verified manifest as JSON."),
+) -> None:
+    """Show one bundle (verifying its checksums): versions, training window, metrics per action.
+
+    Example:
+
+        propensity models show production -w demo
+    """
+    from propensity.registry.bundle import verify_bundle
+    from propensity.registry.registry import Registry
+
+    registry = Registry(open_workspace(workspace, require_spec=True))
+    bundle_id = registry.resolve(bundle)
+    manifest = verify_bundle(registry.path(bundle_id))
+    if as_json:
+        console.print_json(json.dumps(manifest))
+        return
+    stage = next((e.stage for e in registry.entries() if e.id == bundle_id), "?")
+    console.print(
+        f"[bold]{bundle_id}[/] ({stage}) created {manifest['created_at']}, code {manifest['code_version']}"
+    )
+    console.print(
+        f"features {manifest['feature_set_version']}, training set {manifest['training_set']}, data {manifest['data']}"
+    )
+    for name, info in sorted(manifest["actions"].items()):
+        m, b = info["metrics"]["model"], info["metrics"]["baseline"]
+        w = info["training_window"]
+        console.print(
+            f"  [bold]{name}[/]: AUC {m['roc_auc']:.4f} (baseline {b['roc_auc']:.4f}), ECE {m['ece']:.4f}, "
+            f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}; cutoffs {w['first_cutoff'][:10]} → "
+            f"{w['last_cutoff'][:10]}, test from {w['test_start'][:10]}; {len(info['feature_order'])} features"
+        )
+
+
+@models_app.command()
+def promote(
+    bundle: str = typer.Argument(..., help="The candidate bundle id (or unique prefix)."),
+    workspace: Path = WorkspaceOption,
+    force: bool = typer.Option(False, "--force", help="Promote even if the gate fails (needs --reason)."),
+    reason: str = typer.Option(None, "--reason", help="Why the gate is overridden; recorded in the history."),
+) -> None:
+    """Make a candidate the production bundle, if it is not worse than production on the same test window.
+
+    Example:
+
+        propensity models promote m-3f2a -w demo
+    """
+    from propensity.registry.gate import promote as do_promote
+
+    ws = open_workspace(workspace, require_spec=True)
+    gate = do_promote(ws, bundle, force=force, reason=reason)
+    for c in gate.checks:
+        mark = "[green]ok[/]" if c.passed else "[red]worse[/]"
+        cand = "n/a" if c.candidate is None else f"{c.candidate:.4f}"
+        prod = "n/a" if c.production is None else f"{c.production:.4f}"
+        console.print(f"  {mark} {c.action} {c.metric}: candidate {cand} vs production {prod} ({c.basis})")
+    for note in gate.notes:
+        console.print(f"  [dim]{note}[/]")
+    forced = " [yellow](forced)[/]" if not gate.passed else ""
+    console.print(f"[bold green]promoted[/] {bundle} to production{forced}")
+
+
+@models_app.command()
+def rollback(workspace: Path = WorkspaceOption) -> None:
+    """Move production back to the bundle that was production before (a pointer move).
+
+    Example:
+
+        propensity models rollback -w demo
+    """
+    from propensity.registry.registry import Registry
+
+    current, previous = Registry(open_workspace(workspace, require_spec=True)).rollback()
+    console.print(f"[bold green]rolled back[/]: production is {previous} again ({current} archived)")

@@ -1,0 +1,1 @@
+"""Labels: actions (what is predicted, for whom, over which horizon), eligibility, labels and spines."""

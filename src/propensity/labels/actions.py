@@ -1,0 +1,249 @@
+"""Actions: the ``actions:`` section of ``propensity.yaml`` — what is predicted, for whom, over which horizon.
+
+An action says which future events make the label (``target``), whether the label is their occurrence or their
+absence (``outcome``; churn is the absence of qualifying activity), over which ``horizon`` after the cutoff
+(optionally after a ``gap``), and who is eligible. Five templates come out of the box (``buy``, ``upgrade``,
+``renew``, ``respond``, ``churn``); any key written next to ``template:`` overrides the template's default, and
+an action without a template is fully user-defined.
+
+>>> from pydantic import TypeAdapter
+>>> acts = TypeAdapter(list[Action]).validate_python([{"template": "buy"}, {"template": "churn", "horizon": "60d"}])
+>>> [(a.name, str(a.horizon), a.outcome) for a in acts]
+[('buy_7d', '7d', 'occurs'), ('churn_60d', '60d', 'absent')]
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from propensity.config.durations import Duration, FiniteDuration
+from propensity.features.predicates import Predicate, parse_predicate
+
+ActionTemplate = Literal["buy", "upgrade", "renew", "respond", "churn"]
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+# Everything a customer does on the site or in the app; billing, refunds, support contacts, campaign sends
+# and opens are not engagement. (The synthetic data set uses exactly this list; see docs/synthetic-data.md.)
+QUALIFYING_ACTIVITY: tuple[str, ...] = (
+    "page_view",
+    "product_view",
+    "search",
+    "cart_add",
+    "cart_remove",
+    "checkout",
+    "purchase",
+    "coupon_redemption",
+    "campaign_click",
+)
+
+TEMPLATES: dict[str, dict[str, Any]] = {
+    "buy": {"target": {"event_type": ["purchase"]}, "horizon": "7d"},
+    "upgrade": {
+        "target": {"event_type": ["plan_upgrade"]},
+        "horizon": "30d",
+        "eligibility": {"attribute": {"name": "plan", "not_in": ["free"]}},
+    },
+    "renew": {
+        "target": {"event_type": ["renewal"]},
+        "horizon": "30d",
+        "eligibility": {
+            "attribute": {"name": "plan", "not_in": ["free"]},
+            "due": {"event_type": ["subscription_start", "renewal"], "cycle": "30d"},
+        },
+    },
+    "respond": {
+        "trigger": {"event_type": ["campaign_sent"]},
+        "target": {"event_type": ["purchase", "coupon_redemption"], "same_campaign": True},
+        "horizon": "7d",
+    },
+    "churn": {
+        "target": {"event_type": list(QUALIFYING_ACTIVITY)},
+        "outcome": "absent",
+        "horizon": "30d",
+        "eligibility": {"active_within": "30d"},
+    },
+}
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _check_predicate(value: str | None) -> str | None:
+    if value is not None:
+        parse_predicate(value)  # raises ExpressionError (a ValueError) naming the problem
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventFilter(_Strict):
+    """Events of some types, optionally filtered by a ``where:`` predicate (the feature engine's language)."""
+
+    event_type: list[str] = Field(min_length=1, description="One event type or a list.")
+    where: str | None = Field(default=None, description="A predicate such as amount > 0.")
+
+    _types = field_validator("event_type", mode="before")(_as_list)
+    _where = field_validator("where")(_check_predicate)
+
+    @property
+    def predicate(self) -> Predicate | None:
+        return None if self.where is None else parse_predicate(self.where)
+
+
+class Target(EventFilter):
+    """The events that make the label. ``same_campaign``: only events carrying the trigger's campaign_id."""
+
+    same_campaign: bool = False
+
+
+class AttributeCondition(_Strict):
+    """An attribute as of the cutoff must (not) be one of some values; a missing value is never eligible."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    in_: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AttributeCondition:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError(
+                "give exactly one of `in:` or `not_in:` (the values that make a customer eligible)"
+            )
+        return self
+
+
+class DueRule(_Strict):
+    """Eligible when a billing event (the latest of ``event_type`` by the cutoff) plus ``cycle`` falls due in
+    the label window: subscribers whose renewal is due within the horizon."""
+
+    event_type: list[str] = Field(default_factory=lambda: ["subscription_start", "renewal"], min_length=1)
+    cycle: FiniteDuration = Field(default_factory=lambda: Duration.parse("30d"))
+
+    _types = field_validator("event_type", mode="before")(_as_list)
+
+
+class Eligibility(_Strict):
+    """Who is scored; all conditions must hold. Empty: every customer known by the cutoff."""
+
+    active_within: FiniteDuration | None = Field(
+        default=None, description="Had qualifying activity in (t - this, t]; churn's eligibility."
+    )
+    active_event_type: list[str] | None = Field(
+        default=None, description="What counts as activity; the target's event types when absent."
+    )
+    attribute: AttributeCondition | None = None
+    due: DueRule | None = None
+
+    _types = field_validator("active_event_type", mode="before")(_as_list)
+
+
+class Trigger(EventFilter):
+    """One training/scoring row per trigger event, as of the moment it became visible (respond: a send)."""
+
+
+class Action(_Strict):
+    """One predicted action. See the module docstring and ``docs/training.md``."""
+
+    name: str
+    template: ActionTemplate | None = None
+    description: str | None = None
+    target: Target
+    outcome: Literal["occurs", "absent"] = Field(
+        default="occurs",
+        description="occurs: 1 when a target event happens in the window; absent: when none does.",
+    )
+    horizon: FiniteDuration
+    gap: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("0s"),
+        description="The label window is (t + gap, t + gap + horizon].",
+    )
+    label_delay: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("0s"),
+        description="How long after the window ends its events are all known; a row matures after that.",
+    )
+    eligibility: Eligibility = Field(default_factory=Eligibility)
+    trigger: Trigger | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_template(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("template") is None:
+            return data
+        template = data["template"]
+        if template not in TEMPLATES:
+            return data  # the Literal check reports it
+        merged = copy.deepcopy(TEMPLATES[template])
+        merged.update(data)
+        if "name" not in merged:
+            merged["name"] = f"{template}_{Duration.parse(merged['horizon'], allow_lifetime=False)}"
+        return merged
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid action name; use lowercase letters, digits and underscores, "
+                "starting with a letter (e.g. buy_7d)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Action:
+        if self.horizon.seconds == 0:
+            raise ValueError("horizon must be longer than 0s, e.g. horizon: 7d")
+        if self.target.same_campaign and self.trigger is None:
+            raise ValueError("target.same_campaign needs a trigger (the event whose campaign is matched)")
+        return self
+
+    @property
+    def span(self) -> Duration:
+        """From the cutoff to the moment the label is known: gap + horizon + label delay."""
+        return Duration(self.gap.seconds + self.horizon.seconds + self.label_delay.seconds)
+
+    @property
+    def activity_types(self) -> list[str]:
+        return self.eligibility.active_event_type or self.target.event_type
+
+    def event_types(self) -> set[str]:
+        """Every event type this action refers to (checked against the project's declared types)."""
+        out = set(self.target.event_type)
+        if self.eligibility.active_within is not None:
+            out |= set(self.activity_types)
+        if self.eligibility.due is not None:
+            out |= set(self.eligibility.due.event_type)
+        if self.trigger is not None:
+            out |= set(self.trigger.event_type)
+        return out
+
+    def definition(self) -> dict[str, Any]:
+        """The definition with templates resolved, as stored with training sets and bundles."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"description"})
+
+
+def check_actions(actions: list[Action], event_types: set[str]) -> list[tuple[tuple[int | str, ...], str]]:
+    """Set-level problems: repeated names and unknown event types, as ``[(key path, message)]``."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    seen: set[str] = set()
+    for i, action in enumerate(actions):
+        if action.name in seen:
+            problems.append(((i, "name"), f"{action.name!r} is already used by an earlier action"))
+        seen.add(action.name)
+        unknown = sorted(action.event_types() - event_types)
+        if unknown:
+            problems.append(
+                (
+                    (i,),
+                    f"unknown event type(s) {', '.join(unknown)}; declare them in events.extra_types",
+                )
+            )
+    return problems

@@ -1,0 +1,1 @@
+"""The model registry: immutable, content-addressed bundles; stages; the promotion gate; rollback."""

@@ -1,0 +1,194 @@
+"""Model bundles: every action's model, calibrator, feature order and metrics, immutable and content-addressed.
+
+A bundle is a folder ``.propensity/models/<id>/`` holding ``bundle.json`` (the manifest) and, per action,
+``model.txt`` (LightGBM's text format), ``calibrator.json``, ``baseline.json``, ``baseline_calibrator.json`` and
+``encoder.json`` (feature order and category vocabularies). Nothing is pickled. The manifest lists every file's
+SHA-256 and the id is a hash of the manifest's content (creation time aside), so the same training produces the
+same id, and any changed byte is detected: :func:`load_bundle` verifies everything and refuses a corrupted
+bundle with :class:`CorruptBundleError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from propensity import __version__
+from propensity.config.errors import PropensityError
+from propensity.training.calibration import Calibrator
+from propensity.training.encoding import FeatureEncoder
+from propensity.training.trainers import LightGBMModel, LogisticBaseline
+
+MANIFEST = "bundle.json"
+FORMAT_VERSION = 1
+
+
+class CorruptBundleError(PropensityError):
+    """A bundle's files do not match its manifest (edited, truncated or missing)."""
+
+
+class BundleNotFoundError(PropensityError):
+    """No bundle with that id (or prefix) in the workspace."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def code_version() -> str:
+    """The package version plus the git commit when running from a checkout (best effort)."""
+    head = Path(__file__).resolve().parents[3] / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        commit = (head.parent / ref[5:]).read_text().strip() if ref.startswith("ref: ") else ref
+        return f"{__version__}+{commit[:12]}"
+    except OSError:
+        return __version__
+
+
+@dataclass
+class ActionArtifacts:
+    """What a bundle stores for one action (its metrics and description go into the manifest)."""
+
+    encoder: FeatureEncoder
+    model: LightGBMModel
+    calibrator: Calibrator
+    baseline: LogisticBaseline
+    baseline_calibrator: Calibrator
+    info: dict[str, Any]
+
+
+def _files_for(art: ActionArtifacts) -> dict[str, bytes]:
+    return {
+        "model.txt": art.model.to_text().encode("utf-8"),
+        "calibrator.json": _canonical(art.calibrator.to_json()),
+        "baseline.json": _canonical(art.baseline.to_json()),
+        "baseline_calibrator.json": _canonical(art.baseline_calibrator.to_json()),
+        "encoder.json": _canonical(art.encoder.to_json()),
+    }
+
+
+def _bundle_id(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k not in ("id", "created_at")}
+    return "m-" + _sha256(_canonical(body))[:16]
+
+
+def write_bundle(models_dir: Path, actions: dict[str, ActionArtifacts], meta: dict[str, Any]) -> str:
+    """Write a bundle atomically (temp folder, then rename) and return its id; an identical one is reused."""
+    files: dict[str, bytes] = {}
+    for name, art in actions.items():
+        for fname, data in _files_for(art).items():
+            files[f"{name}/{fname}"] = data
+    manifest: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        **meta,
+        "code_version": meta.get("code_version", code_version()),
+        "actions": {name: art.info for name, art in sorted(actions.items())},
+        "files": {path: _sha256(data) for path, data in sorted(files.items())},
+    }
+    bundle_id = _bundle_id(manifest)
+    manifest = {"id": bundle_id, "created_at": datetime.now(UTC).isoformat(), **manifest}
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / bundle_id
+    if final.exists():
+        return bundle_id
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=models_dir))
+    try:
+        for path, data in files.items():
+            (tmp / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / path).write_bytes(data)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                p.chmod(0o444)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return bundle_id
+
+
+@dataclass
+class Bundle:
+    """A verified, loaded bundle. ``predict`` scores a table of feature columns for one action."""
+
+    id: str
+    path: Path
+    manifest: dict[str, Any]
+    actions: dict[str, ActionArtifacts]
+
+    def predict(self, action: str, table: pa.Table, *, baseline: bool = False) -> np.ndarray:
+        art = self.actions[action]
+        x = art.encoder.matrix(table)
+        if baseline:
+            return art.baseline_calibrator(art.baseline.raw(x, art.encoder))
+        return art.calibrator(art.model.raw(x))
+
+    @property
+    def feature_set_version(self) -> str:
+        return str(self.manifest.get("feature_set_version", ""))
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CorruptBundleError(f"bundle {path.name}: {MANIFEST} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise CorruptBundleError(f"bundle {path.name}: {MANIFEST} is not valid JSON ({exc})") from None
+    return data
+
+
+def verify_bundle(path: Path) -> dict[str, Any]:
+    """Check every file against the manifest and the manifest against the id; return the manifest."""
+    manifest = read_manifest(path)
+    problems = []
+    for rel, digest in manifest.get("files", {}).items():
+        f = path / rel
+        if not f.exists():
+            problems.append(f"{rel} is missing")
+        elif _sha256(f.read_bytes()) != digest:
+            problems.append(f"{rel} does not match its checksum")
+    if manifest.get("id") != path.name or _bundle_id(manifest) != path.name:
+        problems.append(f"{MANIFEST} does not match the bundle id (it was edited)")
+    if problems:
+        raise CorruptBundleError(
+            f"bundle {path.name} is corrupted and will not be loaded: {'; '.join(problems)}. "
+            "Retrain (`propensity train`) or roll back to another bundle (`propensity models rollback`)"
+        )
+    return manifest
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Load a bundle after verifying its checksums (raises :class:`CorruptBundleError`)."""
+    manifest = verify_bundle(path)
+    actions = {}
+    for name, info in manifest["actions"].items():
+        d = path / name
+
+        def js(fname: str, _d: Path = d) -> Any:
+            return json.loads((_d / fname).read_text(encoding="utf-8"))
+
+        actions[name] = ActionArtifacts(
+            encoder=FeatureEncoder.from_json(js("encoder.json")),
+            model=LightGBMModel.from_text((d / "model.txt").read_text(encoding="utf-8")),
+            calibrator=Calibrator.from_json(js("calibrator.json")),
+            baseline=LogisticBaseline.from_json(js("baseline.json")),
+            baseline_calibrator=Calibrator.from_json(js("baseline_calibrator.json")),
+            info=info,
+        )
+    return Bundle(manifest["id"], path, manifest, actions)

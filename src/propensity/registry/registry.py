@@ -1,0 +1,170 @@
+"""The registry: which bundle is production, which are candidates or archived, and the history of moves.
+
+State lives in ``.propensity/models/registry.json`` (written atomically under the workspace lock); bundles never
+change. A new bundle is a *candidate*. ``promote`` makes a candidate *production* (the previous production is
+*archived*) if it passes the gate (:mod:`propensity.registry.gate`) or is forced with a recorded reason.
+``rollback`` moves the production pointer back to the bundle that was production before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from propensity.config.errors import PropensityError
+from propensity.registry.bundle import Bundle, BundleNotFoundError, load_bundle, read_manifest
+from propensity.workspace import Workspace
+
+REGISTRY_FILE = "registry.json"
+STAGES = ("candidate", "production", "archived")
+
+
+class RegistryError(PropensityError):
+    """A registry move that cannot be made (nothing to roll back to, not a candidate, ...)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class BundleEntry:
+    id: str
+    stage: str
+    created_at: str
+    manifest: dict[str, Any]
+
+
+class Registry:
+    """The bundles of one workspace. Every method that changes state takes the workspace lock."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.dir = workspace.state_dir / "models"
+
+    # -------------------------------------------------------------------------------------------- state
+    def _read(self) -> dict[str, Any]:
+        path = self.dir / REGISTRY_FILE
+        if not path.exists():
+            return {"bundles": {}, "production": None, "history": []}
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
+
+    def _write(self, state: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{REGISTRY_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.dir / REGISTRY_FILE)
+
+    def resolve(self, ref: str) -> str:
+        """A bundle id from an id, a unique prefix, or ``production``."""
+        state = self._read()
+        if ref == "production":
+            if state["production"] is None:
+                raise RegistryError(
+                    "no bundle is in production yet; promote one with `propensity models promote`"
+                )
+            return str(state["production"])
+        ids = [i for i in state["bundles"] if i.startswith(ref)]
+        if len(ids) != 1:
+            known = ", ".join(sorted(state["bundles"])) or "(none)"
+            what = "matches several bundles" if ids else "matches no bundle"
+            raise BundleNotFoundError(f"{ref!r} {what}; known: {known}")
+        return ids[0]
+
+    def path(self, bundle_id: str) -> Path:
+        return self.dir / bundle_id
+
+    def load(self, ref: str) -> Bundle:
+        return load_bundle(self.path(self.resolve(ref)))
+
+    # ------------------------------------------------------------------------------------------- queries
+    def entries(self) -> list[BundleEntry]:
+        state = self._read()
+        out = []
+        for bid, entry in state["bundles"].items():
+            try:
+                manifest = read_manifest(self.path(bid))
+            except PropensityError:
+                manifest = {}
+            out.append(BundleEntry(bid, entry["stage"], entry["created_at"], manifest))
+        out.sort(key=lambda e: e.created_at, reverse=True)
+        return out
+
+    def production(self) -> str | None:
+        value = self._read()["production"]
+        return None if value is None else str(value)
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._read()["history"])
+
+    # ------------------------------------------------------------------------------------------- moves
+    def register(self, bundle_id: str) -> None:
+        """Record a freshly written bundle as a candidate (no-op if already known)."""
+        with self.workspace.write_lock():
+            state = self._read()
+            if bundle_id in state["bundles"]:
+                return
+            state["bundles"][bundle_id] = {"stage": "candidate", "created_at": _now()}
+            state["history"].append({"at": _now(), "event": "register", "bundle": bundle_id})
+            self._write(state)
+
+    def set_production(self, bundle_id: str, *, forced: bool = False, reason: str | None = None,
+                       gate: dict[str, Any] | None = None) -> None:  # fmt: skip
+        with self.workspace.write_lock():
+            state = self._read()
+            entry = state["bundles"].get(bundle_id)
+            if entry is None:
+                raise BundleNotFoundError(f"{bundle_id} is not a registered bundle")
+            if entry["stage"] != "candidate":
+                raise RegistryError(
+                    f"{bundle_id} is {entry['stage']}, not a candidate; only candidates are promoted "
+                    "(use `propensity models rollback` to return to an earlier production bundle)"
+                )
+            previous = state["production"]
+            if previous is not None:
+                state["bundles"][previous]["stage"] = "archived"
+            entry["stage"] = "production"
+            state["production"] = bundle_id
+            state["history"].append({"at": _now(), "event": "promote", "bundle": bundle_id, "previous": previous,
+                                     "forced": forced, "reason": reason, "gate": gate})  # fmt: skip
+            self._write(state)
+
+    def rollback(self) -> tuple[str, str]:
+        """Move production back to the bundle that was production before; return (from, to)."""
+        with self.workspace.write_lock():
+            state = self._read()
+            current = state["production"]
+            if current is None:
+                raise RegistryError("nothing is in production, so there is nothing to roll back")
+            previous = None
+            for event in reversed(state["history"]):
+                if event["event"] in ("promote", "rollback") and event["bundle"] == current:
+                    previous = event.get("previous")
+                    break
+            if previous is None:
+                raise RegistryError(
+                    f"{current} is the first production bundle; there is nothing to roll back to"
+                )
+            state["bundles"][current]["stage"] = "archived"
+            state["bundles"][previous]["stage"] = "production"
+            state["production"] = previous
+            before = self._previous_of(state, previous)
+            state["history"].append(
+                {"at": _now(), "event": "rollback", "bundle": previous, "previous": before, "from": current}
+            )
+            self._write(state)
+            return current, previous
+
+    @staticmethod
+    def _previous_of(state: dict[str, Any], bundle_id: str) -> str | None:
+        """The bundle that was production before ``bundle_id`` last became production (for chained rollbacks)."""
+        for event in reversed(state["history"]):
+            if event["event"] in ("promote", "rollback") and event["bundle"] == bundle_id:
+                prev = event.get("previous")
+                return None if prev is None else str(prev)
+        return None

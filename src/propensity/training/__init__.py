@@ -1,0 +1,1 @@
+"""Training: training sets, time splits, trainers, calibration, evaluation, explanations and reports."""

@@ -1,0 +1,244 @@
+"""Training sets: eligible rows with matured labels × point-in-time features, split in time, stored as Parquet.
+
+For each action: grid cutoffs (the spine) → eligible rows and labels (:mod:`propensity.labels.labels`) → time
+split with gaps (:mod:`propensity.training.splits`) → point-in-time features from the offline engine. Features
+are computed once for the union of every action's (customer, as_of) pairs. A stored training set is a folder
+``.propensity/training/<id>/`` with one Parquet file per action and ``manifest.json`` (feature definitions and
+version, spine, data range, action definitions, split boundaries), so any model can be reproduced from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from propensity.config.errors import PropensityError
+from propensity.config.spec import ProjectSpec
+from propensity.events.log import DuckDBEventLog
+from propensity.features.definitions import feature_set_version
+from propensity.features.offline import compute_features
+from propensity.labels.actions import Action
+from propensity.labels.labels import build_labels
+from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
+from propensity.training.splits import SplitBoundaries, assign_splits, choose_boundaries, verify_no_overlap
+from propensity.workspace import Workspace
+
+Progress = Callable[[str, int, int], None]
+ROUND_DIGITS = 6
+ROW_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id", "split")
+
+
+@dataclass
+class TrainingSet:
+    """One action's rows (``ROW_COLUMNS`` then the features in declared order) and how they were made."""
+
+    action: Action
+    table: pa.Table
+    boundaries: SplitBoundaries
+    cutoffs: list[datetime]
+    feature_names: list[str]
+
+    def split(self, name: str) -> pa.Table:
+        return self.table.filter(pc.equal(self.table.column("split"), name))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for name in ("train", "calibration", "test"):
+            part = self.split(name)
+            pos = int(pc.sum(part.column("label")).as_py() or 0)
+            out[name] = {"rows": part.num_rows, "positives": pos}
+        return out
+
+
+@dataclass
+class TrainingSets:
+    """Every action's training set, with the manifest that describes them all."""
+
+    sets: dict[str, TrainingSet]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.manifest["id"])
+
+
+def _sample(table: pa.Table, max_rows: int | None, seed: int) -> pa.Table:
+    """Keep at most about ``max_rows`` rows, chosen by a seeded hash of the customer (whole customers)."""
+    if max_rows is None or table.num_rows <= max_rows:
+        return table
+    frac = max_rows / table.num_rows
+    con = duckdb.connect()
+    con.register("tbl", table)
+    keep = con.sql(f"SELECT hash(customer_id || '|{seed}') % 1000000 < {int(frac * 1_000_000)} AS k FROM tbl")
+    mask = keep.to_arrow_table().column("k")
+    con.close()
+    return table.filter(mask)
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_training_sets(
+    workspace: Workspace,
+    *,
+    actions: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    errors: dict[str, str] | None = None,
+) -> TrainingSets:
+    """Build (but do not store) the training sets of the project's actions (or the named ones).
+
+    An action whose data cannot be split is skipped when ``errors`` is given (its message recorded there),
+    otherwise its :class:`~propensity.training.splits.InsufficientDataError` propagates.
+    """
+    spec = workspace.spec
+    chosen = [spec.action(a) for a in actions] if actions else list(spec.actions)
+    settings = spec.training
+    sets: dict[str, TrainingSet] = {}
+    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+        dr = data_range(con, settings.spine)
+        grid = grid_cutoffs(settings.spine, dr.start, dr.end)
+        rows: dict[str, tuple[Action, pa.Table, SplitBoundaries, list[datetime]]] = {}
+        for i, action in enumerate(chosen):
+            if progress:
+                progress("labels", i, len(chosen))
+            try:
+                cutoffs = matured_cutoffs(grid, action, dr.end)
+                labels = build_labels(
+                    con,
+                    action,
+                    cutoffs,
+                    slide=settings.spine.slide.timedelta,
+                    align=settings.spine.align,
+                    data_end=dr.end,
+                )
+                bounds = choose_boundaries(cutoffs, action.span.timedelta, settings.split, action=action.name)
+                labels = assign_splits(labels, bounds, purge=settings.split.purge, action=action.name)
+                verify_no_overlap(labels, action=action.name)
+            except PropensityError as exc:
+                if errors is None:
+                    raise
+                errors[action.name] = str(exc)
+                continue
+            rows[action.name] = (action, _sample(labels, settings.max_rows, settings.seed), bounds, cutoffs)
+        if progress:
+            progress("labels", len(chosen), len(chosen))
+        features = _features_for(con, spec, [t for _, t, _, _ in rows.values()], progress)
+    names = [f.name for f in spec.features]
+    for name, (action, labels, bounds, cutoffs) in rows.items():
+        table = _join(labels, features, names)
+        sets[name] = TrainingSet(action, table, bounds, cutoffs, names)
+    manifest = _manifest(spec, sets, dr.start, dr.end)
+    return TrainingSets(sets, manifest)
+
+
+def _features_for(
+    con: duckdb.DuckDBPyConnection, spec: ProjectSpec, tables: list[pa.Table], progress: Progress | None
+) -> pa.Table:
+    if not tables:
+        return pa.table(
+            {"customer_id": pa.array([], pa.string()), "as_of": pa.array([], pa.timestamp("us", tz="UTC"))}
+        )
+    mem = duckdb.connect()
+    for i, t in enumerate(tables):
+        mem.register(f"t{i}", t.select(["customer_id", "as_of"]))
+    union = " UNION ".join(f"SELECT customer_id, as_of FROM t{i}" for i in range(len(tables)))
+    spine = mem.sql(f"SELECT * FROM ({union}) ORDER BY as_of, customer_id").to_arrow_table()
+    mem.close()
+    if progress:
+        progress("features", 0, spine.num_rows)
+    out = compute_features(con, spec.features, spine) if spec.features else spine
+    if progress:
+        progress("features", spine.num_rows, spine.num_rows)
+    return out
+
+
+def _join(labels: pa.Table, features: pa.Table, names: list[str]) -> pa.Table:
+    con = duckdb.connect()
+    con.register("l", labels)
+    con.register("f", features)
+    cols = ", ".join(f'f."{n}"' for n in names)
+    sel = f", {cols}" if names else ""
+    table = con.sql(
+        f"SELECT l.customer_id, l.as_of, l.label, l.label_end, l.campaign_id, l.split{sel} "
+        "FROM l JOIN f ON f.customer_id = l.customer_id AND f.as_of = l.as_of ORDER BY l.as_of, l.customer_id"
+    ).to_arrow_table()
+    con.close()
+    for col in ("as_of", "label_end"):
+        i = table.column_names.index(col)
+        table = table.set_column(i, col, table.column(col).cast(pa.timestamp("us", tz="UTC")))
+    # Parallel float sums in the engine may differ in the last bits between runs; rounding to 1e-6 makes the
+    # stored training set, and so the models trained on it, a deterministic function of the data.
+    for i, name in enumerate(table.column_names):
+        if name in names and pa.types.is_floating(table.schema.field(name).type):
+            v = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            scale = 10.0**ROUND_DIGITS
+            rounded = np.round(v * scale) / scale  # the same integer always divides to the same double
+            table = table.set_column(i, name, pa.array(rounded, pa.float64(), mask=np.isnan(v)))
+    return table
+
+
+def _manifest(
+    spec: ProjectSpec, sets: dict[str, TrainingSet], start: datetime, end: datetime
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "project": spec.project,
+        "feature_set_version": feature_set_version(spec.features),
+        "features": [f.canonical() for f in spec.features],
+        "spine": spec.training.spine.model_dump(mode="json"),
+        "split": spec.training.split.model_dump(mode="json"),
+        "data": {"start": start.isoformat(), "end": end.isoformat()},
+        "actions": {
+            name: {
+                "definition": ts.action.definition(),
+                "boundaries": ts.boundaries.to_json(),
+                "cutoffs": [c.isoformat() for c in ts.cutoffs],
+                "counts": ts.counts(),
+            }
+            for name, ts in sets.items()
+        },
+    }
+    return {"id": "ts-" + _hash(body), "created_at": datetime.now(UTC).isoformat(), **body}
+
+
+def store_training_sets(workspace: Workspace, sets: TrainingSets) -> Path:
+    """Write the sets under ``.propensity/training/<id>/`` (Parquet per action + manifest.json)."""
+    folder = workspace.state_dir / "training" / sets.id
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        b"feature_set_version": str(sets.manifest["feature_set_version"]).encode(),
+        b"training_set": sets.id.encode(),
+    }
+    for name, ts in sorted(sets.sets.items()):
+        table = ts.table.replace_schema_metadata({**meta, b"action": name.encode()})
+        pq.write_table(table, folder / f"{name}.parquet", compression="zstd")
+    (folder / "manifest.json").write_text(json.dumps(sets.manifest, indent=2) + "\n", encoding="utf-8")
+    sets.path = folder
+    return folder
+
+
+def load_training_set(folder: Path, action: Action) -> TrainingSet:
+    """Read one action's stored training set back (for gates and re-evaluation)."""
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    entry = manifest["actions"][action.name]
+    table = pq.read_table(folder / f"{action.name}.parquet")
+    names = [c for c in table.column_names if c not in ROW_COLUMNS]
+    return TrainingSet(
+        action,
+        table,
+        SplitBoundaries.from_json(entry["boundaries"]),
+        [datetime.fromisoformat(c) for c in entry["cutoffs"]],
+        names,
+    )

@@ -1,0 +1,141 @@
+"""``train_project``: training sets → models per action → a candidate bundle → the report, in one call.
+
+This is what ``propensity train`` and ``propensity quickstart`` run. Actions that cannot be trained (too little
+data, too short a history) are skipped with their reason; the others still produce a bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from propensity.config.errors import PropensityError
+from propensity.features.definitions import feature_set_version
+from propensity.registry.bundle import ActionArtifacts, write_bundle
+from propensity.registry.registry import Registry
+from propensity.training.dataset import build_training_sets, store_training_sets
+from propensity.training.fit import ActionResult, fit_action
+from propensity.training.oracle import compare_with_oracle, find_oracle
+from propensity.workspace import Workspace
+
+Progress = Callable[[str, int, int], None]
+
+
+class NothingTrainedError(PropensityError):
+    """No action could be trained; the message lists why for each."""
+
+
+@dataclass
+class TrainingResult:
+    """What one training run produced: the bundle, per-action results, skipped actions, report paths."""
+
+    bundle_id: str
+    training_set: str
+    results: dict[str, ActionResult]
+    skipped: dict[str, str]
+    oracle: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report_json: dict[str, Any] = field(default_factory=dict)
+    report_paths: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def train_project(
+    workspace: Workspace,
+    *,
+    actions: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    write_report: bool = True,
+) -> TrainingResult:
+    """Train every action of the workspace's project (or the named ones) and register a candidate bundle.
+
+    ``progress(stage, done, total)`` is called as work advances (stages: ``labels``, ``features``, ``train``).
+    Raises :class:`NothingTrainedError` when no action could be trained.
+    """
+    spec = workspace.spec
+    if not spec.actions:
+        raise NothingTrainedError(
+            "the project declares no actions; add an `actions:` section to propensity.yaml"
+        )
+    if not spec.features:
+        raise NothingTrainedError(
+            "the project declares no features; add a `features:` section to propensity.yaml"
+        )
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    skipped: dict[str, str] = {}
+    sets = build_training_sets(workspace, actions=actions, progress=progress, errors=skipped)
+    seconds["training_sets"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    store_training_sets(workspace, sets)
+    seconds["store_training_sets"] = time.perf_counter() - t1
+    results: dict[str, ActionResult] = {}
+    names = sorted(sets.sets)
+    t2 = time.perf_counter()
+    for i, name in enumerate(names):
+        if progress:
+            progress("train", i, len(names))
+        try:
+            results[name] = fit_action(sets.sets[name], spec.training)
+        except PropensityError as exc:
+            skipped[name] = str(exc)
+    if progress:
+        progress("train", len(names), len(names))
+    seconds["fit"] = time.perf_counter() - t2
+    if not results:
+        reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise NothingTrainedError(f"no action could be trained. {reasons}")
+    oracle_path = find_oracle(spec)
+    oracle: dict[str, dict[str, Any]] = {}
+    if oracle_path is not None:
+        for name, r in results.items():
+            cmp = compare_with_oracle(oracle_path, name, sets.sets[name].split("test"), r.test_predictions)
+            if cmp is not None:
+                oracle[name] = cmp
+    t3 = time.perf_counter()
+    artifacts = {}
+    for name, r in results.items():
+        ts = sets.sets[name]
+        artifacts[name] = ActionArtifacts(
+            encoder=r.encoder,
+            model=r.model.model,  # type: ignore[arg-type]
+            calibrator=r.model.calibrator,
+            baseline=r.baseline.model,  # type: ignore[arg-type]
+            baseline_calibrator=r.baseline.calibrator,
+            info={
+                "definition": ts.action.definition(),
+                "feature_order": r.encoder.names,
+                "training_window": {
+                    "first_cutoff": ts.cutoffs[0].isoformat(),
+                    "last_cutoff": ts.cutoffs[-1].isoformat(),
+                    **ts.boundaries.to_json(),
+                },
+                "counts": r.counts,
+                "calibration": r.calibration_choice,
+                "metrics": r.metrics,
+                "oracle": oracle.get(name),
+                "importance": r.importance,
+            },
+        )
+    meta = {
+        "project": spec.project,
+        "feature_set_version": feature_set_version(spec.features),
+        "features": [f.canonical() for f in spec.features],
+        "training_set": sets.id,
+        "data": sets.manifest["data"],
+        "seed": spec.training.seed,
+    }
+    bundle_id = write_bundle(workspace.state_dir / "models", artifacts, meta)
+    Registry(workspace).register(bundle_id)
+    seconds["bundle"] = time.perf_counter() - t3
+    result = TrainingResult(bundle_id, sets.id, results, skipped, oracle, seconds=seconds)
+    if write_report:
+        from propensity.training.report import write_reports
+
+        t4 = time.perf_counter()
+        write_reports(workspace, result)
+        seconds["report"] = time.perf_counter() - t4
+    seconds["total"] = time.perf_counter() - t0
+    return result

@@ -1,0 +1,309 @@
+"""The evaluation report: one self-contained HTML file (inline SVG, no scripts, no network) plus the same numbers
+as JSON, both made from a bundle's manifest alone, so any bundle's report can be rewritten at any time.
+
+JSON layout: one key per action name holding ``model`` and ``baseline`` (``roc_auc``, ``pr_auc``, ``log_loss``,
+``brier``, ``ece``, ``lift_top_decile``), ``quality_lift`` (top-decile rate ÷ base rate of the model),
+``realised_rate_by_decile``, ``counts`` and, for synthetic data, ``oracle_roc_auc`` and ``oracle_ece`` with the
+model's and baseline's figures on the same rows (``on_oracle_rows``); plus ``_meta`` (bundle, versions).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from propensity.training.metrics import HEADLINE, headline
+from propensity.workspace import Workspace
+
+W, H, PAD = 320, 240, 36
+COLORS = {"model": "#1f77b4", "baseline": "#ff7f0e", "oracle": "#2ca02c", "ideal": "#999999"}
+
+
+def report_json(manifest: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "_meta": {
+            "bundle": manifest["id"],
+            "created_at": manifest.get("created_at"),
+            "project": manifest.get("project"),
+            "feature_set_version": manifest.get("feature_set_version"),
+            "training_set": manifest.get("training_set"),
+            "code_version": manifest.get("code_version"),
+            "data": manifest.get("data"),
+        }
+    }
+    for name, info in sorted(manifest["actions"].items()):
+        m = info["metrics"]
+        entry: dict[str, Any] = {
+            "model": headline(m["model"]),
+            "baseline": headline(m["baseline"]),
+            "quality_lift": m["model"]["lift_top_decile"],
+            "base_rate": m["model"]["base_rate"],
+            "test_rows": m["model"]["n"],
+            "realised_rate_by_decile": [
+                {"decile": d["decile"], "mean_score": d["mean_score"], "realised_rate": d["realised_rate"]}
+                for d in m["model"]["deciles"]
+            ],
+            "counts": info["counts"],
+            "calibration": {k: v["method"] for k, v in info["calibration"].items()},
+            "trees": m["model"].get("trees"),
+            "training_window": info["training_window"],
+        }
+        oracle = info.get("oracle")
+        if oracle:
+            entry["oracle_roc_auc"] = oracle["oracle"]["roc_auc"]
+            entry["oracle_ece"] = oracle["oracle"]["ece"]
+            entry["on_oracle_rows"] = oracle
+        out[name] = entry
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ SVG charts
+def _xy(x: float, y: float, ymax: float = 1.0) -> tuple[float, float]:
+    return PAD + x * (W - PAD - 10), H - PAD - (y / ymax if ymax else 0) * (H - PAD - 10)
+
+
+def _axes(title: str, xlabel: str, ylabel: str, ymax: float = 1.0) -> list[str]:
+    x0, y0 = _xy(0, 0, ymax)
+    x1, y1 = _xy(1, ymax, ymax)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img">',
+        f"<title>{html.escape(title)}</title>",
+        f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fafafa" stroke="#ccc"/>',
+        f'<text x="{W / 2}" y="{H - 6}" text-anchor="middle" font-size="11">{html.escape(xlabel)}</text>',
+        f'<text x="10" y="{H / 2}" transform="rotate(-90 10 {H / 2})" text-anchor="middle" font-size="11">'
+        f"{html.escape(ylabel)}</text>",
+    ]
+    for t in (0.0, 0.5, 1.0):
+        x, _ = _xy(t, 0, ymax)
+        _, y = _xy(0, t * ymax, ymax)
+        parts.append(f'<text x="{x}" y="{y0 + 12}" text-anchor="middle" font-size="9">{t:g}</text>')
+        parts.append(f'<text x="{x0 - 3}" y="{y + 3}" text-anchor="end" font-size="9">{t * ymax:.2g}</text>')
+    return parts
+
+
+def _line(
+    points: list[tuple[float, float]], color: str, ymax: float = 1.0, dash: str = "", dots: bool = False
+) -> str:
+    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in (_xy(x, y, ymax) for x, y in points))
+    out = f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.8" {dash}/>'
+    if dots:
+        out += "".join(
+            f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{color}"/>'
+            for a, b in (_xy(x, y, ymax) for x, y in points)
+        )
+    return out
+
+
+def _legend(items: list[tuple[str, str]]) -> str:
+    return "".join(
+        f'<rect x="{PAD + 8}" y="{14 + 14 * i}" width="10" height="3" fill="{c}"/>'
+        f'<text x="{PAD + 22}" y="{18 + 14 * i}" font-size="10">{html.escape(t)}</text>'
+        for i, (t, c) in enumerate(items)
+    )
+
+
+def reliability_svg(metrics: dict[str, Any]) -> str:
+    """Mean predicted vs realised rate per bin, both axes on the same scale (the diagonal is perfect)."""
+    top = max(
+        [1e-9]
+        + [
+            max(r["mean_predicted"], r["realised_rate"])
+            for k in ("model", "baseline")
+            for r in metrics[k]["reliability"]
+        ]
+    )
+    s = min(1.0, max(0.1, top * 1.1))
+    parts = _axes("Reliability", f"mean predicted probability (0 to {s:.2g})", "realised rate", s)
+    parts.append(_line([(0, 0), (1, s)], COLORS["ideal"], s, 'stroke-dasharray="4 3"'))
+    for k in ("baseline", "model"):
+        pts = [(r["mean_predicted"] / s, r["realised_rate"]) for r in metrics[k]["reliability"]]
+        parts.append(_line(pts, COLORS[k], s, dots=True))
+    parts.append(
+        _legend(
+            [("LightGBM", COLORS["model"]), ("baseline", COLORS["baseline"]), ("perfect", COLORS["ideal"])]
+        )
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def gains_svg(metrics: dict[str, Any]) -> str:
+    parts = _axes("Cumulative gains", "share of customers (by score)", "share of positives")
+    parts.append(_line([(0, 0), (1, 1)], COLORS["ideal"], 1.0, 'stroke-dasharray="4 3"'))
+    for k in ("baseline", "model"):
+        pts = [(0.0, 0.0)] + [(d["cumulative_share"], d["cumulative_gain"]) for d in metrics[k]["deciles"]]
+        parts.append(_line(pts, COLORS[k], dots=True))
+    parts.append(
+        _legend(
+            [("LightGBM", COLORS["model"]), ("baseline", COLORS["baseline"]), ("random", COLORS["ideal"])]
+        )
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def histogram_svg(metrics: dict[str, Any]) -> str:
+    hist = metrics["model"]["histogram"]
+    counts, edges = hist["counts"], hist["edges"]
+    total = sum(counts) or 1.0
+    shares = [c / total for c in counts]
+    ymax = max([*shares, 1e-09]) * 1.1
+    parts = _axes("Score histogram (LightGBM)", "calibrated score", "share of rows", ymax)
+    for s, lo, hi in zip(shares, edges[:-1], edges[1:], strict=True):
+        x0, y0 = _xy(lo, 0, ymax)
+        x1, y1 = _xy(hi, s, ymax)
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{y1:.1f}" width="{max(0.5, x1 - x0 - 1):.1f}" height="{y0 - y1:.1f}" fill="{COLORS["model"]}"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def importance_svg(importance: list[dict[str, Any]], top: int = 15) -> str:
+    rows = importance[:top]
+    vmax = max([r["mean_abs_shap"] for r in rows] + [1e-12])
+    height = 20 + 16 * len(rows)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + 140}" height="{height}" role="img">',
+             "<title>Feature importance (mean |SHAP|)</title>"]  # fmt: skip
+    for i, r in enumerate(rows):
+        y = 10 + 16 * i
+        w = (W - 40) * r["mean_abs_shap"] / vmax
+        parts.append(
+            f'<text x="150" y="{y + 10}" text-anchor="end" font-size="10">{html.escape(r["feature"])}</text>'
+        )
+        parts.append(f'<rect x="155" y="{y}" width="{w:.1f}" height="12" fill="{COLORS["model"]}"/>')
+        parts.append(f'<text x="{160 + w:.1f}" y="{y + 10}" font-size="9">{r["mean_abs_shap"]:.3f}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:14px}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}
+.note{color:#666;font-size:12px}.warn{color:#a40}
+"""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None) -> str:
+    data = report_json(manifest)
+    meta = data["_meta"]
+    out = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>propensity report — {html.escape(str(meta['project']))}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Evaluation report — {html.escape(str(meta['project']))}</h1>",
+        f"<p class='note'>bundle <b>{meta['bundle']}</b> · created {meta['created_at']} · features "
+        f"{meta['feature_set_version']} · training set {meta['training_set']} · code {meta['code_version']}. "
+        "All figures are on the test split: the latest cutoffs, separated from calibration and training by a full "
+        "label window. Probabilities are calibrated on the calibration split.</p>",
+    ]
+    summary = []
+    for name in sorted(k for k in data if k != "_meta"):
+        e = data[name]
+        summary.append([name, e["test_rows"], e["base_rate"], e["model"]["roc_auc"], e["baseline"]["roc_auc"],
+                        e["model"]["ece"], e["baseline"]["ece"], e["quality_lift"],
+                        e.get("oracle_roc_auc", "—"), e.get("oracle_ece", "—")])  # fmt: skip
+    out.append("<h2>Summary</h2>")
+    out.append(_table(["action", "test rows", "base rate", "AUC (LightGBM)", "AUC (baseline)", "ECE (LightGBM)",
+                       "ECE (baseline)", "quality: lift over random", "oracle AUC", "oracle ECE"], summary))  # fmt: skip
+    for name, reason in sorted((skipped or {}).items()):
+        out.append(f"<p class='warn'>{html.escape(name)} was not trained: {html.escape(reason)}</p>")
+    for name, info in sorted(manifest["actions"].items()):
+        m = info["metrics"]
+        e = data[name]
+        out.append(f"<h2>{html.escape(name)}</h2>")
+        d = info["definition"]
+        out.append(f"<p class='note'>horizon {d['horizon']}, outcome {d['outcome']}, target {', '.join(d['target']['event_type'])}; "
+                   f"training window {info['training_window']['first_cutoff']} → {info['training_window']['last_cutoff']} "
+                   f"(calibration from {info['training_window']['calibration_start']}, test from "
+                   f"{info['training_window']['test_start']}); calibration: {e['calibration']}</p>")  # fmt: skip
+        rows = [[k.replace("_", " "), e["model"][k], e["baseline"][k]] for k in HEADLINE]
+        if "on_oracle_rows" in e:
+            o = e["on_oracle_rows"]
+            rows = [
+                [
+                    k.replace("_", " "),
+                    e["model"][k],
+                    e["baseline"][k],
+                    o["model"][k],
+                    o["baseline"][k],
+                    o["oracle"][k],
+                ]
+                for k in HEADLINE
+            ]
+            out.append(
+                _table(
+                    [
+                        "metric",
+                        "LightGBM",
+                        "baseline",
+                        f"LightGBM (oracle rows, n={o['rows']})",
+                        "baseline (oracle rows)",
+                        "oracle",
+                    ],
+                    rows,
+                )
+            )
+        else:
+            out.append(_table(["metric", "LightGBM", "baseline"], rows))
+        c = info["counts"]
+        out.append(
+            _table(["split", "rows", "positives"], [[k, v["rows"], v["positives"]] for k, v in c.items()])
+        )
+        out.append("<div class='charts'>" + reliability_svg(m) + gains_svg(m) + histogram_svg(m) + "</div>")
+        out.append("<h3>Realised rate by score decile (LightGBM)</h3>")
+        out.append(_table(["decile", "rows", "mean score", "realised rate", "lift", "cumulative gain"],
+                          [[r["decile"], r["n"], r["mean_score"], r["realised_rate"], r["lift"], r["cumulative_gain"]]
+                           for r in m["model"]["deciles"]]))  # fmt: skip
+        out.append("<h3>Feature importance (mean |SHAP| in log-odds, and split gain)</h3>")
+        out.append("<div class='charts'>" + importance_svg(info["importance"]) + "</div>")
+        out.append(
+            _table(
+                ["feature", "mean |SHAP|", "gain"],
+                [[r["feature"], r["mean_abs_shap"], r["gain"]] for r in info["importance"][:15]],
+            )
+        )
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report_files(
+    folder: Path, manifest: dict[str, Any], skipped: dict[str, str] | None = None
+) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"report-{manifest['id']}"
+    paths = {"html": folder / f"{stem}.html", "json": folder / f"{stem}.json"}
+    paths["html"].write_text(render_html(manifest, skipped), encoding="utf-8")
+    data = report_json(manifest)
+    if skipped:
+        data["_meta"]["skipped"] = skipped
+    paths["json"].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    for kind in ("html", "json"):
+        latest = folder / f"report.{kind}"
+        latest.write_text(paths[kind].read_text(encoding="utf-8"), encoding="utf-8")
+        paths[f"latest_{kind}"] = latest
+    return paths
+
+
+def write_reports(workspace: Workspace, result: Any) -> dict[str, Path]:
+    """Write the report of a :class:`~propensity.training.pipeline.TrainingResult` (its bundle's manifest)."""
+    from propensity.registry.bundle import read_manifest
+
+    manifest = read_manifest(workspace.state_dir / "models" / result.bundle_id)
+    paths = write_report_files(workspace.state_dir / "reports", manifest, result.skipped)
+    result.report_paths = paths
+    result.report_json = report_json(manifest)
+    return paths
