@@ -9,6 +9,7 @@ Prints the figures and writes them (with the machine) to ``benchmarks/results/ge
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import sys
@@ -44,9 +45,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     summary = generate(out, customers=args.customers, days=args.days, seed=args.seed, start=START)
     wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     result: dict[str, object] = {
         "customers": args.customers,
         "days": args.days,
@@ -57,6 +60,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "oracle_cutoffs": len(summary.cutoffs),
         "seconds": round(wall, 2),
         "events_per_second": round(summary.events / wall),
+        # CPU time is less sensitive than wall time to other processes sharing the machine; the load averages
+        # say how busy it was (on 2 cores, a load above ~1 before the run means the figures are pessimistic).
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
         "peak_rss_mib": round(_peak_rss_mib(), 1),
         "output_mib": round(_folder_mib(out), 1),
     }
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     path = save("generate", result)
     print(
         f"generate {args.customers:,} customers × {args.days} days: {summary.events:,} events in {wall:.1f} s "
-        f"= {summary.events / wall:,.0f} events/s; peak RSS {result['peak_rss_mib']} MiB; "
+        f"= {summary.events / wall:,.0f} events/s ({result['cpu_seconds']} CPU s, load {load_before:.1f}); peak RSS {result['peak_rss_mib']} MiB; "
         f"output {result['output_mib']} MiB; written to {path}"
     )
     return result
