@@ -44,6 +44,18 @@ FEATURES: list[dict[str, Any]] = [
         "window": "lifetime",
     },
     {"name": "renewals", "aggregate": "count", "event_type": "renewal", "window": "lifetime"},
+    {
+        "name": "days_since_renewal",
+        "aggregate": "time_since_last",
+        "event_type": "renewal",
+        "window": "lifetime",
+    },
+    {
+        "name": "days_since_sub_start",
+        "aggregate": "time_since_last",
+        "event_type": "subscription_start",
+        "window": "lifetime",
+    },
     {"name": "plan", "kind": "attribute", "attribute": "plan"},
     {"name": "region", "kind": "attribute", "attribute": "region"},
     {"name": "consent_email", "kind": "attribute", "attribute": "consent_email", "type": "boolean"},
