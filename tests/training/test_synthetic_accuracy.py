@@ -11,9 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from tests.training.synthetic_project import START, build_workspace
 
 from propensity.training.pipeline import TrainingResult, train_project
-from tests.training.synthetic_project import START, build_workspace
 
 DAYS = 210
 
