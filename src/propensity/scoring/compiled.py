@@ -1,0 +1,297 @@
+"""The compiled fast scorer: LightGBM text models evaluated without LightGBM, for one row or millions.
+
+Models are parsed from LightGBM's text format (our own parser, :mod:`propensity.scoring._lgbm_text`) and packed
+into flat arrays; several models (one per action) are packed together over one shared input vector, so scoring
+a customer for every action is one call. Two evaluators walk the same arrays:
+
+* **native** (default): a ~50-line C function compiled once per machine with the system C compiler and cached
+  (:mod:`propensity.scoring._native`), called through ctypes. One row of five 200-tree models takes tens of
+  microseconds; batches run the same code (optionally on several threads: ctypes releases the GIL).
+* **numpy**: a vectorised evaluator over (rows × trees), used when no C compiler exists (with a warning) or
+  when ``PROPENSITY_SCORER=numpy``.
+
+Both reproduce LightGBM's prediction exactly (the tests compare them with ``Booster.predict`` on thousands of
+rows), including its missing-value rules: inputs with ``|x| ≤ 1e-35`` read as 0; for a numerical split, NaN
+goes the default way when the split's missing type is NaN and is read as 0 otherwise, and with the zero missing
+type (``zero_as_missing``) 0 goes the default way; for a categorical split the value is truncated to an integer
+and NaN, negative or unlisted categories go right. Linear trees and multi-class models are refused with
+:class:`ModelFormatError`.
+
+>>> import numpy as np, lightgbm as lgb
+>>> rng = np.random.default_rng(0)
+>>> x = rng.normal(size=(200, 3)); y = (x[:, 0] > 0).astype(int)
+>>> booster = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(x, y), num_boost_round=5)
+>>> scorer = CompiledScorer.from_texts([booster.model_to_string()])
+>>> bool(np.allclose(scorer.predict(x)[:, 0], booster.predict(x), rtol=0, atol=1e-12))
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+
+from propensity.scoring._lgbm_text import CATEGORICAL_MASK, ModelFormatError, ParsedModel, parse_model
+from propensity.scoring._native import load_native
+
+__all__ = ["CompiledScorer", "ModelFormatError", "parse_model"]
+
+NODE_DTYPE = np.dtype(
+    [("thr", "<f8"), ("feat", "<i4"), ("left", "<i4"), ("right", "<i4"), ("flags", "<i4")], align=True
+)
+ZERO_THRESHOLD = 1.0000000180025095e-35  # LightGBM's kZeroThreshold (1e-35f)
+_NAN_LEFT = 16  # packed flag: a NaN input goes left at this numerical split
+_LEAF = 32  # packed flag: a leaf (self-loop node whose thr is the leaf value)
+_NUMPY_CHUNK_CELLS = 1 << 21  # rows × trees per numpy step
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+class _PfSet(ctypes.Structure):
+    _fields_ = [
+        ("nodes", ctypes.c_void_p),
+        ("bits", ctypes.c_void_p),
+        ("roots", ctypes.c_void_p),
+        ("depth", ctypes.c_void_p),
+        ("model_start", ctypes.c_void_p),
+        ("n_models", ctypes.c_int64),
+        ("n_cols", ctypes.c_int64),
+    ]
+
+
+class CompiledScorer:
+    """Several LightGBM models over one input vector of ``n_columns`` values, evaluated natively or by numpy.
+
+    ``columns[m][j]`` is the input column holding model ``m``'s feature ``j`` (default: the identity, which
+    needs every model to have ``n_columns`` features). ``raw`` returns ``rows × models`` raw scores (log-odds
+    for a binary model); ``predict`` applies each model's objective (the sigmoid for binary).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ParsedModel],
+        columns: Sequence[Sequence[int]] | None = None,
+        *,
+        n_columns: int | None = None,
+        backend: Literal["auto", "native", "numpy"] = "auto",
+    ) -> None:
+        if not models:
+            raise ValueError("CompiledScorer needs at least one model")
+        if columns is None:
+            columns = [list(range(m.num_features)) for m in models]
+        if len(columns) != len(models):
+            raise ValueError(f"columns has {len(columns)} entries for {len(models)} models")
+        width = (
+            n_columns if n_columns is not None else max((max(c, default=-1) + 1 for c in columns), default=0)
+        )
+        for m, (model, cols) in enumerate(zip(models, columns, strict=True)):
+            if len(cols) != model.num_features:
+                raise ValueError(
+                    f"model {m} has {model.num_features} features but {len(cols)} columns were mapped"
+                )
+            if any(c < 0 or c >= width for c in cols):
+                raise ValueError(f"model {m} maps a feature outside the {width} input columns")
+        self.models = list(models)
+        self.n_columns = width
+        self.n_models = len(models)
+        self._pack(columns)
+        self._lib = None if backend == "numpy" else load_native()
+        if backend == "native" and self._lib is None:
+            raise RuntimeError("the native scorer is not available (no working C compiler)")
+        self.backend: Literal["native", "numpy"] = "native" if self._lib is not None else "numpy"
+        if self._lib is not None:
+            self._set = _PfSet(
+                self._nodes.ctypes.data,
+                self._bits.ctypes.data,
+                self._roots.ctypes.data,
+                self._depth.ctypes.data,
+                self._model_start.ctypes.data,
+                self.n_models,
+                self.n_columns,
+            )
+            self._set_ptr = ctypes.addressof(self._set)
+            self._fn = self._lib.pf_eval
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Sequence[str],
+        columns: Sequence[Sequence[int]] | None = None,
+        *,
+        n_columns: int | None = None,
+        backend: Literal["auto", "native", "numpy"] = "auto",
+    ) -> CompiledScorer:
+        """Parse LightGBM text models (``Booster.model_to_string()``) and pack them."""
+        return cls([parse_model(t) for t in texts], columns, n_columns=n_columns, backend=backend)
+
+    # -- packing -------------------------------------------------------------------------------------------
+    def _pack(self, columns: Sequence[Sequence[int]]) -> None:
+        """One node array for every tree of every model; leaves are self-loop nodes holding their value.
+
+        Node 0 is a leaf of value 0 (the native evaluator pads lockstep groups with it).
+        """
+        parts = [np.zeros(1, dtype=NODE_DTYPE)]
+        bit_parts: list[np.ndarray] = []
+        roots: list[int] = []
+        depths: list[int] = []
+        model_start = [0]
+        n_nodes, n_bits = 1, 0
+        for model, cols in zip(self.models, columns, strict=True):
+            colmap = np.asarray(cols, dtype=np.int32)
+            for tree in model.trees:
+                k, n_leaves = len(tree.split_feature), len(tree.leaf_value)
+                nodes = np.zeros(k + n_leaves, dtype=NODE_DTYPE)
+                leaf_base = n_nodes + k
+                leaf_ids = np.arange(leaf_base, leaf_base + n_leaves, dtype=np.int32)
+                nodes["thr"][k:] = tree.leaf_value
+                nodes["left"][k:] = leaf_ids
+                nodes["right"][k:] = leaf_ids
+                nodes["flags"][k:] = _LEAF
+                if k:
+                    nodes["feat"][:k] = colmap[tree.split_feature]
+                    for side, child in (("left", tree.left_child), ("right", tree.right_child)):
+                        nodes[side][:k] = np.where(child >= 0, child + n_nodes, leaf_base + ~child)
+                    flags = (tree.decision_type & 0xF).astype(np.int64)
+                    missing_type = (flags >> 2) & 3
+                    nan_left = np.where(missing_type == 2, (flags & 2) != 0, tree.threshold >= 0.0)
+                    flags |= np.where(nan_left, _NAN_LEFT, 0)
+                    thr = tree.threshold.copy()
+                    cat = (tree.decision_type & CATEGORICAL_MASK) != 0
+                    if cat.any():
+                        idx = tree.threshold[cat].astype(np.int64)
+                        start = tree.cat_boundaries[idx].astype(np.int64)
+                        length = tree.cat_boundaries[idx + 1].astype(np.int64) - start
+                        thr[cat] = start + n_bits
+                        flags[cat] |= length << 8
+                        bit_parts.append(tree.cat_threshold)
+                        n_bits += len(tree.cat_threshold)
+                    nodes["thr"][:k] = thr
+                    nodes["flags"][:k] = flags
+                roots.append(n_nodes if k else leaf_base)
+                depths.append(tree.depth())
+                parts.append(nodes)
+                n_nodes += k + n_leaves
+            model_start.append(len(roots))
+        if n_nodes >= 2**31:
+            raise ModelFormatError("the models are too large to pack (over 2^31 nodes)")
+        self._nodes = np.ascontiguousarray(np.concatenate(parts))
+        self._bits = np.ascontiguousarray(
+            np.concatenate([*bit_parts, np.zeros(1, np.uint32)]), dtype=np.uint32
+        )
+        self._roots = np.asarray(roots, dtype=np.int32)
+        self._depth = np.asarray(depths, dtype=np.int32)
+        self._model_start = np.asarray(model_start, dtype=np.int32)
+        self._max_depth = max(depths, default=0)
+        self._scale = np.array(
+            [1.0 / max(1, len(m.trees)) if m.average_output else 1.0 for m in self.models], dtype=np.float64
+        )
+        self._averaged = bool((self._scale != 1.0).any())
+        self._sigmoid = np.array([m.sigmoid if m.objective == "binary" else 0.0 for m in self.models])
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def raw(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        """Raw scores, ``rows × models``, for a ``rows × n_columns`` float matrix (NaN = missing)."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != self.n_columns:
+            raise ValueError(f"expected a matrix with {self.n_columns} columns, got shape {x.shape}")
+        n = x.shape[0]
+        out = np.empty((n, self.n_models), dtype=np.float64)
+        if n == 0:
+            return out
+        if self._lib is None:
+            self._raw_numpy(x, out)
+        elif threads <= 1 or n < 2048:
+            self._fn(self._set_ptr, x.ctypes.data, n, out.ctypes.data)
+        else:
+            bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+            row_bytes, out_bytes = x.strides[0], out.strides[0]
+
+            def run(i: int) -> None:
+                a, b = int(bounds[i]), int(bounds[i + 1])
+                self._fn(self._set_ptr, x.ctypes.data + a * row_bytes, b - a, out.ctypes.data + a * out_bytes)
+
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(run, range(threads)))
+        if self._averaged:
+            out *= self._scale
+        return out
+
+    def predict(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        """``rows × models`` predictions: probabilities for binary models, raw values otherwise."""
+        return self._transform(self.raw(x, threads=threads))
+
+    def raw_one(self, row: Sequence[float] | np.ndarray) -> list[float]:
+        """Raw scores of every model for one input vector (the serving path; no numpy work when native)."""
+        if self._lib is None:
+            return [float(v) for v in self.raw(np.asarray(row, dtype=np.float64))[0]]
+        buf = (ctypes.c_double * self.n_columns)(*row)
+        out = (ctypes.c_double * self.n_models)()
+        self._fn(self._set_ptr, buf, 1, out)
+        if self._averaged:
+            return [v * s for v, s in zip(out, self._scale.tolist(), strict=True)]
+        return list(out)
+
+    def predict_one(self, row: Sequence[float] | np.ndarray) -> list[float]:
+        raw = self.raw_one(row)
+        return [_sigmoid(s * r) if s else r for r, s in zip(raw, self._sigmoid.tolist(), strict=True)]
+
+    def _transform(self, raw: np.ndarray) -> np.ndarray:
+        out = raw.copy()
+        for m, s in enumerate(self._sigmoid.tolist()):
+            if s:
+                with np.errstate(over="ignore"):
+                    out[:, m] = 1.0 / (1.0 + np.exp(-s * raw[:, m]))
+        return out
+
+    # -- the numpy evaluator -------------------------------------------------------------------------------
+    def _raw_numpy(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Every (row, tree) pair walks ``max_depth`` steps at once; leaves loop on themselves."""
+        nodes = self._nodes
+        feat = nodes["feat"].astype(np.int64)
+        thr_all, flags_all = nodes["thr"], nodes["flags"].astype(np.int64)
+        left_all, right_all = nodes["left"].astype(np.int64), nodes["right"].astype(np.int64)
+        bits = self._bits.astype(np.int64)
+        has_cat = bool(((flags_all & CATEGORICAL_MASK) != 0).any())
+        n_trees = len(self._roots)
+        step = max(1, _NUMPY_CHUNK_CELLS // max(1, n_trees))
+        for lo in range(0, x.shape[0], step):
+            xc = x[lo : lo + step]
+            xc = np.where(np.abs(xc) <= ZERO_THRESHOLD, 0.0, xc)
+            rows = np.arange(xc.shape[0])[:, None]
+            cur = np.broadcast_to(self._roots.astype(np.int64), (xc.shape[0], n_trees)).copy()
+            for _ in range(self._max_depth):
+                v = xc[rows, feat[cur]]
+                fl = flags_all[cur]
+                thr = thr_all[cur]
+                nan = np.isnan(v)
+                go_left = (v <= thr) | (nan & ((fl & _NAN_LEFT) != 0))
+                zero_missing = (((fl >> 2) & 3) == 1) & (nan | (v == 0.0))
+                go_left = np.where(zero_missing, (fl & 2) != 0, go_left)
+                if has_cat:
+                    is_cat = (fl & CATEGORICAL_MASK) != 0
+                    ok = is_cat & (v > -1.0) & (v < 2147483648.0)
+                    iv = np.where(ok, v, 0.0).astype(np.int64)
+                    word = iv >> 5
+                    ok &= word < (fl >> 8)
+                    b = bits[np.where(ok, thr.astype(np.int64) + word, 0)]
+                    go_left = np.where(is_cat, ok & (((b >> (iv & 31)) & 1) == 1), go_left)
+                cur = np.where(go_left, left_all[cur], right_all[cur])
+            values = thr_all[cur]
+            for m in range(self.n_models):
+                t0, t1 = int(self._model_start[m]), int(self._model_start[m + 1])
+                acc = np.zeros(xc.shape[0])
+                for t in range(t0, t1):  # in tree order, as LightGBM sums
+                    acc += values[:, t]
+                out[lo : lo + xc.shape[0], m] = acc
