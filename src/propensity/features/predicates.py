@@ -170,10 +170,15 @@ class Predicate:
         return " and ".join(t.text() for t in self.terms)
 
     def python(self, getter_for: Callable[[str], Callable[[Any], Any]]) -> Callable[[Any], bool]:
-        checks = tuple(t.python(getter_for(t.field)) for t in self.terms)
-        if len(checks) == 1:
-            return checks[0]
-        return lambda event: all(check(event) for check in checks)
+        checks = [t.python(getter_for(t.field)) for t in self.terms]
+        combined = checks.pop()
+        while checks:
+            combined = _both(checks.pop(), combined)
+        return combined
+
+
+def _both(first: Callable[[Any], bool], second: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda event: first(event) and second(event)
 
 
 def parse_predicate(text: str) -> Predicate:
