@@ -127,6 +127,6 @@ class DuckDBEventLog:
             params.append(available_before)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         with self.connection(read_only=True) as con:
-            return con.execute(
-                f"SELECT * FROM events {clause} ORDER BY customer_id, event_time, event_id", params
+            return con.sql(
+                f"SELECT * FROM events {clause} ORDER BY customer_id, event_time, event_id", params=params
             ).to_arrow_table()
