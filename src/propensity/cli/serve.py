@@ -1,0 +1,63 @@
+"""`propensity serve`: the real-time scoring API over HTTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import typer
+
+from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace
+from propensity.cli.app import app, console
+
+
+@app.command()
+def serve(
+    workspace: Path = WorkspaceOption,
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    model: str | None = typer.Option(
+        None, "--model", help="Serve this bundle (id or prefix) instead of the registry's production bundle."
+    ),
+    ttl_minutes: float = typer.Option(15.0, min=0.0, help="How long a score stays valid (expiration_at)."),
+    max_body_mb: float = typer.Option(16.0, min=0.001, help="Largest request body accepted (413 beyond)."),
+    log_level: str = typer.Option(
+        "warning", help="uvicorn's log level (access logs stay off: URLs hold ids)."
+    ),
+) -> None:
+    """Serve real-time scores: GET/POST /v1/predict, POST /v1/events, /healthz, /readyz, /metrics, /docs.
+
+    At start the online features are rebuilt from the event log and the production model is compiled for
+    single-row scoring. One process holds the online state, so run one worker per workspace.
+
+    Example:
+
+        propensity serve -w demo --port 8000
+        curl 'http://127.0.0.1:8000/v1/predict?customer_id=c42'
+    """
+    import uvicorn
+
+    from propensity.server import ServerState, create_app
+    from propensity.serving.startup import build_service
+
+    ws = open_workspace(workspace, require_spec=True)
+    with console.status("rebuilding online features and loading the model"):
+        service, timings = build_service(ws, model_ref=model, ttl=timedelta(minutes=ttl_minutes))
+    store_customers = getattr(service.store, "customers", 0)
+    console.print(
+        f"online store: [bold]{fmt_int(store_customers)}[/] customers in {timings['store_rebuild']:.1f}s"
+    )
+    if service.model is None:
+        console.print(
+            "[yellow]no model in production[/]: /v1/predict answers 503 until one is promoted "
+            "(`propensity models promote`); /v1/events works"
+        )
+    else:
+        m = service.model
+        console.print(
+            f"model [bold]{m.version}[/] ({', '.join(m.action_names)}), scorer: {m.scorer.backend}, "
+            f"loaded in {timings['model_load']:.1f}s"
+        )
+    state = ServerState(service=service, workspace=ws, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(state), host=host, port=port, log_level=log_level, access_log=False)

@@ -1,0 +1,278 @@
+"""The OpenAPI document of the HTTP API, written out (the server is plain Starlette, chosen for its lower cost
+per request; see docs/serving.md), and the Swagger UI page that renders it at ``/docs``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from propensity import __version__
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+_SCORE = {
+    "type": "object",
+    "properties": {
+        "probability": {
+            "type": "number",
+            "description": "Calibrated probability of the action in its horizon.",
+        },
+        "percentile": {"type": ["number", "null"], "description": "0–100 among the reference population."},
+        "segment": {"type": ["string", "null"], "enum": ["high", "medium", "low", None]},
+        "eligible": {
+            "type": ["boolean", "null"],
+            "description": "null: eligibility not evaluated online yet.",
+        },
+        "reason_codes": {"type": "array", "items": {"type": "object"}, "description": "With explain=true."},
+    },
+    "required": ["probability", "percentile", "segment", "eligible"],
+}
+
+_META = {
+    "model_version": {"type": "string"},
+    "feature_set_version": {"type": "string"},
+    "scored_at": {"type": "string", "format": "date-time"},
+    "expiration_at": {"type": "string", "format": "date-time"},
+    "latency_ms": {"type": "number", "description": "Time spent scoring inside the server."},
+    "fallback": {"type": "boolean"},
+    "canary": {"type": "boolean"},
+}
+
+_EVENT = {
+    "type": "object",
+    "description": "A canonical event. Unknown fields (and the keys of `properties`) are kept in `properties`.",
+    "properties": {
+        "event_id": {"type": "string", "description": "Optional; a content hash is used when absent."},
+        "customer_id": {"type": "string"},
+        "event_type": {"type": "string"},
+        "event_time": {"type": "string", "format": "date-time", "description": "ISO 8601 or epoch seconds."},
+        "amount": {"type": "number"},
+        "quantity": {"type": "number"},
+        "currency": {"type": "string"},
+        "sku": {"type": "string"},
+        "category": {"type": "string"},
+        "campaign_id": {"type": "string"},
+        "channel": {"type": "string"},
+        "plan": {"type": "string"},
+        "properties": {"type": "object"},
+    },
+    "required": ["customer_id", "event_type", "event_time"],
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    json_body = "application/json"
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "propensity",
+            "version": __version__,
+            "description": "Real-time propensity scores: calibrated probabilities for every action of a customer.",
+        },
+        "paths": {
+            "/healthz": {
+                "get": {"summary": "Liveness", "responses": {"200": {"description": "The process is up."}}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: a model is loaded and the online store is built",
+                    "responses": {"200": {"description": "Ready."}, "503": _error_response("Not ready.")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {"description": "Text exposition format.", "content": {"text/plain": {}}}
+                    },
+                }
+            },
+            "/v1/predict": {
+                "get": {
+                    "summary": "Score one customer for every action (or some)",
+                    "parameters": [
+                        {
+                            "name": "customer_id",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "maxLength": 256},
+                        },
+                        {
+                            "name": "actions",
+                            "in": "query",
+                            "required": False,
+                            "description": "Comma-separated action names; all when absent.",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "explain",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "boolean", "default": False},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Scores",
+                            "content": {json_body: {"schema": {"$ref": "#/components/schemas/Prediction"}}},
+                        },
+                        "422": _error_response("A parameter is invalid (the error names it)."),
+                        "503": _error_response("No model loaded."),
+                    },
+                },
+                "post": {
+                    "summary": "Score up to 1,000 customers",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            json_body: {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "customer_ids": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                            "maxItems": 1000,
+                                        },
+                                        "actions": {"type": "array", "items": {"type": "string"}},
+                                    },
+                                    "required": ["customer_ids"],
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Scores per customer",
+                            "content": {
+                                json_body: {"schema": {"$ref": "#/components/schemas/BatchPrediction"}}
+                            },
+                        },
+                        "400": _error_response("The body is not JSON."),
+                        "413": _error_response("The body is too large."),
+                        "422": _error_response("A field is invalid (the error names it)."),
+                    },
+                },
+            },
+            "/v1/events": {
+                "post": {
+                    "summary": "Append events (one, or a batch of up to 10,000) and apply them to online features",
+                    "description": "Validated with the bulk ingest's rules; a batch with any invalid event is "
+                    "rejected whole (nothing written). Accepted events are durably in the event log before the "
+                    "response, and the next prediction reflects them.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            json_body: {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Event"},
+                                        {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Event"},
+                                            "maxItems": 10000,
+                                        },
+                                        {
+                                            "type": "object",
+                                            "properties": {
+                                                "events": {
+                                                    "type": "array",
+                                                    "items": {"$ref": "#/components/schemas/Event"},
+                                                    "maxItems": 10000,
+                                                }
+                                            },
+                                            "required": ["events"],
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "Accepted: counts of new and duplicate events."},
+                        "400": _error_response("The body is not JSON."),
+                        "413": _error_response("The body is too large."),
+                        "422": _error_response("Invalid events; `errors` lists each event index and field."),
+                        "503": _error_response("Ingest is not enabled on this server (no workspace)."),
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "summary": "The served model and its actions",
+                    "responses": {"200": {"description": "Models."}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Score": _SCORE,
+                "Prediction": {
+                    "type": "object",
+                    "properties": {
+                        "customer_id": {"type": "string"},
+                        "cold_start": {
+                            "type": "boolean",
+                            "description": "Unknown customer: scored on empty features.",
+                        },
+                        "scores": {
+                            "type": "object",
+                            "additionalProperties": {"$ref": "#/components/schemas/Score"},
+                        },
+                        **_META,
+                    },
+                },
+                "BatchPrediction": {
+                    "type": "object",
+                    "properties": {
+                        "results": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "customer_id": {"type": "string"},
+                                    "cold_start": {"type": "boolean"},
+                                    "scores": {
+                                        "type": "object",
+                                        "additionalProperties": {"$ref": "#/components/schemas/Score"},
+                                    },
+                                },
+                            },
+                        },
+                        **_META,
+                    },
+                },
+                "Event": _EVENT,
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "field": {"type": "string"},
+                                "errors": {"type": "array", "items": {"type": "object"}},
+                            },
+                            "required": ["code", "message"],
+                        }
+                    },
+                },
+            }
+        },
+    }
+
+
+SWAGGER_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>propensity API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>
+"""

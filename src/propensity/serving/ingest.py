@@ -1,0 +1,187 @@
+"""Live ingest: events sent to the API, validated by the bulk ingest's rules, appended durably, all or nothing.
+
+The difference from bulk ingest (:func:`propensity.events.ingest.ingest_table`) is what happens to a bad row:
+bulk ingest quarantines it and keeps the rest; a live batch with any invalid event is rejected whole (nothing is
+written) and the caller learns which event and which field. The validation is the same SQL
+(:func:`propensity.events.validate.staging_sql`, with ``live=True``: ``available_at`` is the ingest time), and
+the append is one DuckDB transaction committed before this returns, so an acknowledged event survives a crash.
+Duplicates (an ``event_id`` already in the log or repeated in the batch) are accepted and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from propensity.config.errors import PropensityError
+from propensity.config.spec import EventSource
+from propensity.events.log import DuckDBEventLog
+from propensity.events.readers import ROW
+from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS
+from propensity.events.validate import staging_sql
+from propensity.workspace import Workspace
+
+LIVE_SOURCE = EventSource(name="api", path="")
+MAX_BATCH = 10_000
+_KNOWN = frozenset((*CORE_FIELDS, *PROPERTY_FIELDS))
+_INSERT = """
+INSERT INTO events
+SELECT event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
+       category, campaign_id, channel, plan, properties, ?, ingest_now()
+FROM staged s
+SEMI JOIN (SELECT min(row_number) AS first_row FROM staged GROUP BY event_id) f ON s.row_number = f.first_row
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
+RETURNING event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
+          category, campaign_id, channel, plan, properties
+"""
+
+
+@dataclass
+class FieldError:
+    index: int  # the event's position in the batch (0-based)
+    field: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+class RejectedBatch(PropensityError):
+    """A live batch with invalid events: nothing was written. ``errors`` name each event and field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"event {first.index}: {first.field}: {first.message}{more}; nothing was written")
+
+
+@dataclass
+class LiveIngestResult:
+    received: int
+    accepted: int
+    duplicates: int
+    inserted: pa.Table  # the new events, in the log's columns (to apply to the online store)
+    seconds: float = 0.0
+    event_ids: list[str] = field(default_factory=list)
+
+
+def _cell(index: int, name: str, value: Any, errors: list[FieldError]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return repr(value)
+    if name not in _KNOWN:
+        return json.dumps(value, separators=(",", ":"))  # nested extras are kept as JSON text
+    errors.append(FieldError(index, name, f"must be a string or a number, got {type(value).__name__}"))
+    return None
+
+
+def events_table(events: Sequence[Any]) -> pa.Table:
+    """JSON events → a table of text columns (the shape of a CSV), checking only the JSON-level shape.
+
+    Typed fields are parsed by the shared validation SQL; keys of a ``properties`` object and unknown top-level
+    keys become extra columns, which the log keeps in ``properties``.
+    """
+    errors: list[FieldError] = []
+    columns: dict[str, list[str | None]] = {}
+    n = len(events)
+    for i, ev in enumerate(events):
+        if not isinstance(ev, Mapping):
+            errors.append(FieldError(i, "event", f"must be a JSON object, got {type(ev).__name__}"))
+            continue
+        flat: dict[str, Any] = {}
+        for k, v in ev.items():
+            if k == "properties":
+                if v is None:
+                    continue
+                if not isinstance(v, Mapping):
+                    errors.append(FieldError(i, "properties", "must be a JSON object"))
+                    continue
+                for pk, pv in v.items():
+                    if pk in _KNOWN or pk == "properties":
+                        errors.append(
+                            FieldError(i, f"properties.{pk}", "clashes with a top-level event field")
+                        )
+                    else:
+                        flat[str(pk)] = pv
+            elif k in ("available_at", "ingested_at", "source"):
+                errors.append(FieldError(i, k, "is set by the platform for live events; leave it out"))
+            else:
+                flat[str(k)] = v
+        for k, v in flat.items():
+            columns.setdefault(k, [None] * n)[i] = _cell(i, k, v, errors)
+    if errors:
+        raise RejectedBatch(errors)
+    if not columns:
+        columns["customer_id"] = [None] * n
+    return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
+
+
+def append_live(
+    workspace: Workspace, events: Sequence[Any], *, max_batch: int = MAX_BATCH
+) -> LiveIngestResult:
+    """Validate and durably append one batch; raises :class:`RejectedBatch` (nothing written) if any is bad."""
+    started = time.perf_counter()
+    if not events:
+        raise RejectedBatch([FieldError(0, "events", "the batch is empty")])
+    if len(events) > max_batch:
+        raise RejectedBatch([FieldError(max_batch, "events", f"a batch holds at most {max_batch} events")])
+    table = events_table(events)
+    table = table.append_column(ROW, pa.array(range(1, table.num_rows + 1), pa.int64()))
+    sql = staging_sql(
+        "chunk", table.schema, LIVE_SOURCE, workspace.spec.events, now_sql="ingest_now()", live=True
+    )
+    log = DuckDBEventLog(workspace.db_path)
+    with workspace.write_lock(), log.connection() as con:
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            con.execute("CREATE OR REPLACE TEMP MACRO ingest_now() AS get_current_timestamp()").fetchall()
+            con.execute("CREATE OR REPLACE TEMP MACRO pq_quote(x) AS chr(39) || x || chr(39)").fetchall()
+            con.register("chunk", table)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
+            bad = con.execute(
+                "SELECT row_number, reason, detail FROM staged WHERE reason IS NOT NULL ORDER BY row_number LIMIT 100"
+            ).fetchall()
+            if bad:
+                raise RejectedBatch(
+                    [
+                        FieldError(int(r) - 1, str(reason).split(":")[0], str(detail))
+                        for r, reason, detail in bad
+                    ]
+                )
+            rows = con.execute(_INSERT, [LIVE_SOURCE.name]).fetchall()
+            con.execute(
+                "INSERT INTO ingests VALUES (?, 'events', ?, '<api>', NULL, ?, ?, ?, 0, ?, now())",
+                [uuid.uuid4().hex, LIVE_SOURCE.name, table.num_rows, len(rows), table.num_rows - len(rows),
+                 datetime.now(UTC).isoformat()],
+            ).fetchall()  # fmt: skip
+            con.execute("DROP TABLE IF EXISTS staged").fetchall()
+            con.unregister("chunk")
+            con.execute("COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
+    names = ("event_id", "customer_id", "event_type", "event_time", "available_at", "amount", "quantity",
+             "currency", "sku", "category", "campaign_id", "channel", "plan", "properties")  # fmt: skip
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    inserted = pa.table({n: list(c) for n, c in zip(names, cols, strict=True)})
+    return LiveIngestResult(
+        received=table.num_rows,
+        accepted=len(rows),
+        duplicates=table.num_rows - len(rows),
+        inserted=inserted,
+        seconds=time.perf_counter() - started,
+        event_ids=[str(r[0]) for r in rows],
+    )

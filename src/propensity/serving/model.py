@@ -1,0 +1,206 @@
+"""The serving model: a bundle's actions compiled for single-row scoring, with their encoders and calibrators.
+
+Loading a bundle verifies its checksums, parses every action's LightGBM text model and packs them all into one
+:class:`~propensity.scoring.compiled.CompiledScorer` over the union of their features, so scoring one customer
+for every action is one native call. Calibration and encoding are re-implemented here for one row (no numpy on
+the request path) and tested against the training code's :class:`~propensity.training.calibration.Calibrator`
+and :class:`~propensity.training.encoding.FeatureEncoder`.
+
+Percentiles come from ``score_quantiles`` in an action's manifest entry (the calibrated scores' quantiles on the
+test split, 101 values) when the bundle has them; otherwise they are ``None``. Segments follow percentiles:
+``high`` (≥ 80th), ``medium`` (≥ 50th), ``low``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from propensity.scoring.compiled import CompiledScorer
+
+CALIBRATION_EPS = 1e-6  # the training calibrators clip to [EPS, 1 - EPS]
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class ActionModel:
+    """What serving needs of one action: its model (LightGBM text), feature order, category vocabularies,
+    calibrator (the bundle's ``calibrator.json``), eligibility rule and score quantiles (optional)."""
+
+    name: str
+    model_text: str
+    feature_order: list[str]
+    calibrator: dict[str, Any]
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    eligibility: dict[str, Any] | None = None
+    score_quantiles: list[float] | None = None
+
+
+def calibrate(calibrator: dict[str, Any], raw: float) -> float:
+    """One raw score → probability, as :class:`propensity.training.calibration.Calibrator` does for arrays."""
+    method = calibrator["method"]
+    if method == "platt":
+        z = calibrator["a"] * raw + calibrator["b"]
+        if z >= 0:
+            p = 1.0 / (1.0 + math.exp(-z))
+        else:
+            e = math.exp(z)
+            p = e / (1.0 + e)
+    elif method == "isotonic":
+        xs, ys = calibrator["x"], calibrator["y"]
+        if raw != raw:
+            p = _NAN
+        elif raw <= xs[0]:
+            p = ys[0]
+        elif raw >= xs[-1]:
+            p = ys[-1]
+        else:
+            j = bisect.bisect_right(xs, raw) - 1
+            slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+            p = slope * (raw - xs[j]) + ys[j]
+    elif method == "identity":
+        p = 1.0 / (1.0 + math.exp(-raw)) if raw >= 0 else math.exp(raw) / (1.0 + math.exp(raw))
+    else:
+        raise ValueError(f"unknown calibration method {method!r} (expected platt, isotonic or identity)")
+    return min(max(p, CALIBRATION_EPS), 1.0 - CALIBRATION_EPS)
+
+
+def percentile_of(quantiles: Sequence[float] | None, score: float) -> float | None:
+    """The share (0–100) of the reference scores at or below ``score``, interpolated between quantiles."""
+    if not quantiles:
+        return None
+    n = len(quantiles) - 1
+    if score <= quantiles[0]:
+        return 0.0
+    if score >= quantiles[-1]:
+        return 100.0
+    j = bisect.bisect_right(quantiles, score) - 1
+    lo, hi = quantiles[j], quantiles[j + 1]
+    frac = 0.0 if hi == lo else (score - lo) / (hi - lo)
+    return round(100.0 * (j + frac) / n, 2)
+
+
+def segment_of(percentile: float | None) -> str | None:
+    if percentile is None:
+        return None
+    return "high" if percentile >= 80 else "medium" if percentile >= 50 else "low"
+
+
+class ServingModel:
+    """Every action of one bundle, compiled together. Immutable once built (hot swap replaces the object)."""
+
+    def __init__(
+        self, version: str, feature_set_version: str, actions: Sequence[ActionModel], *, backend: str = "auto"
+    ) -> None:
+        if not actions:
+            raise ValueError("a serving model needs at least one action")
+        self.version = version
+        self.feature_set_version = feature_set_version
+        self.actions = {a.name: a for a in actions}
+        self.action_names = tuple(a.name for a in actions)
+        columns: list[str] = []
+        for a in actions:
+            columns += [f for f in a.feature_order if f not in columns]
+        self.columns = tuple(columns)
+        index = {c: i for i, c in enumerate(columns)}
+        col_maps = [[index[f] for f in a.feature_order] for a in actions]
+        self.scorer = CompiledScorer.from_texts(
+            [a.model_text for a in actions],
+            col_maps,
+            n_columns=max(1, len(columns)),
+            backend=backend,  # type: ignore[arg-type]
+        )
+        # A column's vocabulary (category → code); the same name must mean the same thing in every action.
+        self.vocab: dict[str, dict[str, float]] = {}
+        for a in actions:
+            for name, values in a.categories.items():
+                codes = {v: float(i) for i, v in enumerate(values)}
+                if name in self.vocab and self.vocab[name] != codes:
+                    raise ValueError(f"actions disagree on the categories of feature {name!r}")
+                self.vocab[name] = codes
+        self._calibrators = [a.calibrator for a in actions]
+        self._quantiles = [a.score_quantiles for a in actions]
+
+    # ----------------------------------------------------------------------------------------------- build
+    @classmethod
+    def from_bundle_dir(cls, path: Path, *, backend: str = "auto") -> ServingModel:
+        """Load a bundle folder after verifying its checksums (see :mod:`propensity.registry.bundle`)."""
+        from propensity.registry.bundle import verify_bundle
+
+        manifest = verify_bundle(path)
+        actions = []
+        for name, info in sorted(manifest["actions"].items()):
+            d = path / name
+            encoder = json.loads((d / "encoder.json").read_text(encoding="utf-8"))
+            definition = info.get("definition") or {}
+            eligibility = definition.get("eligibility") if isinstance(definition, dict) else None
+            actions.append(
+                ActionModel(
+                    name=name,
+                    model_text=(d / "model.txt").read_text(encoding="utf-8"),
+                    feature_order=list(encoder["names"]),
+                    categories={k: list(v) for k, v in encoder.get("categories", {}).items()},
+                    calibrator=json.loads((d / "calibrator.json").read_text(encoding="utf-8")),
+                    eligibility=eligibility or None,
+                    score_quantiles=info.get("score_quantiles"),
+                )
+            )
+        return cls(
+            str(manifest["id"]), str(manifest.get("feature_set_version", "")), actions, backend=backend
+        )
+
+    def encoder_for(self, feature_names: Sequence[str]) -> RowEncoder:
+        """How to turn a store vector (in ``feature_names`` order) into this model's input row."""
+        return RowEncoder(self, feature_names)
+
+    # ----------------------------------------------------------------------------------------------- score
+    def probabilities(self, row: Sequence[float]) -> list[float]:
+        """Calibrated probabilities of every action (``action_names`` order) for one encoded row."""
+        raw = self.scorer.raw_one(row)
+        return [calibrate(c, r) for c, r in zip(self._calibrators, raw, strict=True)]
+
+    def probabilities_many(self, rows: np.ndarray) -> np.ndarray:
+        raw = self.scorer.raw(rows)
+        out = np.empty_like(raw)
+        for m, c in enumerate(self._calibrators):
+            out[:, m] = [calibrate(c, float(r)) for r in raw[:, m]]
+        return out
+
+    def percentile(self, action_index: int, score: float) -> float | None:
+        return percentile_of(self._quantiles[action_index], score)
+
+
+class RowEncoder:
+    """Store vector → model input row, as :class:`propensity.training.encoding.FeatureEncoder` encodes columns:
+    numbers as floats, null → NaN, booleans 0/1, text → its category code (unseen or missing → NaN)."""
+
+    def __init__(self, model: ServingModel, feature_names: Sequence[str]) -> None:
+        pos = {n: i for i, n in enumerate(feature_names)}
+        self.missing = [c for c in model.columns if c not in pos]
+        self._plan = [(pos.get(c, -1), model.vocab.get(c)) for c in model.columns]
+        if not self._plan:
+            self._plan = [(-1, None)]
+
+    def encode(self, vector: Sequence[Any]) -> list[float]:
+        out = []
+        for src, vocab in self._plan:
+            v = vector[src] if src >= 0 else None
+            if vocab is not None:
+                out.append(_NAN if v is None else vocab.get(str(v), _NAN))
+            elif v is None:
+                out.append(_NAN)
+            elif isinstance(v, bool):
+                out.append(1.0 if v else 0.0)
+            else:
+                try:
+                    out.append(float(v))
+                except (TypeError, ValueError):
+                    out.append(_NAN)
+        return out
