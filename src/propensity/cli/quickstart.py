@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.panel import Panel
@@ -16,6 +17,9 @@ from propensity.cli.project import example_spec_text
 from propensity.config.spec import SPEC_FILENAME
 from propensity.events.log import DuckDBEventLog
 from propensity.workspace import Workspace
+
+if TYPE_CHECKING:
+    from propensity.training.pipeline import TrainingResult
 
 
 @app.command()
@@ -29,7 +33,7 @@ def quickstart(
     days: int = typer.Option(90, "--days", "-d", min=28, help="Days of synthetic history."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
-    """Run the whole pipeline on synthetic data in a fresh workspace: generate → ingest → summary.
+    """Run the whole pipeline on synthetic data in a fresh workspace: generate → ingest → train → report.
 
     Needs no services: the event log is a DuckDB file inside the workspace. Running it again reuses the
     generated data and ingests nothing new (ingest is idempotent).
@@ -87,14 +91,41 @@ def quickstart(
             title="event log",
         )
     )
+    trained = _train(ws)
+
     elapsed = time.perf_counter() - started
     console.print(f"[bold green]quickstart finished in {elapsed:.0f}s[/] — workspace: {ws.root}")
-    console.print(
-        "look at:\n"
-        f"  {spec_file}                      the project: sources, attributes (features and actions come next)\n"
-        f"  {data_dir}/oracle.parquet   the true probability of each action per customer and cutoff\n"
-        "run next:\n"
-        f"  propensity events summary -w {workspace}\n"
-        f"  propensity events quarantine -w {workspace}\n"
-        f"  propensity ingest path/to/your/events.csv -w {workspace}"
-    )
+    look = [
+        f"  {spec_file}   the project: sources, attributes, features and actions",
+        f"  {data_dir}/oracle.parquet   the true probability of each action per customer and cutoff",
+    ]
+    run_next = [
+        f"propensity events summary -w {workspace}",
+        f"propensity features show <customer_id> -w {workspace} --explain",
+    ]
+    if trained is not None:
+        look.insert(0, f"  {trained.report_paths.get('html')}   the evaluation report (open it in a browser)")
+        run_next += [
+            f"propensity models list -w {workspace}",
+            f"propensity models promote {trained.bundle_id} -w {workspace}",
+        ]
+    console.print("look at:\n" + "\n".join(look))
+    console.print("run next:\n" + "\n".join(f"  {line}" for line in run_next))
+
+
+def _train(ws: Workspace) -> TrainingResult | None:
+    """Train every action and write the report, when the project declares features and actions."""
+    from propensity.cli.training import print_summary, training_progress
+    from propensity.training.pipeline import train_project
+
+    if not ws.spec.features or not ws.spec.actions:
+        console.print("[yellow]the project declares no features or actions yet: skipping training[/]")
+        return None
+    console.rule("4. train calibrated models, one per action")
+    with progress_bar() as bar:
+        result = train_project(ws, progress=training_progress(bar))
+    print_summary(result.report_json)
+    for name, reason in sorted(result.skipped.items()):
+        console.print(f"[yellow]skipped {name}:[/] {reason}")
+    console.print(f"candidate bundle [bold]{result.bundle_id}[/]; report: {result.report_paths.get('html')}")
+    return result
