@@ -98,6 +98,8 @@ def compute_features(
             "as_of": as_of,
         }
     )
+    if not plan.names:
+        return spine.set_column(spine.column_names.index("as_of"), "as_of", as_of)
     name = f"_propensity_spine_{next(_COUNTER)}"
     con.register(name, inner)
     try:

@@ -129,7 +129,7 @@ class _FilterGroup:
     (sum: 2 slots, sum and non-null count; min; max; distinct: a set; last: 2 slots, key and value) adds slots.
     """
 
-    __slots__ = ("getters", "has_set", "ops", "pred", "simple", "types", "windows")
+    __slots__ = ("getters", "has_last", "has_set", "hot", "ops", "pred", "simple", "types", "windows")
 
     def __init__(self, plan: FeaturePlan, groups: list[AggGroup]) -> None:
         self.types = groups[0].filter.event_types
@@ -149,6 +149,7 @@ class _FilterGroup:
         self.getters = tuple(_getter(field) for (_, field) in slots)
         self.simple = not self.ops
         self.has_set = any(code == _SET for code, _ in self.ops)
+        self.has_last = any(code == _LAST for code, _ in self.ops)
         windows = []
         for g in groups:
             outputs = []
@@ -162,8 +163,9 @@ class _FilterGroup:
                 _Window(g.index, 0 if w is None else w.bucket_us, 0 if w is None else w.n, tuple(outputs))
             )
         self.windows = tuple(windows)
+        self.hot = tuple((w.state, w.bucket, w.n) for w in windows)  # unpacked in the apply loop
 
-    def new(self, et: int, key: tuple[Any, ...], vals: tuple[Any, ...]) -> list[Any]:
+    def new(self, et: int, key: tuple[Any, ...], vals: Sequence[Any]) -> list[Any]:
         acc: list[Any] = [1, et, et]
         for (code, _slot), v in zip(self.ops, vals, strict=True):
             if code == _SUM:
@@ -184,7 +186,7 @@ class _FilterGroup:
                     out[slot] = set(out[slot])
         return out
 
-    def add(self, acc: list[Any], et: int, key: tuple[Any, ...], vals: tuple[Any, ...]) -> None:
+    def add(self, acc: list[Any], et: int, key: tuple[Any, ...], vals: Sequence[Any]) -> None:
         acc[0] += 1
         if et < acc[1]:
             acc[1] = et
@@ -562,15 +564,16 @@ class OnlineFeatureEngine:
             if g.pred is not None and not g.pred(ev):
                 continue
             simple = g.simple
-            vals: tuple[Any, ...] = ()
+            vals: Sequence[Any] = ()
             if not simple:
-                vals = tuple(get(ev) for get in g.getters)
-                key = (et, ev[_AV], ev[_EID])
-            for w in g.windows:
-                if w.lifetime:
-                    acc = aggs[w.state]
+                vals = [get(ev) for get in g.getters]
+                if g.has_last:
+                    key = (et, ev[_AV], ev[_EID])
+            for si, b, n in g.hot:
+                if not b:
+                    acc = aggs[si]
                     if acc is None:
-                        aggs[w.state] = g.new(et, key, vals)
+                        aggs[si] = g.new(et, key, vals)
                     elif simple:
                         acc[0] += 1
                         if et < acc[1]:
@@ -580,18 +583,28 @@ class OnlineFeatureEngine:
                     else:
                         g.add(acc, et, key, vals)
                     continue
-                b = w.bucket
                 k = et // b
-                kmin = floor // b - w.n + 1
+                kmin = floor // b - n + 1
                 if k < kmin:
                     continue  # outside the window at every time this customer can still be read at
-                state = aggs[w.state]
+                state = aggs[si]
                 if state is None:
                     acc = [1, et, et] if simple else g.new(et, key, vals)
-                    aggs[w.state] = [{k: acc}, g.copy(acc), k, k]
+                    aggs[si] = [{k: acc}, g.copy(acc), k, k]
                     continue
                 buckets = state[0]
                 acc = buckets.get(k)
+                if acc is None and state[3] < kmin:
+                    # Everything held has left the window for good (the usual case for a quiet customer).
+                    buckets.clear()
+                    if simple:
+                        buckets[k] = [1, et, et]
+                        state[1] = [1, et, et]
+                    else:
+                        buckets[k] = acc = g.new(et, key, vals)
+                        state[1] = g.copy(acc)
+                    state[2] = state[3] = k
+                    continue
                 if acc is None:
                     acc = buckets[k] = [1, et, et] if simple else g.new(et, key, vals)
                     if k > state[3]:
@@ -810,8 +823,3 @@ def _deep_size(obj: Any, seen: set[int] | None = None) -> int:
     if isinstance(obj, list | tuple | set | frozenset):
         return size + sum(_deep_size(x, seen) for x in obj)
     return size
-
-
-def feature_vectors(engine: OnlineFeatureEngine, rows: Iterable[tuple[str, int]]) -> list[tuple[Any, ...]]:
-    """Vectors for many (customer_id, as_of µs) pairs (convenience for tests and tools)."""
-    return [engine.vector(c, t) for c, t in rows]
