@@ -55,7 +55,10 @@ def _probe(model_text: str, x: np.ndarray, seed: int) -> np.ndarray:
             rows.append(block)
     odd = x[rng.integers(0, len(x), 400)].copy()
     odd[::2, 3] = rng.choice([-1.0, -0.5, 2.5, 1e12, np.inf, -np.inf, 39.9, 64.0, 1000.0], size=len(odd[::2]))
-    odd[1::3, 2] = rng.choice([1e-40, -1e-40, 0.0, -0.0, 1e-35, 1.0000000180025095e-35], size=len(odd[1::3]))
+    odd[1::3, 2] = rng.choice(
+        [1e-40, -1e-40, 0.0, -0.0, 1e-35, 1.0000000180025095e-35, -1.0000000180025095e-35],
+        size=len(odd[1::3]),
+    )
     odd[::5, :] = np.nan
     odd[1::7, 0] = np.inf
     rows.append(odd)

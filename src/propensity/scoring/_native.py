@@ -4,8 +4,9 @@ The C code is generic: it walks flat node arrays that any LightGBM model is pack
 :mod:`propensity.scoring.compiled`), so nothing is compiled per model and nothing is compiled on a request path.
 The shared library is cached under ``$PROPENSITY_CACHE_DIR`` (default ``~/.cache/propensity``) in
 ``scorer/<hash>.so``, where the hash covers the C source, the compiler command and the platform; compiling takes
-about a second the first time. ``-O2`` on purpose: ``-O3`` measured 2.5× slower on this code. No fast-math: NaN
-tests must stay exact. When no C compiler is found (or compiling fails) :func:`load_native` returns ``None`` and the
+about a second the first time. Measured choices: 8 trees walked in lockstep (independent dependency chains the
+CPU overlaps; 16 was no faster, 4 slower), rare node kinds off the hot step (1.4× faster), ``-O2`` on purpose
+(``-O3`` measured 2.5× slower on such code). No fast-math: NaN tests must stay exact. When no C compiler is found (or compiling fails) :func:`load_native` returns ``None`` and the
 caller falls back to the numpy evaluator with a warning.
 """
 
@@ -33,8 +34,9 @@ C_SOURCE = r"""
    on the leaf whatever the path; that lets several trees be walked in lockstep without branches on "done".
    flags: LightGBM's decision_type bits (1 categorical, 2 default left, (flags >> 2) & 3 the missing type:
    0 none, 1 zero, 2 NaN), bit 4 "NaN goes left" (precomputed when packing: the default side for the NaN missing
-   type, `0 <= thr` otherwise, since LightGBM then reads NaN as 0) and, for a categorical split, the bitset length
-   in 32-bit words in flags >> 8 and its offset in `thr`. */
+   type, `0 <= thr` otherwise, since LightGBM then reads NaN as 0), bit 5 leaf, bit 6 "slow" (categorical or
+   zero-as-missing: rare, handled by pf_slow so the hot step stays a compare, a NaN test and a select) and, for a
+   categorical split, the bitset length in 32-bit words in flags >> 8 and its offset in `thr`. */
 typedef struct { double thr; int32_t feat; int32_t child[2]; int32_t flags; } pf_node;
 
 typedef struct {
@@ -51,6 +53,7 @@ typedef struct {
 #define PF_ZERO 1.0000000180025095e-35
 #define PF_LANES 8   /* trees walked in lockstep: independent chains the CPU overlaps */
 #define PF_BLOCK 32  /* rows per block in batch mode (a tree group's nodes stay in cache across them) */
+#define PF_SLOW 64   /* flags bit: categorical or zero-as-missing, handled off the hot path by pf_slow */
 
 static int32_t pf_categorical(const pf_node *nd, const uint32_t *bits, double v) {
     /* static_cast<int>: truncation; negative, NaN and out-of-range values go right */
@@ -61,16 +64,26 @@ static int32_t pf_categorical(const pf_node *nd, const uint32_t *bits, double v)
     return nd->child[((bits[(int64_t)nd->thr + word] >> (iv & 31)) & 1u) ^ 1u];
 }
 
+/* The rare kinds of node (categorical, zero-as-missing), off the hot path. */
+static int32_t pf_slow(const pf_node *nd, const uint32_t *bits, double v) {
+    int32_t fl = nd->flags;
+    if (fl & 1) return pf_categorical(nd, bits, v);
+    int32_t isn = v != v;
+    if (isn | (v == 0.0)) return nd->child[((fl >> 1) & 1) ^ 1];  /* zero-as-missing: NaN reads as 0 too */
+    return nd->child[v <= nd->thr ? 0 : 1];
+}
+
+/* x has already had |x| <= kZeroThreshold replaced by 0 (see pf_prepare). */
 static inline int32_t pf_next(const pf_node *nd, const uint32_t *bits, const double *x) {
     double v = x[nd->feat];
     int32_t fl = nd->flags;
-    if (__builtin_expect(fl & 1, 0)) return pf_categorical(nd, bits, v);
-    v = fabs(v) <= PF_ZERO ? 0.0 : v;
-    int32_t isn = v != v;
-    int32_t left = (v <= nd->thr) | (isn & (fl >> 4) & 1);
-    int32_t zero_missing = (((fl >> 2) & 3) == 1) & (isn | (v == 0.0));
-    left = zero_missing ? ((fl >> 1) & 1) : left;
+    if (__builtin_expect(fl & PF_SLOW, 0)) return pf_slow(nd, bits, v);
+    int32_t left = (v <= nd->thr) | ((v != v) & (fl >> 4));
     return nd->child[left ^ 1];
+}
+
+static inline void pf_prepare(const double *x, double *xz, int64_t n) {
+    for (int64_t j = 0; j < n; j++) xz[j] = fabs(x[j]) <= PF_ZERO ? 0.0 : x[j];
 }
 
 /* Adds trees [t0, t1) (at most PF_LANES) of one row to *acc, in tree order. */
@@ -89,17 +102,19 @@ static inline void pf_group(const pf_set *s, int32_t t0, int32_t t1, const doubl
     *acc = a;
 }
 
-/* out[r * n_models + m] = raw score of model m on row r (trees summed in order, as LightGBM does). */
-void pf_eval(const pf_set *s, const double *x, int64_t n_rows, double *out) {
+/* out[r * n_models + m] = raw score of model m on row r (trees summed in order, as LightGBM does).
+   work: PF_BLOCK * n_cols doubles of scratch. */
+void pf_eval(const pf_set *s, const double *x, int64_t n_rows, double *out, double *work) {
     double acc[PF_BLOCK];
     for (int64_t r0 = 0; r0 < n_rows; r0 += PF_BLOCK) {
         int64_t nb = n_rows - r0 < PF_BLOCK ? n_rows - r0 : PF_BLOCK;
+        for (int64_t r = 0; r < nb; r++) pf_prepare(x + (r0 + r) * s->n_cols, work + r * s->n_cols, s->n_cols);
         for (int64_t m = 0; m < s->n_models; m++) {
             int32_t end = s->model_start[m + 1];
             for (int64_t r = 0; r < nb; r++) acc[r] = 0.0;
             for (int32_t t = s->model_start[m]; t < end; t += PF_LANES) {
                 int32_t t1 = t + PF_LANES < end ? t + PF_LANES : end;
-                for (int64_t r = 0; r < nb; r++) pf_group(s, t, t1, x + (r0 + r) * s->n_cols, &acc[r]);
+                for (int64_t r = 0; r < nb; r++) pf_group(s, t, t1, work + r * s->n_cols, &acc[r]);
             }
             for (int64_t r = 0; r < nb; r++) out[(r0 + r) * s->n_models + m] = acc[r];
         }
@@ -162,7 +177,13 @@ def load_native() -> ctypes.CDLL | None:
             if not target.exists():
                 _compile(cc, target)
             lib = ctypes.CDLL(str(target))
-            lib.pf_eval.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+            lib.pf_eval.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
             lib.pf_eval.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             log.warning("could not build the native scorer (%s); falling back to the numpy evaluator", exc)

@@ -47,6 +47,8 @@ NODE_DTYPE = np.dtype(
 ZERO_THRESHOLD = 1.0000000180025095e-35  # LightGBM's kZeroThreshold (1e-35f)
 _NAN_LEFT = 16  # packed flag: a NaN input goes left at this numerical split
 _LEAF = 32  # packed flag: a leaf (self-loop node whose thr is the leaf value)
+_SLOW = 64  # packed flag: categorical or zero-as-missing split (the native evaluator's slow path)
+_BLOCK = 32  # rows per block in the native evaluator (PF_BLOCK): its scratch is _BLOCK × n_columns doubles
 _NUMPY_CHUNK_CELLS = 1 << 21  # rows × trees per numpy step
 
 
@@ -165,6 +167,7 @@ class CompiledScorer:
                     missing_type = (flags >> 2) & 3
                     nan_left = np.where(missing_type == 2, (flags & 2) != 0, tree.threshold >= 0.0)
                     flags |= np.where(nan_left, _NAN_LEFT, 0)
+                    flags |= np.where((missing_type == 1) | ((flags & CATEGORICAL_MASK) != 0), _SLOW, 0)
                     thr = tree.threshold.copy()
                     cat = (tree.decision_type & CATEGORICAL_MASK) != 0
                     if cat.any():
@@ -213,14 +216,22 @@ class CompiledScorer:
         if self._lib is None:
             self._raw_numpy(x, out)
         elif threads <= 1 or n < 2048:
-            self._fn(self._set_ptr, x.ctypes.data, n, out.ctypes.data)
+            work = np.empty(_BLOCK * self.n_columns)
+            self._fn(self._set_ptr, x.ctypes.data, n, out.ctypes.data, work.ctypes.data)
         else:
             bounds = np.linspace(0, n, threads + 1).astype(np.int64)
             row_bytes, out_bytes = x.strides[0], out.strides[0]
 
             def run(i: int) -> None:
                 a, b = int(bounds[i]), int(bounds[i + 1])
-                self._fn(self._set_ptr, x.ctypes.data + a * row_bytes, b - a, out.ctypes.data + a * out_bytes)
+                work = np.empty(_BLOCK * self.n_columns)
+                self._fn(
+                    self._set_ptr,
+                    x.ctypes.data + a * row_bytes,
+                    b - a,
+                    out.ctypes.data + a * out_bytes,
+                    work.ctypes.data,
+                )
 
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(run, range(threads)))
@@ -238,7 +249,7 @@ class CompiledScorer:
             return [float(v) for v in self.raw(np.asarray(row, dtype=np.float64))[0]]
         buf = (ctypes.c_double * self.n_columns)(*row)
         out = (ctypes.c_double * self.n_models)()
-        self._fn(self._set_ptr, buf, 1, out)
+        self._fn(self._set_ptr, buf, 1, out, (ctypes.c_double * self.n_columns)())
         if self._averaged:
             return [v * s for v, s in zip(out, self._scale.tolist(), strict=True)]
         return list(out)
