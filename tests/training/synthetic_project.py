@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,25 @@ FEATURES: list[dict[str, Any]] = [
 ACTIONS: list[dict[str, Any]] = [{"template": t} for t in ("buy", "upgrade", "renew", "respond", "churn")]
 
 
-def spec_dict(data: str, *, training: dict[str, Any] | None = None) -> dict[str, Any]:
+def promo_send_feature(days: int) -> dict[str, Any]:
+    """Whether a promotion was sent in the last day (respond's campaign type; promotions run in even ISO weeks
+    and are named ``cmp-<year>w<week>-promo``, docs/synthetic-data.md)."""
+    ids = []
+    for w in range(-(-days // 7)):
+        iso = (START + timedelta(weeks=w)).isocalendar()
+        if iso.week % 2 == 0:
+            ids.append(f"'cmp-{iso.year}w{iso.week:02d}-promo'")
+    where = f"campaign_id in ({', '.join(ids)})"
+    return {
+        "name": "promo_sent_1d",
+        "aggregate": "count",
+        "event_type": "campaign_sent",
+        "where": where,
+        "window": "1d",
+    }
+
+
+def spec_dict(data: str, *, days: int, training: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "project": "synthetic-test",
         "sources": [
@@ -85,7 +103,7 @@ def spec_dict(data: str, *, training: dict[str, Any] | None = None) -> dict[str,
                 "attributes": ["signup_at", "region", "plan", "consent_email", "consent_ads"],
             },
         ],
-        "features": FEATURES,
+        "features": [*FEATURES, promo_send_feature(days)],
         "actions": ACTIONS,
         "training": training or {},
     }
@@ -96,7 +114,7 @@ def build_workspace(root: Path, *, customers: int, days: int, seed: int = 0, **s
     from propensity.datasets.synthetic import generate
 
     generate(root / "data", customers=customers, days=days, seed=seed, start=START)
-    spec = spec_dict("data", **spec_extra)
+    spec = spec_dict("data", days=days, **spec_extra)
     (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     ws = Workspace.open(root)
     ingest_files(ws, [str(p) for p in sorted((root / "data" / "events").glob("*.parquet"))], source="events")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,6 +69,7 @@ class TrainingSets:
     sets: dict[str, TrainingSet]
     manifest: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -107,6 +109,7 @@ def build_training_sets(
     chosen = [spec.action(a) for a in actions] if actions else list(spec.actions)
     settings = spec.training
     sets: dict[str, TrainingSet] = {}
+    t0 = time.perf_counter()
     with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
         dr = data_range(con, settings.spine)
         grid = grid_cutoffs(settings.spine, dr.start, dr.end)
@@ -135,13 +138,16 @@ def build_training_sets(
             rows[action.name] = (action, _sample(labels, settings.max_rows, settings.seed), bounds, cutoffs)
         if progress:
             progress("labels", len(chosen), len(chosen))
+        t1 = time.perf_counter()
         features = _features_for(con, spec, [t for _, t, _, _ in rows.values()], progress)
+        t2 = time.perf_counter()
     names = [f.name for f in spec.features]
     for name, (action, labels, bounds, cutoffs) in rows.items():
         table = _join(labels, features, names)
         sets[name] = TrainingSet(action, table, bounds, cutoffs, names)
     manifest = _manifest(spec, sets, dr.start, dr.end)
-    return TrainingSets(sets, manifest)
+    seconds = {"labels": t1 - t0, "features": t2 - t1, "join": time.perf_counter() - t2}
+    return TrainingSets(sets, manifest, seconds=seconds)
 
 
 def _features_for(

@@ -68,6 +68,7 @@ def train_project(
     skipped: dict[str, str] = {}
     sets = build_training_sets(workspace, actions=actions, progress=progress, errors=skipped)
     seconds["training_sets"] = time.perf_counter() - t0
+    seconds.update({f"training_sets.{k}": v for k, v in sets.seconds.items()})
     t1 = time.perf_counter()
     store_training_sets(workspace, sets)
     seconds["store_training_sets"] = time.perf_counter() - t1
@@ -77,10 +78,12 @@ def train_project(
     for i, name in enumerate(names):
         if progress:
             progress("train", i, len(names))
+        started = time.perf_counter()
         try:
             results[name] = fit_action(sets.sets[name], spec.training)
         except PropensityError as exc:
             skipped[name] = str(exc)
+        seconds[f"fit.{name}"] = time.perf_counter() - started
     if progress:
         progress("train", len(names), len(names))
     seconds["fit"] = time.perf_counter() - t2
