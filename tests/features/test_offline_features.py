@@ -99,3 +99,14 @@ def test_one_query_with_one_range_join_per_window_class() -> None:
     sql = feature_query(FEATURES, "spine")
     assert sql.count("JOIN _e e") == 3  # finite-window aggregates, lifetime aggregates, the session group
     assert "FILTER (WHERE" in sql
+
+
+def test_chunked_spines_give_the_same_table() -> None:
+    spine = pa.table(
+        {
+            "customer_id": [f"c{i % 4}" for i in range(11)],
+            "as_of": pa.array([at(hours=-i) for i in range(11)], UTC_TS),
+        }
+    )
+    con = _log()
+    assert compute_features(con, FEATURES, spine, chunk_rows=3).equals(compute_features(con, FEATURES, spine))

@@ -70,12 +70,14 @@ def compute_features(
     *,
     events_table: str = "events",
     attributes_table: str = "attributes",
+    chunk_rows: int = 500_000,
 ) -> pa.Table:
     """Every feature for every spine row, point in time.
 
     ``spine`` has ``customer_id`` (string) and ``as_of`` (timestamp; tz-naive values are read as UTC) and may
     carry more columns. The result has the spine's rows in the spine's order: its columns (``as_of`` as
-    ``timestamp[us, UTC]``) followed by one column per feature in declared order.
+    ``timestamp[us, UTC]``) followed by one column per feature in declared order. The spine is computed
+    ``chunk_rows`` rows at a time, which bounds memory on large spines.
     """
     plan = _as_plan(features)
     missing = [c for c in SPINE_COLUMNS if c not in spine.column_names]
@@ -101,12 +103,16 @@ def compute_features(
     if not plan.names:
         return spine.set_column(spine.column_names.index("as_of"), "as_of", as_of)
     name = f"_propensity_spine_{next(_COUNTER)}"
-    con.register(name, inner)
-    try:
-        sql = build_query(plan, name, events_table=events_table, attributes_table=attributes_table)
-        result = con.sql(sql).to_arrow_table()
-    finally:
-        con.unregister(name)
+    sql = build_query(plan, name, events_table=events_table, attributes_table=attributes_table)
+    parts = []
+    # Chunks of the spine bound the join's memory (a 2M-row spine is computed in 4 passes by default).
+    for start in range(0, max(inner.num_rows, 1), chunk_rows):
+        con.register(name, inner.slice(start, chunk_rows))
+        try:
+            parts.append(con.sql(sql).to_arrow_table())
+        finally:
+            con.unregister(name)
+    result = pa.concat_tables(parts)
     columns: dict[str, Any] = {}
     for c in spine.column_names:
         columns[c] = as_of if c == "as_of" else spine.column(c)
