@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.features._plan import US, FeaturePlan, Window, _window_of
+from propensity.features._plan import US, FeaturePlan, _window_of
 from propensity.features.definitions import (
     AggregateFeature,
     AnyFeature,
@@ -73,9 +73,8 @@ def replay_online(
         )
         attrs = [dict(zip(_ATTR_COLUMNS, r, strict=True)) for r in con.fetchall()]
     attr_times = [a["available_at"] for a in attrs]
-    reader = (
-        con.sql(f"SELECT * FROM {events_table} ORDER BY available_at, event_id")
-        .to_arrow_reader(batch_rows)
+    reader = con.sql(f"SELECT * FROM {events_table} ORDER BY available_at, event_id").to_arrow_reader(
+        batch_rows
     )
     pending: pa.Table | None = None  # events read but not yet applied (available after the last cutoff)
     done_attrs = 0
@@ -150,9 +149,8 @@ def mismatches(
         for r, value in enumerate(col):
             compared += 1
             other = online[r][j]
-            if not same_value(value, other):
-                if limit is None or len(bad) < limit:
-                    bad.append(Mismatch(r, cids[r], as_of[r], name, value, other))
+            if not same_value(value, other) and (limit is None or len(bad) < limit):
+                bad.append(Mismatch(r, cids[r], as_of[r], name, value, other))
     return compared, bad
 
 
@@ -160,7 +158,10 @@ def mismatches(
 
 
 def feature_vector(
-    con: duckdb.DuckDBPyConnection, features: Sequence[AnyFeature] | FeaturePlan, customer_id: str, as_of: datetime
+    con: duckdb.DuckDBPyConnection,
+    features: Sequence[AnyFeature] | FeaturePlan,
+    customer_id: str,
+    as_of: datetime,
 ) -> dict[str, Any]:
     """One customer's vector as of a time, computed by the offline engine."""
     plan = _plan(features)
@@ -176,11 +177,6 @@ def _column_sql(field: str) -> str:
         key = field[len(PROPERTIES_PREFIX) :]
         return f"json_extract_string(properties, '$.{key}')"
     return field
-
-
-def window_start_us(window: Window, t_us: int) -> int:
-    """The earliest ``event_time`` (µs) inside a bucketed window as of t (see ``docs/features.md``)."""
-    return window.start(t_us)
 
 
 @dataclass(frozen=True)
@@ -256,13 +252,17 @@ def explain_feature(
         field = feature.field
     else:
         assert isinstance(feature, SessionFeature)
-        types = feature.event_type if feature.aggregate in ("count", "count_before") else feature.session_events
+        types = (
+            feature.event_type if feature.aggregate in ("count", "count_before") else feature.session_events
+        )
         if feature.aggregate == "count_before" and types is not None and feature.before:
             types = [*types, *feature.before]
         pred = feature.predicate if feature.aggregate != "sessions" else None
         span = feature.window.seconds if feature.window is not None else feature.lookback.seconds
         conds.append(f"epoch_us(event_time) > $t - {span * US}")
-        what.append(f"session gap {feature.gap}, {'window ' + str(feature.window) if feature.window else 'lookback ' + str(feature.lookback)}")
+        what.append(
+            f"session gap {feature.gap}, {'window ' + str(feature.window) if feature.window else 'lookback ' + str(feature.lookback)}"
+        )
         agg = f"session {feature.aggregate}"
         field = None
     if types is not None:
@@ -282,7 +282,12 @@ def explain_feature(
     ).fetchall()
     columns = ("event_time", "available_at", "event_type", *(("value",) if field else ()), "event_id")
     return Explanation(
-        feature.name, feature.kind, f"{agg} over {'; '.join(what)}", columns, tuple(tuple(r) for r in rows), int(total)
+        feature.name,
+        feature.kind,
+        f"{agg} over {'; '.join(what)}",
+        columns,
+        tuple(tuple(r) for r in rows),
+        int(total),
     )
 
 
@@ -329,7 +334,10 @@ def describe_features(
     ).fetchall()
     ids = [r[0] for r in rows]
     spine = pa.table(
-        {"customer_id": pa.array(ids, pa.string()), "as_of": pa.array([as_of] * len(ids), pa.timestamp("us", tz="UTC"))}
+        {
+            "customer_id": pa.array(ids, pa.string()),
+            "as_of": pa.array([as_of] * len(ids), pa.timestamp("us", tz="UTC")),
+        }
     )
     table = compute_features(con, plan, spine)
     stats: list[FeatureStats] = []
