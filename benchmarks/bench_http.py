@@ -1,0 +1,153 @@
+"""HTTP ``GET /v1/predict`` under wrk (issue target: p99 < 1 ms at ≥ 5,000 req/s with ``wrk -t1 -c4``).
+
+The server is the real app (:func:`propensity.server.create_app`) under uvicorn (uvloop + httptools, one worker)
+with the same store and five 200-tree models as ``bench_scoring``; each request asks for a random customer (a
+wrk Lua script). Reported as a ratio to a trivial endpoint of the same stack (``/healthz``: routing, metrics and
+an orjson body, no scoring) measured in the same run, since this shared 2-core machine's speed varies.
+wrk and the server share the machine's two cores.
+
+    python -m benchmarks.bench_http            # needs wrk (apt-get install wrk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import save
+
+LUA = """
+math.randomseed(7)
+request = function()
+  return wrk.format("GET", "/v1/predict?customer_id=c" .. math.random(0, %d))
+end
+"""
+
+
+def _serve(port: int, customers: int) -> None:
+    import uvicorn
+
+    from benchmarks.bench_scoring import build
+    from propensity.server import ServerState, create_app
+    from propensity.serving.service import ScoringService
+
+    store, model, _, _ = build(customers, 200, 63)
+    app = create_app(ServerState(service=ScoringService(store, model)))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _units(value: str) -> float:
+    """wrk's latency text (``512.00us``, ``1.20ms``, ``2.00s``) in microseconds."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if not m:
+        raise ValueError(value)
+    return float(m.group(1)) * {"us": 1.0, "ms": 1000.0, "s": 1e6}[m.group(2)]
+
+
+def _wrk(url: str, seconds: int, script: Path | None = None) -> dict[str, Any]:
+    cmd = ["wrk", "-t1", "-c4", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"req_per_s": round(rps), "p50_us": _units(lat["50"]), "p90_us": _units(lat["90"]),
+            "p99_us": _units(lat["99"]), "non_2xx": int(errors.group(1)) if errors else 0}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--runs", type=int, default=3, help="Alternating runs of each endpoint; medians reported."
+    )
+    parser.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args.serve, args.customers)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_http",
+            "--serve",
+            str(port),
+            "--customers",
+            str(args.customers),
+        ],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                sys.exit("the benchmark server did not start")
+            time.sleep(0.2)
+        script = Path(tempfile.mkdtemp()) / "predict.lua"
+        script.write_text(LUA % (args.customers - 1))
+        _wrk(f"{base}/v1/predict?customer_id=c1", 2)  # warm-up
+        trivial, predict = [], []
+        for _ in range(args.runs):
+            trivial.append(_wrk(f"{base}/healthz", args.seconds))
+            predict.append(_wrk(base, args.seconds, script))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    def median(runs: list[dict[str, Any]], key: str) -> float:
+        return sorted(r[key] for r in runs)[len(runs) // 2]
+
+    summary = {
+        k: {m: median(runs, m) for m in ("req_per_s", "p50_us", "p90_us", "p99_us")}
+        for k, runs in (("trivial_healthz", trivial), ("predict", predict))
+    }
+    summary["ratio_predict_to_trivial"] = {
+        "req_per_s": round(summary["predict"]["req_per_s"] / summary["trivial_healthz"]["req_per_s"], 2),
+        "p50": round(summary["predict"]["p50_us"] / summary["trivial_healthz"]["p50_us"], 2),
+        "p99": round(summary["predict"]["p99_us"] / summary["trivial_healthz"]["p99_us"], 2),
+    }
+    config = {"customers": args.customers, "seconds": args.seconds, "runs": args.runs, "wrk": "-t1 -c4",
+              "models": "5 x 200 trees x 63 leaves", "load_average": os.getloadavg()}  # fmt: skip
+    result = {
+        "config": config,
+        "target": "GET /v1/predict p99 < 1 ms at >= 5,000 req/s (wrk -t1 -c4)",
+        "median": summary,
+        "runs": {"trivial_healthz": trivial, "predict": predict},
+    }
+    path = save("http", result)
+    for k in ("trivial_healthz", "predict"):
+        r = summary[k]
+        print(f"{k:>16}: {r['req_per_s']:>7.0f} req/s  p50 {r['p50_us']:7.0f} us  p99 {r['p99_us']:7.0f} us")
+    print(
+        f"ratio predict/trivial: {summary['ratio_predict_to_trivial']}; load {os.getloadavg()}; written {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()
