@@ -357,8 +357,8 @@ def _changed_sql(plan: FeaturePlan) -> str:
         a, b = f"old.{_q(name)}", f"new.{_q(name)}"
         if pa.types.is_floating(typ):
             conds.append(
-                f"NOT ({a} IS NOT DISTINCT FROM {b} OR abs({a} - {b}) <= "
-                f"{FLOAT_TOLERANCE} * greatest(1.0, abs({a}), abs({b})))"
+                f"({a} IS DISTINCT FROM {b} AND NOT coalesce(abs({a} - {b}) <= "
+                f"{FLOAT_TOLERANCE} * greatest(1.0, abs({a}), abs({b})), FALSE))"
             )
         else:
             conds.append(f"{a} IS DISTINCT FROM {b}")
