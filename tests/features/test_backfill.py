@@ -156,3 +156,26 @@ def test_materialize_replaces_rows_and_rebuilds_for_a_new_version(tmp_path: Path
     table = read_feature_values(ws)
     assert "orders_ever" in table.column_names
     assert set(table.column("feature_set_version").to_pylist()) == {FeaturePlan(LIFETIME).version}
+
+
+def test_a_value_appearing_from_null_counts_as_changed(tmp_path: Path) -> None:
+    big = parse_features(
+        [
+            {
+                "name": "big_order_7d",
+                "aggregate": "max",
+                "field": "amount",
+                "where": "amount > 1000",
+                "window": "7d",
+            }
+        ]
+    )
+    ws, spine = _setup(tmp_path, big)
+    assert all(v == (None,) for v in _values(ws).values())
+    when = ALIGN + timedelta(days=20)
+    ingest_table(ws, _events([("big-1", "c0", when, 5000.0)]))
+    report = backfill(ws, big)
+    after = _values(ws)
+    assert {k for k, v in after.items() if v != (None,)} == {("c0", ALIGN + timedelta(days=21))}
+    assert report.rows_changed == 1 == report.rows_recomputed  # one weekly as_of within 7d + 1 bucket of it
+    assert after == _fresh(ws, big, spine)
