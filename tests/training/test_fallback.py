@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pyarrow as pa
+from tests.labels.test_labels import day, ev, log
 
 from propensity.labels.actions import Action
 from propensity.scoring.fallback import fallback_score, fallback_scores
-from tests.labels.test_labels import day, ev, log
 
 BUY = Action.model_validate({"template": "buy"})
 CHURN = Action.model_validate({"template": "churn"})
