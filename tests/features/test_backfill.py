@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from propensity.config.errors import PropensityError
 from propensity.events.ingest import ingest_table
 from propensity.events.log import DuckDBEventLog
 from propensity.events.schema import UTC_TS
@@ -179,3 +180,28 @@ def test_a_value_appearing_from_null_counts_as_changed(tmp_path: Path) -> None:
     assert {k for k, v in after.items() if v != (None,)} == {("c0", ALIGN + timedelta(days=21))}
     assert report.rows_changed == 1 == report.rows_recomputed  # one weekly as_of within 7d + 1 bucket of it
     assert after == _fresh(ws, big, spine)
+
+
+def test_cli_materialize_then_backfill(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import propensity.cli.features_ops  # noqa: F401  (registers the commands on the features sub-app)
+    from propensity.cli.app import app
+
+    (tmp_path / "propensity.yaml").write_text(
+        "features:\n  - {name: purchases_7d, aggregate: count, event_type: purchase, window: 7d}\n",
+        encoding="utf-8",
+    )
+    ws = Workspace.open(tmp_path)
+    ingest_table(ws, _history())
+    runner = CliRunner()
+    env = {"COLUMNS": "200"}
+    out = runner.invoke(app, ["features", "materialize", "-w", str(tmp_path), "--every", "7d"], env=env)
+    assert out.exit_code == 0, out.output
+    assert "materialised" in out.output and "high-water mark" in out.output
+    ingest_table(ws, _events([("fix-1", "c2", ALIGN + timedelta(days=13), 5.0)]))
+    out = runner.invoke(app, ["features", "backfill", "-w", str(tmp_path)], env=env)
+    assert out.exit_code == 0, out.output
+    assert "rows changed" in out.output
+    bad = runner.invoke(app, ["features", "materialize", "-w", str(tmp_path), "--every", "soon"], env=env)
+    assert bad.exit_code == 1 and isinstance(bad.exception, PropensityError)

@@ -188,3 +188,21 @@ def test_future_date_attribute_and_auc_helpers() -> None:
     text = pa.chunked_array([pa.array(["yes" if v else "no" for v in labels])])
     assert label_strength(text, labels) == 1.0  # text features are target-encoded
     assert label_strength(pa.chunked_array([pa.array([None] * 60, pa.float64())]), labels) == 0.5
+
+
+def test_cli_audit_prints_the_table_writes_json_and_fails_when_strict(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import propensity.cli.features_ops  # noqa: F401  (registers audit on the features sub-app)
+    from propensity.cli.app import app
+
+    ws = _project(tmp_path / "p")
+    runner = CliRunner()
+    args = ["features", "audit", "-w", str(ws.root), "--action", "churn_30d", "--sample", "0"]
+    loose = runner.invoke(app, args, env={"COLUMNS": "250"})
+    assert loose.exit_code == 0, loose.output
+    assert "will_churn" in loose.output and "label_like" in loose.output and "back-dated" in loose.output
+    strict = runner.invoke(app, [*args, "--strict"], env={"COLUMNS": "250"})
+    assert strict.exit_code == 1
+    reports = sorted((ws.state_dir / "reports").glob("features-audit-*.json"))
+    assert reports and '"churn_risk"' in reports[-1].read_text(encoding="utf-8")

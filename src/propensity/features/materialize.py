@@ -494,3 +494,20 @@ def read_feature_values(workspace: Workspace) -> pa.Table:
         if _existing_columns(con) is None:
             return pa.table({})
         return con.sql(f"SELECT * FROM {TABLE} ORDER BY as_of, customer_id").to_arrow_table()
+
+
+def materialize_grid(
+    workspace: Workspace,
+    every: timedelta,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    features: Sequence[AnyFeature] | FeaturePlan | None = None,
+) -> MaterializeRun:
+    """Materialise the project's features for every known customer at cutoffs ``align + k × every`` (the
+    training grid's ``align``) from ``start`` (default: the first event) to ``end`` (default: the last)."""
+    plan = _plan(features if features is not None else workspace.spec.features)
+    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+        cutoffs = grid_cutoffs(con, every, align=workspace.spec.training.spine.align, start=start, end=end)
+        spine = grid_spine(con, cutoffs)
+    return materialize(workspace, plan, spine)
