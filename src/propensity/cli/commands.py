@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from propensity.cli import datasets, ingest, models, project, quickstart, serve, training  # noqa: F401  (train, report, models)
+from propensity.cli import datasets, features, ingest, models, project, quickstart, serve, training  # noqa: F401  (train, report, models)
 
 __all__ = ["datasets", "ingest", "project", "quickstart"]

@@ -211,7 +211,7 @@ def explain_feature(
     t_us = to_micros(as_of)
     if isinstance(feature, DerivedFeature):
         refs = ", ".join(sorted(feature.expression.refs()))
-        return Explanation(feature.name, "derived", f"derived from {refs}: {feature.expression.text()}")
+        return Explanation(feature.name, "derived", f"derived from {refs}: {' '.join(feature.expr.split())}")
     if isinstance(feature, AttributeFeature):
         sql = (
             f"SELECT valid_from, available_at, value, source FROM {attributes_table} "
@@ -357,3 +357,34 @@ def describe_features(
             lo, hi = mm["min"], mm["max"]
         stats.append(FeatureStats(name, f.kind, str(typ), null_rate, mean, lo, hi))
     return table, stats
+
+
+def describe_definition(feature: AnyFeature) -> str:
+    """A one-line reading of a definition, e.g. ``count purchase over 7d (bucket 1h) where amount > 0``."""
+    if isinstance(feature, DerivedFeature):
+        return " ".join(feature.expr.split())
+    if isinstance(feature, AttributeFeature):
+        src = f" from {feature.source}" if feature.source else ""
+        return f"attribute {feature.attribute}{src} ({feature.type})"
+    parts: list[str] = []
+    if isinstance(feature, AggregateFeature):
+        parts.append(feature.aggregate + (f"({feature.field})" if feature.field else ""))
+    else:
+        parts.append(f"session {feature.aggregate}")
+    if feature.event_type:
+        parts.append(", ".join(feature.event_type))
+    if isinstance(feature, AggregateFeature):
+        bucket = feature.canonical()["bucket"]
+        parts.append(f"over {feature.window}" + (f" (bucket {bucket})" if bucket else ""))
+    else:
+        if feature.before:
+            parts.append("before " + ", ".join(feature.before))
+        if feature.window is not None:
+            parts.append(f"over {feature.window}")
+        parts.append(f"gap {feature.gap}")
+        if feature.session_events:
+            parts.append("of " + ", ".join(feature.session_events))
+    pred = feature.predicate
+    if pred is not None:
+        parts.append(f"where {pred.text()}")
+    return " ".join(parts)
