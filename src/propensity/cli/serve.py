@@ -24,8 +24,15 @@ def serve(
     log_level: str = typer.Option(
         "warning", help="uvicorn's log level (access logs stay off: URLs hold ids)."
     ),
+    api_keys: Path | None = typer.Option(
+        None,
+        "--api-keys",
+        help="JSON file of API keys with scopes (predict, ingest, admin); else $PROPENSITY_API_KEYS "
+        "(name:scope+scope:key,...). With neither, authentication is off.",
+    ),
 ) -> None:
-    """Serve real-time scores: GET/POST /v1/predict, POST /v1/events, /healthz, /readyz, /metrics, /docs.
+    """Serve real-time scores: GET/POST /v1/predict, POST /v1/events, models (list, promote, rollback), /healthz,
+    /readyz, /metrics, /docs.
 
     At start the online features are rebuilt from the event log and the production model is compiled for
     single-row scoring. One process holds the online state, so run one worker per workspace.
@@ -35,12 +42,16 @@ def serve(
         propensity serve -w demo --port 8000
         curl 'http://127.0.0.1:8000/v1/predict?customer_id=c42'
     """
+    import os
+
     import uvicorn
 
     from propensity.server import ServerState, create_app
+    from propensity.serving.auth import KeyRing
     from propensity.serving.startup import build_service
 
     ws = open_workspace(workspace, require_spec=True)
+    keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
     with console.status("rebuilding online features and loading the model"):
         service, timings = build_service(ws, model_ref=model, ttl=timedelta(minutes=ttl_minutes))
     store_customers = getattr(service.store, "customers", 0)
@@ -58,6 +69,14 @@ def serve(
             f"model [bold]{m.version}[/] ({', '.join(m.action_names)}), scorer: {m.scorer.backend}, "
             f"loaded in {timings['model_load']:.1f}s"
         )
-    state = ServerState(service=service, workspace=ws, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    if keys.enabled:
+        console.print(f"API keys: {', '.join(k.name for k in keys.keys)}")
+    else:
+        console.print(
+            "[yellow]authentication is off[/] (no --api-keys or PROPENSITY_API_KEYS): local use only"
+        )
+    state = ServerState(
+        service=service, workspace=ws, keys=keys, max_body_bytes=int(max_body_mb * 1024 * 1024)
+    )
     console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(create_app(state), host=host, port=port, log_level=log_level, access_log=False)

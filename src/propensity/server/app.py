@@ -25,7 +25,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from propensity.server.openapi import SWAGGER_HTML, openapi_document
+from propensity.serving.auth import ForbiddenError, KeyRing, UnauthorizedError
 from propensity.serving.ingest import MAX_BATCH, RejectedBatch, append_live
+from propensity.serving.models import ModelMoveError, promote_and_load, registry_entries, rollback_and_load
 from propensity.serving.service import MAX_CUSTOMERS, NoModelError, ScoringService, UnknownActionError
 from propensity.workspace import Workspace
 
@@ -123,6 +125,7 @@ class ServerState:
 
     service: ScoringService
     workspace: Workspace | None = None
+    keys: KeyRing = field(default_factory=KeyRing)
     max_body_bytes: int = MAX_BODY_BYTES
     ready: bool = True
     metrics: Metrics = field(default_factory=Metrics)
@@ -165,22 +168,49 @@ def _customer_id(value: Any, name: str) -> str:
     return value
 
 
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+    return request.headers.get("x-api-key")
+
+
+async def _has_body(request: Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+
+
+def _need_workspace(state: ServerState) -> Workspace:
+    if state.workspace is None:
+        raise HTTPError(503, "no_workspace", "this server was started without a workspace")
+    return state.workspace
+
+
 def create_app(state: ServerState) -> Starlette:
     """The ASGI app over ``state`` (see :func:`propensity.serving.startup.build_service`)."""
     service = state.service
     metrics = state.metrics
     openapi_bytes = orjson.dumps(openapi_document())
 
+    keys = state.keys
+
     def route(
-        path: str, methods: list[str], name: str
+        path: str, methods: list[str], name: str, scope: str | None = None
     ) -> Callable[[Callable[[Request], Awaitable[Response]]], Route]:
         def wrap(handler: Callable[[Request], Awaitable[Response]]) -> Route:
             async def endpoint(request: Request) -> Response:
                 started = time.perf_counter()
                 try:
+                    if scope is not None and keys.enabled:
+                        keys.check(_presented_key(request), scope)
                     response = await handler(request)
                 except HTTPError as exc:
                     response = exc.response()
+                except UnauthorizedError as exc:
+                    response = HTTPError(401, "unauthorized", str(exc)).response()
+                    response.headers["WWW-Authenticate"] = "Bearer"
+                except ForbiddenError as exc:
+                    response = HTTPError(403, "forbidden", str(exc)).response()
                 except NoModelError as exc:
                     response = HTTPError(503, "no_model", str(exc)).response()
                 except Exception:  # never a bare 500 page, never the customer id in a log
@@ -208,7 +238,7 @@ def create_app(state: ServerState) -> Starlette:
     async def metrics_route(request: Request) -> Response:
         return Response(metrics.render(service), media_type="text/plain; version=0.0.4")
 
-    @route("/v1/predict", ["GET"], "predict")
+    @route("/v1/predict", ["GET"], "predict", "predict")
     async def predict_get(request: Request) -> Response:
         params = request.query_params
         customer_id = _customer_id(params.get("customer_id"), "customer_id")
@@ -223,7 +253,7 @@ def create_app(state: ServerState) -> Starlette:
             raise HTTPError(422, "unknown_action", str(exc), field="actions") from None
         return _json(body)
 
-    @route("/v1/predict", ["POST"], "predict_batch")
+    @route("/v1/predict", ["POST"], "predict_batch", "predict")
     async def predict_post(request: Request) -> Response:
         data = await _read_json(request, state.max_body_bytes)
         if not isinstance(data, dict):
@@ -254,7 +284,7 @@ def create_app(state: ServerState) -> Starlette:
             raise HTTPError(422, "unknown_action", str(exc), field="actions") from None
         return _json(body)
 
-    @route("/v1/events", ["POST"], "events")
+    @route("/v1/events", ["POST"], "events", "ingest")
     async def events(request: Request) -> Response:
         if state.workspace is None:
             raise HTTPError(503, "ingest_disabled", "this server was started without a workspace to write to")
@@ -293,18 +323,53 @@ def create_app(state: ServerState) -> Starlette:
             {"received": result.received, "accepted": result.accepted, "duplicates": result.duplicates}
         )
 
-    @route("/v1/models", ["GET"], "models")
-    async def models(request: Request) -> Response:
+    def _served() -> dict[str, Any] | None:
         model = service.model
-        served = None
-        if model is not None:
-            served = {
-                "model_version": model.version,
-                "feature_set_version": model.feature_set_version,
-                "actions": list(model.action_names),
-                "scorer": model.scorer.backend,
-            }
-        return _json({"serving": served})
+        if model is None:
+            return None
+        return {
+            "model_version": model.version,
+            "feature_set_version": model.feature_set_version,
+            "actions": list(model.action_names),
+            "scorer": model.scorer.backend,
+        }
+
+    @route("/v1/models", ["GET"], "models", "admin")
+    async def models(request: Request) -> Response:
+        bundles = await run_in_threadpool(registry_entries, state.workspace) if state.workspace else []
+        return _json({"serving": _served(), "bundles": bundles})
+
+    @route("/v1/models/{version}/promote", ["POST"], "promote", "admin")
+    async def promote_route(request: Request) -> Response:
+        ws = _need_workspace(state)
+        body = await _read_json(request, state.max_body_bytes) if await _has_body(request) else {}
+        if not isinstance(body, dict):
+            raise HTTPError(422, "invalid_body", "the body must be a JSON object", field="body")
+        force, reason = body.get("force", False), body.get("reason")
+        if not isinstance(force, bool):
+            raise HTTPError(422, "invalid_field", "force must be true or false", field="force")
+        if reason is not None and not isinstance(reason, str):
+            raise HTTPError(422, "invalid_field", "reason must be a string", field="reason")
+        try:
+            model, gate = await run_in_threadpool(
+                promote_and_load, ws, request.path_params["version"], force=force, reason=reason
+            )
+        except ModelMoveError as exc:
+            raise HTTPError(exc.status, exc.code, str(exc)) from None
+        previous = service.swap(model)  # in-flight requests finish on the model they started with
+        return _json(
+            {"serving": _served(), "previous": None if previous is None else previous.version, "gate": gate}
+        )
+
+    @route("/v1/models/rollback", ["POST"], "rollback", "admin")
+    async def rollback_route(request: Request) -> Response:
+        ws = _need_workspace(state)
+        try:
+            model = await run_in_threadpool(rollback_and_load, ws)
+        except ModelMoveError as exc:
+            raise HTTPError(exc.status, exc.code, str(exc)) from None
+        previous = service.swap(model)
+        return _json({"serving": _served(), "previous": None if previous is None else previous.version})
 
     @route("/openapi.json", ["GET"], "openapi")
     async def openapi(request: Request) -> Response:
@@ -314,7 +379,8 @@ def create_app(state: ServerState) -> Starlette:
     async def docs(request: Request) -> Response:
         return HTMLResponse(SWAGGER_HTML)
 
-    routes = [healthz, readyz, metrics_route, predict_get, predict_post, events, models, openapi, docs]
+    routes = [healthz, readyz, metrics_route, predict_get, predict_post, events, models, rollback_route,
+              promote_route, openapi, docs]  # fmt: skip
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return HTTPError(404, "not_found", "no such endpoint; see /docs").response()

@@ -72,7 +72,9 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "propensity",
             "version": __version__,
-            "description": "Real-time propensity scores: calibrated probabilities for every action of a customer.",
+            "description": "Real-time propensity scores: calibrated probabilities for every action of a customer. "
+            "When the server has API keys, /v1/predict needs the predict scope, /v1/events ingest, /v1/models* admin "
+            "(401 without a valid key, 403 without the scope).",
         },
         "paths": {
             "/healthz": {
@@ -95,6 +97,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/predict": {
                 "get": {
                     "summary": "Score one customer for every action (or some)",
+                    "security": [{"bearer": []}, {"apiKey": []}],
                     "parameters": [
                         {
                             "name": "customer_id",
@@ -127,6 +130,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "post": {
                     "summary": "Score up to 1,000 customers",
+                    "security": [{"bearer": []}, {"apiKey": []}],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -162,6 +166,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/events": {
                 "post": {
                     "summary": "Append events (one, or a batch of up to 10,000) and apply them to online features",
+                    "security": [{"bearer": []}, {"apiKey": []}],
                     "description": "Validated with the bulk ingest's rules; a batch with any invalid event is "
                     "rejected whole (nothing written). Accepted events are durably in the event log before the "
                     "response, and the next prediction reflects them.",
@@ -204,12 +209,64 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/models": {
                 "get": {
-                    "summary": "The served model and its actions",
-                    "responses": {"200": {"description": "Models."}},
+                    "summary": "The served model and the registry's bundles (admin)",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "responses": {
+                        "200": {"description": "Models."},
+                        "401": _error_response("No valid key."),
+                        "403": _error_response("The key lacks the admin scope."),
+                    },
+                }
+            },
+            "/v1/models/{version}/promote": {
+                "post": {
+                    "summary": "Promote a bundle through the gate and swap it in without failing requests (admin)",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "parameters": [
+                        {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            json_body: {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "force": {"type": "boolean"},
+                                        "reason": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "Promoted and serving."},
+                        "404": _error_response("No such bundle."),
+                        "409": _error_response("Refused by the gate, already in production, or corrupted."),
+                        "422": _error_response("A field is invalid, or the model cannot be served."),
+                    },
+                }
+            },
+            "/v1/models/rollback": {
+                "post": {
+                    "summary": "Roll production back to the previous bundle and swap it in (admin)",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "responses": {
+                        "200": {"description": "Rolled back."},
+                        "409": _error_response("Nothing to roll back to."),
+                    },
                 }
             },
         },
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key as a bearer token.",
+                },
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
             "schemas": {
                 "Score": _SCORE,
                 "Prediction": {
@@ -263,7 +320,7 @@ def openapi_document() -> dict[str, Any]:
                         }
                     },
                 },
-            }
+            },
         },
     }
 

@@ -1,0 +1,69 @@
+"""Model moves for a running server: promote through the gate or roll back, then load the model to swap in.
+
+A promotion loads (verifies and compiles) the candidate *before* the registry pointer moves, so a bundle that
+cannot be served is refused without changing production. Both run in a worker thread; the caller swaps the
+returned model in (one reference assignment: in-flight requests finish on the model they started with).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from propensity.config.errors import PropensityError
+from propensity.serving.model import ServingModel
+from propensity.workspace import Workspace
+
+
+class ModelMoveError(PropensityError):
+    """A promotion or rollback that did not happen; ``status`` and ``code`` are for the HTTP answer."""
+
+    def __init__(self, message: str, *, status: int = 409, code: str = "conflict") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def registry_entries(workspace: Workspace) -> list[dict[str, Any]]:
+    from propensity.registry.registry import Registry
+
+    return [
+        {"model_version": e.id, "stage": e.stage, "created_at": e.created_at,
+         "actions": sorted(e.manifest.get("actions", {}))}
+        for e in Registry(workspace).entries()
+    ]  # fmt: skip
+
+
+def promote_and_load(
+    workspace: Workspace, ref: str, *, force: bool = False, reason: str | None = None
+) -> tuple[ServingModel, dict[str, Any]]:
+    """Load ``ref``, then promote it through the gate; returns the model and the gate's result."""
+    from propensity.registry.bundle import BundleNotFoundError, CorruptBundleError
+    from propensity.registry.gate import PromotionRefusedError, promote
+    from propensity.registry.registry import Registry, RegistryError
+
+    registry = Registry(workspace)
+    try:
+        bundle_id = registry.resolve(ref)
+        model = ServingModel.from_bundle_dir(registry.path(bundle_id))
+        gate = promote(workspace, bundle_id, force=force, reason=reason)
+    except BundleNotFoundError as exc:
+        raise ModelMoveError(str(exc), status=404, code="not_found") from None
+    except PromotionRefusedError as exc:
+        raise ModelMoveError(str(exc), code="promotion_refused") from None
+    except (RegistryError, CorruptBundleError) as exc:
+        raise ModelMoveError(str(exc)) from None
+    except PropensityError as exc:  # e.g. a model the compiled scorer cannot evaluate
+        raise ModelMoveError(str(exc), status=422, code="unservable_model") from None
+    return model, gate.to_json()
+
+
+def rollback_and_load(workspace: Workspace) -> ServingModel:
+    """Move production back one step in the registry and load that bundle."""
+    from propensity.registry.bundle import CorruptBundleError
+    from propensity.registry.registry import Registry, RegistryError
+
+    registry = Registry(workspace)
+    try:
+        _, to = registry.rollback()
+        return ServingModel.from_bundle_dir(registry.path(to))
+    except (RegistryError, CorruptBundleError) as exc:
+        raise ModelMoveError(str(exc)) from None

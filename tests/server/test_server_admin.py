@@ -1,0 +1,140 @@
+"""API keys with scopes (401/403 JSON, keys never logged) and hot model promotion/rollback under traffic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+from propensity.registry.registry import Registry
+from propensity.server import ServerState, create_app
+from propensity.serving.auth import KeyConfigError, KeyRing
+from propensity.serving.startup import build_service
+from propensity.training.pipeline import train_project
+from propensity.workspace import Workspace
+
+KEYS = "web:predict:pk-123,feeder:ingest:ik-456,ops:admin+predict:ak-789"
+
+
+@pytest.fixture(scope="module")
+def two_bundles(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str, str]:
+    """A copy of the shared workspace with a second, different bundle registered as a candidate."""
+    root = tmp_path_factory.mktemp("admin") / "ws"
+    shutil.copytree(workspace.root, root, ignore=shutil.ignore_patterns("write.lock"))
+    spec = yaml.safe_load((root / "propensity.yaml").read_text())
+    spec["training"] = {"seed": 11}
+    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    ws = Workspace.open(root)
+    production = Registry(ws).production()
+    assert production is not None
+    candidate = train_project(ws, write_report=False).bundle_id
+    assert candidate != production
+    return ws, production, candidate
+
+
+@pytest.fixture
+def secured(two_bundles: tuple[Workspace, str, str]) -> Iterator[TestClient]:
+    ws = two_bundles[0]
+    service, _ = build_service(ws)
+    state = ServerState(service=service, workspace=ws, keys=KeyRing.parse_env(KEYS))
+    with TestClient(create_app(state), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_key_ring_configuration(tmp_path: Path) -> None:
+    f = tmp_path / "keys.json"
+    f.write_text(json.dumps([
+        {"name": "a", "scopes": ["predict"], "sha256": hashlib.sha256(b"secret-a").hexdigest()},
+        {"name": "b", "scopes": ["ingest", "admin"], "key": "secret-b"},
+    ]))  # fmt: skip
+    ring = KeyRing.load_file(f)
+    assert ring.check("secret-a", "predict") == "a" and ring.check("secret-b", "admin") == "b"
+    assert KeyRing.configured(None, None).enabled is False
+    assert KeyRing.configured(f, "x:predict:y").keys == ring.keys  # the file wins
+    for bad in ("nocolons", "a:teleport:k", "a::k", ":predict:k", "a:predict:"):
+        with pytest.raises(KeyConfigError):
+            KeyRing.parse_env(bad)
+    f.write_text(json.dumps([{"name": "a", "scopes": ["predict"], "sha256": "zz"}]))
+    with pytest.raises(KeyConfigError, match="hex"):
+        KeyRing.load_file(f)
+    with pytest.raises(KeyConfigError, match="unique"):
+        KeyRing.parse_env("a:predict:k1,a:admin:k2")
+
+
+def test_scopes_and_errors(secured: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    url = "/v1/predict?customer_id=c1"
+    with caplog.at_level(logging.DEBUG):
+        r = secured.get(url)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = secured.get(url, headers={"Authorization": "Bearer wrong-key-000"})
+        assert r.status_code == 401
+        r = secured.get(url, headers={"X-API-Key": "ik-456"})
+        assert r.status_code == 403 and "predict scope" in r.json()["error"]["message"]
+        assert secured.get(url, headers={"Authorization": "Bearer pk-123"}).status_code == 200
+        assert secured.get(url, headers={"X-API-Key": "ak-789"}).status_code == 200
+        assert secured.post("/v1/events", json={}, headers={"X-API-Key": "pk-123"}).status_code == 403
+        assert secured.post("/v1/events", json=[7], headers={"X-API-Key": "ik-456"}).status_code == 422
+        assert secured.get("/v1/models", headers={"X-API-Key": "pk-123"}).status_code == 403
+        assert secured.get("/v1/models", headers={"X-API-Key": "ak-789"}).status_code == 200
+        for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+            assert secured.get(open_path).status_code == 200, open_path
+    for secret in ("wrong-key-000", "ik-456", "pk-123", "ak-789"):
+        assert secret not in caplog.text
+        assert secret not in r.text
+    assert (
+        "access-control-allow-origin"
+        not in secured.get("/healthz", headers={"Origin": "https://x.example"}).headers
+    )
+
+
+def test_promote_and_rollback_hot_under_traffic(
+    secured: TestClient, two_bundles: tuple[Workspace, str, str]
+) -> None:
+    ws, production, candidate = two_bundles
+    admin = {"X-API-Key": "ak-789"}
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            r = secured.get("/v1/predict?customer_id=c7", headers=admin)
+            statuses.append(r.status_code)
+            versions.add(r.json().get("model_version", "?"))
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        r = secured.post("/v1/models/no-such-bundle/promote", headers=admin)
+        assert r.status_code == 404, r.text
+        r = secured.post(
+            f"/v1/models/{candidate}/promote", json={"force": True, "reason": "test: hot swap"}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["serving"]["model_version"] == candidate and r.json()["previous"] == production
+        assert Registry(ws).production() == candidate
+        assert secured.get("/v1/predict?customer_id=c7", headers=admin).json()["model_version"] == candidate
+        r = secured.post("/v1/models/rollback", headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["serving"]["model_version"] == production
+        assert Registry(ws).production() == production
+        r = secured.post(f"/v1/models/{production}/promote", headers=admin)
+        assert r.status_code == 409 and "already in production" in r.json()["error"]["message"]
+        r = secured.post(f"/v1/models/{candidate}/promote", json={"force": "yes"}, headers=admin)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "force"
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert statuses and set(statuses) == {200}, "a request failed during the swaps"
+    assert versions <= {production, candidate}
+    bundles = secured.get("/v1/models", headers=admin).json()["bundles"]
+    assert {b["model_version"] for b in bundles} >= {production, candidate}
