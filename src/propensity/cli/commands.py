@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from propensity.cli import datasets, features, ingest, models, project, quickstart, serve, training  # noqa: F401  (train, report, models)
 
+from propensity.cli import features_ops  # noqa: F401  # isort: skip  (after features: audit, materialize, backfill)
+
 __all__ = ["datasets", "ingest", "project", "quickstart"]
