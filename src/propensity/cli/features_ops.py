@@ -64,7 +64,7 @@ def audit(
         title=f"leakage audit · {fmt_int(report.rows)} rows · {fmt_int(report.customers)} customers · "
         f"{report.cutoffs} as-of times · {report.feature_set_version}"
     )
-    table.add_column("feature")
+    table.add_column("feature", no_wrap=True)
     table.add_column("kind")
     table.add_column("past as_of", justify="right")
     table.add_column("back-dated", justify="right")
