@@ -114,6 +114,17 @@ def test_equals_lightgbm_on_thousands_of_rows(model: tuple[str, str], backend: s
         assert scorer.predict_one(x[i].tolist())[0] == pytest.approx(want[i], abs=1e-9)
 
 
+def test_contributions_add_up_to_the_raw_score(model: tuple[str, str]) -> None:
+    name, text = model
+    scorer = CompiledScorer.from_texts([text])
+    x = _probe(text, _data(seed=98, n=200)[0], seed=2)
+    raw = scorer.raw(x)[:, 0]
+    for i in range(0, len(x), max(1, len(x) // 60)):
+        contrib = scorer.contributions_one(x[i])
+        assert contrib.shape == (1, 7)
+        assert contrib.sum() == pytest.approx(raw[i], abs=1e-9), name
+
+
 def test_categorical_and_missing_models_really_use_those_features(model: tuple[str, str]) -> None:
     """Guards the comparison above against models that never exercise the tricky branches."""
     name, text = model

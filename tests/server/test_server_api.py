@@ -86,7 +86,22 @@ def test_unknown_customer_is_a_flagged_cold_start(client: TestClient) -> None:
     assert body["cold_start"] is True
     assert list(body["scores"]) == ["buy_7d"]
     assert 0 < body["scores"]["buy_7d"]["probability"] < 1
-    assert body["scores"]["buy_7d"]["reason_codes"] == []
+    codes = body["scores"]["buy_7d"]["reason_codes"]
+    assert isinstance(codes, list) and len(codes) <= 3
+
+
+def test_explain_gives_the_features_that_moved_the_score(client: TestClient, workspace: Workspace) -> None:
+    cid = _customers(workspace, 1)[0]
+    body = client.get("/v1/predict", params={"customer_id": cid, "explain": "true"}).json()
+    for entry in body["scores"].values():
+        codes = entry["reason_codes"]
+        assert 1 <= len(codes) <= 3
+        assert {"feature", "value", "contribution", "direction"} == set(codes[0])
+        mags = [abs(c["contribution"]) for c in codes]
+        assert mags == sorted(mags, reverse=True)
+        assert all((c["contribution"] > 0) == (c["direction"] == "up") for c in codes)
+    plain = client.get("/v1/predict", params={"customer_id": cid}).json()
+    assert all("reason_codes" not in e for e in plain["scores"].values())
 
 
 def test_an_event_is_durable_and_reflected_by_the_next_prediction(

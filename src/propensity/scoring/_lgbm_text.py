@@ -35,6 +35,9 @@ class ParsedTree:
     leaf_value: np.ndarray  # float64, one per leaf
     cat_boundaries: np.ndarray  # int32, num_cat + 1 (empty when num_cat = 0)
     cat_threshold: np.ndarray  # uint32 bitset words
+    internal_value: np.ndarray | None = (
+        None  # float64 per internal node (the node's output as a leaf), if given
+    )
 
     @property
     def num_leaves(self) -> int:
@@ -147,7 +150,19 @@ def _tree(index: int, fields: dict[str, str]) -> ParsedTree:
         leaf_value=leaf_value,
         cat_boundaries=cat_boundaries.astype(np.int32),
         cat_threshold=cat_threshold.astype(np.uint32),
+        internal_value=_internal_values(fields.get("internal_value"), n),
     )
+
+
+def _internal_values(text: str | None, n: int) -> np.ndarray | None:
+    """Node outputs (used for per-feature contributions); ``None`` when absent or malformed (not needed to score)."""
+    if not text:
+        return None
+    try:
+        values = np.array([float(t) for t in text.split()], dtype=np.float64)
+    except ValueError:
+        return None
+    return values if len(values) == n else None
 
 
 def parse_model(text: str) -> ParsedModel:

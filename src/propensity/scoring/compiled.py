@@ -143,6 +143,9 @@ class CompiledScorer:
         Node 0 is a leaf of value 0 (the native evaluator pads lockstep groups with it).
         """
         parts = [np.zeros(1, dtype=NODE_DTYPE)]
+        value_parts = [np.zeros(1)]
+        tree_model: list[int] = []
+        has_values = True
         bit_parts: list[np.ndarray] = []
         roots: list[int] = []
         depths: list[int] = []
@@ -180,6 +183,15 @@ class CompiledScorer:
                         n_bits += len(tree.cat_threshold)
                     nodes["thr"][:k] = thr
                     nodes["flags"][:k] = flags
+                node_values = np.zeros(k + n_leaves)
+                node_values[k:] = tree.leaf_value
+                if k:
+                    if tree.internal_value is None:
+                        has_values = False
+                    else:
+                        node_values[:k] = tree.internal_value
+                value_parts.append(node_values)
+                tree_model.append(len(model_start) - 1)
                 roots.append(n_nodes if k else leaf_base)
                 depths.append(tree.depth())
                 parts.append(nodes)
@@ -188,6 +200,8 @@ class CompiledScorer:
         if n_nodes >= 2**31:
             raise ModelFormatError("the models are too large to pack (over 2^31 nodes)")
         self._nodes = np.ascontiguousarray(np.concatenate(parts))
+        self._node_values = np.concatenate(value_parts) if has_values else None
+        self._tree_model = np.asarray(tree_model, dtype=np.int64)
         self._bits = np.ascontiguousarray(
             np.concatenate([*bit_parts, np.zeros(1, np.uint32)]), dtype=np.uint32
         )
@@ -267,14 +281,42 @@ class CompiledScorer:
         return out
 
     # -- the numpy evaluator -------------------------------------------------------------------------------
+    def _numpy_arrays(self) -> dict[str, np.ndarray]:
+        nodes = self._nodes
+        return {
+            "feat": nodes["feat"].astype(np.int64),
+            "thr": nodes["thr"],
+            "flags": nodes["flags"].astype(np.int64),
+            "left": nodes["left"].astype(np.int64),
+            "right": nodes["right"].astype(np.int64),
+            "bits": self._bits.astype(np.int64),
+        }
+
+    @staticmethod
+    def _numpy_step(
+        a: dict[str, np.ndarray], xc: np.ndarray, rows: np.ndarray, cur: np.ndarray
+    ) -> np.ndarray:
+        """One step of every walk in ``cur`` (node indices, rows × trees) on the pre-zeroed rows ``xc``."""
+        v = xc[rows, a["feat"][cur]]
+        fl = a["flags"][cur]
+        thr = a["thr"][cur]
+        nan = np.isnan(v)
+        go_left = (v <= thr) | (nan & ((fl & _NAN_LEFT) != 0))
+        zero_missing = (((fl >> 2) & 3) == 1) & (nan | (v == 0.0))
+        go_left = np.where(zero_missing, (fl & 2) != 0, go_left)
+        is_cat = (fl & CATEGORICAL_MASK) != 0
+        if is_cat.any():
+            ok = is_cat & (v > -1.0) & (v < 2147483648.0)
+            iv = np.where(ok, v, 0.0).astype(np.int64)
+            word = iv >> 5
+            ok &= word < (fl >> 8)
+            b = a["bits"][np.where(ok, np.where(ok, thr, 0.0).astype(np.int64) + word, 0)]
+            go_left = np.where(is_cat, ok & (((b >> (iv & 31)) & 1) == 1), go_left)
+        return np.where(go_left, a["left"][cur], a["right"][cur])
+
     def _raw_numpy(self, x: np.ndarray, out: np.ndarray) -> None:
         """Every (row, tree) pair walks ``max_depth`` steps at once; leaves loop on themselves."""
-        nodes = self._nodes
-        feat = nodes["feat"].astype(np.int64)
-        thr_all, flags_all = nodes["thr"], nodes["flags"].astype(np.int64)
-        left_all, right_all = nodes["left"].astype(np.int64), nodes["right"].astype(np.int64)
-        bits = self._bits.astype(np.int64)
-        has_cat = bool(((flags_all & CATEGORICAL_MASK) != 0).any())
+        a = self._numpy_arrays()
         n_trees = len(self._roots)
         step = max(1, _NUMPY_CHUNK_CELLS // max(1, n_trees))
         for lo in range(0, x.shape[0], step):
@@ -283,26 +325,42 @@ class CompiledScorer:
             rows = np.arange(xc.shape[0])[:, None]
             cur = np.broadcast_to(self._roots.astype(np.int64), (xc.shape[0], n_trees)).copy()
             for _ in range(self._max_depth):
-                v = xc[rows, feat[cur]]
-                fl = flags_all[cur]
-                thr = thr_all[cur]
-                nan = np.isnan(v)
-                go_left = (v <= thr) | (nan & ((fl & _NAN_LEFT) != 0))
-                zero_missing = (((fl >> 2) & 3) == 1) & (nan | (v == 0.0))
-                go_left = np.where(zero_missing, (fl & 2) != 0, go_left)
-                if has_cat:
-                    is_cat = (fl & CATEGORICAL_MASK) != 0
-                    ok = is_cat & (v > -1.0) & (v < 2147483648.0)
-                    iv = np.where(ok, v, 0.0).astype(np.int64)
-                    word = iv >> 5
-                    ok &= word < (fl >> 8)
-                    b = bits[np.where(ok, thr.astype(np.int64) + word, 0)]
-                    go_left = np.where(is_cat, ok & (((b >> (iv & 31)) & 1) == 1), go_left)
-                cur = np.where(go_left, left_all[cur], right_all[cur])
-            values = thr_all[cur]
+                cur = self._numpy_step(a, xc, rows, cur)
+            values = a["thr"][cur]
             for m in range(self.n_models):
                 t0, t1 = int(self._model_start[m]), int(self._model_start[m + 1])
                 acc = np.zeros(xc.shape[0])
                 for t in range(t0, t1):  # in tree order, as LightGBM sums
                     acc += values[:, t]
                 out[lo : lo + xc.shape[0], m] = acc
+
+    # -- explanations --------------------------------------------------------------------------------------
+    def contributions_one(self, row: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Per-feature contributions to each model's raw score for one row: ``models × (n_columns + 1)``.
+
+        Path attributions (Saabas): along each tree's path, the change in the node output at a split is credited
+        to the split's feature; the last column is the bias (the trees' root outputs). Each row sums to the raw
+        score (up to the precision of the ``internal_value`` the text model stores). Cheaper than SHAP and
+        exact in sum, but not SHAP: a feature's credit depends on where in the tree it is used. Raises
+        :class:`ModelFormatError` for models saved without ``internal_value``.
+        """
+        if self._node_values is None:
+            raise ModelFormatError("the model text has no internal_value lines; contributions need them")
+        a = self._numpy_arrays()
+        x = np.asarray(row, dtype=np.float64).reshape(1, -1)
+        if x.shape[1] != self.n_columns:
+            raise ValueError(f"expected {self.n_columns} values, got {x.shape[1]}")
+        xc = np.where(np.abs(x) <= ZERO_THRESHOLD, 0.0, x)
+        rows = np.zeros((1, 1), dtype=np.int64)
+        values = self._node_values
+        out = np.zeros((self.n_models, self.n_columns + 1))
+        cur = self._roots.astype(np.int64).reshape(1, -1)
+        np.add.at(out, (self._tree_model, np.full_like(self._tree_model, self.n_columns)), values[cur[0]])
+        for _ in range(self._max_depth):
+            nxt = self._numpy_step(a, xc, rows, cur)
+            moved = (nxt != cur)[0]
+            if moved.any():
+                src, dst = cur[0][moved], nxt[0][moved]
+                np.add.at(out, (self._tree_model[moved], a["feat"][src]), values[dst] - values[src])
+            cur = nxt
+        return out * self._scale[:, None]

@@ -28,7 +28,19 @@ _SCORE = {
             "type": ["boolean", "null"],
             "description": "null: eligibility not evaluated online yet.",
         },
-        "reason_codes": {"type": "array", "items": {"type": "object"}, "description": "With explain=true."},
+        "reason_codes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "feature": {"type": "string"},
+                    "value": {},
+                    "contribution": {"type": "number"},
+                    "direction": {"type": "string", "enum": ["up", "down"]},
+                },
+            },
+            "description": "With explain=true: the 3 features that moved the score most (log-odds path attributions).",
+        },
     },
     "required": ["probability", "percentile", "segment", "eligible"],
 }

@@ -173,6 +173,29 @@ class ServingModel:
             out[:, m] = [calibrate(c, float(r)) for r in raw[:, m]]
         return out
 
+    def reason_codes(
+        self, row: Sequence[float], action_indices: Sequence[int], top: int = 3
+    ) -> list[list[dict[str, Any]]]:
+        """The ``top`` features pushing each requested action's score up or down, for one encoded row.
+
+        Path attributions in log-odds (see :meth:`CompiledScorer.contributions_one`), largest magnitude first;
+        features that did not move the score are left out. Milliseconds: only with ``explain=true``.
+        """
+        contrib = self.scorer.contributions_one(row)
+        out = []
+        for m in action_indices:
+            feats = contrib[m, :-1]
+            order = np.argsort(-np.abs(feats), kind="stable")[:top]
+            out.append(
+                [
+                    {"feature": self.columns[j], "contribution": round(float(feats[j]), 6),
+                     "direction": "up" if feats[j] > 0 else "down"}
+                    for j in order
+                    if feats[j] != 0.0
+                ]
+            )  # fmt: skip
+        return out
+
     def percentile(self, action_index: int, score: float) -> float | None:
         return percentile_of(self._quantiles[action_index], score)
 

@@ -7,7 +7,8 @@ they began with and none fails. Responses are plain dicts (the HTTP layer serial
 Flags: ``cold_start`` when the store has never seen the customer (scored on the empty feature vector, not an
 error); ``fallback`` is false for every model score (the rule-based fallback is not served online yet);
 ``canary`` is false (no canary routing yet). ``eligible`` is ``true`` for actions without an eligibility rule and
-``null`` (not evaluated online yet) for actions with one.
+``null`` (not evaluated online yet) for actions with one. With ``explain``, each score carries ``reason_codes``:
+the three features that moved it most (path attributions in log-odds, with the feature's value).
 """
 
 from __future__ import annotations
@@ -94,10 +95,17 @@ class ScoringService:
         now = datetime.now(UTC)
         vector = self.store.vector(customer_id, now)
         cold = not self.store.knows(customer_id)
-        probs = loaded.model.probabilities(loaded.encoder.encode(vector))
+        row = loaded.encoder.encode(vector)
+        probs = loaded.model.probabilities(row)
         scores = {}
         for i in wanted:
-            scores[loaded.model.action_names[i]] = self._entry(loaded.model, i, probs[i], explain)
+            scores[loaded.model.action_names[i]] = self._entry(loaded.model, i, probs[i], False)
+        if explain:
+            values = dict(zip(self.store.feature_names, vector, strict=True))
+            for i, codes in zip(wanted, loaded.model.reason_codes(row, wanted), strict=True):
+                for code in codes:
+                    code["value"] = values.get(code["feature"])
+                scores[loaded.model.action_names[i]]["reason_codes"] = codes
         return {
             "customer_id": customer_id,
             "model_version": loaded.model.version,
@@ -147,7 +155,7 @@ class ScoringService:
         }
 
     @staticmethod
-    def _entry(model: ServingModel, i: int, p: float, explain: bool) -> dict[str, Any]:
+    def _entry(model: ServingModel, i: int, p: float, _explain: bool) -> dict[str, Any]:
         action = model.actions[model.action_names[i]]
         pct = model.percentile(i, p)
         entry: dict[str, Any] = {
@@ -156,6 +164,4 @@ class ScoringService:
             "segment": segment_of(pct),
             "eligible": True if action.eligibility is None else None,
         }
-        if explain:
-            entry["reason_codes"] = []  # per-customer contributions are not computed online yet
         return entry
