@@ -140,7 +140,9 @@ class ServingModel:
             d = path / name
             encoder = json.loads((d / "encoder.json").read_text(encoding="utf-8"))
             definition = info.get("definition") or {}
-            eligibility = definition.get("eligibility") if isinstance(definition, dict) else None
+            rules = definition.get("eligibility") if isinstance(definition, dict) else None
+            # A stored definition lists every rule, unset ones as null: only set rules make a condition.
+            eligibility = {k: v for k, v in rules.items() if v is not None} if isinstance(rules, dict) else None
             actions.append(
                 ActionModel(
                     name=name,
