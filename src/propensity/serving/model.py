@@ -142,7 +142,9 @@ class ServingModel:
             definition = info.get("definition") or {}
             rules = definition.get("eligibility") if isinstance(definition, dict) else None
             # A stored definition lists every rule, unset ones as null: only set rules make a condition.
-            eligibility = {k: v for k, v in rules.items() if v is not None} if isinstance(rules, dict) else None
+            eligibility = (
+                {k: v for k, v in rules.items() if v is not None} if isinstance(rules, dict) else None
+            )
             actions.append(
                 ActionModel(
                     name=name,
