@@ -210,6 +210,9 @@ def test_bad_models_and_inputs_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="features but"):
         CompiledScorer.from_texts([text], [[0, 1, 2]])
     assert scorer.raw(np.zeros((0, 6))).shape == (0, 1)
+    for bad_row in ([0.0] * 5, [0.0] * 7):
+        with pytest.raises(ValueError, match="expected 6 values"):
+            scorer.raw_one(bad_row)
 
 
 def test_extreme_raw_scores_do_not_overflow() -> None:

@@ -259,6 +259,8 @@ class CompiledScorer:
 
     def raw_one(self, row: Sequence[float] | np.ndarray) -> list[float]:
         """Raw scores of every model for one input vector (the serving path; no numpy work when native)."""
+        if len(row) != self.n_columns:
+            raise ValueError(f"expected {self.n_columns} values, got {len(row)}")
         if self._lib is None:
             return [float(v) for v in self.raw(np.asarray(row, dtype=np.float64))[0]]
         buf = (ctypes.c_double * self.n_columns)(*row)
