@@ -118,3 +118,26 @@ def test_unknown_customer_and_bad_time_are_clear_errors(ws: Workspace) -> None:
         assert result.returncode == 1, result.stdout + result.stderr
         assert message in result.stdout + result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_explained_events_count_equals_every_count_feature(ws: Workspace) -> None:
+    """For every count aggregate and sessions-free count, the events --explain lists are exactly those counted."""
+    from propensity.features import AggregateFeature
+    from propensity.features.inspect import explain_feature, feature_vector
+
+    t = parse_as_of("2025-09-18T15:40:00")  # mid-week, mid-afternoon: buckets cut windows short
+    with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
+        ids = [
+            r[0]
+            for r in con.execute("SELECT DISTINCT customer_id FROM events ORDER BY 1 LIMIT 40").fetchall()
+        ]
+        checked = 0
+        for cid in ids:
+            values = feature_vector(con, ws.spec.features, cid, t)
+            for f in ws.spec.features:
+                if isinstance(f, AggregateFeature) and f.aggregate == "count":
+                    ex = explain_feature(con, f, cid, t, limit=1)
+                    assert ex.total_rows == values[f.name], (cid, f.name, ex.summary)
+                    checked += 1
+    assert checked > 250
