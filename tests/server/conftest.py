@@ -13,11 +13,18 @@ from propensity.training.pipeline import train_project
 from propensity.workspace import Workspace
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scorer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The compiled scorer's cache in a temporary folder, not the user's home (subprocesses inherit it)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROPENSITY_CACHE_DIR", str(tmp_path_factory.mktemp("scorer-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     root = tmp_path_factory.mktemp("serve")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROPENSITY_CACHE_DIR", str(root / "cache"))
     build_workspace(root, customers=600, days=150, seed=5)
     spec = yaml.safe_load((root / "propensity.yaml").read_text())
     spec["actions"] = [{"template": "buy"}, {"template": "churn"}]
@@ -26,4 +33,3 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     result = train_project(ws, write_report=False)
     Registry(ws).set_production(result.bundle_id, forced=True, reason="test")
     yield ws
-    mp.undo()
