@@ -277,7 +277,6 @@ def test_example_spec_loads() -> None:
     spec = load_spec(spec_path)
     assert spec.source("events").format == "parquet"
     assert spec.attributes[0].valid_from == "valid_from"
-    assert spec.features == []
 
 
 def test_oracle_is_a_function_of_what_is_observable(
