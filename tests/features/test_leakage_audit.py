@@ -175,8 +175,9 @@ def test_future_date_attribute_and_auc_helpers() -> None:
     features = parse_features(
         [{"name": "days_to_cancel", "kind": "attribute", "attribute": "cancel_date", "type": "days_since"}]
     )
-    out = audit_features(con, features, spine([("a", t), ("b", t)]))
+    out = audit_features(con, features, spine([("a", t), ("b", t)]), cut_rows=1)
     f = out.feature("days_to_cancel")
+    assert f.checks["reads_beyond_as_of"].rows_checked == 1 and f.checks["late_sensitive"].rows_checked == 0
     assert f.checks["future_date"].rows_differing == 1 and "future_date" in f.flags
     assert set(LEAK_FLAGS) >= {"future_date"}
 

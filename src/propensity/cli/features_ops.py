@@ -36,7 +36,7 @@ def audit(
         "--cutoffs",
         help="As-of times to audit (repeatable or comma-separated dates); default: the training grid.",
     ),
-    sample: int = typer.Option(2000, "--sample", help="Audit at most this many customers (0: all)."),
+    sample: int = typer.Option(500, "--sample", help="Audit at most this many customers (0: all)."),
     threshold: float = typer.Option(
         0.95, "--threshold", min=0.5, max=1.0, help="Flag a feature whose AUC alone reaches this."
     ),
