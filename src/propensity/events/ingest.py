@@ -24,7 +24,7 @@ from propensity.config.errors import PropensityError
 from propensity.config.spec import AttributeSource, EventSource, ProjectSpec
 from propensity.events.log import DuckDBEventLog
 from propensity.events.readers import BATCH_ROWS, ROW, UnreadableRecord, detect_format, read_batches
-from propensity.events.validate import lit, q, raw_rows_sql, staging_sql, timestamp_expr
+from propensity.events.validate import define_macros, lit, q, raw_rows_sql, staging_sql, timestamp_expr
 from propensity.workspace import Workspace
 
 Progress = Callable[[int], None]
@@ -237,12 +237,6 @@ def _trace(path: str, rows: int) -> None:
             f.write(f"{path}\t{rows}\n")
 
 
-def _define_now(con: duckdb.DuckDBPyConnection) -> None:
-    # One timestamp for the whole transaction, so every row of a file shares its ingested_at.
-    con.execute("CREATE OR REPLACE TEMP MACRO ingest_now() AS get_current_timestamp()").fetchall()
-    con.execute("CREATE OR REPLACE TEMP MACRO pq_quote(x) AS chr(39) || x || chr(39)").fetchall()
-
-
 def ingest_files(
     workspace: Workspace,
     paths: Sequence[str | Path],
@@ -300,7 +294,7 @@ def ingest_files(
             ingest_id = uuid.uuid4().hex
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                _define_now(con)
+                define_macros(con)
                 _ingest_batches(
                     con, schema, batches, chosen, spec, file_report, ingest_id, unreadable, tick, live=False
                 )
@@ -338,7 +332,7 @@ def ingest_table(
         ingest_id = uuid.uuid4().hex
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            _define_now(con)
+            define_macros(con)
             _ingest_batches(con, table.schema, table.to_batches(), chosen, spec, file_report, ingest_id, [],
                             None, live=live)  # fmt: skip
             con.execute(

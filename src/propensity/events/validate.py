@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import duckdb
 import pyarrow as pa
 
 from propensity.config.spec import EventRules, EventSource
@@ -24,6 +25,16 @@ _ID_FIELDS = (
     *TEXT_PROPERTIES,
     "properties",
 )
+
+
+def define_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the macros :func:`staging_sql` relies on, on this connection.
+
+    ``ingest_now()`` is the transaction's timestamp (every row of one file or batch shares its ``ingested_at``);
+    ``pq_quote(x)`` wraps a value in single quotes for error details.
+    """
+    con.execute("CREATE OR REPLACE TEMP MACRO ingest_now() AS get_current_timestamp()").fetchall()
+    con.execute("CREATE OR REPLACE TEMP MACRO pq_quote(x) AS chr(39) || x || chr(39)").fetchall()
 
 
 def q(name: str) -> str:

@@ -25,7 +25,7 @@ from propensity.config.spec import EventSource
 from propensity.events.log import DuckDBEventLog
 from propensity.events.readers import ROW
 from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS
-from propensity.events.validate import staging_sql
+from propensity.events.validate import define_macros, staging_sql
 from propensity.workspace import Workspace
 
 LIVE_SOURCE = EventSource(name="api", path="")
@@ -147,8 +147,7 @@ def append_live(
     with workspace.write_lock(), log.connection() as con:
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            con.execute("CREATE OR REPLACE TEMP MACRO ingest_now() AS get_current_timestamp()").fetchall()
-            con.execute("CREATE OR REPLACE TEMP MACRO pq_quote(x) AS chr(39) || x || chr(39)").fetchall()
+            define_macros(con)
             con.register("chunk", table)
             con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
             bad = con.execute(
