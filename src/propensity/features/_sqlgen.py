@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from propensity.features._plan import US, EventFilter, FeaturePlan, Window
+from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, Window
 from propensity.features.definitions import AggregateFeature, AttributeFeature, DerivedFeature, SessionFeature
 from propensity.features.predicates import PROPERTIES_PREFIX, sql_literal
 
@@ -81,6 +81,35 @@ def _window_start(w: Window, t: str) -> str:
     return f"(({t} - ((({t} % {b}) + {b}) % {b})) - {(w.n - 1) * b})"
 
 
+# Finite windows share a range join with windows at most TIER_RATIO times longer than themselves. Splitting
+# by tier ({90d, 30d}, {7d}, ...) evaluates fewer FILTERs per joined row but joins more rows; measured on 10M
+# events (2 cores) one join over the longest window used ~10% less CPU, so the default keeps one block.
+TIER_RATIO = 10**12
+
+
+def _aggregate_blocks(
+    plan: FeaturePlan, win_col: dict[Window, str]
+) -> list[tuple[str, list[AggGroup], list[str]]]:
+    """(CTE name, aggregate groups, window-start columns bounding its join) per block; lifetime last."""
+    finite = sorted(
+        {g.window for g in plan.agg_groups if g.window is not None}, key=lambda w: -w.bucket_us * w.n
+    )
+    tiers: list[list[Window]] = []
+    for w in finite:
+        if tiers and tiers[-1][0].bucket_us * tiers[-1][0].n <= TIER_RATIO * w.bucket_us * w.n:
+            tiers[-1].append(w)
+        else:
+            tiers.append([w])
+    blocks = []
+    for n, tier in enumerate(tiers):
+        groups = [g for g in plan.agg_groups if g.window in tier]
+        blocks.append((f"_af{n}", groups, [f"s.{win_col[w]}" for w in tier]))
+    lifetime = [g for g in plan.agg_groups if g.window is None]
+    if lifetime:
+        blocks.append(("_al", lifetime, []))
+    return blocks
+
+
 def build_query(
     plan: FeaturePlan,
     spine: str,
@@ -102,18 +131,10 @@ def build_query(
     )
     win_col = {w: f"_lo{i}" for i, w in enumerate(windows)}
     lo_cols = [f"{_window_start(w, '_t')} AS {win_col[w]}" for w in windows]
-    jlo = ""
-    if windows:
-        jlo = ", " + (f"least({', '.join(win_col.values())})" if len(windows) > 1 else win_col[windows[0]])
     ctes.append(
         f"_s0 AS (SELECT _rid, customer_id, {d.epoch_us('as_of')} AS _t FROM {spine})",
     )
-    ctes.append(
-        "_s AS (SELECT *"
-        + "".join(", " + c for c in lo_cols)
-        + (f"{jlo} AS _jlo" if jlo else "")
-        + " FROM _s0)"
-    )
+    ctes.append("_s AS (SELECT *" + "".join(", " + c for c in lo_cols) + " FROM _s0)")
     ctes.append(
         f"_e AS (SELECT ev.*, {d.epoch_us('ev.event_time')} AS _et, {d.epoch_us('ev.available_at')} AS _av "
         f"FROM {events_table} ev WHERE ev.customer_id IN (SELECT customer_id FROM _s0))"
@@ -122,10 +143,7 @@ def build_query(
     column = _event_column("e", d)
 
     # --- windowed aggregates: one block for finite windows, one for lifetime ------------------------------
-    for block, finite in (("_af", True), ("_al", False)):
-        groups = [g for g in plan.agg_groups if (g.window is not None) == finite]
-        if not groups:
-            continue
+    for block, groups, lower_cols in _aggregate_blocks(plan, win_col):
         aggs: list[str] = []
         for g in groups:
             conds = _filter_sql(g.filter, "e", d)
@@ -164,7 +182,10 @@ def build_query(
                     fn = "max" if f.aggregate == "time_since_last" else "min"
                     aggs.append(f"{fn}(e._et){flt_sql} AS {name}")
                     base_cols[i] = f"(CAST(s._t - {ref} AS DOUBLE) / {float(US)!r})"
-        lower = " AND e._et >= s._jlo" if finite else ""
+        lower = ""
+        if lower_cols:
+            bound = lower_cols[0] if len(lower_cols) == 1 else f"least({', '.join(lower_cols)})"
+            lower = f" AND e._et >= {bound}"
         ctes.append(
             f"{block} AS (SELECT s._rid, {', '.join(aggs)} FROM _s s JOIN _e e ON {visible}{lower} "
             "GROUP BY s._rid)"
