@@ -56,7 +56,6 @@ _EID, _CID, _TYPE, _ET, _AV = 0, 1, 2, 3, 4
 _TYPED = ("amount", "quantity", "currency", "sku", "category", "campaign_id", "channel", "plan")
 _FIELD_POS = {name: 5 + i for i, name in enumerate(_TYPED)}
 _PROPS = 5 + len(_TYPED)
-_NUMERIC = (5, 6)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
