@@ -30,7 +30,9 @@ def quickstart(
     customers: int = typer.Option(
         20_000, "--customers", "-n", min=100, help="Synthetic customers to generate."
     ),
-    days: int = typer.Option(90, "--days", "-d", min=28, help="Days of synthetic history."),
+    days: int = typer.Option(
+        180, "--days", "-d", min=28, help="Days of history (30-day actions need ~150 to train)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
     """Run the whole pipeline on synthetic data in a fresh workspace: generate → ingest → train → report.
