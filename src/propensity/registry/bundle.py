@@ -138,6 +138,13 @@ class Bundle:
             return art.baseline_calibrator(art.baseline.raw(x, art.encoder))
         return art.calibrator(art.model.raw(x))
 
+    def reason_codes(self, action: str, table: pa.Table, *, top: int = 3) -> list[list[dict[str, Any]]]:
+        """Each row's top contributing features with direction (see :func:`~propensity.training.explain.reason_codes`)."""
+        from propensity.training.explain import reason_codes
+
+        art = self.actions[action]
+        return reason_codes(art.model, art.encoder.matrix(table), art.encoder.names, top=top)
+
     @property
     def feature_set_version(self) -> str:
         return str(self.manifest.get("feature_set_version", ""))
