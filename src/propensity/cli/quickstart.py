@@ -28,7 +28,7 @@ def quickstart(
         Path("quickstart-workspace"), "--workspace", "-w", help="Folder to build in."
     ),
     customers: int = typer.Option(
-        20_000, "--customers", "-n", min=100, help="Synthetic customers to generate."
+        10_000, "--customers", "-n", min=100, help="Synthetic customers to generate."
     ),
     days: int = typer.Option(
         180, "--days", "-d", min=28, help="Days of history (30-day actions need ~150 to train)."
