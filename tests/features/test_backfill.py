@@ -23,6 +23,7 @@ from propensity.features.materialize import (
     grid_cutoffs,
     grid_spine,
     materialize,
+    materialize_grid,
     read_feature_values,
 )
 from propensity.workspace import Workspace
@@ -205,3 +206,20 @@ def test_cli_materialize_then_backfill(tmp_path: Path) -> None:
     assert "rows changed" in out.output
     bad = runner.invoke(app, ["features", "materialize", "-w", str(tmp_path), "--every", "soon"], env=env)
     assert bad.exit_code == 1 and isinstance(bad.exception, PropensityError)
+
+
+def test_backfill_adds_the_rows_of_a_customer_that_history_makes_known(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path)
+    ingest_table(ws, _history())
+    materialize_grid(ws, timedelta(days=7), features=FEATURES)
+    before = _values(ws)
+    when = ALIGN + timedelta(days=10)
+    ingest_table(ws, _events([("new-1", "c9", when, 30.0), ("old-1", "c1", when, 1.0)]))
+    report = backfill(ws, FEATURES)
+    after = _values(ws)
+    assert set(after) - set(before) == {("c9", t) for t in {t for _, t in before} if t >= when}
+    assert report.rows_added == len(set(after) - set(before)) > 0
+    assert report.customers == 2 and report.rows_recomputed > 0
+    with DuckDBEventLog(ws.db_path).connection() as con:
+        full = grid_spine(con, sorted({t for _, t in after}))
+    assert after == _fresh(ws, FEATURES, full)  # equal to materialising the grid again from scratch

@@ -166,6 +166,7 @@ def backfill_cmd(workspace: Path = WorkspaceOption) -> None:
         ("rows recomputed", report.rows_recomputed),
         ("rows changed", report.rows_changed),
         ("rows unchanged", report.rows_unchanged),
+        ("rows added (customers now known earlier)", report.rows_added),
     ):
         table.add_row(label, fmt_int(value))
     console.print(table)

@@ -95,8 +95,9 @@ class BackfillReport:
     events_new: int  # events ingested after the rows' high-water mark
     events_in_range: int  # ... whose event_time falls before the last materialised as_of
     attributes_new: int  # attribute versions loaded after the high-water mark
-    customers: int  # customers with at least one recomputed row
+    customers: int  # customers with at least one recomputed or added row
     rows_recomputed: int
+    rows_added: int  # grid materialisations: rows of customers the new history made known earlier
     rows_changed: int
     rows_unchanged: int
     customers_changed: int
@@ -256,8 +257,13 @@ def materialize(
     workspace: Workspace,
     features: Sequence[AnyFeature] | FeaturePlan,
     spine: pa.Table,
+    *,
+    grid: bool = False,
 ) -> MaterializeRun:
     """Compute ``features`` for every row of ``spine`` and store them (replacing rows already there).
+
+    ``grid`` says the spine is every known customer at each of its as-of times (:func:`grid_spine`); backfill
+    then also adds the rows of customers that back-filled history makes known earlier.
 
     The values and the high-water mark are read in one transaction under the workspace's write lock, so every
     row's ``seen_until`` is exactly the data it was computed from.
@@ -292,7 +298,7 @@ def materialize(
                     "last_as_of": last,
                     "customers": int(customers or 0),
                     "rows_written": values.num_rows,
-                    "detail": json.dumps({"rebuilt": rebuilt, "features": list(plan.names)}),
+                    "detail": json.dumps({"rebuilt": rebuilt, "grid": grid, "features": list(plan.names)}),
                 },
             )
             con.execute("COMMIT").fetchall()
@@ -430,24 +436,28 @@ def _backfill_in_transaction(
         f"'{plan.version}') SELECT DISTINCT * FROM ({_affected_sql(plan, event_reach(plan))}) "
         "ORDER BY as_of, customer_id"
     ).to_arrow_table()
+    grid = con.execute(
+        f"SELECT count(*) > 0 AND bool_and(coalesce(CAST(json_extract(detail, '$.grid') AS BOOLEAN), FALSE)) "
+        f"FROM {RUNS_TABLE} WHERE kind = 'materialize' AND feature_set_version = ?",
+        [plan.version],
+    ).fetchall()[0][0]
+    added = _added_rows(con, plan) if grid else affected.slice(0, 0)
+    todo = pa.concat_tables([_utc_as_of(affected), _utc_as_of(added)])
     changed = customers_changed = customers = 0
-    if affected.num_rows:
-        affected = affected.set_column(
-            1, "as_of", affected.column("as_of").cast(pa.timestamp("us", tz="UTC"))
-        )
-        new = compute_features(con, plan, affected)
+    if todo.num_rows:
+        new = compute_features(con, plan, todo)
         con.register("_bf_new", new)
         try:
-            changed, customers_changed, customers = con.execute(
+            changed, customers_changed = con.execute(
                 f"""SELECT count(*) FILTER (WHERE {_changed_sql(plan)}),
-                           count(DISTINCT new.customer_id) FILTER (WHERE {_changed_sql(plan)}),
-                           count(DISTINCT new.customer_id)
+                           count(DISTINCT new.customer_id) FILTER (WHERE {_changed_sql(plan)})
                     FROM _bf_new new JOIN {TABLE} old ON old.customer_id = new.customer_id
                          AND old.as_of = new.as_of AND old.feature_set_version = ?""",
                 [plan.version],
             ).fetchall()[0]
         finally:
             con.unregister("_bf_new")
+        customers = len(set(todo.column("customer_id").to_pylist()))
         _write_rows(con, plan, new, hwm)
     con.execute(
         f"UPDATE {TABLE} SET seen_until = ? WHERE feature_set_version = ?", [hwm, plan.version]
@@ -462,6 +472,7 @@ def _backfill_in_transaction(
         attributes_new=int(attr_new),
         customers=int(customers),
         rows_recomputed=affected.num_rows,
+        rows_added=added.num_rows,
         rows_changed=int(changed),
         rows_unchanged=affected.num_rows - int(changed),
         customers_changed=int(customers_changed),
@@ -478,7 +489,7 @@ def _backfill_in_transaction(
             "finished_at": datetime.now(UTC),
             "high_water_mark": hwm,
             "customers": report.customers,
-            "rows_written": report.rows_recomputed,
+            "rows_written": report.rows_recomputed + report.rows_added,
             "rows_changed": report.rows_changed,
             "rows_unchanged": report.rows_unchanged,
             "events_considered": report.events_in_range,
@@ -486,6 +497,34 @@ def _backfill_in_transaction(
         },
     )
     return report
+
+
+def _utc_as_of(table: pa.Table) -> pa.Table:
+    return table.set_column(1, "as_of", table.column("as_of").cast(pa.timestamp("us", tz="UTC")))
+
+
+def _added_rows(con: duckdb.DuckDBPyConnection, plan: FeaturePlan) -> pa.Table:
+    """(customer, as_of) pairs a grid materialisation lacks: customers of the new data, at the table's as-of
+    times at which they are now known (first event or attribute visible) but have no row."""
+    return con.sql(
+        f"""
+        WITH cuts AS (SELECT DISTINCT as_of FROM {TABLE} WHERE feature_set_version = '{plan.version}'),
+        cands AS (SELECT customer_id FROM new_events UNION SELECT customer_id FROM new_attributes),
+        known AS (
+            SELECT customer_id, min(t) AS first_t FROM (
+                SELECT customer_id, min(greatest(event_time, available_at)) AS t FROM events
+                WHERE customer_id IN (SELECT customer_id FROM cands) GROUP BY 1
+                UNION ALL
+                SELECT customer_id, min(greatest(valid_from, available_at)) FROM attributes
+                WHERE customer_id IN (SELECT customer_id FROM cands) GROUP BY 1
+            ) GROUP BY 1
+        )
+        SELECT k.customer_id, c.as_of FROM known k JOIN cuts c ON k.first_t <= c.as_of
+        WHERE NOT EXISTS (SELECT 1 FROM {TABLE} f WHERE f.customer_id = k.customer_id AND f.as_of = c.as_of
+                          AND f.feature_set_version = '{plan.version}')
+        ORDER BY c.as_of, k.customer_id
+        """
+    ).to_arrow_table()
 
 
 def read_feature_values(workspace: Workspace) -> pa.Table:
@@ -510,4 +549,4 @@ def materialize_grid(
     with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
         cutoffs = grid_cutoffs(con, every, align=workspace.spec.training.spine.align, start=start, end=end)
         spine = grid_spine(con, cutoffs)
-    return materialize(workspace, plan, spine)
+    return materialize(workspace, plan, spine, grid=True)
