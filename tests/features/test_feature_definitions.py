@@ -17,6 +17,7 @@ from propensity.features import (
     parse_features,
     parse_predicate,
 )
+from propensity.features.predicates import compile_expression
 
 GOOD: list[dict[str, Any]] = [
     {"name": "purchases_7d", "aggregate": "count", "event_type": "purchase", "window": "7d"},
@@ -243,5 +244,8 @@ def test_expressions_are_safe_on_zero_and_null() -> None:
     assert e.evaluate(env.__getitem__) == 1.5
     assert e.evaluate({**env, "c": 0}.__getitem__) is None
     assert e.evaluate({**env, "b": None}.__getitem__) is None
+    compiled = compile_expression(e, "abcd".index)
+    for vec in ([5, 1, 1, 0.5], [5, 1, 0, 0.5], [5, None, 1, 0.5], [-3.5, 2, 7, -1]):
+        assert compiled(vec) == e.evaluate(dict(zip("abcd", vec, strict=True)).__getitem__)
     with pytest.raises(ExpressionError):
         parse_expression("a ** 2")

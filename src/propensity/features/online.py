@@ -49,7 +49,7 @@ from propensity.features.definitions import (
     DerivedFeature,
     SessionFeature,
 )
-from propensity.features.predicates import PROPERTIES_PREFIX, Expr
+from propensity.features.predicates import PROPERTIES_PREFIX, compile_expression
 
 # Internal event: a tuple with these positions (built once per event; no other per-event objects).
 _EID, _CID, _TYPE, _ET, _AV = 0, 1, 2, 3, 4
@@ -413,12 +413,11 @@ class OnlineFeatureEngine:
         ]
         self._attr_names = {f.attribute for _, f in self._attr_features}
         index = {n: i for i, n in enumerate(self.plan.names)}
-        self._derived: list[tuple[int, Expr]] = []
+        self._derived: list[tuple[int, Callable[[Sequence[Any]], float | None]]] = []
         for i in self.plan.derived:
             f = self.plan.features[i]
             assert isinstance(f, DerivedFeature)
-            self._derived.append((i, f.expression))
-        self._index = index
+            self._derived.append((i, compile_expression(f.expression, index.__getitem__)))
         self._parse_props = self.plan.uses_properties()
         self._dedupe_us = int(dedupe_horizon.total_seconds() * US)
         self._customers: dict[str, _Customer] = {}
@@ -695,9 +694,8 @@ class OnlineFeatureEngine:
                 self._promote(st, t)
             out = list(self._defaults)
             self._read(st, t, out)
-        index = self._index
-        for i, expr in self._derived:
-            out[i] = expr.evaluate(lambda name: out[index[name]])
+        for i, compute in self._derived:
+            out[i] = compute(out)
         return tuple(out)
 
     def vector_dict(self, customer_id: str, as_of: datetime | int | None = None) -> dict[str, Any]:

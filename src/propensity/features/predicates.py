@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,6 +307,50 @@ class Expr:
         if self.op == "*":
             return a * b
         return None if b == 0 else a / b
+
+
+def compile_expression(expr: Expr, position: Callable[[str], int]) -> Callable[[Sequence[Any]], float | None]:
+    """A closure computing ``expr`` over a vector (``position`` maps a name to its index); same as
+    :meth:`Expr.evaluate`, without walking the tree on every call."""
+    if expr.op == "num":
+        value = expr.value
+        return lambda vec: value
+    if expr.op == "ref":
+        i = position(expr.name)
+
+        def ref(vec: Sequence[Any]) -> float | None:
+            v = vec[i]
+            return None if v is None else float(v)
+
+        return ref
+    if expr.op == "neg":
+        inner = compile_expression(expr.args[0], position)
+
+        def neg(vec: Sequence[Any]) -> float | None:
+            x = inner(vec)
+            return None if x is None else -x
+
+        return neg
+    left = compile_expression(expr.args[0], position)
+    right = compile_expression(expr.args[1], position)
+    op = expr.op
+
+    def binary(vec: Sequence[Any]) -> float | None:
+        a = left(vec)
+        if a is None:
+            return None
+        b = right(vec)
+        if b is None:
+            return None
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        return None if b == 0 else a / b
+
+    return binary
 
 
 def parse_expression(text: str) -> Expr:
