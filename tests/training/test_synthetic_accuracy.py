@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from tests.training.synthetic_project import START, build_workspace
 
 from propensity.training.pipeline import TrainingResult, train_project
+from propensity.workspace import Workspace
 
 DAYS = 210
 
@@ -24,14 +26,40 @@ MAX_ECE = 0.05
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> TrainingResult:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, TrainingResult]:
     # The oracle covers cutoffs whose 30-day horizon fits in the data; stop the spine there for every action.
     last_oracle_cutoff = (START + timedelta(days=DAYS - 30)).isoformat()
     ws = build_workspace(
         Path(tmp_path_factory.mktemp("synthetic")), customers=6000, days=DAYS, seed=7,
         training={"spine": {"end": last_oracle_cutoff}},
     )  # fmt: skip
-    return train_project(ws)
+    return ws, train_project(ws)
+
+
+@pytest.fixture(scope="module")
+def result(trained: tuple[Workspace, TrainingResult]) -> TrainingResult:
+    return trained[1]
+
+
+@pytest.mark.slow
+def test_labels_and_eligibility_match_the_generator_exactly(
+    trained: tuple[Workspace, TrainingResult],
+) -> None:
+    ws, result = trained
+    folder = ws.state_dir / "training" / result.training_set
+    con = duckdb.connect()
+    oracle = ws.root / "data" / "oracle.parquet"
+    for action in ("buy_7d", "upgrade_30d", "renew_30d", "churn_30d"):
+        rows = con.sql(
+            f"""
+            SELECT count(*) AS ours, count(o.label) AS matched, count(*) FILTER (WHERE o.label = t.label) AS agree
+            FROM read_parquet('{folder / f"{action}.parquet"}') t
+            LEFT JOIN read_parquet('{oracle}') o
+              ON o.customer_id = t.customer_id AND o.cutoff = t.as_of AND o.action = '{action}' AND o.eligible
+            """
+        ).fetchall()
+        ours, matched, agree = rows[0]
+        assert ours > 0 and ours == matched == agree, (action, ours, matched, agree)
 
 
 @pytest.mark.slow

@@ -11,10 +11,11 @@ trigger event, as of the moment it was visible.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from propensity.features.predicates import PROPERTIES_PREFIX, sql_literal
 from propensity.labels.actions import Action, AttributeCondition, EventFilter
@@ -29,12 +30,12 @@ def _column(field: str) -> str:
     return field
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _us(t: datetime) -> int:
-    return (
-        int(t.timestamp() * 1_000_000)
-        if t.microsecond == 0
-        else int(t.timestamp()) * 1_000_000 + t.microsecond
-    )
+    """Exact microseconds since the epoch (no float rounding)."""
+    return (t - _EPOCH) // timedelta(microseconds=1)
 
 
 def _types(types: Sequence[str]) -> str:
@@ -236,11 +237,7 @@ def build_labels(
     if table.num_rows == 0:
         return empty
     as_of = table.column("as_of").cast(pa.timestamp("us", tz="UTC"))
-    window = pa.scalar(
-        int((action.gap.timedelta + action.horizon.timedelta).total_seconds() * 1e6), pa.int64()
-    )
-    import pyarrow.compute as pc
-
+    window = pa.scalar((action.gap.seconds + action.horizon.seconds) * 1_000_000, pa.int64())
     end = pc.add(as_of.cast(pa.int64()), window).cast(pa.timestamp("us", tz="UTC"))
     matured = pc.less_equal(
         pc.add(end.cast(pa.int64()), pa.scalar(action.label_delay.seconds * 1_000_000, pa.int64())),
