@@ -15,7 +15,7 @@ import numpy as np
 from propensity.training.calibration import Calibrator, choose_calibrator
 from propensity.training.dataset import TrainingSet
 from propensity.training.encoding import FeatureEncoder
-from propensity.training.explain import importance
+from propensity.training.explain import importance, reason_codes
 from propensity.training.metrics import evaluate
 from propensity.training.settings import TrainingSettings
 from propensity.training.splits import check_class_counts, verify_no_overlap
@@ -49,10 +49,21 @@ class ActionResult:
     baseline: ScoredModel
     metrics: dict[str, Any]  # {"model": {...}, "baseline": {...}}
     importance: list[dict[str, Any]]
+    reason_code_examples: list[dict[str, Any]]
     counts: dict[str, dict[str, int]]
     calibration_choice: dict[str, Any]
     test_predictions: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _examples(
+    model: LightGBMModel, x: np.ndarray, names: list[str], p: np.ndarray, y: np.ndarray, k: int = 3
+) -> list[dict[str, Any]]:
+    """Reason codes of the ``k`` highest and ``k`` lowest test scores (no customer ids), for the report."""
+    order = np.argsort(-p, kind="stable")
+    idx = [int(i) for i in (*order[:k], *order[-k:])]
+    codes = reason_codes(model, x[idx], names, top=3)
+    return [{"score": float(p[i]), "label": int(y[i]), "reasons": c} for i, c in zip(idx, codes, strict=True)]
 
 
 def fit_action(ts: TrainingSet, settings: TrainingSettings) -> ActionResult:
@@ -102,6 +113,7 @@ def fit_action(ts: TrainingSet, settings: TrainingSettings) -> ActionResult:
     metrics["model"]["trees"] = booster.num_trees
     t4 = time.perf_counter()
     imp = importance(booster, xs["test"], encoder.names, seed=settings.seed)
+    examples = _examples(booster, xs["test"], encoder.names, preds["lightgbm"], ys["test"])
     t5 = time.perf_counter()
     return ActionResult(
         action=name,
@@ -110,6 +122,7 @@ def fit_action(ts: TrainingSet, settings: TrainingSettings) -> ActionResult:
         baseline=models["baseline"],
         metrics=metrics,
         importance=imp,
+        reason_code_examples=examples,
         counts=ts.counts(),
         calibration_choice=choice,
         test_predictions={"model": preds["lightgbm"], "baseline": preds["baseline"], "label": ys["test"]},

@@ -120,6 +120,7 @@ def train_project(
                 "metrics": r.metrics,
                 "oracle": oracle.get(name),
                 "importance": r.importance,
+                "reason_code_examples": r.reason_code_examples,
             },
         )
     meta = {

@@ -268,6 +268,25 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
         out.append(_table(["decile", "rows", "mean score", "realised rate", "lift", "cumulative gain"],
                           [[r["decile"], r["n"], r["mean_score"], r["realised_rate"], r["lift"], r["cumulative_gain"]]
                            for r in m["model"]["deciles"]]))  # fmt: skip
+        examples = info.get("reason_code_examples") or []
+        if examples:
+            out.append("<h3>Reason codes: the three highest and three lowest test scores</h3>")
+            out.append(
+                _table(
+                    ["score", "outcome", "top reasons (feature, direction, log-odds contribution)"],
+                    [
+                        [
+                            ex["score"],
+                            ex["label"],
+                            "; ".join(
+                                f"{r['feature']} {r['direction']} ({r['contribution']:+.3f})"
+                                for r in ex["reasons"]
+                            ),
+                        ]
+                        for ex in examples
+                    ],
+                )
+            )
         out.append("<h3>Feature importance (mean |SHAP| in log-odds, and split gain)</h3>")
         out.append("<div class='charts'>" + importance_svg(info["importance"]) + "</div>")
         out.append(
