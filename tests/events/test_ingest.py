@@ -209,3 +209,35 @@ def test_missing_paths_are_clear_errors(workspace: Workspace, tmp_path: Path) ->
         ingest_files(workspace, [tmp_path / "nope.csv"])
     with pytest.raises(IngestError, match="no files match"):
         ingest_files(workspace, [str(tmp_path / "*.parquet")])
+
+
+def test_attribute_timestamps_are_stored_as_iso_utc(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from propensity.events.ingest import ingest_attributes
+
+    pq.write_table(
+        pa.table(
+            {
+                "customer_id": ["a"],
+                "signup_at": pa.array(
+                    [datetime(2022, 8, 17, 1, 8, 34, 119906, tzinfo=UTC)], pa.timestamp("us", tz="UTC")
+                ),
+                "trial_end": pa.array(
+                    [datetime(2022, 8, 17, 1, 8)]
+                ),  # naive: wall-clock time in the source's zone
+                "plan": ["pro"],
+            }
+        ),
+        tmp_path / "customers.parquet",
+    )
+    ws = write_spec(
+        tmp_path, "attributes:\n  - name: crm\n    path: customers.parquet\n    timezone: Europe/Paris\n"
+    )
+    assert ingest_attributes(ws, ws.spec.attributes[0]) == 3
+    got = dict(rows(ws, "SELECT attribute, value FROM attributes"))
+    assert got == {
+        "signup_at": "2022-08-17T01:08:34.119906Z",
+        "trial_end": "2022-08-16T23:08:00.000000Z",
+        "plan": "pro",
+    }

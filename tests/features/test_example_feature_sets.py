@@ -198,12 +198,6 @@ def test_synthetic_active_days_match_distinct_page_view_days(
     assert all(abs(v - round(v)) < 0.01 for v in got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="days_since reads 'YYYY-MM-DD HH:MM:SS[.f]±HH:MM' but ingest_attributes writes timestamps as "
-    "'2022-08-17 01:08:34.119906+00' (DuckDB's text form, offset without minutes), so tenure_days is null "
-    "for every synthetic customer in both engines",
-)
 def test_tenure_days_reads_signup_at(synthetic_workspace: tuple[Workspace, list[datetime]]) -> None:
     ws, cutoffs = synthetic_workspace
     with DuckDBEventLog(ws.db_path).connection() as con:

@@ -362,6 +362,19 @@ def _row_estimate(path: Path, fmt: str) -> int:
     return 0
 
 
+def attribute_text(column: str, dtype: pa.DataType, zone: str) -> str:
+    """SQL giving an attribute's value as text; timestamps become ISO 8601 in UTC (``2024-05-01T12:30:00.000000Z``).
+
+    Attribute values are stored as text, so a typed timestamp must be written in the one form every reader parses
+    (the feature engines' ``days_since``), not in DuckDB's display form (``2024-05-01 12:30:00+00``).
+    """
+    c = q(column)
+    if pa.types.is_timestamp(dtype):
+        instant = f"CAST({c} AS TIMESTAMPTZ)" if dtype.tz is not None else f"timezone({lit(zone)}, {c})"
+        return f"strftime({instant}, '%Y-%m-%dT%H:%M:%S.%fZ')"
+    return f"CAST({c} AS VARCHAR)"
+
+
 def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -> int:
     """Load one declared attribute source into the long-form ``attributes`` table; return rows written.
 
@@ -412,7 +425,8 @@ def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -
                     else "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
                 )
                 unpivot = " UNION ALL ".join(
-                    f"SELECT cid, {lit(k)} AS attribute, CAST({q(k)} AS VARCHAR) AS value, vf FROM base"
+                    f"SELECT cid, {lit(k)} AS attribute, "
+                    f"{attribute_text(k, schema.field(k).type, attribute_source.timezone)} AS value, vf FROM base"
                     for k in keep
                 )
                 for batch in batches:
