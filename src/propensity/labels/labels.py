@@ -179,13 +179,15 @@ def _trigger_query(action: Action) -> str:
         )
     if elig.due is not None:
         cycle = elig.due.cycle.timedelta
+        # Due within the label window: the last billing event e has e + cycle in (as_of + gap, as_of + gap + h],
+        # the same rule as the grid query's [e + cycle - gap - h, e + cycle - gap) on cutoffs.
         lo, hi = cycle - gap - h, cycle - gap
         filters.append(
             f"""EXISTS (SELECT 1 FROM events e WHERE e.customer_id = r.customer_id
                 AND e.event_type IN {_types(elig.due.event_type)}
                 AND e.available_at <= r.as_of AND e.event_time <= r.as_of
-                AND e.event_time >= r.as_of + INTERVAL '{int(lo.total_seconds())} seconds'
-                AND e.event_time < r.as_of + INTERVAL '{int(hi.total_seconds())} seconds')"""
+                AND e.event_time > r.as_of - INTERVAL '{int(hi.total_seconds())} seconds'
+                AND e.event_time <= r.as_of - INTERVAL '{int(lo.total_seconds())} seconds')"""
         )
     if elig.attribute is not None:
         filters.append(
