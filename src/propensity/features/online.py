@@ -107,7 +107,7 @@ def _python_filter(flt: EventFilter) -> Callable[[tuple[Any, ...]], bool] | None
 class _Window:
     """One window of a filter group: where its state lives and which features read it."""
 
-    __slots__ = ("bucket", "lifetime", "n", "outputs", "state")
+    __slots__ = ("bucket", "counts_only", "lifetime", "n", "outputs", "state")
 
     def __init__(self, state: int, bucket: int, n: int, outputs: tuple[tuple[int, int, int], ...]) -> None:
         self.state = state
@@ -115,6 +115,7 @@ class _Window:
         self.bucket = bucket
         self.n = n
         self.outputs = outputs
+        self.counts_only = all(kind == _O_COUNT for _, kind, _ in outputs)
 
 
 class _FilterGroup:
@@ -717,6 +718,9 @@ class OnlineFeatureEngine:
                         acc = state[1]
                     elif state[3] < kmin:
                         continue  # every bucket held has left the window
+                    elif w.counts_only:
+                        # Integer counts subtract exactly: remove the buckets that have left the window.
+                        acc = [state[1][0] - sum(a[0] for k, a in state[0].items() if k < kmin)]
                     else:
                         acc = g.merge(a for k, a in state[0].items() if k >= kmin)
                         if acc is None:
