@@ -40,6 +40,7 @@ EVENT_TYPES = {
     "plan": pa.string(),
     "device": pa.string(),
     "page": pa.string(),
+    "campaign_type": pa.string(),
 }
 
 

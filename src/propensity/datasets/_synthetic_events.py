@@ -104,6 +104,7 @@ EVENT_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("plan", pa.string()),
     ("device", pa.string()),
     ("page", pa.string()),
+    ("campaign_type", pa.string()),
 )
 EVENTS_SCHEMA = pa.schema([pa.field(n, t) for n, t in EVENT_COLUMNS])
 
@@ -381,6 +382,10 @@ def to_table(
         "plan": _strings(ev.plan, pa.array(m.PLANS)),
         "device": _strings(ev.device, pa.array(DEVICES)),
         "page": _strings(ev.page, pa.array(PAGES)),
+        # What a CRM knows of every campaign it sends: its kind (kept by the ingester as a JSON property).
+        "campaign_type": _strings(
+            ev.campaign, pa.array(["promo" if n.endswith("-promo") else "newsletter" for n in campaign_names])
+        ),
     }
     return pa.table(columns), len(dup), int(late.sum())
 
