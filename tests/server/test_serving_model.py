@@ -116,3 +116,41 @@ def test_batch_and_single_row_probabilities_agree(backend: str) -> None:
     booster = lgb.Booster(model_str=texts[1])
     want = Calibrator("platt", {"a": 0.9, "b": -0.1})(booster.predict(x[:50], raw_score=True))
     np.testing.assert_allclose(many[:, 1], want, atol=1e-12)
+
+
+def test_actions_with_different_category_vocabularies_share_one_model() -> None:
+    """Each action's encoder learns categories from its own training set; serving encodes each action's way."""
+    rng = np.random.default_rng(3)
+    n = 400
+    tables = {
+        "buy_7d": pa.table({"x": rng.normal(size=n), "plan": rng.choice(["free", "pro"], n).tolist()}),
+        "upgrade_30d": pa.table(
+            {"x": rng.normal(size=n), "plan": rng.choice(["basic", "pro", "team"], n).tolist()}
+        ),
+    }
+    actions, encoders, texts = [], {}, {}
+    for name, table in tables.items():
+        enc = FeatureEncoder.fit(table, ["x", "plan"])
+        matrix = enc.matrix(table)
+        y = (matrix[:, 1] == 1).astype(float)  # the label is "the plan coded 1", which differs per action
+        texts[name] = lgb.train(
+            {"objective": "binary", "verbosity": -1, "min_data_in_leaf": 5, "seed": 1},
+            lgb.Dataset(matrix, y),
+            num_boost_round=5,
+        )
+        encoders[name] = enc
+        actions.append(
+            ActionModel(
+                name, texts[name].model_to_string(), enc.names, {"method": "identity"}, enc.categories
+            )
+        )
+    model = ServingModel("m-test", "fs-test", actions)
+    assert sorted(model.columns) == ["plan", "plan", "x"]
+    row_encoder = model.encoder_for(["plan", "x"])
+    for plan in ("free", "pro", "basic", "team"):
+        vector = (plan, 0.25)
+        got = model.probabilities(row_encoder.encode(vector))
+        for i, name in enumerate(model.action_names):
+            single = pa.table({"x": [0.25], "plan": [plan]})
+            want = texts[name].predict(encoders[name].matrix(single))[0]
+            assert got[i] == pytest.approx(want, abs=1e-9), (name, plan)

@@ -41,7 +41,8 @@ def synthetic(
         f"({summary.start:%Y-%m-%d} → {summary.end:%Y-%m-%d}) to {out} in {summary.seconds:.1f}s"
     )
     console.print(
-        f"next: [bold]propensity init demo --example synthetic[/], copy {out} into demo/data/, ingest"
+        "next: a project made by [bold]propensity init DIR --example synthetic[/] reads DIR/data/synthetic/; "
+        "generate into that folder (or move this one there), then [bold]propensity ingest -w DIR[/]"
     )
 
 
@@ -67,4 +68,7 @@ def completejourney(
     console.print(
         f"[green]wrote[/] {fmt_int(written)} events for {fmt_int(summary.households)} households to {out}"
     )
-    console.print("next: [bold]propensity init cj --example completejourney[/], then ingest")
+    console.print(
+        "next: a project made by [bold]propensity init DIR --example completejourney[/] reads "
+        "DIR/data/completejourney/; export into that folder, then [bold]propensity ingest -w DIR[/]"
+    )

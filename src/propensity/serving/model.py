@@ -105,26 +105,30 @@ class ServingModel:
         self.feature_set_version = feature_set_version
         self.actions = {a.name: a for a in actions}
         self.action_names = tuple(a.name for a in actions)
-        columns: list[str] = []
+        # One input column per (feature, vocabulary): a categorical feature whose categories differ between
+        # actions (each action's encoder learns them from its own training set) gets a column per vocabulary.
+        keys: list[tuple[str, tuple[str, ...] | None]] = []
+        col_maps: list[list[int]] = []
         for a in actions:
-            columns += [f for f in a.feature_order if f not in columns]
-        self.columns = tuple(columns)
-        index = {c: i for i, c in enumerate(columns)}
-        col_maps = [[index[f] for f in a.feature_order] for a in actions]
+            positions = []
+            for f in a.feature_order:
+                cats = a.categories.get(f)
+                key = (f, tuple(cats) if cats is not None else None)
+                if key not in keys:
+                    keys.append(key)
+                positions.append(keys.index(key))
+            col_maps.append(positions)
+        self.columns = tuple(name for name, _ in keys)
+        # A column's vocabulary (category → code), or None for a numeric column.
+        self.column_vocab: tuple[dict[str, float] | None, ...] = tuple(
+            None if cats is None else {v: float(i) for i, v in enumerate(cats)} for _, cats in keys
+        )
         self.scorer = CompiledScorer.from_texts(
             [a.model_text for a in actions],
             col_maps,
-            n_columns=max(1, len(columns)),
+            n_columns=max(1, len(keys)),
             backend=backend,  # type: ignore[arg-type]
         )
-        # A column's vocabulary (category → code); the same name must mean the same thing in every action.
-        self.vocab: dict[str, dict[str, float]] = {}
-        for a in actions:
-            for name, values in a.categories.items():
-                codes = {v: float(i) for i, v in enumerate(values)}
-                if name in self.vocab and self.vocab[name] != codes:
-                    raise ValueError(f"actions disagree on the categories of feature {name!r}")
-                self.vocab[name] = codes
         self._calibrators = [a.calibrator for a in actions]
         self._quantiles = [a.score_quantiles for a in actions]
 
@@ -210,8 +214,10 @@ class RowEncoder:
 
     def __init__(self, model: ServingModel, feature_names: Sequence[str]) -> None:
         pos = {n: i for i, n in enumerate(feature_names)}
-        self.missing = [c for c in model.columns if c not in pos]
-        self._plan = [(pos.get(c, -1), model.vocab.get(c)) for c in model.columns]
+        self.missing = list(dict.fromkeys(c for c in model.columns if c not in pos))
+        self._plan = [
+            (pos.get(c, -1), vocab) for c, vocab in zip(model.columns, model.column_vocab, strict=True)
+        ]
         if not self._plan:
             self._plan = [(-1, None)]
 
