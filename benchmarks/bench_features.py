@@ -36,7 +36,7 @@ DATA = Path(__file__).parent / ".data"
 START = datetime(2025, 9, 1, tzinfo=UTC)  # a Monday; fixed, so runs are comparable
 PROJECT = Path(__file__).parents[1] / "src/propensity/datasets/projects/synthetic.yaml"
 
-# ~40 of the synthetic example's 89 features: every kind, every window, filters, sessions, derived, attributes.
+# ~40 of the synthetic example's 90 features: every kind, every window, filters, sessions, derived, attributes.
 BENCH_FEATURES = (
     "page_views_today", "page_views_cal_2d", "page_views_cal_8d", "page_views_cal_15d", "page_views_cal_22d",
     "page_views_week2", "page_views_30d", "seconds_since_last_visit",
@@ -84,6 +84,7 @@ def dataset(customers: int, days: int) -> tuple[Path, dict[str, Any]]:
     db.unlink(missing_ok=True)
     con = duckdb.connect(str(db))
     con.execute("SET TimeZone='UTC'").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()
     con.execute(EVENTS_DDL).fetchall()
     con.execute(ATTRIBUTES_DDL).fetchall()
     parts = str(folder / "events" / "*.parquet")
@@ -163,6 +164,7 @@ def offline_step(db: str, table: str, cutoffs: int, end: str, subset: bool, thre
 
     con = duckdb.connect(db, read_only=True, config={"threads": threads})
     con.execute("SET TimeZone='UTC'").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()
     plan = FeaturePlan(load_features(subset))
     spine = _spine(con, cutoffs, datetime.fromisoformat(end))
     t0, c0 = time.perf_counter(), time.process_time()
@@ -204,6 +206,7 @@ def floor_step(db: str, table: str, cutoffs: int, end: str, threads: int) -> Non
 
     con = duckdb.connect(db, read_only=True, config={"threads": threads})
     con.execute("SET TimeZone='UTC'").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()
     spine = _spine(con, cutoffs, datetime.fromisoformat(end))
     con.register("bench_spine", spine)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -226,6 +229,7 @@ def explain_step(db: str, table: str, end: str, subset: bool, threads: int) -> N
 
     con = duckdb.connect(db, read_only=True, config={"threads": threads})
     con.execute("SET TimeZone='UTC'").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()
     spine = _spine(con, 1, datetime.fromisoformat(end))
     inner = pa.table(
         {"_rid": pa.array(range(spine.num_rows), pa.int64()), "customer_id": spine["customer_id"],
@@ -264,7 +268,9 @@ def explain_step(db: str, table: str, end: str, subset: bool, threads: int) -> N
 
 def _child(code: str, timeout: float = 900) -> dict[str, Any]:
     m = measure(code, timeout=timeout)
-    out: dict[str, Any] = json.loads(m.output.strip().splitlines()[-1])
+    # The last JSON line (DuckDB may draw a progress bar on stdout before it).
+    last = [ln for ln in m.output.splitlines() if ln.startswith("{")][-1]
+    out: dict[str, Any] = json.loads(last)
     out["process_seconds"] = round(m.seconds, 2)
     out["peak_rss_mib"] = round(m.peak_rss_mib, 1)
     return out
@@ -303,6 +309,7 @@ def online_step(db: str, max_events: int, reads: int, subset: bool) -> None:
 
     con = duckdb.connect(db, read_only=True)
     con.execute("SET TimeZone='UTC'").fetchall()
+    con.execute("SET enable_progress_bar = false").fetchall()
     features = load_features(subset)
     engine = OnlineFeatureEngine(features)
     # Attributes first (they are few and all valid from signup); then the events, newest customers included.
@@ -320,10 +327,10 @@ def online_step(db: str, max_events: int, reads: int, subset: bool) -> None:
     for b in reader:
         batches.append(pa.Table.from_batches([b]))
     n = sum(b.num_rows for b in batches)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for b in batches:
         engine.apply_batch(b)
-    apply_s = time.perf_counter() - t0
+    apply_s, apply_cpu = time.perf_counter() - t0, time.process_time() - c0
     # One event at a time through apply() (the serving path), on the next events.
     tail = con.sql(
         f"SELECT * FROM events ORDER BY available_at, event_id LIMIT 20000 OFFSET {int(max_events)}"
@@ -357,6 +364,8 @@ def online_step(db: str, max_events: int, reads: int, subset: bool) -> None:
                 "events_applied": n,
                 "apply_batch_seconds": apply_s,
                 "apply_batch_events_per_second": n / apply_s,
+                "apply_batch_cpu_seconds": apply_cpu,
+                "apply_batch_events_per_cpu_second": n / apply_cpu,
                 "apply_single_events": len(rows),
                 "apply_single_events_per_second": len(rows) / single_s if single_s else None,
                 "reads": reads,
@@ -388,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--online-events", type=int, default=2_000_000, help="events applied online")
     parser.add_argument("--reads", type=int, default=100_000, help="single vector reads timed")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--all-features", action="store_true", help="also time the full 89-feature set")
+    parser.add_argument("--all-features", action="store_true", help="also time the full example feature set")
     parser.add_argument("--explain", action="store_true", help="save EXPLAIN ANALYZE of the 200k-row query")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4k customers x 21 days")
     args = parser.parse_args(argv)

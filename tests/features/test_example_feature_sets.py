@@ -170,9 +170,8 @@ def test_synthetic_features_agree_between_engines(
     spine = pa.table({"customer_id": [c for c, _ in rows], "as_of": pa.array([t for _, t in rows], UTC_TS)})
     compared = _assert_engines_agree(ws, spine)
     assert compared >= spine.num_rows * 80
-    # The funnel/session features of a current session only move inside sessions; tenure_days: see
-    # test_tenure_days_reads_signup_at (the attribute's text format is not read by days_since).
-    _non_trivial(ws, spine, skip={"tenure_days", "page_views_today", "campaigns_sent_1d"})
+    # Today's page views and sends are zero at midnight cutoffs and rarely set at the other rows.
+    _non_trivial(ws, spine, skip={"page_views_today", "campaigns_sent_1d", "promos_sent_1d"})
 
 
 def test_synthetic_active_days_match_distinct_page_view_days(
