@@ -73,8 +73,8 @@ def dataset(customers: int, days: int) -> tuple[Path, dict[str, Any]]:
     from propensity.events.schema import ATTRIBUTES_DDL, EVENTS_DDL
 
     folder = DATA / f"synthetic-{customers}c-{days}d"
-    db = folder / "log.duckdb"
-    info_path = folder / "info.json"
+    db = folder / "log-v2.duckdb"  # v2: signup_at as ISO 8601 text, as the ingester now stores it
+    info_path = folder / "info-v2.json"
     if info_path.exists():
         return db, json.loads(info_path.read_text())
     t0 = time.perf_counter()
@@ -98,8 +98,14 @@ def dataset(customers: int, days: int) -> tuple[Path, dict[str, Any]]:
     ).fetchall()
     attrs = ("signup_at", "region", "plan", "consent_email", "consent_ads")
     for a in attrs:
+        # As the ingester stores them: timestamps as ISO 8601 UTC text (what days_since reads), the rest as text.
+        text = (
+            f"strftime(CAST({a} AS TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%fZ')"
+            if a == "signup_at"
+            else f"CAST({a} AS VARCHAR)"
+        )
         con.execute(
-            f"""INSERT INTO attributes SELECT customer_id, '{a}', CAST({a} AS VARCHAR), valid_from, valid_from,
+            f"""INSERT INTO attributes SELECT customer_id, '{a}', {text}, valid_from, valid_from,
             'customers', valid_from FROM read_parquet('{folder / "customers.parquet"}')"""
         ).fetchall()
     (n_events, first, last) = con.execute(
