@@ -241,3 +241,20 @@ def test_attribute_timestamps_are_stored_as_iso_utc(tmp_path: Path) -> None:
         "trial_end": "2022-08-16T23:08:00.000000Z",
         "plan": "pro",
     }
+
+
+def test_typed_parquet_values_are_judged_and_explained(workspace: Workspace, tmp_path: Path) -> None:
+    table = canonical_events(4)
+    table = table.set_column(
+        table.schema.get_field_index("amount"),
+        "amount",
+        pa.array([float("nan"), -5.0, None, 12.5], pa.float64()),
+    )
+    table = table.set_column(
+        table.schema.get_field_index("event_type"), "event_type", pa.array(["purchase"] * 4)
+    )
+    report = ingest_files(workspace, [write_parquet(table, tmp_path / "typed.parquet")])
+    assert (report.accepted, report.quarantined) == (2, 2)
+    details = dict(rows(workspace, "SELECT row_number, detail FROM quarantine"))
+    assert details[1] == "amount nan is not a finite number"
+    assert details[2].startswith("amount -5.0 is negative")
