@@ -68,6 +68,10 @@ def test_bundle_holds_every_action_and_loads_verified(trained: tuple[Workspace, 
     test = table.filter(pc.equal(table.column("split"), "test"))
     p = bundle.predict("buy_7d", test)
     assert abs(p.mean() - info["metrics"]["model"]["mean_score"]) < 1e-9
+    # Serving turns scores into percentiles with the test scores' quantiles.
+    quantiles = info["score_quantiles"]
+    assert len(quantiles) == 101 and quantiles == sorted(quantiles)
+    assert quantiles[0] == pytest.approx(float(p.min())) and quantiles[-1] == pytest.approx(float(p.max()))
     codes = bundle.reason_codes("buy_7d", test.slice(0, 5), top=3)
     assert len(codes) == 5 and all(len(c) <= 3 for c in codes)
     assert all(c["feature"] in info["feature_order"] and c["direction"] in "+-" for row in codes for c in row)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from propensity.config.errors import PropensityError
 from propensity.features.definitions import feature_set_version
 from propensity.registry.bundle import ActionArtifacts, write_bundle
@@ -121,6 +123,11 @@ def train_project(
                 "oracle": oracle.get(name),
                 "importance": r.importance,
                 "reason_code_examples": r.reason_code_examples,
+                # The calibrated test-split score distribution (101 quantiles): what serving and exports turn
+                # a score into a percentile and segment with.
+                "score_quantiles": [
+                    float(q) for q in np.quantile(r.test_predictions["model"], np.linspace(0.0, 1.0, 101))
+                ],
             },
         )
     meta = {
