@@ -34,10 +34,18 @@ def quickstart(
         180, "--days", "-d", min=28, help="Days of history (30-day actions need ~150 to train)."
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    serve: bool = typer.Option(
+        True,
+        "--serve/--no-serve",
+        help="End by serving the trained model (--no-serve stops before, for scripts).",
+    ),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to serve on."),
 ) -> None:
     """Run the whole pipeline on synthetic data in a fresh workspace: generate → ingest → train → report.
 
-    Needs no services: the event log is a DuckDB file inside the workspace. Running it again reuses the
+    The first bundle trained is promoted to production and, unless --no-serve, served on 127.0.0.1 with a
+    ready-to-paste curl. Needs no services: the event log is a DuckDB file inside the workspace. Running it again
+    reuses the
     generated data and ingests nothing new (ingest is idempotent).
 
     Example:
@@ -113,6 +121,8 @@ def quickstart(
         ]
     console.print("look at:\n" + "\n".join(look))
     console.print("run next:\n" + "\n".join(f"  {line}" for line in run_next))
+    if trained is not None and serve:
+        _serve(ws, trained, port)
 
 
 def _train(ws: Workspace) -> TrainingResult | None:
@@ -131,3 +141,29 @@ def _train(ws: Workspace) -> TrainingResult | None:
         console.print(f"[yellow]skipped {name}:[/] {reason}")
     console.print(f"candidate bundle [bold]{result.bundle_id}[/]; report: {result.report_paths.get('html')}")
     return result
+
+
+def _serve(ws: Workspace, trained: TrainingResult, port: int) -> None:
+    """Put the quickstart's bundle in production (the first one needs no gate) and serve it until Ctrl-C."""
+    from propensity.cli.serve import serve as serve_command
+    from propensity.registry.gate import promote
+    from propensity.registry.registry import Registry
+
+    if Registry(ws).production() is None:
+        promote(ws, trained.bundle_id)
+        console.print(f"promoted [bold]{trained.bundle_id}[/] to production")
+    else:
+        console.print(
+            f"production stays {Registry(ws).production()}; promote the new candidate with "
+            f"`propensity models promote {trained.bundle_id} -w {ws.root}`"
+        )
+    console.rule("5. serve")
+    console.print(
+        "try it (another terminal):\n"
+        f"  curl 'http://127.0.0.1:{port}/v1/predict?customer_id=c42&explain=true'\n"
+        "stop the server with Ctrl-C"
+    )
+    serve_command(
+        workspace=ws.root, host="127.0.0.1", port=port, model=None, ttl_minutes=15.0, max_body_mb=16.0,
+        log_level="warning", api_keys=None,
+    )  # fmt: skip
