@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from benchmarks._harness import measure, save
+from propensity.cli.project import example_feature
 
 DATA = Path(__file__).parent / ".data"
 START = datetime(2025, 1, 6, tzinfo=UTC)
@@ -73,28 +74,6 @@ FEATURES: list[dict[str, Any]] = [
 ]
 
 
-def promo_send_feature(start: datetime, days: int) -> dict[str, Any]:
-    """Whether a promotion (not a newsletter) was sent in the last day: respond's campaign type.
-
-    The synthetic campaigns are promotions in even ISO weeks and named ``cmp-<year>w<week>-promo``
-    (docs/synthetic-data.md); a real project would list its promotional campaigns (or carry a campaign-type
-    property) the same way.
-    """
-    ids = []
-    for w in range(-(-days // 7)):
-        iso = (start + timedelta(weeks=w)).isocalendar()
-        if iso.week % 2 == 0:
-            ids.append(f"'cmp-{iso.year}w{iso.week:02d}-promo'")
-    where = f"campaign_id in ({', '.join(ids)})"
-    return {
-        "name": "promo_sent_1d",
-        "aggregate": "count",
-        "event_type": "campaign_sent",
-        "where": where,
-        "window": "1d",
-    }
-
-
 def workspace(customers: int, days: int, seed: int) -> Path:
     """Generate and ingest once (cached); return the workspace folder."""
     root = DATA / f"training-{customers}-{days}-{seed}"
@@ -102,7 +81,7 @@ def workspace(customers: int, days: int, seed: int) -> Path:
     spec = yaml.safe_load(
         (Path(__file__).parents[1] / "src/propensity/datasets/projects/synthetic.yaml").read_text()
     )
-    spec["features"] = [*FEATURES, promo_send_feature(START, days)]
+    spec["features"] = [*FEATURES, example_feature("synthetic", "promos_sent_1d")]
     spec["training"] = {"spine": {"end": (START + timedelta(days=days - 30)).isoformat()}}
     if not (root / ".propensity" / "ready").exists():
         from propensity.datasets.synthetic import generate

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from propensity.cli.project import example_feature
 from propensity.events.ingest import ingest_attributes, ingest_files
 from propensity.workspace import Workspace
 
@@ -64,24 +65,6 @@ FEATURES: list[dict[str, Any]] = [
 ACTIONS: list[dict[str, Any]] = [{"template": t} for t in ("buy", "upgrade", "renew", "respond", "churn")]
 
 
-def promo_send_feature(days: int) -> dict[str, Any]:
-    """Whether a promotion was sent in the last day (respond's campaign type; promotions run in even ISO weeks
-    and are named ``cmp-<year>w<week>-promo``, docs/synthetic-data.md)."""
-    ids = []
-    for w in range(-(-days // 7)):
-        iso = (START + timedelta(weeks=w)).isocalendar()
-        if iso.week % 2 == 0:
-            ids.append(f"'cmp-{iso.year}w{iso.week:02d}-promo'")
-    where = f"campaign_id in ({', '.join(ids)})"
-    return {
-        "name": "promo_sent_1d",
-        "aggregate": "count",
-        "event_type": "campaign_sent",
-        "where": where,
-        "window": "1d",
-    }
-
-
 def spec_dict(data: str, *, days: int, training: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "project": "synthetic-test",
@@ -103,7 +86,7 @@ def spec_dict(data: str, *, days: int, training: dict[str, Any] | None = None) -
                 "attributes": ["signup_at", "region", "plan", "consent_email", "consent_ads"],
             },
         ],
-        "features": [*FEATURES, promo_send_feature(days)],
+        "features": [*FEATURES, example_feature("synthetic", "promos_sent_1d")],
         "actions": ACTIONS,
         "training": training or {},
     }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import typer
+import yaml
 
 from propensity.cli.app import app, console
 from propensity.config.errors import PropensityError
@@ -25,6 +27,15 @@ def example_spec_text(example: str) -> str:
         .joinpath(f"projects/{example}.yaml")
         .read_text(encoding="utf-8")
     )
+
+
+def example_feature(example: str, name: str) -> dict[str, Any]:
+    """One feature definition of a bundled example project, as written there (for tests and benchmarks that
+    build their own feature sets but should define shared features exactly as the example does)."""
+    for feature in yaml.safe_load(example_spec_text(example)).get("features") or []:
+        if feature.get("name") == name:
+            return dict(feature)
+    raise PropensityError(f"the {example} example project declares no feature {name!r}")
 
 
 @app.command()
