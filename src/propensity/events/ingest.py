@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from propensity.config.errors import PropensityError
 from propensity.config.spec import AttributeSource, EventSource, ProjectSpec
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import DuckDBEventLog, transaction
 from propensity.events.readers import BATCH_ROWS, ROW, UnreadableRecord, detect_format, read_batches
 from propensity.events.validate import define_macros, lit, q, raw_rows_sql, staging_sql, timestamp_expr
 from propensity.workspace import Workspace
@@ -292,8 +292,7 @@ def ingest_files(
                     file_report.seconds = time.perf_counter() - started
                     continue
             ingest_id = uuid.uuid4().hex
-            con.execute("BEGIN TRANSACTION").fetchall()
-            try:
+            with transaction(con):
                 define_macros(con)
                 _ingest_batches(
                     con, schema, batches, chosen, spec, file_report, ingest_id, unreadable, tick, live=False
@@ -305,10 +304,6 @@ def ingest_files(
                         file_report.duplicates, file_report.quarantined, _started_ts(started),
                     ],
                 ).fetchall()  # fmt: skip
-                con.execute("COMMIT").fetchall()
-            except BaseException:
-                con.execute("ROLLBACK").fetchall()
-                raise
         file_report.seconds = time.perf_counter() - started
     return report
 
@@ -330,8 +325,7 @@ def ingest_table(
     log = DuckDBEventLog(workspace.db_path)
     with workspace.write_lock(), log.connection() as con:
         ingest_id = uuid.uuid4().hex
-        con.execute("BEGIN TRANSACTION").fetchall()
-        try:
+        with transaction(con):
             define_macros(con)
             _ingest_batches(con, table.schema, table.to_batches(), chosen, spec, file_report, ingest_id, [],
                             None, live=live)  # fmt: skip
@@ -340,10 +334,6 @@ def ingest_table(
                 [ingest_id, chosen.name, file_report.rows_read, file_report.accepted, file_report.duplicates,
                  file_report.quarantined, _started_ts(started)],
             ).fetchall()  # fmt: skip
-            con.execute("COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
-            raise
     file_report.seconds = time.perf_counter() - started
     return report
 
@@ -385,72 +375,66 @@ def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -
     paths = expand_paths([attribute_source.path], root=spec.root)
     log = DuckDBEventLog(workspace.db_path)
     written = 0
-    with workspace.write_lock(), log.connection() as con:
-        con.execute("BEGIN TRANSACTION").fetchall()
-        try:
-            con.execute("DELETE FROM attributes WHERE source = ?", [attribute_source.name]).fetchall()
-            for path in paths:
-                fmt = attribute_source.format if attribute_source.format != "auto" else detect_format(path)
-                schema, batches = read_batches(
-                    path, fmt, delimiter=attribute_source.csv.delimiter, quote=attribute_source.csv.quote,
-                    header=attribute_source.csv.header,
-                )  # fmt: skip
-                names = [n for n in schema.names if n != ROW]
-                if attribute_source.customer_id not in names:
-                    raise IngestError(
-                        f"attributes[{attribute_source.name}]: {path} has no column "
-                        f"{attribute_source.customer_id!r} (set `customer_id:` to the id column)"
-                    )
-                if attribute_source.valid_from and attribute_source.valid_from not in names:
-                    raise IngestError(
-                        f"attributes[{attribute_source.name}]: {path} has no column "
-                        f"{attribute_source.valid_from!r} (the `valid_from:` column)"
-                    )
-                keep = attribute_source.attributes or [
-                    n for n in names if n not in (attribute_source.customer_id, attribute_source.valid_from)
-                ]
-                missing = [k for k in keep if k not in names]
-                if missing:
-                    raise IngestError(
-                        f"attributes[{attribute_source.name}]: {path} lacks column(s) {', '.join(missing)}"
-                    )
-                vf = (
-                    timestamp_expr(
-                        attribute_source.valid_from,
-                        schema.field(attribute_source.valid_from).type,
-                        zone=attribute_source.timezone,
-                        fmt=attribute_source.timestamp_format,
-                    )
-                    if attribute_source.valid_from
-                    else "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+    with workspace.write_lock(), log.connection() as con, transaction(con):
+        con.execute("DELETE FROM attributes WHERE source = ?", [attribute_source.name]).fetchall()
+        for path in paths:
+            fmt = attribute_source.format if attribute_source.format != "auto" else detect_format(path)
+            schema, batches = read_batches(
+                path, fmt, delimiter=attribute_source.csv.delimiter, quote=attribute_source.csv.quote,
+                header=attribute_source.csv.header,
+            )  # fmt: skip
+            names = [n for n in schema.names if n != ROW]
+            if attribute_source.customer_id not in names:
+                raise IngestError(
+                    f"attributes[{attribute_source.name}]: {path} has no column "
+                    f"{attribute_source.customer_id!r} (set `customer_id:` to the id column)"
                 )
-                unpivot = " UNION ALL ".join(
-                    f"SELECT cid, {lit(k)} AS attribute, "
-                    f"{attribute_text(k, schema.field(k).type, attribute_source.timezone)} AS value, vf FROM base"
-                    for k in keep
+            if attribute_source.valid_from and attribute_source.valid_from not in names:
+                raise IngestError(
+                    f"attributes[{attribute_source.name}]: {path} has no column "
+                    f"{attribute_source.valid_from!r} (the `valid_from:` column)"
                 )
-                for batch in batches:
-                    chunk = pa.Table.from_batches([batch])
-                    con.register("chunk", chunk)
-                    result = con.execute(
-                        f"""
-                        INSERT INTO attributes
-                        WITH base AS (
-                            SELECT NULLIF(trim(CAST({q(attribute_source.customer_id)} AS VARCHAR)), '') AS cid,
-                                   {vf} AS vf, *
-                            FROM chunk
-                        )
-                        SELECT cid, attribute, value, vf, vf, ?, now()
-                        FROM ({unpivot}) WHERE cid IS NOT NULL AND vf IS NOT NULL
-                        """,
-                        [attribute_source.name],
-                    ).fetchall()[0]
-                    con.unregister("chunk")
-                    written += int(result[0]) if result else 0
-            con.execute("COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
-            raise
+            keep = attribute_source.attributes or [
+                n for n in names if n not in (attribute_source.customer_id, attribute_source.valid_from)
+            ]
+            missing = [k for k in keep if k not in names]
+            if missing:
+                raise IngestError(
+                    f"attributes[{attribute_source.name}]: {path} lacks column(s) {', '.join(missing)}"
+                )
+            vf = (
+                timestamp_expr(
+                    attribute_source.valid_from,
+                    schema.field(attribute_source.valid_from).type,
+                    zone=attribute_source.timezone,
+                    fmt=attribute_source.timestamp_format,
+                )
+                if attribute_source.valid_from
+                else "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+            )
+            unpivot = " UNION ALL ".join(
+                f"SELECT cid, {lit(k)} AS attribute, "
+                f"{attribute_text(k, schema.field(k).type, attribute_source.timezone)} AS value, vf FROM base"
+                for k in keep
+            )
+            for batch in batches:
+                chunk = pa.Table.from_batches([batch])
+                con.register("chunk", chunk)
+                result = con.execute(
+                    f"""
+                    INSERT INTO attributes
+                    WITH base AS (
+                        SELECT NULLIF(trim(CAST({q(attribute_source.customer_id)} AS VARCHAR)), '') AS cid,
+                               {vf} AS vf, *
+                        FROM chunk
+                    )
+                    SELECT cid, attribute, value, vf, vf, ?, now()
+                    FROM ({unpivot}) WHERE cid IS NOT NULL AND vf IS NOT NULL
+                    """,
+                    [attribute_source.name],
+                ).fetchall()[0]
+                con.unregister("chunk")
+                written += int(result[0]) if result else 0
     return written
 
 

@@ -57,6 +57,19 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     return con
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run the block in one DuckDB transaction: committed if it finishes, rolled back if anything escapes it
+    (and after a crash DuckDB discards it on restart), so readers see all of it or none of it."""
+    con.execute("BEGIN TRANSACTION").fetchall()
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK").fetchall()
+        raise
+    con.execute("COMMIT").fetchall()
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in (EVENTS_DDL, ATTRIBUTES_DDL, QUARANTINE_DDL, INGESTS_DDL):
         con.execute(ddl).fetchall()

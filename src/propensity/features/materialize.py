@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from propensity.config.errors import PropensityError
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import DuckDBEventLog, transaction
 from propensity.features._plan import FeaturePlan
 from propensity.features.definitions import AggregateFeature, AnyFeature, SessionFeature
 from propensity.features.offline import compute_features
@@ -273,38 +273,32 @@ def materialize(
     started = datetime.now(UTC)
     run_id = uuid.uuid4().hex[:16]
     spine = spine.select(["customer_id", "as_of"])
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
-        con.execute("BEGIN TRANSACTION").fetchall()
-        try:
-            rebuilt = _ensure_table(con, plan)
-            hwm = high_water_mark(con)
-            values = compute_features(con, plan, spine)
-            _write_rows(con, plan, values, hwm)
-            con.register("_mat_spine", spine)
-            first, last, customers = con.execute(
-                "SELECT min(as_of), max(as_of), count(DISTINCT customer_id) FROM _mat_spine"
-            ).fetchall()[0]
-            con.unregister("_mat_spine")
-            _record_run(
-                con,
-                {
-                    "run_id": run_id,
-                    "kind": "materialize",
-                    "feature_set_version": plan.version,
-                    "started_at": started,
-                    "finished_at": datetime.now(UTC),
-                    "high_water_mark": hwm,
-                    "first_as_of": first,
-                    "last_as_of": last,
-                    "customers": int(customers or 0),
-                    "rows_written": values.num_rows,
-                    "detail": json.dumps({"rebuilt": rebuilt, "grid": grid, "features": list(plan.names)}),
-                },
-            )
-            con.execute("COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
-            raise
+    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con, transaction(con):
+        rebuilt = _ensure_table(con, plan)
+        hwm = high_water_mark(con)
+        values = compute_features(con, plan, spine)
+        _write_rows(con, plan, values, hwm)
+        con.register("_mat_spine", spine)
+        first, last, customers = con.execute(
+            "SELECT min(as_of), max(as_of), count(DISTINCT customer_id) FROM _mat_spine"
+        ).fetchall()[0]
+        con.unregister("_mat_spine")
+        _record_run(
+            con,
+            {
+                "run_id": run_id,
+                "kind": "materialize",
+                "feature_set_version": plan.version,
+                "started_at": started,
+                "finished_at": datetime.now(UTC),
+                "high_water_mark": hwm,
+                "first_as_of": first,
+                "last_as_of": last,
+                "customers": int(customers or 0),
+                "rows_written": values.num_rows,
+                "detail": json.dumps({"rebuilt": rebuilt, "grid": grid, "features": list(plan.names)}),
+            },
+        )
     return MaterializeRun(
         run_id=run_id,
         feature_set_version=plan.version,
@@ -398,13 +392,8 @@ def backfill(
                 f"the materialised features ({', '.join(versions) or 'none'}) are not this feature set "
                 f"({plan.version}); the definitions changed, so run `propensity features materialize` again"
             )
-        con.execute("BEGIN TRANSACTION").fetchall()
-        try:
+        with transaction(con):
             report = _backfill_in_transaction(con, plan, run_id, started)
-            con.execute("COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
-            raise
     report.seconds = time.perf_counter() - t0
     return report
 

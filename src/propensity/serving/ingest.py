@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from propensity.config.errors import PropensityError
 from propensity.config.spec import EventSource
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import DuckDBEventLog, transaction
 from propensity.events.readers import ROW
 from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS
 from propensity.events.validate import define_macros, staging_sql
@@ -144,34 +144,25 @@ def append_live(
         "chunk", table.schema, LIVE_SOURCE, workspace.spec.events, now_sql="ingest_now()", live=True
     )
     log = DuckDBEventLog(workspace.db_path)
-    with workspace.write_lock(), log.connection() as con:
-        con.execute("BEGIN TRANSACTION").fetchall()
-        try:
-            define_macros(con)
-            con.register("chunk", table)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
-            bad = con.execute(
-                "SELECT row_number, reason, detail FROM staged WHERE reason IS NOT NULL ORDER BY row_number LIMIT 100"
-            ).fetchall()
-            if bad:
-                raise RejectedBatch(
-                    [
-                        FieldError(int(r) - 1, str(reason).split(":")[0], str(detail))
-                        for r, reason, detail in bad
-                    ]
-                )
-            rows = con.execute(_INSERT, [LIVE_SOURCE.name]).fetchall()
-            con.execute(
-                "INSERT INTO ingests VALUES (?, 'events', ?, '<api>', NULL, ?, ?, ?, 0, ?, now())",
-                [uuid.uuid4().hex, LIVE_SOURCE.name, table.num_rows, len(rows), table.num_rows - len(rows),
-                 datetime.now(UTC).isoformat()],
-            ).fetchall()  # fmt: skip
-            con.execute("DROP TABLE IF EXISTS staged").fetchall()
-            con.unregister("chunk")
-            con.execute("COMMIT").fetchall()
-        except BaseException:
-            con.execute("ROLLBACK").fetchall()
-            raise
+    with workspace.write_lock(), log.connection() as con, transaction(con):
+        define_macros(con)
+        con.register("chunk", table)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
+        bad = con.execute(
+            "SELECT row_number, reason, detail FROM staged WHERE reason IS NOT NULL ORDER BY row_number LIMIT 100"
+        ).fetchall()
+        if bad:
+            raise RejectedBatch(
+                [FieldError(int(r) - 1, str(reason).split(":")[0], str(detail)) for r, reason, detail in bad]
+            )
+        rows = con.execute(_INSERT, [LIVE_SOURCE.name]).fetchall()
+        con.execute(
+            "INSERT INTO ingests VALUES (?, 'events', ?, '<api>', NULL, ?, ?, ?, 0, ?, now())",
+            [uuid.uuid4().hex, LIVE_SOURCE.name, table.num_rows, len(rows), table.num_rows - len(rows),
+             datetime.now(UTC).isoformat()],
+        ).fetchall()  # fmt: skip
+        con.execute("DROP TABLE IF EXISTS staged").fetchall()
+        con.unregister("chunk")
     names = ("event_id", "customer_id", "event_type", "event_time", "available_at", "amount", "quantity",
              "currency", "sku", "category", "campaign_id", "channel", "plan", "properties")  # fmt: skip
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(names)
