@@ -31,6 +31,20 @@ Progress = Callable[[int], None]
 DEFAULT_SOURCE = EventSource(name="default", path="")
 
 
+# Appends a temp table ``staged`` (see validate.staging_sql) to the log: its valid rows, first row of each event_id
+# (a hash aggregate: far cheaper than a window), none already in the log. Parameter: the source name. Bulk and live
+# ingest both use it; live adds RETURNING to apply exactly the new events online.
+INSERT_STAGED = """
+INSERT INTO events
+SELECT event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
+       category, campaign_id, channel, plan, properties, ?, ingest_now()
+FROM staged s
+SEMI JOIN (SELECT min(row_number) AS first_row FROM staged WHERE reason IS NULL GROUP BY event_id) f
+    ON s.row_number = f.first_row
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
+"""
+
+
 class IngestError(PropensityError):
     """An ingest that cannot start: no such file, no readable format, an unknown source."""
 
@@ -176,19 +190,7 @@ def _ingest_batches(
         chunk = pa.Table.from_batches([batch])
         con.register("chunk", chunk)
         con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
-        inserted = con.execute(
-            """
-            INSERT INTO events
-            SELECT event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
-                   category, campaign_id, channel, plan, properties, ?, ingest_now()
-            FROM staged s
-            -- the first valid row of each event_id in this batch (a hash aggregate: far cheaper than a window)
-            SEMI JOIN (SELECT min(row_number) AS first_row FROM staged WHERE reason IS NULL GROUP BY event_id) f
-                ON s.row_number = f.first_row
-            WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
-            """,
-            [source.name],
-        ).fetchall()[0]
+        inserted = con.execute(INSERT_STAGED, [source.name]).fetchall()[0]
         counts = con.execute(
             "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) FROM staged"
         ).fetchall()[0]

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from propensity.config.errors import PropensityError
 from propensity.config.spec import EventSource
+from propensity.events.ingest import INSERT_STAGED
 from propensity.events.log import DuckDBEventLog, transaction
 from propensity.events.readers import ROW
 from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS
@@ -31,16 +32,12 @@ from propensity.workspace import Workspace
 LIVE_SOURCE = EventSource(name="api", path="")
 MAX_BATCH = 10_000
 _KNOWN = frozenset((*CORE_FIELDS, *PROPERTY_FIELDS))
-_INSERT = """
-INSERT INTO events
-SELECT event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
-       category, campaign_id, channel, plan, properties, ?, ingest_now()
-FROM staged s
-SEMI JOIN (SELECT min(row_number) AS first_row FROM staged GROUP BY event_id) f ON s.row_number = f.first_row
-WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
-RETURNING event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
+_INSERT = (
+    INSERT_STAGED
+    + """RETURNING event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
           category, campaign_id, channel, plan, properties
 """
+)
 
 
 @dataclass
