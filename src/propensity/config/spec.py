@@ -14,24 +14,28 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from propensity.activation.publish_settings import DestinationSpec, GateSettings
+from propensity.activation.settings import PolicySettings, SegmentSettings
+from propensity.config.base import StrictModel
 from propensity.config.durations import Duration, FiniteDuration
 from propensity.config.errors import SpecError, from_validation_error
 from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
+from propensity.experiments.settings import ExperimentSettings
 from propensity.features.definitions import FeatureDefinition, check_feature_set
 from propensity.labels.actions import Action, check_actions
+from propensity.monitoring.settings import AlertSettings, MonitoringSettings
+from propensity.retraining.settings import RetrainSettings
+from propensity.scoring.settings import ScoringSettings
+from propensity.serving.settings import ServingSettings
 from propensity.training.settings import TrainingSettings
 
 SPEC_FILENAME = "propensity.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Canonical fields a source may map from its own column names; event_id is optional (derived when absent).
 MAPPABLE_FIELDS: tuple[str, ...] = (*CORE_FIELDS, *PROPERTY_FIELDS)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_zone(value: str) -> str:
@@ -53,13 +57,13 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-class Entity(_Strict):
+class Entity(StrictModel):
     """Who is scored. Every event and attribute row carries this entity's id as ``customer_id``."""
 
     name: str = "customer"
 
 
-class EventRules(_Strict):
+class EventRules(StrictModel):
     """What a valid event is. Rows breaking these rules are quarantined with the reason, never dropped."""
 
     types: list[str] = Field(default_factory=lambda: list(STANDARD_EVENT_TYPES))
@@ -79,13 +83,13 @@ class EventRules(_Strict):
         return list(dict.fromkeys([*self.types, *self.extra_types]))
 
 
-class CsvOptions(_Strict):
+class CsvOptions(StrictModel):
     delimiter: str = ","
     header: bool = True
     quote: str = '"'
 
 
-class EventSource(_Strict):
+class EventSource(StrictModel):
     """A file (or glob of files) of events and how to map its columns onto the canonical event."""
 
     name: str
@@ -128,7 +132,7 @@ class EventSource(_Strict):
         return value
 
 
-class AttributeSource(_Strict):
+class AttributeSource(StrictModel):
     """Customer attributes with as-of semantics: each row is valid from ``valid_from`` until superseded."""
 
     name: str
@@ -154,7 +158,7 @@ class AttributeSource(_Strict):
         return _check_zone(value)
 
 
-class ProjectSpec(_Strict):
+class ProjectSpec(StrictModel):
     """The whole of ``propensity.yaml``."""
 
     project: str = "propensity-project"
@@ -165,11 +169,16 @@ class ProjectSpec(_Strict):
     features: list[FeatureDefinition] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
-    # Sections owned by later stages (models, destinations, policies) are kept as written until
-    # their typed models land; they are still required to be mappings or lists so that structure errors show.
-    models: dict[str, Any] = Field(default_factory=dict)
-    destinations: list[dict[str, Any]] = Field(default_factory=list)
-    policies: dict[str, Any] = Field(default_factory=dict)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    segments: SegmentSettings = Field(default_factory=SegmentSettings)
+    policies: PolicySettings = Field(default_factory=PolicySettings)
+    gates: GateSettings = Field(default_factory=GateSettings)
+    destinations: list[DestinationSpec] = Field(default_factory=list)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    retraining: RetrainSettings = Field(default_factory=RetrainSettings)
 
     # Where the spec was read from; relative source paths resolve against it. Not part of the file.
     root: Path = Field(default=Path("."), exclude=True)

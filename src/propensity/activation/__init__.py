@@ -1,0 +1,1 @@
+"""Activation: the canonical score table's contract, segments, decision policies, and destinations."""

@@ -1,0 +1,1 @@
+"""Experiments: holdout groups, outcomes, lift with confidence intervals, and uplift models."""

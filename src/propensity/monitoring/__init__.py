@@ -1,0 +1,1 @@
+"""Monitoring: drift, freshness, volume and calibration monitors, alerts, and the monitoring report."""

@@ -1,0 +1,1 @@
+"""Retraining: champion vs challenger on the latest matured window, gated promotion, recorded decisions."""
