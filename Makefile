@@ -25,8 +25,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Service tests start their own redis-server and PostgreSQL on loopback; install the binaries when missing.
+services:
+	@command -v redis-server >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing redis-server and postgresql for the service tests (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server postgresql >/dev/null; }
 
 # pytest exits 5 when it collected nothing; that is a failure here, as is any other non-zero code.
 test: lint typecheck unit

@@ -52,3 +52,7 @@ def canonical_events(
 def write_parquet(table: pa.Table, path: Path) -> Path:
     pq.write_table(table, path)
     return path
+
+
+# Real servers (redis-server, PostgreSQL) for tests marked `service`.
+from tests.services import postgres_server, redis_server  # noqa: E402, F401
