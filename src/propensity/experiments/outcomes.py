@@ -1,0 +1,124 @@
+"""Outcomes: what each scored customer actually did in the action's horizon after being scored.
+
+For a score row ``(customer, action, scored_at)`` the outcome is the action's label at ``t = scored_at``, with
+the same definition training uses (:mod:`propensity.labels`): a target event with ``event_time`` in
+``(t + gap, t + gap + horizon]`` (for ``outcome: absent`` actions such as churn, the absence of one). Only
+matured rows are returned: ``t + gap + horizon + label_delay`` at or before the end of the data, so a window
+still open never counts as "did not happen".
+
+A trigger action's label (``respond``) asks for a target event of the same campaign; a score row carries no
+campaign, so here any target event in the window counts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from propensity.config.errors import PropensityError
+from propensity.config.spec import ProjectSpec
+from propensity.labels.labels import event_filter_sql
+
+OUTCOME_COLUMNS = ("customer_id", "action", "scored_at", "holdout_group", "segment", "score", "outcome",
+                   "window_end")  # fmt: skip
+REQUIRED = ("customer_id", "action", "scored_at", "holdout_group")
+
+
+class ScoreRowsError(PropensityError):
+    """Score rows lack a column outcomes need."""
+
+
+def data_end(con: duckdb.DuckDBPyConnection, spec: ProjectSpec) -> datetime | None:
+    """Where the event data is complete up to: ``training.spine.data_end`` or the latest event time."""
+    if spec.training.spine.data_end is not None:
+        return spec.training.spine.data_end
+    row = con.execute("SELECT max(event_time) FROM events").fetchall()[0]
+    value: datetime | None = row[0]
+    return value
+
+
+def _empty() -> pa.Table:
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "customer_id": pa.array([], pa.string()),
+            "action": pa.array([], pa.string()),
+            "scored_at": pa.array([], ts),
+            "holdout_group": pa.array([], pa.string()),
+            "segment": pa.array([], pa.string()),
+            "score": pa.array([], pa.float64()),
+            "outcome": pa.array([], pa.int8()),
+            "window_end": pa.array([], ts),
+        }
+    )
+
+
+def outcomes(
+    con: duckdb.DuckDBPyConnection,
+    spec: ProjectSpec,
+    score_rows: pa.Table,
+    *,
+    end: datetime | None = None,
+    eligible_only: bool = True,
+) -> pa.Table:
+    """The matured score rows of ``score_rows`` with their ``outcome`` (0/1) and ``window_end``.
+
+    ``con`` holds the event log (``events`` table). ``end`` is where the data is complete up to (default:
+    :func:`data_end`). Rows of actions the project does not declare raise :class:`ScoreRowsError`; ineligible
+    rows are left out unless ``eligible_only`` is false.
+    """
+    missing = [c for c in REQUIRED if c not in score_rows.column_names]
+    if missing:
+        raise ScoreRowsError(
+            f"score rows lack column(s) {', '.join(missing)}; expected the canonical score row"
+        )
+    rows = score_rows
+    if eligible_only and "eligible" in rows.column_names:
+        rows = rows.filter(pc.fill_null(rows.column("eligible"), False))
+    for col, typ in (("segment", pa.string()), ("score", pa.float64())):
+        if col not in rows.column_names:
+            rows = rows.append_column(col, pa.nulls(rows.num_rows, typ))
+    rows = rows.select(["customer_id", "action", "scored_at", "holdout_group", "segment", "score"])
+    if rows.num_rows == 0:
+        return _empty()
+    limit = end or data_end(con, spec)
+    if limit is None:
+        return _empty()
+    known = {a.name for a in spec.actions}
+    parts = []
+    for name in sorted(set(rows.column("action").to_pylist())):
+        if name not in known:
+            raise ScoreRowsError(
+                f"score rows have action {name!r}, which propensity.yaml does not declare; "
+                f"declared: {', '.join(sorted(known)) or '(none)'}"
+            )
+        action = spec.action(name)
+        gap_s, h_s, delay_s = action.gap.seconds, action.horizon.seconds, action.label_delay.seconds
+        occurs = "count(e.customer_id) > 0"
+        label = occurs if action.outcome == "occurs" else f"NOT ({occurs})"
+        con.register("_score_rows", rows.filter(pc.equal(rows.column("action"), name)))
+        try:
+            sql = f"""
+                WITH s AS (
+                    SELECT *, row_number() OVER () AS _i FROM _score_rows
+                    WHERE scored_at + INTERVAL '{int(gap_s + h_s + delay_s)} seconds' <= $end
+                ),
+                tgt AS (SELECT customer_id, event_time FROM events WHERE {event_filter_sql(action.target)})
+                SELECT s.customer_id, s.action, s.scored_at, s.holdout_group, s.segment, s.score,
+                       CAST({label} AS TINYINT) AS outcome,
+                       s.scored_at + INTERVAL '{int(gap_s + h_s)} seconds' AS window_end
+                FROM s LEFT JOIN tgt e ON e.customer_id = s.customer_id
+                     AND e.event_time > s.scored_at + INTERVAL '{int(gap_s)} seconds'
+                     AND e.event_time <= s.scored_at + INTERVAL '{int(gap_s + h_s)} seconds'
+                GROUP BY s._i, s.customer_id, s.action, s.scored_at, s.holdout_group, s.segment, s.score
+                ORDER BY s._i
+            """
+            part: pa.Table = con.execute(sql, {"end": limit}).to_arrow_table()
+            parts.append(part)
+        finally:
+            con.unregister("_score_rows")
+    schema = _empty().schema
+    return pa.concat_tables([p.cast(schema) if p.num_rows else _empty() for p in parts])
