@@ -72,7 +72,8 @@ def test_predict_equals_the_bundle(client: TestClient, workspace: Workspace, sta
         assert actions == sorted(state.service.model.action_names)  # type: ignore[union-attr]
         for action in actions:
             entry = body["scores"][action]
-            assert set(entry) == {"probability", "percentile", "segment", "eligible"}
+            assert set(entry) == {"probability", "percentile", "segment", "eligible", "fallback"}
+            assert entry["fallback"] is False
             # buy has no eligibility rule; churn's (active within 30d) is not evaluated online yet.
             assert entry["eligible"] is (True if action.startswith("buy") else None)
             want = _bundle_probability(workspace, state, cid, action)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from propensity.labels.actions import Action
 from propensity.scoring.compiled import CompiledScorer
 
 CALIBRATION_EPS = 1e-6  # the training calibrators clip to [EPS, 1 - EPS]
@@ -41,6 +42,14 @@ class ActionModel:
     categories: dict[str, list[str]] = field(default_factory=dict)
     eligibility: dict[str, Any] | None = None
     score_quantiles: list[float] | None = None
+    # The action's full definition as trained (templates resolved), when the bundle records it.
+    definition: dict[str, Any] | None = None
+
+    def action(self) -> Action | None:
+        """The trained action definition, parsed; None for a bundle that does not record it."""
+        if not self.definition:
+            return None
+        return Action.model_validate(self.definition)
 
 
 def calibrate(calibrator: dict[str, Any], raw: float) -> float:
@@ -158,6 +167,7 @@ class ServingModel:
                     calibrator=json.loads((d / "calibrator.json").read_text(encoding="utf-8")),
                     eligibility=eligibility or None,
                     score_quantiles=info.get("score_quantiles"),
+                    definition=definition or None,
                 )
             )
         return cls(
