@@ -19,6 +19,12 @@ def serve(
     model: str | None = typer.Option(
         None, "--model", help="Serve this bundle (id or prefix) instead of the registry's production bundle."
     ),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="Online store: 'memory' (this process, rebuilt from the event log) or a Redis URL shared by several "
+        "server processes (redis://127.0.0.1:6379/0). Overrides serving.online_store in propensity.yaml.",
+    ),
     ttl_minutes: float = typer.Option(15.0, min=0.0, help="How long a score stays valid (expiration_at)."),
     max_body_mb: float = typer.Option(16.0, min=0.001, help="Largest request body accepted (413 beyond)."),
     log_level: str = typer.Option(
@@ -34,13 +40,17 @@ def serve(
     """Serve real-time scores: GET/POST /v1/predict, POST /v1/events, models (list, promote, rollback), /healthz,
     /readyz, /metrics, /docs.
 
-    At start the online features are rebuilt from the event log and the production model is compiled for
-    single-row scoring. One process holds the online state, so run one worker per workspace.
+    At start the online features are loaded from the event log and the production model is compiled for
+    single-row scoring. With the in-memory store each process holds its own state: run one server per workspace.
+    With a Redis store, run as many as you like: an event posted to one is seen by the next prediction on any.
 
     Example:
 
         propensity serve -w demo --port 8000
         curl 'http://127.0.0.1:8000/v1/predict?customer_id=c42'
+
+        propensity serve -w demo --port 8001 --store redis://127.0.0.1:6379/0
+        propensity serve -w demo --port 8002 --store redis://127.0.0.1:6379/0
     """
     import os
 
@@ -52,11 +62,15 @@ def serve(
 
     ws = open_workspace(workspace, require_spec=True)
     keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
-    with console.status("rebuilding online features and loading the model"):
-        service, timings = build_service(ws, model_ref=model, ttl=timedelta(minutes=ttl_minutes))
+    with console.status("loading online features and the model"):
+        service, timings = build_service(
+            ws, model_ref=model, ttl=timedelta(minutes=ttl_minutes), online_store=store
+        )
     store_customers = getattr(service.store, "customers", 0)
+    where = getattr(service.store, "url", "in memory")
     console.print(
-        f"online store: [bold]{fmt_int(store_customers)}[/] customers in {timings['store_rebuild']:.1f}s"
+        f"online store ({where}): [bold]{fmt_int(store_customers)}[/] customers, "
+        f"loaded in {timings['store_rebuild']:.1f}s"
     )
     if service.model is None:
         console.print(

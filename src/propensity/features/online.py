@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import duckdb
 import pyarrow as pa
@@ -345,6 +345,31 @@ class _SessionGroup:
                     for k in range(start, len(lst))
                     if lst[k][1] & counted and (first_before is None or lst[k][0] < first_before)
                 )
+
+
+class CustomerState(NamedTuple):
+    """One customer's engine state as plain data, for stores that keep it outside this process (shared with the
+    engine, not copied). ``aggs[i]`` is None, an accumulator list (lifetime windows) or ``[buckets, total,
+    oldest, newest]`` (see :class:`_FilterGroup`; :meth:`OnlineFeatureEngine.state_layout` says which slots hold
+    sets and tuples); ``sessions`` lists ``(event_time, mask)``; ``pending`` holds internal event tuples;
+    ``seen`` maps event ids to ``available_at``; ``attrs`` maps attribute names to version tuples."""
+
+    floor: int
+    aggs: list[Any]
+    sessions: list[list[tuple[int, int]] | None]
+    pending: list[tuple[Any, ...]] | None
+    seen: dict[str, int]
+    seen_limit: int
+    attrs: dict[str, list[tuple[Any, ...]]] | None
+
+
+class StateLayout(NamedTuple):
+    """How one aggregate state (``CustomerState.aggs[i]``) is shaped: bucketed or one lifetime accumulator, and
+    the accumulator slots that hold a set (count_distinct) or a tuple key (last)."""
+
+    bucketed: bool
+    set_slots: tuple[int, ...]
+    tuple_slots: tuple[int, ...]
 
 
 class _Customer:
@@ -799,6 +824,42 @@ class OnlineFeatureEngine:
     @property
     def customers(self) -> int:
         return len(self._customers)
+
+    # ----------------------------------------------------------------- state hand-over (external stores)
+
+    def __contains__(self, customer_id: object) -> bool:
+        """Whether any event or attribute of this customer has been applied."""
+        return customer_id in self._customers
+
+    def customer_ids(self) -> list[str]:
+        return list(self._customers)
+
+    def export_customer(self, customer_id: str) -> CustomerState | None:
+        """This customer's state as plain data (None if unknown); see :class:`CustomerState`."""
+        st = self._customers.get(customer_id)
+        if st is None:
+            return None
+        return CustomerState(st.floor, st.aggs, st.sessions, st.pending, st.seen, st.seen_limit, st.attrs)
+
+    def import_customer(self, customer_id: str, state: CustomerState) -> None:
+        """Hold ``state`` (from :meth:`export_customer`, here or in another process) for this customer."""
+        st = _Customer.__new__(_Customer)
+        st.floor, st.aggs, st.sessions, st.pending, st.seen, st.seen_limit, st.attrs = state
+        self._customers[customer_id] = st
+
+    def drop_customer(self, customer_id: str) -> None:
+        self._customers.pop(customer_id, None)
+
+    def state_layout(self) -> tuple[StateLayout, ...]:
+        """The shape of each aggregate state, by index in ``CustomerState.aggs``."""
+        layout: list[StateLayout | None] = [None] * self._n_states
+        for g in self._groups:
+            sets = tuple(slot for code, slot in g.ops if code == _SET)
+            keys = tuple(slot for code, slot in g.ops if code == _LAST)
+            for w in g.windows:
+                layout[w.state] = StateLayout(not w.lifetime, sets, keys)
+        assert all(x is not None for x in layout)
+        return tuple(cast(list[StateLayout], layout))
 
     def memory_bytes(self, customer_id: str | None = None) -> int:
         """Estimated bytes held (``sys.getsizeof`` over the state), for one customer or all."""

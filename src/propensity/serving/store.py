@@ -1,7 +1,7 @@
 """The online feature store: the state that answers "this customer's features, now" in microseconds.
 
 :class:`OnlineStore` is the small interface every backend honours (in-process now; Redis, to share state between
-server processes, later). :class:`InMemoryStore` is the reference implementation: it wraps the online feature
+server processes: :class:`propensity.serving.redis_store.RedisStore`). :class:`InMemoryStore` is the reference implementation: it wraps the online feature
 engine (:class:`propensity.features.online.OnlineFeatureEngine`) and is rebuilt from the event log at start.
 It lives here rather than in ``features/`` because it is a serving concern (what a server holds and shares); the
 feature semantics stay in the engine, which both backends will use.
@@ -29,8 +29,13 @@ from typing import Any, Protocol, runtime_checkable
 import duckdb
 import pyarrow as pa
 
+from propensity.config.errors import PropensityError
 from propensity.features.definitions import AnyFeature
 from propensity.features.online import AsOfError, OnlineFeatureEngine
+
+
+class StoreUnavailableError(PropensityError):
+    """The store's backend (Redis) cannot be reached or answered with an error; the request may be retried."""
 
 
 @runtime_checkable
@@ -91,11 +96,12 @@ class InMemoryStore:
             return self.engine.vector(customer_id, self._floor(customer_id))
 
     def knows(self, customer_id: str) -> bool:
-        # The engine has no public membership test yet (asked for: OnlineFeatureEngine.__contains__).
-        return customer_id in self.engine._customers
+        return customer_id in self.engine
 
     def _floor(self, customer_id: str) -> int:
-        return int(self.engine._customers[customer_id].floor)
+        state = self.engine.export_customer(customer_id)
+        assert state is not None
+        return int(state.floor)
 
     def rebuild(self, con: duckdb.DuckDBPyConnection) -> int:
         return self.engine.rebuild(con)

@@ -1,0 +1,424 @@
+"""The Redis online store: the online engine's per-customer state in Redis, shared by every server process.
+
+Each customer's state (:class:`~propensity.features.online.CustomerState`, encoded by
+:mod:`propensity.serving.state_codec`) lives in one hash; the features are computed by the same
+:class:`~propensity.features.online.OnlineFeatureEngine` code as in memory, so both stores give the same values.
+A read is one ``HMGET`` and a decode; an apply reads every touched customer in one pipelined round trip, applies
+the events with the engine, and writes each state back with a compare-and-set on its version (a Lua script),
+retrying the customers whose state another process changed in between, so no concurrent apply is lost.
+
+Keys, with ``P`` = ``{prefix}:{feature_set_version}`` (a new feature set starts from an empty namespace):
+
+* ``P:c:{customer_id}``: a hash, ``v`` (version), ``r`` (read part of the state), ``s`` (deduplication ids);
+* ``P:meta``: a hash, ``ready`` (the log has been loaded), ``watermark`` (greatest ``ingested_at`` loaded from the
+  log, epoch µs), ``live_watermark`` (greatest ``ingested_at`` of live events applied by any server),
+  ``customers`` (how many customer keys exist);
+* ``P:lock``: held (with an expiry) by the one process loading or catching up from the log.
+
+Not thread-safe (like :class:`~propensity.serving.store.InMemoryStore`): a server calls it from its event loop.
+Several processes may share one Redis freely.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+
+from propensity.features.definitions import AnyFeature, AttributeFeature
+from propensity.features.online import AsOfError, OnlineFeatureEngine, to_micros
+from propensity.serving.ingest import LIVE_SOURCE
+from propensity.serving.state_codec import StateCodec
+from propensity.serving.store import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 50  # compare-and-set rounds for one batch before giving up (only under extreme contention)
+MAX_OWED_ROWS = 1_000_000  # live events held in memory while Redis is away, to apply once it is back
+LOCK_SECONDS = 60  # the loader's lock expiry; refreshed while it works, so a crashed loader frees it soon
+WRITE_CHUNK = 1000  # customers per pipelined round trip when loading
+
+# Write a customer's state only if its version is still the one read ("0": no state yet).
+# KEYS: customer key, meta key. ARGV: expected version, new version, read part, seen part ("" to keep it).
+_CAS = """
+local v = redis.call('HGET', KEYS[1], 'v')
+if (v or '0') ~= ARGV[1] then return 0 end
+if ARGV[4] == '' then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', ARGV[3])
+else
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', ARGV[3], 's', ARGV[4])
+end
+if ARGV[1] == '0' then redis.call('HINCRBY', KEYS[2], 'customers', 1) end
+return 1
+"""
+# Raise a watermark field of the meta hash to ARGV[2] if that is greater. KEYS: meta key. ARGV: field, value.
+_RAISE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur) or tonumber(ARGV[2]) > tonumber(cur) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+_REFRESH = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore:
+    """An :class:`~propensity.serving.store.OnlineStore` in Redis (``redis://``, ``rediss://`` or ``unix://``).
+
+    Redis errors surface as :class:`~propensity.serving.store.StoreUnavailableError` (the server answers 503);
+    live events whose apply failed are kept and applied first once Redis answers again.
+    """
+
+    def __init__(
+        self,
+        features: Sequence[AnyFeature] | OnlineFeatureEngine,
+        url: str,
+        *,
+        prefix: str = "propensity",
+        timeout: float = 1.0,
+    ) -> None:
+        # A scratch engine: it holds only the customers of the read or apply in progress.
+        self.engine = features if isinstance(features, OnlineFeatureEngine) else OnlineFeatureEngine(features)
+        self.url = redacted(url)
+        self.prefix = prefix
+        self._codec = StateCodec(self.engine.state_layout())
+        # Typed loosely: redis-py's stubs do not model replies (bytes here: decode_responses is off).
+        self._redis: Any = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        )
+        self._base = f"{prefix}:{self.engine.version}"
+        self._meta = f"{self._base}:meta"
+        self._lock = f"{self._base}:lock"
+        self._cas = self._redis.register_script(_CAS)
+        self._raise = self._redis.register_script(_RAISE)
+        self._refresh = self._redis.register_script(_REFRESH)
+        self._unlock = self._redis.register_script(_UNLOCK)
+        self._known: dict[str, bool] = {}  # vector()'s finding for knows() right after it (consumed once)
+        self._owed: list[pa.Table] = []
+        self._owed_rows = 0
+        self._customers = 0
+
+    # ------------------------------------------------------------------------------------------ protocol
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.engine.feature_names
+
+    @property
+    def version(self) -> str:
+        return str(self.engine.version)
+
+    def key(self, customer_id: str) -> str:
+        return f"{self._base}:c:{customer_id}"
+
+    def vector(self, customer_id: str, as_of: datetime | int | None = None) -> tuple[Any, ...]:
+        if self._owed:
+            self._settle()
+        with self._unavailable("read features"):
+            version, read = self._redis.hmget(self.key(customer_id), ("v", "r"))
+        if len(self._known) > 4096:
+            self._known.clear()
+        self._known[customer_id] = read is not None
+        engine = self.engine
+        if read is None:
+            return engine.vector(customer_id, as_of)  # the empty vector
+        state = self._codec.decode(read)
+        engine.import_customer(customer_id, state)
+        try:
+            try:
+                out = engine.vector(customer_id, as_of)
+            except AsOfError:
+                # As in memory: a future-dated event raised the floor past the clock; read at the floor.
+                out = engine.vector(customer_id, state.floor)
+            after = engine.export_customer(customer_id)
+            assert after is not None
+            if after.pending is not state.pending:
+                # The read took pending (future-dated) events in, as the in-memory engine does; keep that, so
+                # both stores hold the same state. Losing this race is harmless: the winner's state is valid.
+                with self._unavailable("write features"):
+                    self._cas(
+                        keys=[self.key(customer_id), self._meta],
+                        args=[int(version or 0), int(version or 0) + 1, self._codec.encode_read(after), ""],
+                    )
+        finally:
+            engine.drop_customer(customer_id)
+        return out
+
+    def knows(self, customer_id: str) -> bool:
+        known = self._known.pop(customer_id, None)
+        if known is None:
+            with self._unavailable("read features"):
+                known = bool(self._redis.exists(self.key(customer_id)))
+        return known
+
+    def apply(self, events: pa.Table) -> int:
+        """Apply live events (the log's columns); returns how many were new. If Redis is away the batch is kept
+        and applied before anything else once it is back, and :class:`StoreUnavailableError` is raised."""
+        if events.num_rows == 0:
+            return 0
+        try:
+            self._settle()
+        except StoreUnavailableError:
+            self._owe(events)
+            raise
+        try:
+            applied = self._apply_events(events)
+            self._raise_watermark("live_watermark", events)
+        except redis.RedisError as exc:
+            self._owe(events)
+            raise self._error("apply events", exc) from exc
+        return applied
+
+    def rebuild(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Bring the store up to date with the event log: load it whole into an empty store, or else apply only
+        what was ingested after the store's watermarks. One process at a time (a lock in Redis); another one
+        starting meanwhile waits, then finds nothing or little to do. Returns the events applied."""
+        token = uuid.uuid4().hex
+        with self._unavailable("load the event log"):
+            waited = False
+            while not self._redis.set(self._lock, token, nx=True, ex=LOCK_SECONDS):
+                if not waited:
+                    log.info("another process is loading the online store in %s; waiting", self.url)
+                    waited = True
+                time.sleep(0.1)
+            try:
+                meta = self._redis.hgetall(self._meta)
+                if meta.get(b"ready") == b"1":
+                    applied = self._catch_up(con, meta, token)
+                else:
+                    applied = self._load(con, token)
+                self._customers = int(self._redis.hget(self._meta, "customers") or 0)
+            finally:
+                self._unlock(keys=[self._lock], args=[token])
+        return applied
+
+    @property
+    def customers(self) -> int:
+        """Customers with a state in Redis (the last known count if Redis is away)."""
+        with suppress(redis.RedisError):
+            self._customers = int(self._redis.hget(self._meta, "customers") or 0)
+        return self._customers
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # ---------------------------------------------------------------------------------------- applying
+
+    def _apply_events(self, events: pa.Table) -> int:
+        """Apply an events table customer by customer (each customer's rows in their given order)."""
+        order = pc.sort_indices(events.column("customer_id"))  # stable: keeps each customer's order
+        events = events.take(order)
+        ids = events.column("customer_id").to_pylist()
+        slices: dict[str, pa.Table] = {}
+        start = 0
+        for i in range(1, len(ids) + 1):
+            if i == len(ids) or ids[i] != ids[start]:
+                slices[str(ids[start])] = events.slice(start, i - start)
+                start = i
+        return self._transact(slices, self.engine.apply_batch)
+
+    def _apply_attributes(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        by_customer: dict[str, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            by_customer.setdefault(str(row["customer_id"]), []).append(row)
+
+        def apply(versions: list[Mapping[str, Any]]) -> int:
+            for row in versions:
+                self.engine.apply_attribute(row)
+            return len(versions)
+
+        return self._transact(by_customer, apply)
+
+    def _transact(self, work: Mapping[str, T], apply: Callable[[T], int]) -> int:
+        """Per customer: read the state, ``apply(work[customer])`` to it in the scratch engine, write it back if
+        the stored version is unchanged; repeat for the customers that lost a race. Returns the sum of the
+        counts of the writes that landed."""
+        engine, codec = self.engine, self._codec
+        todo = list(work)
+        total = 0
+        for _ in range(MAX_ATTEMPTS):
+            pipe = self._redis.pipeline(transaction=False)
+            for cid in todo:
+                pipe.hmget(self.key(cid), ("v", "r", "s"))
+            stored = pipe.execute()
+            writes: list[tuple[str, int, int]] = []
+            pipe = self._redis.pipeline(transaction=False)
+            for cid, (version, read, seen) in zip(todo, stored, strict=True):
+                if read is not None:
+                    engine.import_customer(cid, codec.decode(read, seen))
+                try:
+                    n = apply(work[cid])
+                    state = engine.export_customer(cid)
+                    if n and state is not None:
+                        v = int(version or 0)
+                        args: list[Any] = [v, v + 1, codec.encode_read(state), codec.encode_seen(state)]
+                        self._cas(keys=[self.key(cid), self._meta], args=args, client=pipe)
+                        writes.append((cid, v, n))
+                finally:
+                    engine.drop_customer(cid)
+            if not writes:
+                break
+            lost = []
+            for (cid, _, n), ok in zip(writes, pipe.execute(), strict=True):
+                if ok:
+                    total += n
+                else:
+                    lost.append(cid)
+            if not lost:
+                break
+            todo = lost
+        else:
+            raise redis.RedisError(
+                f"{len(todo)} customers changed concurrently {MAX_ATTEMPTS} times in a row"
+            )
+        return total
+
+    def _raise_watermark(self, field: str, events: pa.Table) -> None:
+        column = "ingested_at" if "ingested_at" in events.column_names else "available_at"
+        latest = pc.max(events.column(column)).as_py()
+        if latest is not None:
+            self._raise(keys=[self._meta], args=[field, to_micros(latest)])
+
+    def _owe(self, events: pa.Table) -> None:
+        if self._owed_rows + events.num_rows > MAX_OWED_ROWS:
+            log.error(
+                "Redis has been unavailable for %d live events; dropping this batch from the retry queue "
+                "(it is in the event log: restart a server to load it)", self._owed_rows,
+            )  # fmt: skip
+            return
+        self._owed.append(events)
+        self._owed_rows += events.num_rows
+
+    def _settle(self) -> None:
+        """Apply the live events kept while Redis was away, oldest first."""
+        while self._owed:
+            batch = self._owed[0]
+            with self._unavailable("apply events kept while Redis was away"):
+                self._apply_events(batch)
+                self._raise_watermark("live_watermark", batch)
+            self._owed.pop(0)
+            self._owed_rows -= batch.num_rows
+            log.info("applied %d live events kept while Redis was away", batch.num_rows)
+
+    # -------------------------------------------------------------------------------- loading the log
+
+    def _load(self, con: duckdb.DuckDBPyConnection, token: str) -> int:
+        """An empty store: rebuild in memory with the engine, then write every customer in pipelined chunks."""
+        watermark = _log_watermark(con)
+        scratch = OnlineFeatureEngine(self.engine.plan)
+        applied = scratch.rebuild(con)
+        codec = self._codec
+        ids = scratch.customer_ids()
+        skipped = 0
+        for start in range(0, len(ids), WRITE_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            chunk = ids[start : start + WRITE_CHUNK]
+            for cid in chunk:
+                state = scratch.export_customer(cid)
+                assert state is not None
+                args: list[Any] = ["0", "1", codec.encode_read(state), codec.encode_seen(state)]
+                self._cas(keys=[self.key(cid), self._meta], args=args, client=pipe)
+                scratch.drop_customer(cid)  # free memory as we go
+            skipped += sum(1 for ok in pipe.execute() if not ok)
+            self._refresh(keys=[self._lock], args=[token, LOCK_SECONDS * 1000])
+        if skipped:
+            # Written meanwhile by a server applying live events (or by an earlier load that was cut short):
+            # those states already hold what they were written from, so they are kept.
+            log.warning("%d customers already had a state in Redis; kept as they were", skipped)
+        mapping = {"ready": "1", "format": "1", "loaded_at": str(int(time.time() * 1e6))}
+        self._redis.hset(self._meta, mapping=mapping)
+        if watermark is not None:
+            for field in ("watermark", "live_watermark"):
+                self._raise(keys=[self._meta], args=[field, watermark])
+        log.info("online store loaded into Redis: %d events, %d customers", applied, len(ids))
+        return applied
+
+    def _catch_up(self, con: duckdb.DuckDBPyConnection, meta: Mapping[bytes, bytes], token: str) -> int:
+        """Apply what the log holds beyond the watermarks: events ingested by the CLI since the last load (all
+        sources) and live events no server applied (source ``api``, e.g. a server stopped between append and
+        apply)."""
+        watermark = int(meta.get(b"watermark", -1))
+        live = max(int(meta.get(b"live_watermark", -1)), watermark)
+        latest = _log_watermark(con)
+        if latest is None or latest <= watermark:
+            return 0
+        source = LIVE_SOURCE.name.replace("'", "''")
+        reader = (
+            cast(Any, con)
+            .execute(
+                "SELECT * FROM events WHERE "
+                f"(source = '{source}' AND epoch_us(ingested_at) > {live}) "
+                f"OR (source IS DISTINCT FROM '{source}' AND epoch_us(ingested_at) > {watermark}) "
+                "ORDER BY available_at, event_id"
+            )
+            .fetch_record_batch(50_000)
+        )
+        applied = 0
+        for batch in reader:
+            applied += self._apply_events(pa.Table.from_batches([batch]))
+            self._refresh(keys=[self._lock], args=[token, LOCK_SECONDS * 1000])
+        names = sorted({f.attribute for f in self.engine.plan.features if isinstance(f, AttributeFeature)})
+        if names:
+            quoted = ", ".join("'" + n.replace("'", "''") + "'" for n in names)
+            rows = con.execute(
+                "SELECT customer_id, attribute, value, source, epoch_us(valid_from) AS valid_from, "
+                "epoch_us(available_at) AS available_at FROM attributes "
+                f"WHERE epoch_us(ingested_at) > {watermark} AND attribute IN ({quoted}) ORDER BY available_at"
+            ).fetchall()
+            columns = ("customer_id", "attribute", "value", "source", "valid_from", "available_at")
+            self._apply_attributes([dict(zip(columns, row, strict=True)) for row in rows])
+        for field in ("watermark", "live_watermark"):
+            self._raise(keys=[self._meta], args=[field, latest])
+        log.info("online store in Redis caught up with %d events from the log", applied)
+        return applied
+
+    # --------------------------------------------------------------------------------------------- errors
+
+    def _error(self, doing: str, exc: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"the online store (Redis at {self.url}) is unavailable: could not {doing} ({type(exc).__name__}); "
+            "retry shortly"
+        )
+
+    @contextmanager
+    def _unavailable(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise self._error(doing, exc) from exc
+
+
+def _log_watermark(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The greatest ``ingested_at`` in the log (events and attributes), epoch µs; None for an empty log."""
+    (latest,) = con.execute(
+        "SELECT max(t) FROM (SELECT epoch_us(max(ingested_at)) AS t FROM events "
+        "UNION ALL SELECT epoch_us(max(ingested_at)) FROM attributes)"
+    ).fetchall()[0]
+    return None if latest is None else int(latest)
