@@ -29,6 +29,7 @@ from propensity.serving.auth import ForbiddenError, KeyRing, UnauthorizedError
 from propensity.serving.ingest import MAX_BATCH, RejectedBatch, append_live
 from propensity.serving.models import ModelMoveError, promote_and_load, registry_entries, rollback_and_load
 from propensity.serving.service import MAX_CUSTOMERS, NoModelError, ScoringService, UnknownActionError
+from propensity.serving.store import StoreUnavailableError
 from propensity.workspace import Workspace
 
 log = logging.getLogger("propensity.server")
@@ -213,6 +214,8 @@ def create_app(state: ServerState) -> Starlette:
                     response = HTTPError(403, "forbidden", str(exc)).response()
                 except NoModelError as exc:
                     response = HTTPError(503, "no_model", str(exc)).response()
+                except StoreUnavailableError as exc:  # the online store's Redis is away: retry later
+                    response = HTTPError(503, "store_unavailable", str(exc)).response()
                 except Exception:  # never a bare 500 page, never the customer id in a log
                     log.exception("unexpected error in %s", name)
                     response = HTTPError(500, "internal_error", "unexpected server error").response()
