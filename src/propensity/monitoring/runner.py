@@ -1,0 +1,388 @@
+"""``run_monitors``: gather what the monitors need from the workspace, run them, store the run, send alerts.
+
+What each monitor looks at:
+
+* **sources** (the event log): hours since each source's last available event, the p95 delay between event
+  time and availability over the last 24 hours, and the last 24 hours' volume against the trailing windows.
+* **features**: the customers known at ``as_of`` (any event available by then; a seeded hash sample of at most
+  ``monitoring.sample_customers``), with point-in-time features from the offline engine, against a reference
+  computed the same way at the production bundle's latest training cutoffs (or ``monitoring.reference.at``).
+* **scores** (with a production bundle): each action's eligible customers at the latest grid cutoff, scored by
+  the bundle, against the bundle's calibrated test-score distribution; CBPE estimates from those scores.
+* **calibration and AUC**: the eligible customers of the latest matured grid cutoffs, labelled with the action's
+  label code, scored by the bundle, per cutoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from propensity.config.errors import PropensityError
+from propensity.events.log import DuckDBEventLog
+from propensity.features.offline import compute_features, parse_features
+from propensity.labels.actions import Action
+from propensity.labels.labels import build_labels
+from propensity.monitoring import monitors as m
+from propensity.monitoring.cbpe import estimate_performance, measured_performance
+from propensity.monitoring.reference import FeatureSummary, summarise
+from propensity.monitoring.settings import AlertSettings, MonitoringSettings
+from propensity.monitoring.store import MonitorRun, save_run
+from propensity.registry.bundle import Bundle, load_bundle
+from propensity.registry.registry import Registry
+from propensity.training.metrics import expected_calibration_error, reliability_curve
+from propensity.workspace import Workspace
+
+Progress = Callable[[str, int, int], None]
+DAY = timedelta(days=1)
+REFERENCE_VERSION = 1
+
+
+class NoMonitorDataError(PropensityError):
+    """The workspace has nothing to monitor (no events ingested)."""
+
+
+def run_monitors(
+    workspace: Workspace,
+    *,
+    as_of: datetime | None = None,
+    progress: Progress | None = None,
+    store: bool = True,
+    send_alerts: bool = True,
+) -> MonitorRun:
+    """Run every monitor as of ``as_of`` (default: now), store the run in the workspace, and send alerts.
+
+    Raises :class:`NoMonitorDataError` when the event log is empty.
+    """
+    settings, alerts = workspace.spec.monitoring, workspace.spec.alerts
+    started = datetime.now(UTC)
+    as_of = (as_of or started).astimezone(UTC)
+    results: list[m.MonitorResult] = []
+    notes: list[str] = []
+    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+        if not con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
+            raise NoMonitorDataError(f"{workspace.root}: the event log is empty; ingest events first")
+        step = _Steps(progress)
+        step("sources")
+        results += source_monitors(con, workspace, as_of, settings, alerts)
+        bundle = _production_bundle(workspace, notes)
+        features = parse_features(bundle.manifest["features"]) if bundle else list(workspace.spec.features)
+        sample = known_customers(con, as_of, settings.sample_customers)
+        step("features")
+        if features:
+            reference = feature_reference(con, workspace, bundle, features, settings, notes)
+            if reference is not None:
+                current = compute_features(con, features, _spine(sample, as_of))
+                for f in features:
+                    if f.name in reference:
+                        results += m.feature_monitors(reference[f.name], current.column(f.name), alerts)
+        else:
+            notes.append("the project declares no features: feature drift not monitored")
+        step("model")
+        if bundle is not None:
+            results += model_monitors(
+                con, workspace, bundle, features, sample, as_of, settings, alerts, notes
+            )
+        step("done")
+        finished = datetime.now(UTC)
+        run = MonitorRun(uuid.uuid4().hex[:16], as_of, started, finished, bundle.id if bundle else None,
+                         sorted(results, key=lambda r: (r.name, r.subject)), notes)  # fmt: skip
+        if store:
+            save_run(con, run)
+    if send_alerts:
+        from propensity.monitoring.alerts import dispatch
+
+        dispatch(workspace, run)
+    return run
+
+
+class _Steps:
+    NAMES = ("sources", "features", "model", "done")
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    def __call__(self, name: str) -> None:
+        if self.progress:
+            self.progress(name, self.NAMES.index(name), len(self.NAMES) - 1)
+
+
+# --------------------------------------------------------------------------------------------- sources
+def source_monitors(
+    con: duckdb.DuckDBPyConnection,
+    workspace: Workspace,
+    as_of: datetime,
+    settings: MonitoringSettings,
+    alerts: AlertSettings,
+) -> list[m.MonitorResult]:
+    """Freshness (silence, lag) and volume per source: every source in the log and every declared one."""
+    windows = settings.volume_windows
+    rows = con.execute(
+        """
+        SELECT source,
+               max(available_at) AS last_at,
+               min(available_at) AS first_at,
+               quantile_cont(epoch(available_at - event_time) / 3600.0, 0.95)
+                   FILTER (WHERE available_at > $as_of - INTERVAL 1 DAY) AS lag_p95
+        FROM events WHERE available_at <= $as_of AND event_time <= $as_of GROUP BY source
+        """,
+        {"as_of": as_of},
+    ).fetchall()
+    counts = con.execute(
+        """
+        SELECT source, CAST(floor(epoch($as_of - available_at) / 86400) AS BIGINT) AS k, count(*)
+        FROM events
+        WHERE available_at <= $as_of AND event_time <= $as_of
+          AND available_at > $as_of - to_days(CAST($w AS INTEGER) + 1)
+        GROUP BY ALL
+        """,
+        {"as_of": as_of, "w": windows},
+    ).fetchall()
+    per_window: dict[str, dict[int, int]] = {}
+    for source, k, n in counts:
+        per_window.setdefault(source or "", {})[int(k)] = int(n)
+    seen = {r[0] or "" for r in rows}
+    out: list[m.MonitorResult] = []
+    for source, last_at, first_at, lag in rows:
+        name = source or ""
+        silence = (as_of - last_at).total_seconds() / 3600.0
+        win = per_window.get(name, {})
+        last_day = win.get(0, 0)
+        # Only whole windows after the source's first event: a new source is not a volume rise.
+        history_days = int((as_of - first_at).total_seconds() // 86400)
+        trailing = [win.get(k, 0) for k in range(1, min(windows, history_days) + 1)]
+        out += m.freshness_monitors(
+            name, silence_hours=silence, lag_p95_hours=lag, events_last_day=last_day, alerts=alerts
+        )
+        if len(trailing) >= 3:
+            out.append(m.volume_monitor(name, last_day=last_day, trailing=trailing, alerts=alerts))
+    for declared in workspace.spec.sources:
+        if declared.name not in seen:  # declared but never sent anything (by as_of)
+            out += m.freshness_monitors(
+                declared.name,
+                silence_hours=float("inf"),
+                lag_p95_hours=None,
+                events_last_day=0,
+                alerts=alerts,
+            )
+    return out
+
+
+# --------------------------------------------------------------------------------------------- samples
+def known_customers(con: duckdb.DuckDBPyConnection, as_of: datetime, limit: int) -> list[str]:
+    """Customers with an event available by ``as_of``: a seeded hash sample of at most ``limit``."""
+    rows = con.execute(
+        "SELECT customer_id FROM (SELECT DISTINCT customer_id FROM events "
+        "WHERE available_at <= $t AND event_time <= $t) ORDER BY md5(customer_id || '|monitor') LIMIT $n",
+        {"t": as_of, "n": limit},
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def _spine(customers: list[str], as_of: datetime) -> pa.Table:
+    return pa.table(
+        {
+            "customer_id": pa.array(customers, pa.string()),
+            "as_of": pa.array([as_of] * len(customers), pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def _production_bundle(workspace: Workspace, notes: list[str]) -> Bundle | None:
+    registry = Registry(workspace)
+    bundle_id = registry.production()
+    if bundle_id is None:
+        notes.append("no production bundle: score drift, calibration and CBPE not monitored")
+        return None
+    return load_bundle(registry.path(bundle_id))
+
+
+# --------------------------------------------------------------------------------------------- reference
+def reference_times(
+    workspace: Workspace, bundle: Bundle | None, settings: MonitoringSettings
+) -> list[datetime]:
+    """``monitoring.reference.at``, else the production bundle's latest ``reference.cutoffs`` grid cutoffs."""
+    if settings.reference.at:
+        return sorted(settings.reference.at)
+    if bundle is None:
+        return []
+    last = max(
+        datetime.fromisoformat(info["training_window"]["last_cutoff"])
+        for info in bundle.manifest["actions"].values()
+    )
+    slide = workspace.spec.training.spine.slide.timedelta
+    return sorted(last - k * slide for k in range(settings.reference.cutoffs))
+
+
+def feature_reference(
+    con: duckdb.DuckDBPyConnection,
+    workspace: Workspace,
+    bundle: Bundle | None,
+    features: list[Any],
+    settings: MonitoringSettings,
+    notes: list[str],
+) -> dict[str, FeatureSummary] | None:
+    """Per-feature reference summaries, computed once per (features, times, sample) and kept as JSON."""
+    times = reference_times(workspace, bundle, settings)
+    if not times:
+        notes.append("no reference for feature drift: promote a bundle or set monitoring.reference.at")
+        return None
+    defs = [f.canonical() for f in features]
+    key_body = {"v": REFERENCE_VERSION, "features": defs, "times": [t.isoformat() for t in times],
+                "sample": settings.sample_customers, "bins": settings.bins}  # fmt: skip
+    key = hashlib.sha256(json.dumps(key_body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = workspace.state_dir / "monitoring" / "references" / f"{key}.json"
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {name: FeatureSummary.from_json(s) for name, s in data["features"].items()}
+    parts = [_spine(known_customers(con, t, settings.sample_customers), t) for t in times]
+    table = compute_features(con, features, pa.concat_tables(parts))
+    if table.num_rows == 0:
+        notes.append("no customers at the reference times: feature drift not monitored")
+        return None
+    summaries = {f.name: summarise(f.name, table.column(f.name), bins=settings.bins) for f in features}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {**key_body, "rows": table.num_rows, "features": {k: s.to_json() for k, s in summaries.items()}}
+    _write_atomic(path, json.dumps(body, allow_nan=False))
+    return summaries
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class _ActionRows:
+    action: Action
+    current: pa.Table  # eligible rows at the latest grid cutoff
+    labelled: pa.Table  # eligible rows of matured cutoffs with labels
+
+
+def _grid_cutoff_at_or_before(t: datetime, align: datetime, slide: timedelta) -> datetime:
+    k = (t - align) // slide
+    return align + k * slide
+
+
+def _action_rows(
+    con: duckdb.DuckDBPyConnection,
+    action: Action,
+    customers: pa.Array,
+    as_of: datetime,
+    workspace: Workspace,
+    periods: int,
+) -> _ActionRows:
+    spine = workspace.spec.training.spine
+    slide, align = spine.slide.timedelta, spine.align
+    latest = _grid_cutoff_at_or_before(as_of, align, slide)
+    # Eligibility does not need labels: with a data end far ahead every row counts as matured; the label
+    # column of these rows is ignored.
+    current = build_labels(con, action, [latest], slide=slide, align=align, data_end=latest + 3650 * DAY)
+    current = current.filter(
+        pc.less_equal(current.column("as_of"), pa.scalar(as_of, pa.timestamp("us", "UTC")))
+    )
+    span = action.span.timedelta
+    back = periods + int(span / slide) + 1
+    cutoffs = [latest - k * slide for k in range(back, -1, -1)]
+    labelled = build_labels(con, action, cutoffs, slide=slide, align=align, data_end=as_of)
+    if labelled.num_rows:
+        kept = sorted(set(labelled.column("as_of").to_pylist()))[-periods:]
+        labelled = labelled.filter(
+            pc.is_in(labelled.column("as_of"), pa.array(kept, labelled.schema.field("as_of").type))
+        )
+    in_sample = lambda t: t.filter(pc.is_in(t.column("customer_id"), customers))  # noqa: E731
+    return _ActionRows(action, in_sample(current), in_sample(labelled))
+
+
+def model_monitors(
+    con: duckdb.DuckDBPyConnection,
+    workspace: Workspace,
+    bundle: Bundle,
+    features: list[Any],
+    sample: list[str],
+    as_of: datetime,
+    settings: MonitoringSettings,
+    alerts: AlertSettings,
+    notes: list[str],
+) -> list[m.MonitorResult]:
+    """Score drift, CBPE estimates, and calibration/AUC on matured labels for every action of the bundle."""
+    customers = pa.array(sample, pa.string())
+    rows: dict[str, _ActionRows] = {}
+    for name, info in bundle.manifest["actions"].items():
+        action = Action.model_validate(info["definition"])
+        try:
+            rows[name] = _action_rows(con, action, customers, as_of, workspace, settings.calibration_periods)
+        except (PropensityError, ValueError) as exc:
+            notes.append(f"{name}: rows for score and calibration monitors could not be built ({exc})")
+    keys = [t.select(["customer_id", "as_of"]) for r in rows.values() for t in (r.current, r.labelled)]
+    if not keys or not sum(k.num_rows for k in keys):
+        notes.append("no eligible customers: score and calibration monitors have nothing to measure")
+        return []
+    spine = (
+        pa.concat_tables([k.cast(keys[0].schema) for k in keys])
+        .group_by(["customer_id", "as_of"])
+        .aggregate([])
+    )
+    table = compute_features(con, features, spine)
+    index = {(c, t): i for i, (c, t) in enumerate(zip(table.column("customer_id").to_pylist(),
+                                                      table.column("as_of").to_pylist(), strict=True))}  # fmt: skip
+
+    def scores(name: str, part: pa.Table) -> np.ndarray:
+        if part.num_rows == 0:
+            return np.array([], dtype=np.float64)
+        idx = [index[(c, t)] for c, t in zip(part.column("customer_id").to_pylist(),
+                                             part.column("as_of").to_pylist(), strict=True)]  # fmt: skip
+        return np.asarray(bundle.predict(name, table.take(pa.array(idx, pa.int64()))), dtype=np.float64)
+
+    out: list[m.MonitorResult] = []
+    for name, r in sorted(rows.items()):
+        info = bundle.manifest["actions"][name]
+        quantiles = info.get("score_quantiles") or []
+        test_auc = (info.get("metrics") or {}).get("model", {}).get("roc_auc")
+        threshold = settings.precision_thresholds.get(name)
+        if threshold is None and quantiles:
+            threshold = float(np.quantile(m.sample_from_quantiles(quantiles), 1.0 - settings.top_share))
+        threshold = 0.5 if threshold is None else threshold
+        now = scores(name, r.current)
+        if quantiles and len(now):
+            out.append(
+                m.score_drift_monitor(name, quantiles, now, alerts, bins=settings.bins, source="bundle")
+            )
+        if len(now):
+            estimate = estimate_performance(now, threshold=threshold)
+            cbpe = m.expected_performance_monitor(
+                name, estimate, test_auc=test_auc, alerts=alerts, min_rows=settings.min_labelled_rows
+            )
+            out += [cbpe] if cbpe else []
+        periods = []
+        if r.labelled.num_rows:
+            p_all = scores(name, r.labelled)
+            y_all = r.labelled.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
+            t_all = np.asarray(r.labelled.column("as_of").to_pylist(), dtype=object)
+            for t in sorted(set(t_all.tolist())):
+                mask = t_all == t
+                p, y = p_all[mask], y_all[mask]
+                measured = measured_performance(p, y, threshold=threshold)
+                periods.append({
+                    "as_of": t.isoformat(), "n": int(mask.sum()), "positives": int(y.sum()),
+                    "ece": expected_calibration_error(p, y), "roc_auc": measured["roc_auc"],
+                    "measured": measured, "expected": estimate_performance(p, threshold=threshold),
+                    "reliability": reliability_curve(p, y),
+                })  # fmt: skip
+        out += m.calibration_monitors(
+            name, periods, test_auc=test_auc, alerts=alerts, min_rows=settings.min_labelled_rows
+        )
+    return out
