@@ -1,13 +1,115 @@
-"""The ``segments`` and ``policies`` sections of propensity.yaml."""
+"""The ``segments`` and ``policies`` sections of propensity.yaml.
+
+>>> SegmentSettings().names, SegmentSettings().quantiles
+(['high', 'medium', 'low'], [0.8, 0.5])
+>>> p = PolicySettings.model_validate({"actions": {"buy_7d": {"value": 40, "cost": 0.5, "channel": "email"}},
+...                                    "consent": {"email": "email_opt_in"}})
+>>> p.for_action("buy_7d").channel, p.for_action("churn_30d").value
+('email', 1.0)
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, model_validator
+
 from propensity.config.base import StrictModel
+from propensity.config.durations import Duration, FiniteDuration
 
 
 class SegmentSettings(StrictModel):
-    """(Filled in by its stage.)"""
+    """Tiers per action, cut from each run's own score distribution (see docs/scoring.md, "Segments")."""
+
+    # Tier names from the highest scores to the lowest.
+    names: list[str] = Field(default_factory=lambda: ["high", "medium", "low"], min_length=2)
+    # Where each tier but the last starts, as a quantile of the run's eligible scores, highest first:
+    # the default puts the top 20% in `high`, the next 30% in `medium`, the rest in `low`.
+    quantiles: list[float] = Field(default_factory=lambda: [0.8, 0.5])
+    # auto: quantile cuts, except that when the scores are clearly bimodal the cut nearest the valley between
+    # the two modes moves onto it; quantile: always the quantile cuts.
+    method: Literal["auto", "quantile"] = "auto"
+    # Fewer eligible scores than this: no bimodality test (quantile cuts only).
+    min_scores_for_valley: int = Field(default=200, ge=10)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SegmentSettings:
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"names: each tier needs its own name; got {self.names}")
+        if len(self.quantiles) != len(self.names) - 1:
+            raise ValueError(
+                f"quantiles: {len(self.names)} names need {len(self.names) - 1} quantiles (where each tier but "
+                f"the last starts, highest first), got {len(self.quantiles)}"
+            )
+        if any(not 0.0 < q < 1.0 for q in self.quantiles) or any(
+            a <= b for a, b in zip(self.quantiles, self.quantiles[1:], strict=False)
+        ):
+            raise ValueError(
+                f"quantiles: must be strictly decreasing values in (0, 1), e.g. [0.8, 0.5]; got {self.quantiles}"
+            )
+        return self
+
+
+class ActionPolicy(StrictModel):
+    """How one action is judged: activated only above ``threshold``, worth ``value`` when it happens, costing
+    ``cost`` per activation, sent through ``channel`` (whose consent is then required)."""
+
+    threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    value: float = Field(default=1.0, ge=0.0)
+    cost: float = Field(default=0.0, ge=0.0)
+    channel: str | None = None
+
+
+class SuppressionList(StrictModel):
+    """Customers never activated: the ids in ``file`` (one per line; a CSV's first column) and/or those whose
+    attribute ``attribute`` (as of the run) is one of ``values``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    file: str | None = None
+    attribute: str | None = None
+    values: list[str] = Field(default_factory=lambda: ["true", "1", "yes"])
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SuppressionList:
+        if self.file is None and self.attribute is None:
+            raise ValueError(f"suppression list {self.name!r}: give `file:` (customer ids) or `attribute:`")
+        return self
+
+
+class FrequencyCap(StrictModel):
+    """At most ``max`` activations (runs in which the customer got a next best action) per ``period``."""
+
+    max: int = Field(ge=1)
+    period: FiniteDuration = Field(default_factory=lambda: Duration.parse("7d"))
 
 
 class PolicySettings(StrictModel):
-    """(Filled in by its stage.)"""
+    """The decision policy: from scores to each customer's next best action (see docs/scoring.md)."""
+
+    # Per action; actions not listed use `default`.
+    actions: dict[str, ActionPolicy] = Field(default_factory=dict)
+    default: ActionPolicy = Field(default_factory=ActionPolicy)
+    # channel → the customer attribute holding its consent (true/1/yes/y/opt_in = consent).
+    consent: dict[str, str] = Field(default_factory=dict)
+    # What a missing consent attribute means; false (the safe reading) blocks the channel.
+    consent_when_unknown: bool = False
+    suppression: list[SuppressionList] = Field(default_factory=list)
+    frequency_cap: FrequencyCap | None = None
+
+    @model_validator(mode="after")
+    def _channels_have_consent(self) -> PolicySettings:
+        for name, p in [*self.actions.items(), ("default", self.default)]:
+            if p.channel is not None and p.channel not in self.consent:
+                where = "default" if name == "default" else f"actions.{name}"
+                known = ", ".join(sorted(self.consent)) or "(none)"
+                raise ValueError(
+                    f"{where}.channel: {p.channel!r} has no consent attribute; add consent: {{{p.channel}: "
+                    f"<attribute name>}} (known channels: {known})"
+                )
+        names = [s.name for s in self.suppression]
+        if len(set(names)) != len(names):
+            raise ValueError(f"suppression: names must be unique; got {names}")
+        return self
+
+    def for_action(self, action: str) -> ActionPolicy:
+        return self.actions.get(action, self.default)

@@ -1,0 +1,435 @@
+"""Batch scoring: every known customer × action, as of a time, into canonical score rows (one new run).
+
+The path is the one serving uses, in bulk: point-in-time features from the offline engine for every customer
+known as of ``as_of`` (its events and attributes visible by then), encoded the way the bundle's encoders encode
+them, scored by the production bundle's compiled scorer (:meth:`ServingModel.probabilities_many`) and its
+calibrators. Each action's eligibility is evaluated as of ``as_of`` with the rules training uses
+(:func:`propensity.labels.labels.build_labels`): an ineligible customer gets a row with ``eligible = false`` and
+no score. An action the bundle lacks is scored by the rule-based fallback (``fallback = true``). Then
+percentiles (from the bundle's test-score quantiles), segments (:mod:`propensity.activation.segments`), reason
+codes, holdout groups, consent and the decision policy (:mod:`propensity.activation.policy`).
+
+:func:`score_batch` computes a run; :func:`score_and_store` also checks it against the data contract and writes
+it to the workspace's score store (``propensity score`` does that).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from propensity.activation.contract import ContractError, describe_action, load_contract, validate_rows
+from propensity.activation.policy import (
+    DecisionContext,
+    attribute_values,
+    consent_json,
+    decide,
+    recent_activations,
+    suppression_lists,
+)
+from propensity.activation.score_row import SCORE_ROW_SCHEMA, UTC_US
+from propensity.activation.segments import Segmentation, assign, find_segments
+from propensity.config.errors import PropensityError
+from propensity.events.log import connect
+from propensity.experiments.holdout import groups_for
+from propensity.features.offline import compute_features
+from propensity.labels.actions import Action
+from propensity.labels.labels import build_labels
+from propensity.scoring.compiled import ZERO_THRESHOLD, CompiledScorer
+from propensity.scoring.fallback import fallback_scores
+from propensity.scoring.score_store import ScoreStore, ScoringRun, conform, new_run_id, open_score_store
+from propensity.serving.model import ServingModel
+from propensity.workspace import Workspace
+
+Progress = Callable[[str, int, int], None]
+FALLBACK_MODEL_ID = "fallback/recency-frequency"
+
+
+class BatchScoringError(PropensityError):
+    """Batch scoring cannot run (no events, no production bundle, an unknown action)."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    run: ScoringRun
+    rows: pa.Table
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------------------------- customers
+def known_customers(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[str]:
+    """Every customer with an event or attribute visible at ``as_of``, sorted."""
+    rows = con.execute(
+        """
+        SELECT DISTINCT customer_id FROM (
+            SELECT customer_id FROM events WHERE available_at <= $t AND event_time <= $t
+            UNION ALL
+            SELECT customer_id FROM attributes WHERE greatest(valid_from, available_at) <= $t
+        ) ORDER BY 1
+        """,
+        {"t": as_of},
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def eligible_customers(con: duckdb.DuckDBPyConnection, action: Action, as_of: datetime) -> pa.Array:
+    """The customers eligible for ``action`` as of ``as_of``, by the rules training applies at a cutoff.
+
+    A cutoff action is evaluated at the single cutoff ``as_of``. A trigger action (respond) is eligible for
+    customers with a trigger (a send) visible in the last gap + horizon whose own eligibility held then: the
+    response window of that send is still open.
+    """
+    far = as_of + action.span.timedelta + timedelta(days=1)
+    if action.trigger is None:
+        table = build_labels(con, action, [as_of], slide=timedelta(days=1), align=as_of, data_end=far)
+    else:
+        window = action.gap.timedelta + action.horizon.timedelta
+        table = build_labels(
+            con, action, [as_of - window], slide=window + timedelta(microseconds=1), align=as_of, data_end=far
+        )
+    ids = table.column("customer_id").cast(pa.string()).combine_chunks()
+    return pc.unique(ids) if table.num_rows else pa.array([], pa.string())
+
+
+# ------------------------------------------------------------------------------------------ model input
+def encode(model: ServingModel, features: pa.Table) -> np.ndarray:
+    """Offline feature columns → the model's input matrix, as its encoders encode them (see
+    :class:`~propensity.serving.model.RowEncoder`): numbers as floats, null → NaN, booleans 0/1, text → its
+    category code (unseen or missing → NaN). A column the feature table lacks is all NaN."""
+    n = features.num_rows
+    out = np.full((n, max(1, len(model.columns))), np.nan, dtype=np.float64)
+    for j, (name, vocab) in enumerate(zip(model.columns, model.column_vocab, strict=True)):
+        if name not in features.column_names:
+            continue
+        col = features.column(name)
+        if vocab is not None:
+            cats = pa.array(sorted(vocab, key=vocab.__getitem__), pa.string())
+            codes = pc.index_in(col.cast(pa.string()), value_set=cats)
+            out[:, j] = codes.to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            try:
+                out[:, j] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+    return out
+
+
+def path_contributions(scorer: CompiledScorer, x: np.ndarray) -> np.ndarray | None:
+    """Per-feature path attributions (Saabas, as :meth:`CompiledScorer.contributions_one` computes them for
+    one row, which serving's reason codes use) for many rows: ``rows × models × columns`` in log-odds; None
+    when the models were saved without node values."""
+    values = scorer._node_values
+    if values is None:
+        return None
+    a = scorer._numpy_arrays()
+    n, m_count, c_count = x.shape[0], scorer.n_models, scorer.n_columns
+    out = np.zeros(n * m_count * c_count)
+    if n == 0:
+        return out.reshape(n, m_count, c_count)
+    xc = np.where(np.abs(x) <= ZERO_THRESHOLD, 0.0, x)
+    rows = np.arange(n)[:, None]
+    cur = np.broadcast_to(scorer._roots.astype(np.int64), (n, len(scorer._roots))).copy()
+    base = (rows * m_count + scorer._tree_model[None, :]) * c_count
+    for _ in range(scorer._max_depth):
+        nxt = scorer._numpy_step(a, xc, rows, cur)
+        moved = nxt != cur
+        if moved.any():
+            src, dst = cur[moved], nxt[moved]
+            idx = (base + a["feat"][cur])[moved]
+            out += np.bincount(idx, weights=values[dst] - values[src], minlength=out.size)
+        cur = nxt
+    return (out.reshape(n, m_count, c_count) * scorer._scale[None, :, None]).astype(np.float64)
+
+
+def _reason_json(
+    contrib: np.ndarray, mask: np.ndarray, columns: Sequence[str], features: pa.Table, top: int
+) -> list[str | None]:
+    """Top-``top`` reason codes per row (JSON like serving's ``reason_codes``), None where ``mask`` is false."""
+    out: list[str | None] = [None] * contrib.shape[0]
+    rows = np.flatnonzero(mask)
+    if rows.size == 0:
+        return out
+    sub = contrib[rows]
+    order = np.argsort(-np.abs(sub), axis=1, kind="stable")[:, :top]
+    values: dict[int, list[Any]] = {}
+    for j in np.unique(order):
+        name = columns[int(j)]
+        values[int(j)] = features.column(name).to_pylist() if name in features.column_names else []
+    for k, r in enumerate(rows.tolist()):
+        codes = []
+        for j in order[k].tolist():
+            c = float(sub[k, j])
+            if c == 0.0:
+                continue
+            vals = values[j]
+            codes.append(
+                {"feature": columns[j], "value": vals[r] if vals else None, "contribution": round(c, 6),
+                 "direction": "up" if c > 0 else "down"}
+            )  # fmt: skip
+        out[r] = orjson.dumps(codes, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    return out
+
+
+def percentiles(quantiles: Sequence[float] | None, scores: np.ndarray) -> np.ndarray:
+    """:func:`propensity.serving.model.percentile_of` for an array (NaN where there are no quantiles)."""
+    if not quantiles:
+        return np.full(scores.shape, np.nan)
+    q = np.asarray(quantiles, dtype=np.float64)
+    n = len(q) - 1
+    j = np.clip(np.searchsorted(q, scores, side="right") - 1, 0, n - 1)
+    lo, hi = q[j], q[np.minimum(j + 1, n)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(hi == lo, 0.0, (scores - lo) / (hi - lo))
+    pct = np.round(100.0 * (j + frac) / n, 2)
+    pct = np.where(scores <= q[0], 0.0, np.where(scores >= q[-1], 100.0, pct))
+    return np.where(np.isnan(scores), np.nan, pct)
+
+
+# ------------------------------------------------------------------------------------------------ actions
+def _bundle_actions(manifest_actions: dict[str, Any], spec_actions: Sequence[Action]) -> dict[str, Action]:
+    """The definition each bundle action was trained with (the spec's when the bundle did not store one)."""
+    by_name = {a.name: a for a in spec_actions}
+    out = {}
+    for name, info in manifest_actions.items():
+        definition = info.get("definition") if isinstance(info, dict) else None
+        if isinstance(definition, dict):
+            try:
+                out[name] = Action.model_validate(definition)
+                continue
+            except ValueError:
+                pass
+        if name in by_name:
+            out[name] = by_name[name]
+    return out
+
+
+def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel, dict[str, Any]]:
+    from propensity.registry.bundle import read_manifest
+    from propensity.registry.registry import Registry
+
+    registry = Registry(workspace)
+    bundle_id = registry.resolve(bundle) if bundle else registry.production()
+    if bundle_id is None:
+        raise BatchScoringError(
+            "no bundle is in production; train one (`propensity train`) and promote it "
+            "(`propensity models promote <id>`), or pass --bundle <id>"
+        )
+    path = registry.path(bundle_id)
+    return ServingModel.from_bundle_dir(path), read_manifest(path)
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+def score_batch(
+    workspace: Workspace,
+    *,
+    as_of: datetime | None = None,
+    customers: Sequence[str] | None = None,
+    actions: Sequence[str] | None = None,
+    bundle: str | None = None,
+    progress: Progress | None = None,
+    store: ScoreStore | None = None,
+) -> BatchResult:
+    """Score every known customer (or ``customers``) for every action (or ``actions``) as of ``as_of``
+    (default now) with the production bundle (or ``bundle``, an id or prefix). Nothing is written.
+
+    ``store`` (default: the workspace's) is only read, for the frequency cap's history.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    spec = workspace.spec
+    settings = spec.scoring
+    scored_at = datetime.now(UTC)
+    as_of = _utc(as_of) if as_of is not None else scored_at
+    expiration_at = scored_at + settings.ttl.timedelta
+    run_id = new_run_id(scored_at)
+    model, manifest = _load_model(workspace, bundle)
+    trained = _bundle_actions(manifest.get("actions", {}), spec.actions)
+    declared = {a.name: a for a in spec.actions}
+    wanted = list(actions) if actions else list(dict.fromkeys([*model.action_names, *declared]))
+    unknown = [a for a in wanted if a not in model.actions and a not in declared]
+    if unknown:
+        known = ", ".join(sorted({*model.action_names, *declared}))
+        raise BatchScoringError(f"unknown action(s) {', '.join(unknown)}; this project scores: {known}")
+    definitions = {a: trained.get(a) or declared[a] for a in wanted}
+    fallback_actions = [a for a in wanted if a not in model.actions]
+    if not workspace.db_path.exists():
+        raise BatchScoringError(f"{workspace.root}: no events yet; ingest some first (`propensity ingest`)")
+
+    def tick(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(stage, done, total)
+
+    con = connect(workspace.db_path, read_only=True)
+    try:
+        t0 = time.perf_counter()
+        ids = list(customers) if customers is not None else known_customers(con, as_of)
+        id_array = pa.array(ids, pa.string())
+        eligible = {
+            a: np.asarray(
+                pc.is_in(id_array, value_set=eligible_customers(con, d, as_of)).to_numpy(
+                    zero_copy_only=False
+                ),
+                bool,
+            )
+            for a, d in definitions.items()
+        }
+        timings["eligibility"] = time.perf_counter() - t0
+        consent_values = {
+            ch: attribute_values(con, attr, as_of) for ch, attr in spec.policies.consent.items()
+        }
+        suppressed = suppression_lists(con, spec.policies, as_of, spec.root)
+        n = len(ids)
+        scores = {a: np.full(n, np.nan) for a in wanted}
+        reasons: dict[str, list[str | None]] = {a: [None] * n for a in wanted}
+        model_index = {a: i for i, a in enumerate(model.action_names)}
+        batch = settings.batch_size
+        t1 = time.perf_counter()
+        timings["features"] = timings["model"] = timings["reason_codes"] = 0.0
+        for start in range(0, max(n, 1), batch):
+            chunk = id_array.slice(start, batch)
+            if len(chunk) == 0:
+                break
+            spine = pa.table({"customer_id": chunk, "as_of": pa.array([as_of] * len(chunk), UTC_US)})
+            tf = time.perf_counter()
+            feats = compute_features(con, spec.features, spine)
+            timings["features"] += time.perf_counter() - tf
+            tm = time.perf_counter()
+            x = encode(model, feats)
+            probs = model.probabilities_many(x)
+            timings["model"] += time.perf_counter() - tm
+            tr = time.perf_counter()
+            sl = slice(start, start + len(chunk))
+            for a in wanted:
+                if a in model_index:
+                    scores[a][sl] = probs[:, model_index[a]]
+            if settings.reason_codes:
+                contrib = path_contributions(model.scorer, x)
+                if contrib is not None:
+                    for a, m in model_index.items():
+                        if a in reasons:
+                            reasons[a][sl] = _reason_json(
+                                contrib[:, m, :], eligible[a][sl], model.columns, feats, settings.reason_codes
+                            )
+            timings["reason_codes"] += time.perf_counter() - tr
+            for a in fallback_actions:
+                fb = fallback_scores(con, definitions[a], spine)
+                scores[a][sl] = fb.column("score").to_numpy(zero_copy_only=False)
+            tick("score", start + len(chunk), n)
+        timings["scoring"] = time.perf_counter() - t1
+    finally:
+        con.close()
+
+    t2 = time.perf_counter()
+    consent = consent_json(consent_values, ids)
+    segmentations: dict[str, Segmentation] = {}
+    parts = []
+    for a in wanted:
+        ok = eligible[a]
+        s = np.where(ok, scores[a], np.nan)
+        seg = find_segments(s[ok], spec.segments)
+        segmentations[a] = seg
+        quantiles = model.actions[a].score_quantiles if a in model.actions else None
+        pct = percentiles(quantiles, s)
+        is_fallback = a in fallback_actions
+        parts.append(
+            pa.table(
+                {
+                    "customer_id": id_array,
+                    "action": pa.array([a] * n, pa.string()),
+                    "score": pa.array(s, pa.float64(), from_pandas=True),
+                    "percentile": pa.array(pct, pa.float64(), from_pandas=True),
+                    "segment": pa.array(assign(s, seg).tolist(), pa.string()),
+                    "eligible": pa.array(ok, pa.bool_()),
+                    "next_best_action": pa.nulls(n, pa.string()),
+                    "reason_codes": pa.array(reasons[a], pa.string()),
+                    "holdout_group": pa.array(groups_for(spec.experiments, a, ids), pa.string()),
+                    "model_id": pa.array(
+                        [FALLBACK_MODEL_ID if is_fallback else f"{model.version}/{a}"] * n, pa.string()
+                    ),
+                    "model_version": pa.array([model.version] * n, pa.string()),
+                    "feature_set_version": pa.array([model.feature_set_version] * n, pa.string()),
+                    "scoring_run_id": pa.array([run_id] * n, pa.string()),
+                    "scored_at": pa.array([scored_at] * n, UTC_US),
+                    "expiration_at": pa.array([expiration_at] * n, UTC_US),
+                    "decision_policy": pa.nulls(n, pa.string()),
+                    "consent": pa.array(consent, pa.string()),
+                    "fallback": pa.array([is_fallback] * n, pa.bool_()),
+                },
+                schema=SCORE_ROW_SCHEMA,
+            )
+        )
+    rows = pa.concat_tables(parts) if parts else SCORE_ROW_SCHEMA.empty_table()
+    history = recent_activations(store or open_score_store(workspace), spec.policies, as_of)
+    rows = conform(decide(rows, spec.policies, context=DecisionContext(suppressed, history)))
+    timings["decisions"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t_start
+    contract = load_contract()
+    missing = model.encoder_for([f.name for f in spec.features]).missing
+    run = ScoringRun(
+        run_id=run_id,
+        scored_at=scored_at,
+        expiration_at=expiration_at,
+        as_of=as_of,
+        model_version=model.version,
+        feature_set_version=model.feature_set_version,
+        rows=rows.num_rows,
+        segment_cuts={a: s.cuts for a, s in segmentations.items()},
+        segment_names={a: s.names for a, s in segmentations.items()},
+        contract_version=contract.version,
+        status="complete",
+        details={
+            "customers": n,
+            "actions": wanted,
+            "meanings": {a: describe_action(d, same_time=as_of == scored_at) for a, d in definitions.items()},
+            "eligible": {a: int(eligible[a].sum()) for a in wanted},
+            "segments": {a: s.to_json() for a, s in segmentations.items()},
+            "fallback_actions": fallback_actions,
+            "missing_features": missing,
+            "seconds": {k: round(v, 3) for k, v in timings.items()},
+        },
+    )
+    return BatchResult(run, rows)
+
+
+def score_and_store(
+    workspace: Workspace,
+    *,
+    as_of: datetime | None = None,
+    customers: Sequence[str] | None = None,
+    actions: Sequence[str] | None = None,
+    bundle: str | None = None,
+    progress: Progress | None = None,
+    store: ScoreStore | None = None,
+) -> BatchResult:
+    """:func:`score_batch`, checked against the data contract, then written to ``store`` (default: the
+    workspace's). Rows that break the contract are never written: :class:`ContractError` lists the problems."""
+    store = store or open_score_store(workspace)
+    result = score_batch(
+        workspace,
+        as_of=as_of,
+        customers=customers,
+        actions=actions,
+        bundle=bundle,
+        progress=progress,
+        store=store,
+    )
+    problems = validate_rows(result.rows)
+    if problems:
+        raise ContractError(problems)
+    t = time.perf_counter()
+    store.write_run(result.rows, result.run)
+    details = dict(result.run.details)
+    details["seconds"] = {**details.get("seconds", {}), "write": round(time.perf_counter() - t, 3)}
+    return BatchResult(replace(result.run, details=details), result.rows)

@@ -1,0 +1,53 @@
+"""A small trained workspace for the batch scoring tests (built once per session).
+
+Trained on buy_7d and churn_30d only; upgrade_30d is declared but left out of the bundle, so batch scoring
+scores it with the rule-based fallback. Consent, a suppression list and a holdout experiment are configured so
+the decision policy has something to decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import yaml
+from tests.training.synthetic_project import START, build_workspace
+
+from propensity.registry.registry import Registry
+from propensity.training.pipeline import train_project
+from propensity.workspace import Workspace
+
+DAYS = 120
+AS_OF = START + timedelta(days=DAYS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _batch_scorer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROPENSITY_CACHE_DIR", str(tmp_path_factory.mktemp("batch-scorer-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def scoring_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    root = tmp_path_factory.mktemp("batch")
+    build_workspace(root, customers=400, days=DAYS, seed=11)
+    spec = yaml.safe_load((root / "propensity.yaml").read_text())
+    spec["actions"] = [{"template": "buy"}, {"template": "churn"}, {"template": "upgrade"}]
+    spec["policies"] = {
+        "actions": {
+            "buy_7d": {"value": 40.0, "cost": 0.5, "channel": "email"},
+            "churn_30d": {"value": 20.0, "cost": 1.0, "threshold": 0.3},
+        },
+        "consent": {"email": "consent_email"},
+        "suppression": [{"name": "vip_list", "file": "vip.csv"}],
+    }
+    spec["experiments"] = {"holdouts": [{"name": "q1-test", "control_share": 0.1}]}
+    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    (root / "vip.csv").write_text("customer_id\nc1\nc2\n")
+    ws = Workspace.open(root)
+    result = train_project(ws, actions=["buy_7d", "churn_30d"], write_report=False)
+    Registry(ws).set_production(result.bundle_id, forced=True, reason="batch scoring tests")
+    return ws
