@@ -2,4 +2,282 @@
 
 from __future__ import annotations
 
-from propensity.cli.app import app  # noqa: F401
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
+from propensity.cli.app import app, console
+from propensity.config.errors import PropensityError
+
+experiments_app = typer.Typer(
+    help="Holdout (control) groups, measured lift with 95% intervals, and uplift models.",
+    no_args_is_help=True,
+)
+app.add_typer(experiments_app, name="experiments")
+
+retrain_app = typer.Typer(
+    help="Train a challenger, compare it with production on the latest matured window, promote if not worse.",
+    invoke_without_command=True,
+)
+app.add_typer(retrain_app, name="retrain")
+
+
+# ------------------------------------------------------------------------------------------- experiments
+@experiments_app.command("list")
+def list_(workspace: Path = WorkspaceOption) -> None:
+    """List the experiments (holdouts) of propensity.yaml and, for the latest scoring run, each group's size.
+
+    Example (propensity.yaml):
+
+        experiments:
+          holdouts:
+            - name: q4-2026
+              control_share: 0.1
+              actions: [buy_7d]
+
+        propensity experiments list -w demo
+    """
+    ws = open_workspace(workspace, require_spec=True)
+    holdouts = ws.spec.experiments.holdouts
+    if not holdouts:
+        console.print(
+            "No experiments: add `experiments.holdouts` to propensity.yaml (see docs/experiments.md)."
+        )
+        return
+    counts: dict[tuple[str, str], int] = {}
+    run_note = "no scoring run yet"
+    try:
+        from propensity.experiments.report import load_score_rows
+
+        run_id, rows = load_score_rows(ws)
+        for action, group in zip(rows.column("action").to_pylist(), rows.column("holdout_group").to_pylist(),
+                                 strict=True):  # fmt: skip
+            if group is not None:
+                counts[(action, group)] = counts.get((action, group), 0) + 1
+        run_note = f"latest scoring run {run_id}"
+    except (PropensityError, ImportError):
+        pass
+    table = Table(title=f"experiments ({run_note})")
+    for col in ("experiment", "control share", "actions", "treatment rows", "control rows"):
+        table.add_column(col)
+    for h in holdouts:
+        actions = h.actions or [a.name for a in ws.spec.actions]
+        treated = sum(counts.get((a, "treatment"), 0) for a in actions)
+        control = sum(counts.get((a, "control"), 0) for a in actions)
+        table.add_row(h.name, f"{h.control_share:g}", ", ".join(actions) if h.actions else "(all)",
+                      fmt_int(treated), fmt_int(control))  # fmt: skip
+    console.print(table)
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None else f"{100 * v:+.2f}%"
+
+
+def _ci(v: Any) -> str:
+    return "—" if v is None else f"[{100 * v[0]:+.2f}%, {100 * v[1]:+.2f}%]"
+
+
+@experiments_app.command()
+def report(
+    workspace: Path = WorkspaceOption,
+    run: str = typer.Option(None, "--run", help="Scoring run id (default: the latest complete run)."),
+    rows: Path = typer.Option(
+        None,
+        "--rows",
+        help="Read score rows from this Parquet file (canonical score rows) instead of the store.",
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Write PATH.html and PATH.json (default: .propensity/reports/experiments-<run>.*).",
+    ),
+    uplift: bool = typer.Option(True, "--uplift/--no-uplift", help="Fit and evaluate the two-model uplift."),
+) -> None:
+    """Outcomes of a scoring run's customers, treated vs control: lift with 95% intervals per segment, and
+    an uplift model's Qini. Only rows whose horizon has closed (matured) are counted.
+
+    Examples:
+
+        propensity experiments report -w demo
+        propensity experiments report -w demo --run r-20261123T125600Z-3fa9c1 --out lift-q4
+    """
+    import pyarrow.parquet as pq
+
+    from propensity.experiments.report import experiment_report, load_score_rows, write_report
+
+    ws = open_workspace(workspace, require_spec=True)
+    if rows is not None:
+        run_id, table = run or rows.stem, pq.read_table(rows)
+    else:
+        run_id, table = load_score_rows(ws, run)
+    with progress_bar() as bar:
+        bar.add_task("outcomes, lift and uplift", total=None)
+        data = experiment_report(ws, table, run_id=run_id, with_uplift=uplift)
+    paths = write_report(ws, data, out)
+    t = Table(title=f"lift, run {run_id} (data up to {data['_meta']['data_end']})")
+    for col in ("action", "segment", "treated", "control", "treated rate", "control rate", "lift", "95% CI",
+                "relative", "95% CI"):  # fmt: skip
+        t.add_column(col, justify="right")
+    for name, e in data["actions"].items():
+        for seg, v in e["lift"].items():
+            rate_t = "—" if v["rate_treated"] is None else f"{100 * v['rate_treated']:.2f}%"
+            rate_c = "—" if v["rate_control"] is None else f"{100 * v['rate_control']:.2f}%"
+            t.add_row(name, seg, fmt_int(v["n_treated"]), fmt_int(v["n_control"]), rate_t, rate_c,
+                      _pct(v["absolute"]), _ci(v["absolute_ci"]), _pct(v["relative"]), _ci(v["relative_ci"]))  # fmt: skip
+    console.print(t)
+    for name, e in data["actions"].items():
+        up = e.get("uplift") or {}
+        if "qini" in up:
+            verdict = "beats random" if up["beats_random"] else "does not beat random"
+            console.print(f"{name}: uplift Qini {up['qini']:.5f} ({verdict})")
+        elif "skipped" in up:
+            console.print(f"{name}: uplift not fitted: {up['skipped']}")
+    if not data["actions"]:
+        console.print(
+            "No scored action is covered by an experiment (experiments.holdouts in propensity.yaml)."
+        )
+    console.print(f"report: {paths['html']}\njson:   {paths['json']}")
+
+
+# ------------------------------------------------------------------------------------------- retrain
+def _trainer(bar: Any) -> Any:
+    from propensity.cli.training import training_progress
+    from propensity.training.pipeline import train_project
+
+    def train(ws: Any) -> str:
+        return train_project(ws, progress=training_progress(bar)).bundle_id
+
+    return train
+
+
+def _print_decision(decision: Any) -> None:
+    style = {"promoted": "bold green", "refused": "bold red"}.get(decision.outcome, "bold")
+    console.print(f"[{style}]{decision.summary()}[/]  (trigger: {decision.trigger}; record {decision.id})")
+    if decision.checks:
+        t = Table()
+        for col in ("action", "metric", "challenger", "production", "tolerance", "passed"):
+            t.add_column(col, justify="right")
+        for c in decision.checks:
+            fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+            t.add_row(c["action"], c["metric"], fmt(c["candidate"]), fmt(c["production"]), f"{c['tolerance']:g}",
+                      "yes" if c["passed"] else "[red]no[/]")  # fmt: skip
+        console.print(t)
+    for note in decision.notes:
+        console.print(f"  note: {note}")
+
+
+@retrain_app.callback()
+def retrain_command(
+    ctx: typer.Context,
+    workspace: Path = WorkspaceOption,
+    every: str = typer.Option(
+        None, "--every", help="Keep running: retrain whenever the last retrain is this old (e.g. 7d)."
+    ),
+    check: str = typer.Option("1h", "--check", help="With --every: how often to check the triggers."),
+    if_due: bool = typer.Option(
+        False, "--if-due", help="Only when a configured trigger fires (retraining.every / on_drift_alert)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Train and compare, record, but promote nothing."),
+    iterations: int = typer.Option(0, "--iterations", hidden=True, help="With --every: stop after N checks."),
+) -> None:
+    """Train a challenger on the current data, compare it with production on the latest matured window,
+    promote it only if it is not worse (retraining / training.promotion tolerances), and record the decision.
+    Exits 1 when the gate refuses the challenger.
+
+    Examples:
+
+        propensity retrain -w demo                 # now
+        propensity retrain -w demo --dry-run       # compare and record, promote nothing
+        propensity retrain -w demo --if-due        # from cron: only when retraining.every / a drift alert says so
+        propensity retrain -w demo --every 7d      # keep running; also retrains on drift alerts if configured
+        propensity retrain history -w demo
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from propensity.config.durations import Duration
+    from propensity.retraining.retrain import NOT_DUE, REFUSED, retrain
+
+    ws = open_workspace(workspace, require_spec=True)
+    if every is None:
+        with progress_bar() as bar:
+            decision = retrain(ws, force=not if_due, dry_run=dry_run, train=_trainer(bar))
+        if decision.outcome == NOT_DUE:
+            console.print("Not due: no schedule or drift alert calls for a retrain.")
+            return
+        _print_decision(decision)
+        if decision.outcome == REFUSED:
+            raise typer.Exit(1)
+        return
+    try:
+        step = Duration.parse(every, allow_lifetime=False)
+        pause = Duration.parse(check, allow_lifetime=False)
+    except ValueError as exc:
+        raise PropensityError(f"--every / --check: {exc}") from None
+    settings = ws.spec.retraining.model_copy(update={"every": step})
+    scheduled = type(ws)(ws.root, ws.spec.model_copy(update={"retraining": settings}))
+    done = 0
+    console.print(f"Retraining every {step} (checking every {pause}); Ctrl-C stops.")
+    while True:
+        with progress_bar() as bar:
+            decision = retrain(scheduled, dry_run=dry_run, train=_trainer(bar))
+        if decision.outcome != NOT_DUE:
+            _print_decision(decision)
+        done += 1
+        if iterations and done >= iterations:
+            return
+        time.sleep(max(1, pause.seconds))
+
+
+@retrain_app.command("history")
+def history_command(
+    workspace: Path = WorkspaceOption,
+    limit: int = typer.Option(20, "--limit", "-n", help="Show the latest N decisions."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the full records (metrics, window, checks) as JSON."
+    ),
+) -> None:
+    """Recorded retrain decisions, oldest first: trigger, outcome, both bundles and their metrics.
+
+    Example:
+
+        propensity retrain history -w demo
+    """
+    from propensity.retraining.history import history
+
+    records = history(open_workspace(workspace, require_spec=True), limit=limit)
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return
+    if not records:
+        console.print("No retrain recorded yet; run `propensity retrain`.")
+        return
+    t = Table()
+    for col in (
+        "decided",
+        "outcome",
+        "trigger",
+        "challenger",
+        "production",
+        "AUC chal./prod.",
+        "ECE chal./prod.",
+    ):
+        t.add_column(col)
+    for r in records:
+        aucs, eces = [], []
+        for action, m in sorted(r.get("metrics", {}).items()):
+            c, p = m["challenger"], m["production"]
+            aucs.append(f"{action} {_num(c['roc_auc'])}/{_num(p['roc_auc'])}")
+            eces.append(f"{action} {_num(c['ece'])}/{_num(p['ece'])}")
+        dry = " (dry run)" if r.get("dry_run") else ""
+        t.add_row(r["decided_at"][:19], r["outcome"] + dry, str(r.get("trigger")), str(r.get("challenger")),
+                  str(r.get("production")), ", ".join(aucs) or "—", ", ".join(eces) or "—")  # fmt: skip
+    console.print(t)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

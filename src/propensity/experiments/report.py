@@ -42,37 +42,16 @@ class NoScoresError(PropensityError):
 
 # ------------------------------------------------------------------------------------------------ score rows
 def load_score_rows(workspace: Workspace, run_id: str | None = None) -> tuple[str, pa.Table]:
-    """The rows of scoring run ``run_id`` (default: the latest run) from the workspace's score store."""
+    """The rows of scoring run ``run_id`` (default: the latest complete run) from the workspace's score store."""
     from propensity.scoring.score_store import open_score_store
 
     store = open_score_store(workspace)
     if run_id is None:
-        runs = list(store.runs())
-        if not runs:
-            raise NoScoresError("no scoring run yet; run `propensity score` first")
-        run_id = _run_id(runs[-1]) if _is_sorted_oldest_first(runs) else _run_id(runs[0])
+        run = store.latest_run(status="complete")
+        if run is None:
+            raise NoScoresError("no complete scoring run yet; run `propensity score` first")
+        run_id = run.run_id
     return run_id, store.read_run(run_id)
-
-
-def _run_id(run: Any) -> str:
-    if isinstance(run, str):
-        return run
-    if isinstance(run, dict):
-        return str(run.get("scoring_run_id") or run.get("run_id") or run["id"])
-    for attr in ("scoring_run_id", "run_id", "id"):
-        if hasattr(run, attr):
-            return str(getattr(run, attr))
-    raise NoScoresError(f"cannot read a run id from {run!r}")
-
-
-def _is_sorted_oldest_first(runs: list[Any]) -> bool:
-    def when(run: Any) -> Any:
-        if isinstance(run, dict):
-            return run.get("scored_at") or run.get("started_at") or run.get("created_at")
-        return getattr(run, "scored_at", None) or getattr(run, "started_at", None)
-
-    first, last = when(runs[0]), when(runs[-1])
-    return first is None or last is None or first <= last
 
 
 # ------------------------------------------------------------------------------------------------ numbers
