@@ -4,7 +4,7 @@ By default the cuts are quantiles of the run's eligible scores (top 20% ``high``
 ``low``). With ``method: auto`` (the default) the histogram is first tested for two clear modes; when it has them,
 the cut nearest the valley between them moves onto the valley, so one mode is not split across two tiers.
 
-The bimodality rule (deterministic, no fitting): a 50-bin histogram of the scores, smoothed with a 3-bin moving
+The bimodality rule (deterministic, no fitting), for scores with at least 50 distinct values: a 50-bin histogram of the scores, smoothed with a 3-bin moving
 average; Otsu's threshold splits it in two classes; the distribution is bimodal when each class holds at least
 5% of the scores and the lowest smoothed bin between the two classes' highest bins is at most half the lower of
 those two peaks. The valley is that lowest bin's centre.
@@ -56,8 +56,8 @@ def find_valley(scores: np.ndarray) -> float | None:
     """The score at the valley between two clear modes of ``scores``, or None when it is not bimodal."""
     x = np.asarray(scores, dtype=np.float64)
     x = x[np.isfinite(x)]
-    if x.size == 0 or x.min() == x.max():
-        return None
+    if x.size == 0 or np.unique(x).size < BINS:
+        return None  # a few distinct values (e.g. tiered fallback scores): every gap looks like a valley
     hist, edges = np.histogram(x, bins=BINS)
     smooth = np.convolve(hist.astype(np.float64), np.ones(3) / 3.0, mode="same")
     centres = (edges[:-1] + edges[1:]) / 2.0

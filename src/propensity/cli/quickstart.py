@@ -102,6 +102,11 @@ def quickstart(
         )
     )
     trained = _train(ws)
+    # ---- batch scoring (propensity.cli.scoring): every customer scored as of the data's end, stored ----
+    from propensity.cli.scoring import quickstart_scores
+
+    quickstart_scores(ws, trained, as_of=totals[3])
+    # ---- end of batch scoring ----
 
     elapsed = time.perf_counter() - started
     console.print(f"[bold green]quickstart finished in {elapsed:.0f}s[/] — workspace: {ws.root}")

@@ -1,5 +1,170 @@
-"""`propensity score`: batch scoring into the canonical score table."""
+"""`propensity score`: batch scoring into the canonical score table; `propensity score-runs`: the runs so far."""
 
 from __future__ import annotations
 
-from propensity.cli.app import app  # noqa: F401
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow.compute as pc
+import typer
+from rich.table import Table
+
+from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
+from propensity.cli.app import app, console
+from propensity.config.errors import PropensityError
+
+if TYPE_CHECKING:
+    from propensity.scoring.batch import BatchResult
+    from propensity.training.pipeline import TrainingResult
+    from propensity.workspace import Workspace
+
+
+def parse_time(value: str | None, option: str = "--as-of") -> datetime | None:
+    """An ISO 8601 time (a date or date and time; no offset means UTC)."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise PropensityError(
+            f"{option}: {value!r} is not an ISO 8601 time; use e.g. 2026-03-01 or 2026-03-01T08:00:00Z"
+        ) from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def print_run_summary(result: BatchResult) -> None:
+    """Rows, and per action: eligible customers, segment shares and how often it is the next best action."""
+    rows, run = result.rows, result.run
+    table = Table(title=f"run {run.run_id}: {fmt_int(run.rows)} rows, as of {run.as_of:%Y-%m-%d %H:%M} UTC")
+    for col in ("action", "eligible", "mean score", "segments (share of eligible)", "next best", "source"):
+        table.add_column(col, justify="left" if col.startswith(("action", "segments", "source")) else "right")
+    actions = rows.column("action")
+    nba = rows.column("next_best_action")
+    fallback = set(run.details.get("fallback_actions", []))
+    customers = max(1, int(run.details.get("customers", 0)))
+    for a in run.details.get("actions", []):
+        part = rows.filter(pc.equal(actions, a))
+        ok = part.filter(part.column("eligible"))
+        counts = {
+            str(r["values"]): int(r["counts"]) for r in pc.value_counts(ok.column("segment")).to_pylist()
+        }
+        names = list(reversed(run.segment_names.get(a, ())))
+        shares = "  ".join(f"{n} {counts.get(n, 0) / max(1, ok.num_rows):.0%}" for n in names)
+        score = ok.column("score").to_numpy() if ok.num_rows else np.zeros(0)
+        chosen = int(pc.sum(pc.equal(part.column("next_best_action"), a)).as_py() or 0)
+        table.add_row(
+            a, fmt_int(ok.num_rows), f"{score.mean():.3f}" if score.size else "—", shares or "—",
+            f"{chosen / customers:.0%}", "fallback (no model)" if a in fallback else "model",
+        )  # fmt: skip
+    console.print(table)
+    without = rows.filter(pc.is_null(nba)).num_rows
+    console.print(
+        f"{fmt_int(run.details.get('customers', 0))} customers; next best action for "
+        f"{fmt_int(len(pc.unique(rows.filter(pc.is_valid(nba)).column('customer_id'))))}"
+        f" ({fmt_int(without)} rows without one); valid until {run.expiration_at:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
+
+
+def _scoring_progress(bar: Any) -> Any:
+    task = bar.add_task("scoring customers", total=1)
+
+    def update(_stage: str, done: int, total: int) -> None:
+        bar.update(task, completed=done, total=max(total, 1))
+
+    return update
+
+
+@app.command()
+def score(
+    workspace: Path = WorkspaceOption,
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Score as of this time (ISO 8601, UTC when no offset); default now."
+    ),
+    action: list[str] = typer.Option(None, "--action", "-a", help="Score only this action (repeatable)."),
+    customers_file: Path | None = typer.Option(
+        None, "--customers", help="Score only the customer ids in this file (one per line)."
+    ),
+    bundle: str | None = typer.Option(None, "--bundle", help="A bundle id or prefix instead of production."),
+) -> None:
+    """Score every known customer for every action into the score table, as one new run.
+
+    The production bundle scores each eligible customer as of --as-of (default now) with point-in-time
+    features; actions without a model get the rule-based fallback. Segments, reason codes, holdout groups and
+    the decision policy (next best action) are added, the rows are checked against the data contract, and the
+    run is written to the store in the `scoring` section (the workspace's DuckDB file by default). A run that
+    breaks the contract is not written (exit code 1).
+
+    Examples:
+
+        propensity score -w demo
+
+        propensity score -w demo --as-of 2025-06-30 --action buy_7d
+    """
+    from propensity.activation.policy import read_id_file
+    from propensity.scoring.batch import score_and_store
+
+    ws = open_workspace(workspace, require_spec=True)
+    ids = sorted(read_id_file(customers_file)) if customers_file is not None else None
+    with progress_bar() as bar:
+        result = score_and_store(
+            ws, as_of=parse_time(as_of), customers=ids, actions=action or None, bundle=bundle,
+            progress=_scoring_progress(bar),
+        )  # fmt: skip
+    print_run_summary(result)
+    seconds = result.run.details.get("seconds", {})
+    console.print(
+        f"[bold green]stored run {result.run.run_id}[/] in the {ws.spec.scoring.store} store "
+        f"({seconds.get('total', 0.0) + seconds.get('write', 0.0):.1f}s); list runs with "
+        f"`propensity score-runs -w {workspace}`"
+    )
+
+
+@app.command("score-runs")
+def score_runs(
+    workspace: Path = WorkspaceOption,
+    limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many runs, newest first."),
+) -> None:
+    """List the scoring runs in the score store, newest first.
+
+    Example:
+
+        propensity score-runs -w demo
+    """
+    from propensity.scoring.score_store import open_score_store
+
+    ws = open_workspace(workspace, require_spec=True)
+    runs = open_score_store(ws).runs(limit)
+    if not runs:
+        console.print("no scoring runs yet; run `propensity score`")
+        return
+    table = Table(title=f"scoring runs ({ws.spec.scoring.store} store)")
+    for col in ("run", "scored at", "as of", "rows", "model", "status", "contract"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.run_id, f"{r.scored_at:%Y-%m-%d %H:%M}", f"{r.as_of:%Y-%m-%d %H:%M}", fmt_int(r.rows),
+            r.model_version, r.status, r.contract_version,
+        )  # fmt: skip
+    console.print(table)
+
+
+def quickstart_scores(ws: Workspace, trained: TrainingResult | None, as_of: datetime) -> BatchResult | None:
+    """Quickstart's scoring step: every customer scored as of the end of the synthetic data and stored.
+
+    Uses the production bundle, or the bundle just trained while none is in production yet.
+    """
+    from propensity.registry.registry import Registry
+    from propensity.scoring.batch import score_and_store
+
+    if trained is None:
+        return None
+    console.rule("batch scores: every customer × action into the score table")
+    bundle = None if Registry(ws).production() is not None else trained.bundle_id
+    with progress_bar() as bar:
+        result = score_and_store(ws, as_of=as_of, bundle=bundle, progress=_scoring_progress(bar))
+    print_run_summary(result)
+    console.print(f"stored run [bold]{result.run.run_id}[/] in the {ws.spec.scoring.store} store")
+    return result
