@@ -244,7 +244,9 @@ class RedisStore:
                 start = i
         return self._transact(slices, self.engine.apply_batch)
 
-    def _apply_attributes(self, rows: Sequence[Mapping[str, Any]]) -> int:
+    def apply_attributes(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Apply attribute versions (customer_id, attribute, value, valid_from, available_at[, source]), as
+        :meth:`OnlineFeatureEngine.apply_attribute` does; returns how many were taken."""
         by_customer: dict[str, list[Mapping[str, Any]]] = {}
         for row in rows:
             by_customer.setdefault(str(row["customer_id"]), []).append(row)
@@ -370,16 +372,13 @@ class RedisStore:
         if latest is None or latest <= watermark:
             return 0
         source = LIVE_SOURCE.name.replace("'", "''")
-        reader = (
-            cast(Any, con)
-            .execute(
-                "SELECT * FROM events WHERE "
-                f"(source = '{source}' AND epoch_us(ingested_at) > {live}) "
-                f"OR (source IS DISTINCT FROM '{source}' AND epoch_us(ingested_at) > {watermark}) "
-                "ORDER BY available_at, event_id"
-            )
-            .fetch_record_batch(50_000)
+        relation = cast(Any, con).sql(
+            "SELECT * FROM events WHERE "
+            f"(source = '{source}' AND epoch_us(ingested_at) > {live}) "
+            f"OR (source IS DISTINCT FROM '{source}' AND epoch_us(ingested_at) > {watermark}) "
+            "ORDER BY available_at, event_id"
         )
+        reader = relation.to_arrow_reader(50_000)
         applied = 0
         for batch in reader:
             applied += self._apply_events(pa.Table.from_batches([batch]))
@@ -393,7 +392,7 @@ class RedisStore:
                 f"WHERE epoch_us(ingested_at) > {watermark} AND attribute IN ({quoted}) ORDER BY available_at"
             ).fetchall()
             columns = ("customer_id", "attribute", "value", "source", "valid_from", "available_at")
-            self._apply_attributes([dict(zip(columns, row, strict=True)) for row in rows])
+            self.apply_attributes([dict(zip(columns, row, strict=True)) for row in rows])
         for field in ("watermark", "live_watermark"):
             self._raise(keys=[self._meta], args=[field, latest])
         log.info("online store in Redis caught up with %d events from the log", applied)

@@ -1,0 +1,50 @@
+"""Fixtures for the online store tests: a key prefix per test, and a small trained workspace for server tests."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from propensity.workspace import Workspace
+
+# The feature tests' helpers and hypothesis strategies are imported from there, not copied.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A Redis key prefix of this test's own, so tests share one redis-server without flushing it."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scorer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The compiled scorer's cache in a temporary folder, not the user's home (subprocesses inherit it)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROPENSITY_CACHE_DIR", str(tmp_path_factory.mktemp("scorer-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """A small synthetic project with a production bundle (buy and churn)."""
+    from tests.training.synthetic_project import build_workspace
+
+    from propensity.registry.registry import Registry
+    from propensity.training.pipeline import train_project
+
+    root = tmp_path_factory.mktemp("redis-serve")
+    build_workspace(root, customers=400, days=120, seed=11)
+    spec = yaml.safe_load((root / "propensity.yaml").read_text())
+    spec["actions"] = [{"template": "buy"}, {"template": "churn"}]
+    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    ws = Workspace.open(root)
+    result = train_project(ws, write_report=False)
+    Registry(ws).set_production(result.bundle_id, forced=True, reason="test")
+    return ws
