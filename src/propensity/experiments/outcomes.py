@@ -1,10 +1,11 @@
 """Outcomes: what each scored customer actually did in the action's horizon after being scored.
 
-For a score row ``(customer, action, scored_at)`` the outcome is the action's label at ``t = scored_at``, with
+For a score row ``(customer, action, scored_at)`` the outcome is the action's label at ``t``, with
 the same definition training uses (:mod:`propensity.labels`): a target event with ``event_time`` in
 ``(t + gap, t + gap + horizon]`` (for ``outcome: absent`` actions such as churn, the absence of one). Only
 matured rows are returned: ``t + gap + horizon + label_delay`` at or before the end of the data, so a window
-still open never counts as "did not happen".
+still open never counts as "did not happen". ``t`` (``window_start`` in the result) is the row's ``as_of`` when
+the rows carry one, the moment the score is about (a backfilled run's is in the past), otherwise ``scored_at``.
 
 A trigger action's label (``respond``) asks for a target event of the same campaign; a score row carries no
 campaign, so here any target event in the window counts.
@@ -22,7 +23,7 @@ from propensity.config.errors import PropensityError
 from propensity.config.spec import ProjectSpec
 from propensity.labels.labels import event_filter_sql
 
-OUTCOME_COLUMNS = ("customer_id", "action", "scored_at", "holdout_group", "segment", "score", "outcome",
+OUTCOME_COLUMNS = ("customer_id", "action", "window_start", "holdout_group", "segment", "score", "outcome",
                    "window_end")  # fmt: skip
 REQUIRED = ("customer_id", "action", "scored_at", "holdout_group")
 
@@ -46,7 +47,7 @@ def _empty() -> pa.Table:
         {
             "customer_id": pa.array([], pa.string()),
             "action": pa.array([], pa.string()),
-            "scored_at": pa.array([], ts),
+            "window_start": pa.array([], ts),
             "holdout_group": pa.array([], pa.string()),
             "segment": pa.array([], pa.string()),
             "score": pa.array([], pa.float64()),
@@ -81,7 +82,10 @@ def outcomes(
     for col, typ in (("segment", pa.string()), ("score", pa.float64())):
         if col not in rows.column_names:
             rows = rows.append_column(col, pa.nulls(rows.num_rows, typ))
-    rows = rows.select(["customer_id", "action", "scored_at", "holdout_group", "segment", "score"])
+    # The window opens when the score is about: a run's as_of (a backfill scores the past), else scored_at.
+    start = rows.column("as_of") if "as_of" in rows.column_names else rows.column("scored_at")
+    rows = rows.select(["customer_id", "action", "holdout_group", "segment", "score"])
+    rows = rows.add_column(2, "window_start", start.cast(pa.timestamp("us", tz="UTC")))
     if rows.num_rows == 0:
         return _empty()
     limit = end or data_end(con, spec)
@@ -104,19 +108,19 @@ def outcomes(
             sql = f"""
                 WITH s AS (
                     SELECT *, row_number() OVER () AS _i FROM _score_rows
-                    WHERE scored_at + INTERVAL '{int(gap_s + h_s + delay_s)} seconds' <= $end
+                    WHERE window_start + INTERVAL '{int(gap_s + h_s + delay_s)} seconds' <= $end
                 ),
                 tgt AS (SELECT customer_id, event_time FROM events WHERE {event_filter_sql(action.target)})
-                SELECT s.customer_id, s.action, s.scored_at, s.holdout_group, s.segment, s.score,
+                SELECT s.customer_id, s.action, s.window_start, s.holdout_group, s.segment, s.score,
                        CAST({label} AS TINYINT) AS outcome,
-                       s.scored_at + INTERVAL '{int(gap_s + h_s)} seconds' AS window_end
+                       s.window_start + INTERVAL '{int(gap_s + h_s)} seconds' AS window_end
                 FROM s LEFT JOIN tgt e ON e.customer_id = s.customer_id
-                     AND e.event_time > s.scored_at + INTERVAL '{int(gap_s)} seconds'
-                     AND e.event_time <= s.scored_at + INTERVAL '{int(gap_s + h_s)} seconds'
-                GROUP BY s._i, s.customer_id, s.action, s.scored_at, s.holdout_group, s.segment, s.score
+                     AND e.event_time > s.window_start + INTERVAL '{int(gap_s)} seconds'
+                     AND e.event_time <= s.window_start + INTERVAL '{int(gap_s + h_s)} seconds'
+                GROUP BY s._i, s.customer_id, s.action, s.window_start, s.holdout_group, s.segment, s.score
                 ORDER BY s._i
             """
-            part: pa.Table = con.execute(sql, {"end": limit}).to_arrow_table()
+            part: pa.Table = con.sql(sql, params={"end": limit}).to_arrow_table()
             parts.append(part)
         finally:
             con.unregister("_score_rows")

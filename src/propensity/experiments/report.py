@@ -50,8 +50,12 @@ def load_score_rows(workspace: Workspace, run_id: str | None = None) -> tuple[st
         run = store.latest_run(status="complete")
         if run is None:
             raise NoScoresError("no complete scoring run yet; run `propensity score` first")
-        run_id = run.run_id
-    return run_id, store.read_run(run_id)
+    else:
+        run = store.get_run(run_id)
+    rows = store.read_run(run.run_id)
+    # The outcome window opens at the time the scores are about (a backfilled run's as_of is in the past).
+    as_of = pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+    return run.run_id, rows.append_column("as_of", as_of)
 
 
 # ------------------------------------------------------------------------------------------------ numbers
@@ -64,7 +68,7 @@ def _uplift_for(
         return None, "the project declares no features"
     from propensity.features.offline import compute_features
 
-    spine = rows.select(["customer_id", "scored_at"]).rename_columns(["customer_id", "as_of"])
+    spine = rows.select(["customer_id", "window_start"]).rename_columns(["customer_id", "as_of"])
     feats = compute_features(con, spec.features, spine)
     names = [f.name for f in spec.features]
     x = FeatureEncoder.fit(feats, names).matrix(feats)
