@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import pyarrow as pa
 from tests.services import free_port
 
 from propensity.activation.score_row import SCORE_ROW_SCHEMA
+from propensity.workspace import Workspace
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -126,7 +128,7 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
         return self
 
@@ -155,3 +157,26 @@ def no_sleep(_seconds: float) -> None:
 
 def flatten(values: Iterable[Iterable[str]]) -> list[str]:
     return [v for vs in values for v in vs]
+
+
+def workspace_with_attributes(
+    root: Path, people: dict[str, dict[str, str]], extra_yaml: str = ""
+) -> Workspace:
+    """A workspace whose ``attributes`` table holds ``people`` ({customer_id: {attribute: value}})."""
+    import csv
+
+    from propensity.events.ingest import ingest_attributes
+
+    names = sorted({k for attrs in people.values() for k in attrs})
+    path = root / "people.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["customer_id", *names])
+        for cid, attrs in people.items():
+            writer.writerow([cid, *(attrs.get(n, "") for n in names)])
+    (root / "propensity.yaml").write_text(
+        "attributes:\n  - {name: people, path: people.csv, format: csv}\n" + extra_yaml, encoding="utf-8"
+    )
+    ws = Workspace.open(root)
+    ingest_attributes(ws, ws.spec.attributes[0])
+    return ws

@@ -120,7 +120,7 @@ def test_retry_after_is_honoured_up_to_the_cap(tmp_path: Path, receiver: Receive
     assert slept == [5.0]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     base=st.floats(0.01, 2.0),
     cap=st.floats(0.1, 60.0),
