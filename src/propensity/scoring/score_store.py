@@ -333,10 +333,10 @@ class DuckDBScoreStore:
     def read_run(self, run_id: str) -> pa.Table:
         self.get_run(run_id)
         with self._connect(write=False) as con:
-            table = con.execute(
-                f"SELECT {', '.join(SCORE_ROW_COLUMNS)} FROM scores WHERE scoring_run_id = ? "
+            table = con.sql(
+                f"SELECT {', '.join(SCORE_ROW_COLUMNS)} FROM scores WHERE scoring_run_id = $run "
                 "ORDER BY action, customer_id",
-                [run_id],
+                params={"run": run_id},
             ).to_arrow_table()
         return conform(table)
 
