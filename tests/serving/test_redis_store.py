@@ -246,6 +246,21 @@ def test_a_restarted_store_catches_up_only_on_what_it_has_not_seen(tmp_path: Pat
     assert _log_store(ws, stores(ws.spec.features)) == 0  # nothing new: nothing applied
 
 
+def test_a_load_replaces_states_written_before_it(tmp_path: Path, stores: Any) -> None:
+    """Redis came back empty and running servers wrote live events for a few customers: the next load gives
+    those customers their whole history again, live events included."""
+    ws = write_spec(tmp_path, SPEC)
+    ingest_table(ws, canonical_events(300, customers=40))
+    running = stores(ws.spec.features)
+    live = append_live(ws, [{"event_id": "live-1", "customer_id": "c3", "event_type": "purchase",
+                             "event_time": datetime.now(UTC).isoformat(), "amount": 5.0}])  # fmt: skip
+    assert running.apply(live.inserted) == 1
+    assert running.vector("c3")[0] == 1  # only the live purchase: the namespace was never loaded
+    assert _log_store(ws, stores(ws.spec.features)) == 301
+    _assert_same_as_memory(ws, running, [f"c{i}" for i in range(40)])
+    assert running.customers == 40
+
+
 def test_two_stores_starting_at_once_load_the_log_once(tmp_path: Path, stores: Any) -> None:
     ws = write_spec(tmp_path, SPEC)
     ingest_table(ws, canonical_events(300, customers=40))

@@ -63,6 +63,13 @@ end
 if ARGV[1] == '0' then redis.call('HINCRBY', KEYS[2], 'customers', 1) end
 return 1
 """
+# Write a customer's state whatever is there, bumping the version (so a concurrent compare-and-set retries on top).
+# KEYS: customer key, meta key. ARGV: read part, seen part.
+_PUT = """
+if redis.call('HINCRBY', KEYS[1], 'v', 1) == 1 then redis.call('HINCRBY', KEYS[2], 'customers', 1) end
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 's', ARGV[2])
+return 1
+"""
 # Raise a watermark field of the meta hash to ARGV[2] if that is greater. KEYS: meta key. ARGV: field, value.
 _RAISE = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -111,6 +118,7 @@ class RedisStore:
         self._meta = f"{self._base}:meta"
         self._lock = f"{self._base}:lock"
         self._cas = self._redis.register_script(_CAS)
+        self._put = self._redis.register_script(_PUT)
         self._raise = self._redis.register_script(_RAISE)
         self._refresh = self._redis.register_script(_REFRESH)
         self._unlock = self._redis.register_script(_UNLOCK)
@@ -193,7 +201,11 @@ class RedisStore:
     def rebuild(self, con: duckdb.DuckDBPyConnection) -> int:
         """Bring the store up to date with the event log: load it whole into an empty store, or else apply only
         what was ingested after the store's watermarks. One process at a time (a lock in Redis); another one
-        starting meanwhile waits, then finds nothing or little to do. Returns the events applied."""
+        starting meanwhile waits, then finds nothing or little to do. Returns the events applied.
+
+        Call it holding the workspace's write lock (as :func:`propensity.serving.startup.build_service` does):
+        a load replaces the states found in an unloaded namespace (say, written by running servers after Redis
+        came back empty), which is right only if no event can be appended to the log meanwhile."""
         token = uuid.uuid4().hex
         with self._unavailable("load the event log"):
             waited = False
@@ -336,31 +348,43 @@ class RedisStore:
         watermark = _log_watermark(con)
         scratch = OnlineFeatureEngine(self.engine.plan)
         applied = scratch.rebuild(con)
-        codec = self._codec
-        ids = scratch.customer_ids()
-        skipped = 0
-        for start in range(0, len(ids), WRITE_CHUNK):
-            pipe = self._redis.pipeline(transaction=False)
-            chunk = ids[start : start + WRITE_CHUNK]
-            for cid in chunk:
-                state = scratch.export_customer(cid)
-                assert state is not None
-                args: list[Any] = ["0", "1", codec.encode_read(state), codec.encode_seen(state)]
-                self._cas(keys=[self.key(cid), self._meta], args=args, client=pipe)
-                scratch.drop_customer(cid)  # free memory as we go
-            skipped += sum(1 for ok in pipe.execute() if not ok)
-            self._refresh(keys=[self._lock], args=[token, LOCK_SECONDS * 1000])
-        if skipped:
-            # Written meanwhile by a server applying live events (or by an earlier load that was cut short):
-            # those states already hold what they were written from, so they are kept.
-            log.warning("%d customers already had a state in Redis; kept as they were", skipped)
+        customers = self.load_engine(
+            scratch, after_chunk=lambda: self._refresh(keys=[self._lock], args=[token, LOCK_SECONDS * 1000])
+        )
         mapping = {"ready": "1", "format": "1", "loaded_at": str(int(time.time() * 1e6))}
         self._redis.hset(self._meta, mapping=mapping)
         if watermark is not None:
             for field in ("watermark", "live_watermark"):
                 self._raise(keys=[self._meta], args=[field, watermark])
-        log.info("online store loaded into Redis: %d events, %d customers", applied, len(ids))
+        log.info("online store loaded into Redis: %d events, %d customers", applied, customers)
         return applied
+
+    def load_engine(
+        self, engine: OnlineFeatureEngine, *, after_chunk: Callable[[], None] | None = None
+    ) -> int:
+        """Write every customer an in-memory engine of the same feature set holds into this store, replacing
+        any state held here, in pipelined chunks, emptying the engine as it goes (a bulk load). Only correct if
+        the engine has taken in every event the stored states hold (true of a rebuild from the log made while
+        no event can be appended: :meth:`rebuild`'s caller holds the workspace lock). Returns the customers
+        written."""
+        if engine.version != self.engine.version:
+            raise ValueError(
+                f"feature set {engine.version} cannot be loaded into a store of {self.engine.version}"
+            )
+        codec = self._codec
+        ids = engine.customer_ids()
+        for start in range(0, len(ids), WRITE_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for cid in ids[start : start + WRITE_CHUNK]:
+                state = engine.export_customer(cid)
+                assert state is not None
+                args: list[Any] = [codec.encode_read(state), codec.encode_seen(state)]
+                self._put(keys=[self.key(cid), self._meta], args=args, client=pipe)
+                engine.drop_customer(cid)  # free memory as we go
+            pipe.execute()
+            if after_chunk is not None:
+                after_chunk()
+        return len(ids)
 
     def _catch_up(self, con: duckdb.DuckDBPyConnection, meta: Mapping[bytes, bytes], token: str) -> int:
         """Apply what the log holds beyond the watermarks: events ingested by the CLI since the last load (all
