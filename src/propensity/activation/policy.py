@@ -220,16 +220,17 @@ def suppression_lists(
     return out
 
 
-def recent_activations(store: ScoreStore, policy: PolicySettings, as_of: datetime) -> dict[str, int]:
-    """Customers' activations (complete runs in which they got a next best action) in the cap's period
-    before ``as_of``; empty without a frequency cap."""
+def recent_activations(store: ScoreStore, policy: PolicySettings, now: datetime) -> dict[str, int]:
+    """Customers' activations (complete runs in which they got a next best action) scored in the cap's period
+    before ``now`` (the new run's scored_at: activations happen when runs are scored, whatever their as_of);
+    empty without a frequency cap."""
     cap = policy.frequency_cap
     if cap is None:
         return {}
-    since = as_of - cap.period.timedelta
+    since = now - cap.period.timedelta
     counts: dict[str, int] = {}
     for run in store.runs():
-        if run.status != "complete" or not since < run.scored_at <= as_of:
+        if run.status != "complete" or not since < run.scored_at <= now:
             continue
         rows = store.read_run(run.run_id)
         got = rows.filter(pc.is_valid(rows.column("next_best_action")))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -371,7 +371,7 @@ def score_batch(
             )
         )
     rows = pa.concat_tables(parts) if parts else SCORE_ROW_SCHEMA.empty_table()
-    history = recent_activations(store or open_score_store(workspace), spec.policies, as_of)
+    history = recent_activations(store or open_score_store(workspace), spec.policies, scored_at)
     rows = conform(decide(rows, spec.policies, context=DecisionContext(suppressed, history)))
     timings["decisions"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t_start
@@ -428,8 +428,5 @@ def score_and_store(
     problems = validate_rows(result.rows)
     if problems:
         raise ContractError(problems)
-    t = time.perf_counter()
     store.write_run(result.rows, result.run)
-    details = dict(result.run.details)
-    details["seconds"] = {**details.get("seconds", {}), "write": round(time.perf_counter() - t, 3)}
-    return BatchResult(replace(result.run, details=details), result.rows)
+    return result

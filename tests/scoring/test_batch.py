@@ -1,0 +1,298 @@
+"""Batch scoring on a small trained workspace: the rows a user gets, checked against independent computations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from tests.scoring.conftest import AS_OF
+
+from propensity.activation.contract import ContractError, validate_rows
+from propensity.activation.score_row import SCORE_ROW_SCHEMA, UTC_US
+from propensity.features.offline import compute_features
+from propensity.registry.registry import Registry
+from propensity.scoring import batch as batch_module
+from propensity.scoring.batch import BatchResult, BatchScoringError, score_and_store, score_batch
+from propensity.scoring.fallback import fallback_scores
+from propensity.scoring.score_store import ParquetScoreStore, open_score_store
+from propensity.serving.model import ServingModel, percentile_of
+from propensity.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def result(scoring_workspace: Workspace) -> BatchResult:
+    return score_batch(scoring_workspace, as_of=AS_OF)
+
+
+def _action(rows: pa.Table, action: str) -> pa.Table:
+    return rows.filter(pc.equal(rows.column("action"), action)).sort_by("customer_id")
+
+
+def _con(ws: Workspace) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(ws.db_path), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def test_every_known_customer_gets_one_row_per_action_that_keeps_the_contract(
+    scoring_workspace: Workspace, result: BatchResult
+) -> None:
+    rows, run = result.rows, result.run
+    with _con(scoring_workspace) as con:
+        known = con.execute(
+            """SELECT count(DISTINCT customer_id) FROM (
+                   SELECT customer_id FROM events WHERE available_at <= $t AND event_time <= $t
+                   UNION ALL SELECT customer_id FROM attributes WHERE valid_from <= $t AND available_at <= $t)""",
+            {"t": AS_OF},
+        ).fetchall()[0][0]
+    actions = ["buy_7d", "churn_30d", "upgrade_30d"]
+    assert run.details["actions"] == actions and run.details["customers"] == known
+    assert rows.num_rows == run.rows == known * len(actions)
+    pairs = set(zip(rows.column("customer_id").to_pylist(), rows.column("action").to_pylist(), strict=True))
+    assert len(pairs) == rows.num_rows
+    assert rows.schema == SCORE_ROW_SCHEMA
+    assert validate_rows(rows) == []
+    assert set(rows.column("scoring_run_id").to_pylist()) == {run.run_id}
+    assert run.expiration_at - run.scored_at == timedelta(days=1)  # scoring.ttl's default
+    assert run.as_of == AS_OF and run.contract_version == "1.0.0"
+    assert run.details["meanings"]["buy_7d"] == "probability of at least one purchase within 7 days of as_of"
+
+
+def test_eligibility_is_evaluated_as_of_the_run(scoring_workspace: Workspace, result: BatchResult) -> None:
+    churn = _action(result.rows, "churn_30d")
+    with _con(scoring_workspace) as con:
+        active = {
+            r[0]
+            for r in con.execute(
+                """SELECT DISTINCT customer_id FROM events WHERE event_type IN ('page_view', 'product_view',
+                   'search', 'cart_add', 'cart_remove', 'checkout', 'purchase', 'coupon_redemption',
+                   'campaign_click') AND available_at <= $t AND event_time <= $t
+                   AND event_time > $t - INTERVAL 30 DAY""",
+                {"t": AS_OF},
+            ).fetchall()
+        }
+    eligible = dict(
+        zip(churn.column("customer_id").to_pylist(), churn.column("eligible").to_pylist(), strict=True)
+    )
+    assert {c for c, e in eligible.items() if e} == active
+    assert 0 < len(active) < len(eligible)
+    for name in ("score", "segment", "percentile", "reason_codes"):
+        nulls = pc.is_null(churn.column(name)).to_pylist()
+        assert [not e for e in eligible.values()] == nulls or name in ("percentile", "reason_codes"), name
+    assert result.run.details["eligible"]["churn_30d"] == len(active)
+
+
+def test_model_scores_equal_the_training_paths_predictions(
+    scoring_workspace: Workspace, result: BatchResult
+) -> None:
+    buy = _action(result.rows, "buy_7d").filter(pc.field("eligible"))
+    bundle = Registry(scoring_workspace).load("production")
+    spine = pa.table(
+        {"customer_id": buy.column("customer_id"), "as_of": pa.array([AS_OF] * buy.num_rows, UTC_US)}
+    )
+    with _con(scoring_workspace) as con:
+        feats = compute_features(con, scoring_workspace.spec.features, spine)
+    expected = bundle.predict("buy_7d", feats)
+    np.testing.assert_allclose(buy.column("score").to_numpy(), expected, rtol=0, atol=1e-9)
+    assert set(buy.column("fallback").to_pylist()) == {False}
+    assert set(buy.column("model_id").to_pylist()) == {f"{bundle.id}/buy_7d"}
+    assert result.run.model_version == bundle.id
+
+
+def test_percentiles_and_reason_codes_match_serving(
+    scoring_workspace: Workspace, result: BatchResult
+) -> None:
+    registry = Registry(scoring_workspace)
+    model = ServingModel.from_bundle_dir(registry.path(registry.resolve("production")))
+    buy = _action(result.rows, "buy_7d").filter(pc.field("eligible")).slice(0, 25)
+    quantiles = model.actions["buy_7d"].score_quantiles
+    i = model.action_names.index("buy_7d")
+    spine = pa.table(
+        {"customer_id": buy.column("customer_id"), "as_of": pa.array([AS_OF] * buy.num_rows, UTC_US)}
+    )
+    with _con(scoring_workspace) as con:
+        feats = compute_features(con, scoring_workspace.spec.features, spine)
+    encoder = model.encoder_for(feats.column_names)
+    for k, row in enumerate(buy.to_pylist()):
+        assert row["percentile"] == pytest.approx(percentile_of(quantiles, row["score"]), abs=1e-9)
+        vector = [feats.column(c)[k].as_py() for c in feats.column_names]
+        served = model.reason_codes(encoder.encode(vector), [i])[0]
+        codes = json.loads(row["reason_codes"])
+        assert [c["feature"] for c in codes] == [c["feature"] for c in served]
+        assert [c["contribution"] for c in codes] == pytest.approx(
+            [c["contribution"] for c in served], abs=1e-6
+        )
+        assert all(c["value"] == feats.column(c["feature"])[k].as_py() for c in codes)
+
+
+def test_actions_without_a_model_use_the_fallback_and_say_so(
+    scoring_workspace: Workspace, result: BatchResult
+) -> None:
+    assert "upgrade_30d" in result.run.details["fallback_actions"]
+    up = _action(result.rows, "upgrade_30d")
+    assert set(up.column("fallback").to_pylist()) == {True}
+    assert set(up.column("model_id").to_pylist()) == {"fallback/recency-frequency"}
+    ok = up.filter(pc.field("eligible"))
+    assert ok.num_rows > 0
+    spine = pa.table(
+        {"customer_id": ok.column("customer_id"), "as_of": pa.array([AS_OF] * ok.num_rows, UTC_US)}
+    )
+    with _con(scoring_workspace) as con:
+        expected = fallback_scores(con, scoring_workspace.spec.action("upgrade_30d"), spine)
+    assert ok.column("score").to_pylist() == expected.column("score").to_pylist()
+
+
+def test_segments_come_from_the_run_and_are_stored_with_it(result: BatchResult) -> None:
+    buy = _action(result.rows, "buy_7d").filter(pc.field("eligible"))
+    cuts = result.run.segment_cuts["buy_7d"]
+    names = result.run.segment_names["buy_7d"]
+    assert names == ("low", "medium", "high") and len(cuts) == 2
+    for score, segment in zip(
+        buy.column("score").to_pylist(), buy.column("segment").to_pylist(), strict=True
+    ):
+        assert segment == names[int(np.searchsorted(cuts, score, side="right"))]
+    high = pc.sum(pc.equal(buy.column("segment"), "high")).as_py()
+    assert 0 < high < buy.num_rows
+
+
+def test_decisions_follow_the_policy(result: BatchResult) -> None:
+    rows = result.rows.to_pylist()
+    by_customer: dict[str, list[dict[str, object]]] = {}
+    for r in rows:
+        by_customer.setdefault(str(r["customer_id"]), []).append(r)
+    policy = {"buy_7d": (40.0, 0.5), "churn_30d": (20.0, 1.0), "upgrade_30d": (1.0, 0.0)}
+    seen = set()
+    for cid, mine in by_customer.items():
+        nbas = {r["next_best_action"] for r in mine}
+        assert len(nbas) == 1, cid  # one next best action per customer, on every row
+        nba = nbas.pop()
+        if any(r["holdout_group"] == "control" for r in mine):
+            assert nba is None and {r["decision_policy"] for r in mine} == {"holdout_control"}
+            seen.add("control")
+            continue
+        if cid in ("c1", "c2"):
+            assert nba is None
+            assert {r["decision_policy"] for r in mine if r["eligible"]} == {"suppressed:vip_list"}
+            seen.add("vip")
+            continue
+        for r in mine:
+            consent = json.loads(str(r["consent"])) if r["consent"] else {}
+            if r["action"] == "buy_7d" and r["eligible"] and not consent.get("email", False):
+                assert r["decision_policy"] == "no_consent:email"
+                seen.add("consent")
+            if not r["eligible"]:
+                assert r["decision_policy"] == "not_eligible"
+        candidates = [r for r in mine if r["decision_policy"] in ("ev_max", "ev_lower")]
+        if candidates:
+            ev = {r["action"]: float(r["score"]) * policy[str(r["action"])][0] - policy[str(r["action"])][1]  # type: ignore[arg-type]
+                  for r in candidates}  # fmt: skip
+            assert nba == max(sorted(ev), key=lambda a: ev[a])
+            assert [r["action"] for r in candidates if r["decision_policy"] == "ev_max"] == [nba]
+            seen.add("ev")
+        else:
+            assert nba is None
+    assert seen == {"control", "vip", "consent", "ev"}
+
+
+def test_runs_are_stored_and_never_overwritten(scoring_workspace: Workspace, tmp_path: Path) -> None:
+    store = ParquetScoreStore(tmp_path / "scores")
+    first = score_and_store(scoring_workspace, as_of=AS_OF, store=store)
+    second = score_and_store(scoring_workspace, as_of=AS_OF, store=store)
+    assert first.run.run_id != second.run.run_id
+    assert [r.run_id for r in store.runs()] == [second.run.run_id, first.run.run_id]
+    assert (
+        store.read_run(first.run.run_id).to_pylist()
+        == first.rows.sort_by([("action", "ascending"), ("customer_id", "ascending")]).to_pylist()
+    )
+
+
+def test_the_default_store_is_the_workspace_duckdb_file(scoring_workspace: Workspace) -> None:
+    stored = score_and_store(scoring_workspace, as_of=AS_OF, actions=["buy_7d"], customers=["c3", "c4", "c5"])
+    store = open_score_store(scoring_workspace)
+    assert store.latest_run() == stored.run
+    assert store.read_run(stored.run.run_id).column("customer_id").to_pylist() == ["c3", "c4", "c5"]
+
+
+def test_a_run_that_breaks_the_contract_is_not_written(
+    scoring_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = batch_module.score_batch
+
+    def broken(*args: object, **kwargs: object) -> BatchResult:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        i = out.rows.column_names.index("score")
+        scores = pc.multiply(out.rows.column("score"), 10.0)
+        return BatchResult(out.run, out.rows.set_column(i, "score", scores))
+
+    monkeypatch.setattr(batch_module, "score_batch", broken)
+    store = ParquetScoreStore(tmp_path / "scores")
+    with pytest.raises(ContractError, match=r"score: \d+ value\(s\) outside \[0.0, 1.0\]"):
+        score_and_store(scoring_workspace, as_of=AS_OF, actions=["buy_7d"], store=store)
+    assert store.runs() == []
+
+
+def test_as_of_customers_and_actions_restrict_the_run(scoring_workspace: Workspace) -> None:
+    early = score_batch(scoring_workspace, as_of=AS_OF - timedelta(days=100), actions=["buy_7d"])
+    late = score_batch(scoring_workspace, as_of=AS_OF, actions=["buy_7d"])
+    assert 0 < early.run.details["customers"] < late.run.details["customers"]
+    assert set(early.rows.column("action").to_pylist()) == {"buy_7d"}
+    some = score_batch(scoring_workspace, as_of=AS_OF, customers=["c7", "c9"], actions=["churn_30d"])
+    assert some.rows.column("customer_id").to_pylist() == ["c7", "c9"]
+    with pytest.raises(BatchScoringError, match=r"unknown action.*nope.*buy_7d"):
+        score_batch(scoring_workspace, as_of=AS_OF, actions=["nope"])
+
+
+def test_frequency_cap_counts_earlier_runs(scoring_workspace: Workspace, tmp_path: Path) -> None:
+    policies = scoring_workspace.spec.policies.model_copy(
+        update={
+            "frequency_cap": scoring_workspace.spec.policies.model_validate(
+                {"frequency_cap": {"max": 1, "period": "7d"}}
+            ).frequency_cap
+        }
+    )
+    ws = Workspace(scoring_workspace.root, scoring_workspace.spec.model_copy(update={"policies": policies}))
+    store = ParquetScoreStore(tmp_path / "scores")
+    first = score_and_store(ws, actions=["buy_7d"], as_of=AS_OF, store=store)
+    activated = set(
+        pc.unique(
+            first.rows.filter(pc.is_valid(first.rows.column("next_best_action"))).column("customer_id")
+        ).to_pylist()
+    )
+    assert activated
+    second = score_batch(ws, actions=["buy_7d"], as_of=AS_OF, store=store)
+    rows = {r["customer_id"]: r for r in second.rows.to_pylist()}
+    assert all(
+        rows[c]["decision_policy"] == "frequency_cap" and rows[c]["next_best_action"] is None
+        for c in activated
+    )
+    assert not any(r["decision_policy"] == "frequency_cap" for c, r in rows.items() if c not in activated)
+
+
+def test_no_production_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path)
+    with pytest.raises(BatchScoringError, match="no bundle is in production"):
+        score_batch(ws)
+
+
+@pytest.mark.slow
+def test_cli_scores_and_lists_runs(scoring_workspace: Workspace) -> None:
+    env = {**os.environ, "COLUMNS": "200"}
+    cli = [sys.executable, "-m", "propensity"]
+    root = str(scoring_workspace.root)
+    out = subprocess.run([*cli, "score", "-w", root, "--as-of", AS_OF.isoformat(), "-a", "buy_7d"],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "stored run r-" in out.stdout and "buy_7d" in out.stdout and "high" in out.stdout
+    runs = subprocess.run([*cli, "score-runs", "-w", root], capture_output=True, text=True, env=env)
+    assert runs.returncode == 0 and open_score_store(scoring_workspace).runs()[0].run_id in runs.stdout
+    bad = subprocess.run([*cli, "score", "-w", root, "-a", "nope"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "unknown action" in bad.stderr and "Traceback" not in bad.stderr
