@@ -72,6 +72,13 @@ def test_better_challenger_is_promoted_worse_is_refused_and_both_are_recorded(re
     out = runner.invoke(app, ["retrain", "history", "-w", str(retrain_root)], env={"COLUMNS": "200"})
     assert out.exit_code == 0 and "refused" in out.stdout and "promoted" in out.stdout
 
+    # On a schedule: the last (non-dry-run) retrain is minutes old, so a 7-day schedule trains nothing.
+    out = runner.invoke(app, ["retrain", "-w", str(retrain_root), "--every", "7d", "--iterations", "1"])
+    assert out.exit_code == 0, out.output
+    assert len(history(ws)) == 3
+    out = runner.invoke(app, ["retrain", "-w", str(retrain_root), "--every", "7 days"])
+    assert out.exit_code == 1 and "--every" in str(out.exception)
+
 
 @pytest.mark.slow
 def test_cli_retrain_exits_1_when_the_gate_refuses(retrain_root: Path, tmp_path: Path) -> None:
@@ -107,6 +114,8 @@ def test_nothing_due_means_no_training_and_no_record(tmp_path: Path) -> None:
     ws = _workspace(tmp_path, {"on_drift_alert": True})
     decision = retrain(ws, train=_never_called)
     assert decision.outcome == NOT_DUE and history(ws) == []
+    out = CliRunner().invoke(app, ["retrain", "-w", str(tmp_path), "--if-due"])
+    assert out.exit_code == 0 and "Not due" in out.stdout
 
 
 def test_a_drift_alert_in_the_latest_monitoring_run_makes_a_retrain_due(tmp_path: Path) -> None:

@@ -20,10 +20,8 @@ experiments_app = typer.Typer(
 )
 app.add_typer(experiments_app, name="experiments")
 
-retrain_app = typer.Typer(
-    help="Train a challenger, compare it with production on the latest matured window, promote if not worse.",
-    invoke_without_command=True,
-)
+# No help= here: the callback's docstring (with its examples) is the command's help.
+retrain_app = typer.Typer(invoke_without_command=True)
 app.add_typer(retrain_app, name="retrain")
 
 
@@ -32,13 +30,10 @@ app.add_typer(retrain_app, name="retrain")
 def list_(workspace: Path = WorkspaceOption) -> None:
     """List the experiments (holdouts) of propensity.yaml and, for the latest scoring run, each group's size.
 
-    Example (propensity.yaml):
+    Configure experiments in propensity.yaml (see docs/experiments.md), e.g. `experiments: {holdouts: [{name:
+    q4-2026, control_share: 0.1, actions: [buy_7d]}]}`.
 
-        experiments:
-          holdouts:
-            - name: q4-2026
-              control_share: 0.1
-              actions: [buy_7d]
+    Example:
 
         propensity experiments list -w demo
     """
@@ -104,6 +99,7 @@ def report(
     Examples:
 
         propensity experiments report -w demo
+
         propensity experiments report -w demo --run r-20261123T125600Z-3fa9c1 --out lift-q4
     """
     import pyarrow.parquet as pq
@@ -192,9 +188,13 @@ def retrain_command(
     Examples:
 
         propensity retrain -w demo                 # now
+
         propensity retrain -w demo --dry-run       # compare and record, promote nothing
+
         propensity retrain -w demo --if-due        # from cron: only when retraining.every / a drift alert says so
+
         propensity retrain -w demo --every 7d      # keep running; also retrains on drift alerts if configured
+
         propensity retrain history -w demo
     """
     if ctx.invoked_subcommand is not None:
