@@ -138,3 +138,35 @@ def test_promote_and_rollback_hot_under_traffic(
     assert versions <= {production, candidate}
     bundles = secured.get("/v1/models", headers=admin).json()["bundles"]
     assert {b["model_version"] for b in bundles} >= {production, candidate}
+
+
+def test_canary_route_sends_a_stable_share_to_the_candidate(
+    secured: TestClient, two_bundles: tuple[Workspace, str, str]
+) -> None:
+    ws, _, _ = two_bundles
+    admin = {"X-API-Key": "ak-789"}
+    production = Registry(ws).production()
+    other = next(e.id for e in Registry(ws).entries() if e.id != production)
+    r = secured.post("/v1/models/canary", json={"share": 0.3, "model_version": production}, headers=admin)
+    assert r.status_code == 409 and "already in production" in r.json()["error"]["message"]
+    assert (
+        secured.post("/v1/models/canary", json={"share": 0.3}, headers={"X-API-Key": "pk-123"}).status_code
+        == 403
+    )
+    r = secured.post("/v1/models/canary", json={"share": 0.3, "model_version": other}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["serving"]["canary"] == {"model_version": other, "share": 0.3}
+    answers = {}
+    for i in range(300):
+        body = secured.get(f"/v1/predict?customer_id=k{i}", headers=admin).json()
+        answers[f"k{i}"] = (body["canary"], body["model_version"])
+        assert body["model_version"] == (other if body["canary"] else production)
+    share = sum(c for c, _ in answers.values()) / len(answers)
+    assert 0.2 < share < 0.4
+    # Deterministic: the same customers go to the canary in a batch call too.
+    batch = secured.post("/v1/predict", json={"customer_ids": list(answers)[:100]}, headers=admin).json()
+    for result in batch["results"]:
+        assert result.get("canary", False) == answers[result["customer_id"]][0]
+    r = secured.post("/v1/models/canary", json={"share": 0}, headers=admin)
+    assert r.status_code == 200 and r.json()["serving"]["canary"] is None
+    assert secured.get("/v1/predict?customer_id=k1", headers=admin).json()["canary"] is False

@@ -175,6 +175,10 @@ def test_a_batch_with_one_bad_event_writes_nothing(client: TestClient, workspace
         ({"method": "POST", "url": "/v1/events", "json": [{"customer_id": ["c"], "event_type": "page_view"}]}, 422, "customer_id"),
         ({"method": "POST", "url": "/v1/events", "json": [{"event_type": "page_view", "event_time": "2025-01-01T00:00:00Z"}]}, 422, "customer_id"),
         ({"method": "POST", "url": "/v1/events", "json": [7]}, 422, "event"),
+        ({"method": "POST", "url": "/v1/events", "json": [{"customer_id": "c", "event_type": "page_view",
+                                                            "event_time": "2025-01-01T00:00:00Z", "": 1}]}, 422, "(empty)"),
+        ({"method": "POST", "url": "/v1/models/canary", "json": {"share": 2}}, 422, "share"),
+        ({"method": "POST", "url": "/v1/models/canary", "json": {"share": 0.1, "model_version": 5}}, 422, "model_version"),
         ({"method": "POST", "url": "/v1/events", "content": b"x" * 300_000}, 413, None),
     ],
 )  # fmt: skip

@@ -27,7 +27,13 @@ from starlette.routing import Route
 from propensity.server.openapi import SWAGGER_HTML, openapi_document
 from propensity.serving.auth import ForbiddenError, KeyRing, UnauthorizedError
 from propensity.serving.ingest import MAX_BATCH, RejectedBatch, append_live
-from propensity.serving.models import ModelMoveError, promote_and_load, registry_entries, rollback_and_load
+from propensity.serving.models import (
+    ModelMoveError,
+    load_canary,
+    promote_and_load,
+    registry_entries,
+    rollback_and_load,
+)
 from propensity.serving.service import MAX_CUSTOMERS, NoModelError, ScoringService, UnknownActionError
 from propensity.serving.store import StoreUnavailableError
 from propensity.workspace import Workspace
@@ -330,11 +336,15 @@ def create_app(state: ServerState) -> Starlette:
         model = service.model
         if model is None:
             return None
+        canary = service.canary
         return {
             "model_version": model.version,
             "feature_set_version": model.feature_set_version,
             "actions": list(model.action_names),
             "scorer": model.scorer.backend,
+            "canary": None
+            if canary is None
+            else {"model_version": canary.loaded.model.version, "share": canary.share},
         }
 
     @route("/v1/models", ["GET"], "models", "admin")
@@ -374,6 +384,32 @@ def create_app(state: ServerState) -> Starlette:
         previous = service.swap(model)
         return _json({"serving": _served(), "previous": None if previous is None else previous.version})
 
+    @route("/v1/models/canary", ["POST"], "canary", "admin")
+    async def canary_route(request: Request) -> Response:
+        ws = _need_workspace(state)
+        body = await _read_json(request, state.max_body_bytes)
+        if not isinstance(body, dict):
+            raise HTTPError(
+                422, "invalid_body", 'send {"share": 0.1, "model_version": "m-..."}', field="body"
+            )
+        share, ref = body.get("share"), body.get("model_version")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise HTTPError(422, "invalid_field", "share must be a number from 0 to 1 (0 stops the canary)",
+                            field="share")  # fmt: skip
+        if ref is not None and not isinstance(ref, str):
+            raise HTTPError(
+                422, "invalid_field", "model_version must be a bundle id or prefix", field="model_version"
+            )
+        if share == 0:
+            service.set_canary(None)
+        else:
+            try:
+                model = await run_in_threadpool(load_canary, ws, ref)
+            except ModelMoveError as exc:
+                raise HTTPError(exc.status, exc.code, str(exc)) from None
+            service.set_canary(model, float(share))
+        return _json({"serving": _served()})
+
     @route("/openapi.json", ["GET"], "openapi")
     async def openapi(request: Request) -> Response:
         return Response(openapi_bytes, media_type=_JSON)
@@ -383,7 +419,7 @@ def create_app(state: ServerState) -> Starlette:
         return HTMLResponse(SWAGGER_HTML)
 
     routes = [healthz, readyz, metrics_route, predict_get, predict_post, events, models, rollback_route,
-              promote_route, openapi, docs]  # fmt: skip
+              canary_route, promote_route, openapi, docs]  # fmt: skip
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return HTTPError(404, "not_found", "no such endpoint; see /docs").response()

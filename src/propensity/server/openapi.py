@@ -19,14 +19,23 @@ _SCORE = {
     "type": "object",
     "properties": {
         "probability": {
-            "type": "number",
-            "description": "Calibrated probability of the action in its horizon.",
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Calibrated probability of the action in its horizon (the fallback's tier score when "
+            "fallback is true); null when the customer is not eligible.",
         },
         "percentile": {"type": ["number", "null"], "description": "0–100 among the reference population."},
         "segment": {"type": ["string", "null"], "enum": ["high", "medium", "low", None]},
         "eligible": {
             "type": ["boolean", "null"],
-            "description": "null: eligibility not evaluated online yet.",
+            "description": "Whether the action's eligibility rule holds now (false: no score is given); null when "
+            "the rule is not evaluated here (an action the project no longer declares).",
+        },
+        "fallback": {
+            "type": "boolean",
+            "description": "The score comes from the rule-based fallback (recency and frequency tiers, not "
+            "calibrated): the served bundle has no model for this action, or lacks features.",
         },
         "reason_codes": {
             "type": "array",
@@ -42,12 +51,15 @@ _SCORE = {
             "description": "With explain=true: the 3 features that moved the score most (log-odds path attributions).",
         },
     },
-    "required": ["probability", "percentile", "segment", "eligible"],
+    "required": ["probability", "percentile", "segment", "eligible", "fallback"],
 }
 
 _META = {
-    "model_version": {"type": "string"},
-    "feature_set_version": {"type": "string"},
+    "model_version": {
+        "type": ["string", "null"],
+        "description": "The bundle that answered (null: fallback only).",
+    },
+    "feature_set_version": {"type": ["string", "null"]},
     "scored_at": {"type": "string", "format": "date-time"},
     "expiration_at": {"type": "string", "format": "date-time"},
     "latency_ms": {"type": "number", "description": "Time spent scoring inside the server."},
@@ -77,7 +89,31 @@ _EVENT = {
 }
 
 
+_COMMON_ERRORS = {
+    "400": "The body is not valid JSON.",
+    "413": "The body is larger than the server's limit.",
+}
+_AUTH_ERRORS = {"401": "No valid API key.", "403": "The key lacks the scope this route needs."}
+
+
+def _with_common_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every operation documents the errors any route can give: bad or oversize bodies, missing keys."""
+    for item in doc["paths"].values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            extra = dict(_COMMON_ERRORS) if "requestBody" in operation else {}
+            if operation.get("security"):
+                extra.update(_AUTH_ERRORS)
+            for status, text in extra.items():
+                responses.setdefault(status, _error_response(text))
+    return doc
+
+
 def openapi_document() -> dict[str, Any]:
+    return _with_common_errors(_document())
+
+
+def _document() -> dict[str, Any]:
     json_body = "application/json"
     return {
         "openapi": "3.1.0",
@@ -259,6 +295,34 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/models/canary": {
+                "post": {
+                    "summary": "Route a share of customers (a stable hash of the id) to a candidate bundle (admin)",
+                    "description": "share 0 stops the canary. Without model_version, the newest candidate.",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            json_body: {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "share": {"type": "number", "minimum": 0, "maximum": 1},
+                                        "model_version": {"type": ["string", "null"]},
+                                    },
+                                    "required": ["share"],
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "The canary is set (or stopped)."},
+                        "404": _error_response("No such bundle."),
+                        "409": _error_response("No candidate, the bundle is production, or it is corrupted."),
+                        "422": _error_response("A field is invalid, or the model cannot be served."),
+                    },
+                }
+            },
             "/v1/models/rollback": {
                 "post": {
                     "summary": "Roll production back to the previous bundle and swap it in (admin)",
@@ -306,6 +370,14 @@ def openapi_document() -> dict[str, Any]:
                                 "properties": {
                                     "customer_id": {"type": "string"},
                                     "cold_start": {"type": "boolean"},
+                                    "canary": {
+                                        "type": "boolean",
+                                        "description": "Scored by the canary bundle.",
+                                    },
+                                    "model_version": {
+                                        "type": "string",
+                                        "description": "With canary: the canary bundle that answered.",
+                                    },
                                     "scores": {
                                         "type": "object",
                                         "additionalProperties": {"$ref": "#/components/schemas/Score"},

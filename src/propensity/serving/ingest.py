@@ -11,6 +11,7 @@ Duplicates (an ``event_id`` already in the log or repeated in the batch) are acc
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,8 @@ from propensity.workspace import Workspace
 LIVE_SOURCE = EventSource(name="api", path="")
 MAX_BATCH = 10_000
 _KNOWN = frozenset((*CORE_FIELDS, *PROPERTY_FIELDS))
+# Extra keys become columns of the staging SQL (then keys of `properties`): no empty or control-character names.
+_FIELD_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 _INSERT = (
     INSERT_STAGED
     + """RETURNING event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
@@ -118,6 +121,10 @@ def events_table(events: Sequence[Any]) -> pa.Table:
             else:
                 flat[str(k)] = v
         for k, v in flat.items():
+            if not _FIELD_NAME.match(k):
+                errors.append(FieldError(i, repr(k)[1:-1] or "(empty)", "field names must be 1–128 printable "
+                                         "characters"))  # fmt: skip
+                continue
             columns.setdefault(k, [None] * n)[i] = _cell(i, k, v, errors)
     if errors:
         raise RejectedBatch(errors)

@@ -67,3 +67,29 @@ def rollback_and_load(workspace: Workspace) -> ServingModel:
         return ServingModel.from_bundle_dir(registry.path(to))
     except (RegistryError, CorruptBundleError) as exc:
         raise ModelMoveError(str(exc)) from None
+
+
+def load_canary(workspace: Workspace, ref: str | None) -> ServingModel:
+    """Load the bundle ``ref`` (an id or prefix), or the newest candidate when ``ref`` is None, for a canary."""
+    from propensity.registry.bundle import BundleNotFoundError, CorruptBundleError
+    from propensity.registry.registry import Registry, RegistryError
+
+    registry = Registry(workspace)
+    try:
+        if ref is None:
+            candidates = [e for e in registry.entries() if e.stage == "candidate"]
+            if not candidates:
+                raise ModelMoveError("there is no candidate bundle to canary; train one or name a bundle")
+            ref = max(candidates, key=lambda e: e.created_at).id
+        bundle_id = registry.resolve(ref)
+        if bundle_id == registry.production():
+            raise ModelMoveError(f"{bundle_id} is already in production; a canary needs another bundle")
+        return ServingModel.from_bundle_dir(registry.path(bundle_id))
+    except BundleNotFoundError as exc:
+        raise ModelMoveError(str(exc), status=404, code="not_found") from None
+    except (RegistryError, CorruptBundleError) as exc:
+        raise ModelMoveError(str(exc)) from None
+    except PropensityError as exc:
+        if isinstance(exc, ModelMoveError):
+            raise
+        raise ModelMoveError(str(exc), status=422, code="unservable_model") from None
