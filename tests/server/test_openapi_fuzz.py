@@ -46,7 +46,7 @@ def api_schema(fuzz_app: Starlette) -> schemathesis.schemas.BaseSchema:
                     "expected-statuses": ["400", "401", "403", "404", "405", "413", "415", "422"]
                 }
             }
-        }  # fmt: skip
+        }
     )
     return schemathesis.openapi.from_asgi("/openapi.json", fuzz_app, config=config)
 
