@@ -116,6 +116,8 @@ def test_nothing_due_means_no_training_and_no_record(tmp_path: Path) -> None:
     assert decision.outcome == NOT_DUE and history(ws) == []
     out = CliRunner().invoke(app, ["retrain", "-w", str(tmp_path), "--if-due"])
     assert out.exit_code == 0 and "Not due" in out.stdout
+    out = CliRunner().invoke(app, ["retrain", "-w", str(tmp_path), "--schedule"])
+    assert out.exit_code == 1 and "retraining.every" in str(out.exception)
 
 
 def test_a_drift_alert_in_the_latest_monitoring_run_makes_a_retrain_due(tmp_path: Path) -> None:

@@ -174,7 +174,12 @@ def retrain_command(
     every: str = typer.Option(
         None, "--every", help="Keep running: retrain whenever the last retrain is this old (e.g. 7d)."
     ),
-    check: str = typer.Option("1h", "--check", help="With --every: how often to check the triggers."),
+    schedule: bool = typer.Option(
+        False, "--schedule", help="Keep running on the schedule of propensity.yaml (retraining.every)."
+    ),
+    check: str = typer.Option(
+        "1h", "--check", help="With --every/--schedule: how often to check the triggers."
+    ),
     if_due: bool = typer.Option(
         False, "--if-due", help="Only when a configured trigger fires (retraining.every / on_drift_alert)."
     ),
@@ -195,6 +200,8 @@ def retrain_command(
 
         propensity retrain -w demo --every 7d      # keep running; also retrains on drift alerts if configured
 
+        propensity retrain -w demo --schedule      # keep running on retraining.every from propensity.yaml
+
         propensity retrain history -w demo
     """
     if ctx.invoked_subcommand is not None:
@@ -203,6 +210,12 @@ def retrain_command(
     from propensity.retraining.retrain import NOT_DUE, REFUSED, retrain
 
     ws = open_workspace(workspace, require_spec=True)
+    if schedule and every is None:
+        if ws.spec.retraining.every is None:
+            raise PropensityError(
+                "--schedule: propensity.yaml sets no retraining.every; add e.g. `every: 7d`"
+            )
+        every = str(ws.spec.retraining.every)
     if every is None:
         with progress_bar() as bar:
             decision = retrain(ws, force=not if_due, dry_run=dry_run, train=_trainer(bar))

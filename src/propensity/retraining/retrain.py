@@ -253,10 +253,16 @@ def retrain(
         decision.notes.append("training produced the production bundle itself (same data, same code)")
     else:
         window = workspace.spec.retraining.window
-        checks, metrics, span, notes = compare(
-            workspace, registry.load(decision.challenger), registry.load(decision.production),
-            _tolerances(workspace), window=window.timedelta if window else None,
-        )  # fmt: skip
+        try:
+            checks, metrics, span, notes = compare(
+                workspace, registry.load(decision.challenger), registry.load(decision.production),
+                _tolerances(workspace), window=window.timedelta if window else None,
+            )  # fmt: skip
+        except PropensityError as exc:
+            decision.outcome = FAILED
+            decision.notes.append(f"comparison failed: {exc}")
+            record_decision(workspace, decision.to_json())
+            raise
         decision.checks = [asdict(c) for c in checks]
         decision.metrics, decision.window = metrics, span
         decision.notes.extend(notes)
