@@ -3,6 +3,9 @@ no lost concurrent applies, catch-up from the log at start, one loader at a time
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import canonical_events, write_spec
 from tests.features.test_feature_parity import FEATURES, streams
-from tests.services import RedisServer
+from tests.services import RedisServer, free_port
 
 from propensity.config.errors import PropensityError
 from propensity.events.ingest import ingest_table
@@ -302,3 +305,22 @@ def test_the_store_comes_from_the_spec_or_the_store_option(tmp_path: Path, redis
 def test_redis_urls_are_shown_without_their_password(stores: Any) -> None:
     store = RedisStore(SIMPLE, "redis://user:s3cret@127.0.0.1:1/0")
     assert "s3cret" not in store.url and store.url == "redis://user:***@127.0.0.1:1/0"
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "propensity", "serve", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+def test_serve_refuses_an_unknown_store_and_an_unreachable_redis(tmp_path: Path) -> None:
+    ws = write_spec(tmp_path, SPEC)
+    ingest_table(ws, canonical_events(20, customers=5))
+    bad = _serve("-w", str(ws.root), "--store", "mysql://db")
+    assert bad.returncode == 1 and "--store 'mysql://db'" in bad.stderr and "Traceback" not in bad.stderr
+    down = _serve(
+        "-w", str(ws.root), "--store", f"redis://127.0.0.1:{free_port()}/0", "--port", str(free_port())
+    )
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert "online store (Redis at redis://127.0.0.1:" in down.stderr and "unavailable" in down.stderr

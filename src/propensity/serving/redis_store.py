@@ -34,6 +34,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from propensity.features.definitions import AnyFeature, AttributeFeature
 from propensity.features.online import AsOfError, OnlineFeatureEngine, to_micros
@@ -112,7 +114,13 @@ class RedisStore:
         self._codec = StateCodec(self.engine.state_layout())
         # Typed loosely: redis-py's stubs do not model replies (bytes here: decode_responses is off).
         self._redis: Any = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            # One retry (a connection broken by a Redis restart), not redis-py's default ten with backoff: a
+            # request must fail fast (503) rather than hold the event loop while Redis is away.
+            retry=Retry(NoBackoff(), 1),
         )
         self._base = f"{prefix}:{self.engine.version}"
         self._meta = f"{self._base}:meta"

@@ -26,7 +26,7 @@ class ServingSettings(StrictModel):
     online_store: str = "memory"
     # Key prefix in Redis, so several projects can share one server.
     redis_prefix: str = Field(default="propensity", min_length=1)
-    # Seconds a Redis command may take before the request fails with 503 (Redis unreachable or stalled).
+    # Seconds a Redis command may take; with one retry, a request fails (503) within twice this when Redis is away.
     redis_timeout: float = Field(default=1.0, gt=0.0, le=60.0)
     # How long a served score is valid (its expiration_at − scored_at).
     score_ttl: FiniteDuration = Field(default_factory=lambda: Duration.parse("15m"))
