@@ -26,7 +26,8 @@ class ServingSettings(StrictModel):
     online_store: str = "memory"
     # Key prefix in Redis, so several projects can share one server.
     redis_prefix: str = Field(default="propensity", min_length=1)
-    # Seconds a Redis command may take; with one retry, a request fails (503) within twice this when Redis is away.
+    # Seconds a Redis command may take; with its one retry, a request fails (503) within twice this while
+    # Redis is away.
     redis_timeout: float = Field(default=1.0, gt=0.0, le=60.0)
     # How long a served score is valid (its expiration_at − scored_at).
     score_ttl: FiniteDuration = Field(default_factory=lambda: Duration.parse("15m"))
