@@ -44,15 +44,21 @@ def canonical_rows(
     segment = np.where(pct >= 80, "high", np.where(pct >= 40, "medium", "low"))
     best = [actions[int(np.argmax(s[i :: len(ids)][: len(actions)]))] for i in range(len(ids))]
     cust = [c for _a in actions for c in ids]
+    act = [a for a in actions for _c in ids]
+    nba = [None if holdout_group == "control" else best[i % len(ids)] for i in range(n)]
+    policy = [
+        "holdout_control" if holdout_group == "control" else ("ev_max" if a == b else "ev_lower")
+        for a, b in zip(act, nba, strict=True)
+    ]
     return pa.table(
         {
             "customer_id": cust,
-            "action": [a for a in actions for _c in ids],
+            "action": act,
             "score": s,
             "percentile": pct,
             "segment": segment.tolist(),
             "eligible": [True] * n,
-            "next_best_action": [best[i % len(ids)] for i in range(n)],
+            "next_best_action": nba,
             "reason_codes": ["[]"] * n,
             "holdout_group": [holdout_group] * n,
             "model_id": ["m1"] * n,
@@ -61,7 +67,7 @@ def canonical_rows(
             "scoring_run_id": [run_id] * n,
             "scored_at": [scored_at] * n,
             "expiration_at": [scored_at + ttl] * n,
-            "decision_policy": ["default"] * n,
+            "decision_policy": policy,
             "consent": [json.dumps(consent) if consent is not None else None] * n,
             "fallback": [False] * n,
         },
@@ -180,3 +186,23 @@ def workspace_with_attributes(
     ws = Workspace.open(root)
     ingest_attributes(ws, ws.spec.attributes[0])
     return ws
+
+
+def store_run(ws: Workspace, rows: pa.Table, *, as_of: datetime | None = None) -> Any:
+    """Write hand-built rows as a run into the workspace's real score store; returns the ScoringRun."""
+    import pyarrow.compute as pc
+
+    from propensity.scoring.score_store import ScoringRun, open_score_store
+
+    run = ScoringRun(
+        run_id=str(rows.column("scoring_run_id")[0].as_py()),
+        scored_at=pc.min(rows.column("scored_at")).as_py(),
+        expiration_at=pc.max(rows.column("expiration_at")).as_py(),
+        as_of=as_of or pc.min(rows.column("scored_at")).as_py(),
+        model_version="v1",
+        feature_set_version="fs1",
+        rows=rows.num_rows,
+        contract_version="1.0.0",
+    )
+    open_score_store(ws).write_run(rows, run)
+    return run

@@ -1,5 +1,205 @@
-"""`propensity activate`: validation gates, then delivery to the declared destinations."""
+"""`propensity activate`: validation gates, then delivery to the declared destinations; `propensity
+destinations list|status`."""
 
 from __future__ import annotations
 
-from propensity.cli.app import app  # noqa: F401
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
+from propensity.cli.app import app, console
+from propensity.config.durations import Duration
+
+destinations_app = typer.Typer(
+    help="The destinations declared in propensity.yaml, and how their last deliveries went.",
+    no_args_is_help=True,
+)
+app.add_typer(destinations_app, name="destinations")
+
+
+def print_result(result: Any) -> None:
+    from propensity.activation.gates import render
+
+    render(result.gates, console)
+    if result.blocked:
+        return
+    if result.expired_rows:
+        console.print(f"[yellow]{fmt_int(result.expired_rows)} expired row(s) left out[/]")
+    table = Table(title=f"destinations for run {result.run.run_id}")
+    for col in ("destination", "type", "status", "rows", "sent", "accepted", "failed", "where / why"):
+        table.add_column(col, justify="right" if col in ("rows", "sent", "accepted", "failed") else "left")
+    colours = {"delivered": "green", "skipped": "dim", "partial": "yellow", "failed": "bold red"}
+    for r in result.reports:
+        where = "; ".join(x for x in (r.location or "", r.message) if x)
+        table.add_row(
+            r.destination, r.type, f"[{colours[r.status]}]{r.status}[/]", fmt_int(r.rows), fmt_int(r.sent),
+            fmt_int(r.accepted), fmt_int(r.failed), where,
+        )  # fmt: skip
+    if result.reports:
+        console.print(table)
+    else:
+        console.print("[yellow]no destinations declared[/]: add a `destinations:` section to propensity.yaml")
+
+
+@app.command()
+def activate(
+    workspace: Path = WorkspaceOption,
+    run: str = typer.Option(None, "--run", "-r", help="The scoring run to activate (default: the newest)."),
+    destination: list[str] = typer.Option(
+        None, "--destination", "-d", help="Publish only to this destination (repeatable)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Publish even if the gates fail (needs --reason)."),
+    reason: str = typer.Option(None, "--reason", help="Why the gates are overridden; recorded with the run."),
+    every: str = typer.Option(
+        None, "--every", help="Micro-batch: repeat every interval (e.g. 5m, 30s) until Ctrl-C."
+    ),
+    score: bool = typer.Option(False, "--score", help="Score a new run first (each tick, with --every)."),
+    max_ticks: int = typer.Option(
+        None, "--max-ticks", min=1, help="With --every: stop after this many ticks."
+    ),
+) -> None:
+    """Check a scoring run against the validation gates and publish it to the declared destinations.
+
+    A run that fails a gate (schema, ranges, null rates, row count or score drift against the last published
+    run, a collapsed distribution) is blocked: nothing is published and the report says why; exit code 1.
+    Publishing a run again sends nothing that was sent already.
+
+    Examples:
+
+        propensity activate -w demo
+
+        propensity activate -w demo --run 20260301T120000Z-ab12 --destination crm
+
+        propensity activate -w demo --force --reason "PSI up after the pricing change, checked with marketing"
+
+        propensity activate -w demo --score --every 5m
+    """
+    from propensity.activation.run import activate as run_activation
+    from propensity.activation.run import activate_every
+
+    if force and not (reason or "").strip():
+        raise typer.BadParameter(
+            "--force needs --reason TEXT (it is recorded with the run)", param_hint="--force"
+        )
+    if reason and not force:
+        raise typer.BadParameter("--reason only goes with --force", param_hint="--reason")
+    ws = open_workspace(workspace, require_spec=True)
+    if every is not None:
+        try:
+            interval = Duration.parse(every, allow_lifetime=False).seconds
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--every") from None
+        if interval <= 0:
+            raise typer.BadParameter("the interval must be longer than 0s", param_hint="--every")
+        if run or force:
+            raise typer.BadParameter("--every activates each new run; it does not take --run or --force")
+        stop = threading.Event()
+
+        def on_signal(_sig: int, _frame: FrameType | None) -> None:
+            console.print("[yellow]stopping after this tick (Ctrl-C)[/]")
+            stop.set()
+
+        def on_tick(result: Any, error: Exception | None) -> None:
+            if error is not None:
+                console.print(f"[bold red]tick failed:[/] {error}")
+            elif result is not None:
+                print_result(result)
+
+        previous = signal.signal(signal.SIGINT, on_signal)
+        try:
+            console.print(f"activating every {every}{' (scoring first)' if score else ''}; Ctrl-C stops")
+            ticks = activate_every(
+                ws, interval, score=score, destinations=destination or None, ticks=max_ticks, stop=stop,
+                on_tick=on_tick,
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        console.print(f"stopped after {ticks} tick(s)")
+        return
+
+    run_id = run
+    if score:
+        from propensity.scoring.batch import score_and_store
+
+        with console.status("scoring"):
+            run_id = score_and_store(ws).run.run_id
+    with progress_bar() as bar:
+        task = bar.add_task("publishing", total=None)
+
+        def progress(name: str, done: int, total: int) -> None:
+            bar.update(task, description=f"publishing {name}".strip(), completed=done, total=max(total, 1))
+
+        result = run_activation(
+            ws, run_id, destinations=destination or None, force=reason if force else None, progress=progress
+        )
+    print_result(result)
+    if not result.ok:
+        raise typer.Exit(1)
+    console.print(f"next: propensity destinations status -w {workspace}")
+
+
+@destinations_app.command("list")
+def destinations_list(workspace: Path = WorkspaceOption) -> None:
+    """The destinations declared in propensity.yaml.
+
+    Example:
+
+        propensity destinations list -w demo
+    """
+    from propensity.activation.destinations import destination_specs
+
+    ws = open_workspace(workspace, require_spec=True)
+    specs = destination_specs(ws)
+    if not specs:
+        console.print("no destinations declared: add a `destinations:` section to propensity.yaml")
+        return
+    table = Table(title="destinations")
+    for col in ("name", "type", "realtime", "target", "actions"):
+        table.add_column(col)
+    for s in specs:
+        target = getattr(s, "url", None) or getattr(s, "redis_url", None) or f"{getattr(s, 'path', '')} ({getattr(s, 'format', '')})"  # fmt: skip
+        table.add_row(
+            s.name, s.type, "yes" if s.realtime else "", str(target), ", ".join(s.actions or ["all"])
+        )
+    console.print(table)
+
+
+@destinations_app.command("status")
+def destinations_status(workspace: Path = WorkspaceOption) -> None:
+    """Each destination's last delivery: run, outcome, counts; webhook outboxes' pending and dead records.
+
+    Example:
+
+        propensity destinations status -w demo
+    """
+    from propensity.activation.delivery import Outbox
+    from propensity.activation.destinations import destination_specs, state_dir
+    from propensity.activation.run import ledger
+
+    ws = open_workspace(workspace, require_spec=True)
+    last = ledger(ws).latest()
+    table = Table(title="destinations")
+    for col in ("name", "type", "last run", "status", "at", "sent", "accepted", "failed", "queue"):
+        table.add_column(col)
+    for s in destination_specs(ws):
+        entry = last.get(s.name)
+        queue = ""
+        outbox_path = state_dir(ws) / f"{s.name}.outbox.sqlite"
+        if s.type == "webhook" and outbox_path.exists():
+            counts = Outbox(outbox_path).counts()
+            queue = f"{fmt_int(counts['pending'])} pending, {fmt_int(counts['dead'])} dead"
+        if entry is None:
+            table.add_row(s.name, s.type, "—", "never published", "", "", "", "", queue)
+            continue
+        rep = entry["report"]
+        table.add_row(
+            s.name, s.type, entry["run_id"], entry["status"], entry["at"][:19], fmt_int(rep["sent"]),
+            fmt_int(rep["accepted"]), fmt_int(rep["failed"]), queue,
+        )  # fmt: skip
+    console.print(table)
