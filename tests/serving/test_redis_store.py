@@ -175,6 +175,9 @@ def test_events_applied_through_one_store_are_read_through_another(stores: Any) 
     assert reader.apply(simple_table([purchase("e2", "c1", T0 + 1, 2.5, "b")])) == 0
     assert writer.vector("c1", T0 + 10) == (2, 12.5, 2)
     assert writer.customers == reader.customers == 1
+    # Several customers in one round trip: the same as one by one; `knows` follows each read.
+    assert reader.vectors(["c1", "nobody", "c1"], T0 + 10) == [(2, 12.5, 2), (0, 0.0, 0), (2, 12.5, 2)]
+    assert reader.knows("c1") and not reader.knows("nobody")
 
 
 def test_concurrent_applies_for_one_customer_lose_nothing(stores: Any) -> None:

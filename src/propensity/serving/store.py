@@ -57,6 +57,12 @@ class OnlineStore(Protocol):
         customer gets the empty vector (counts 0, the rest null)."""
         ...
 
+    def vectors(
+        self, customer_ids: Sequence[str], as_of: datetime | int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`vector` of several customers at one time (a backend may fetch them in one round trip)."""
+        ...
+
     def knows(self, customer_id: str) -> bool:
         """Whether any event or attribute of this customer has been applied (False means a cold start)."""
         ...
@@ -94,6 +100,11 @@ class InMemoryStore:
             # A future-dated event has raised this customer's floor past the clock: read at the floor, the
             # earliest time the engine can answer exactly (it already includes that event).
             return self.engine.vector(customer_id, self._floor(customer_id))
+
+    def vectors(
+        self, customer_ids: Sequence[str], as_of: datetime | int | None = None
+    ) -> list[tuple[Any, ...]]:
+        return [self.vector(c, as_of) for c in customer_ids]
 
     def knows(self, customer_id: str) -> bool:
         return customer_id in self.engine
