@@ -85,10 +85,14 @@ def decide(rows: pa.Table, policy: PolicySettings, *, context: DecisionContext) 
     customers = rows.column("customer_id").cast(pa.string())
     actions = rows.column("action").cast(pa.string())
     score = rows.column("score").cast(pa.float64()).fill_null(np.nan).to_numpy()
-    eligible = np.asarray(rows.column("eligible").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    eligible = np.asarray(
+        rows.column("eligible").cast(pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool
+    )
     eligible &= ~np.isnan(score)
     control = np.asarray(
-        pc.equal(rows.column("holdout_group"), "control").fill_null(False).to_numpy(zero_copy_only=False),
+        pc.equal(rows.column("holdout_group").cast(pa.string()), "control")
+        .fill_null(False)
+        .to_numpy(zero_copy_only=False),
         dtype=bool,
     )
     cust_enc = pc.dictionary_encode(customers).combine_chunks()

@@ -2,12 +2,13 @@
 
 By default the cuts are quantiles of the run's eligible scores (top 20% ``high``, next 30% ``medium``, the rest
 ``low``). With ``method: auto`` (the default) the histogram is first tested for two clear modes; when it has them,
-the cut nearest the valley between them moves onto the valley, so one mode is not split across two tiers.
+one cut moves onto the valley between them, so a mode is not split across two tiers.
 
-The bimodality rule (deterministic, no fitting), for scores with at least 50 distinct values: a 50-bin histogram of the scores, smoothed with a 3-bin moving
-average; Otsu's threshold splits it in two classes; the distribution is bimodal when each class holds at least
-5% of the scores and the lowest smoothed bin between the two classes' highest bins is at most half the lower of
-those two peaks. The valley is that lowest bin's centre.
+The bimodality rule (deterministic, no fitting), for scores with at least 50 distinct values: a 50-bin
+histogram smoothed with a 3-bin moving average; Otsu's threshold splits it in two classes; the scores are bimodal
+when each class holds at least 5% of them and the lowest smoothed bin between the two classes' highest bins is at
+most half the lower of those two peaks. The valley is the centre of that lowest stretch of bins; the cut that
+moves onto it is the one whose quantile is nearest the share of scores below the valley.
 
 A score equal to a cut belongs to the upper tier, so tiers are monotone: a higher score never gets a lower tier.
 
@@ -79,10 +80,12 @@ def find_valley(scores: np.ndarray) -> float | None:
     if right_peak - left_peak < 2:
         return None
     between_bins = smooth[left_peak + 1 : right_peak]
-    v = left_peak + 1 + int(np.argmin(between_bins))
-    if smooth[v] > VALLEY_DEPTH * min(smooth[left_peak], smooth[right_peak]):
+    low = between_bins.min()
+    if low > VALLEY_DEPTH * min(smooth[left_peak], smooth[right_peak]):
         return None
-    return float(centres[v])
+    # The middle of the lowest stretch (a wide empty gap has its valley in the middle, not at an edge).
+    flat = np.flatnonzero(between_bins <= low + 1e-12)
+    return float(centres[left_peak + 1 + int(flat[len(flat) // 2])])
 
 
 def find_segments(scores: np.ndarray, settings: SegmentSettings) -> Segmentation:
@@ -99,7 +102,9 @@ def find_segments(scores: np.ndarray, settings: SegmentSettings) -> Segmentation
     valley = find_valley(x)
     if valley is None:
         return Segmentation(tuple(cuts), names)
-    j = int(np.argmin([abs(c - valley) for c in cuts]))
+    # Move the cut whose quantile is nearest the share of scores below the valley (nearest in rank, not value).
+    below = float(np.mean(x < valley))
+    j = int(np.argmin([abs(q - below) for q in levels]))
     cuts[j] = valley
     # Keep the cuts ascending: those below the moved one may not pass it, nor those above.
     cuts = [min(c, valley) if i < j else max(c, valley) if i > j else c for i, c in enumerate(cuts)]
