@@ -1,6 +1,6 @@
 """Alerts: the monitor results at or above ``alerts.min_status``, sent to the configured sinks.
 
-An :class:`Alert` is a plain record of one firing monitor with an idempotency key (``run id:monitor:subject``),
+An :class:`Alert` is a plain record of one firing monitor with an idempotency key (``alert:<run id>:<monitor>:<subject>``),
 so a sink that retries never delivers one alert twice. Sinks honour :class:`AlertSink`; the log sink writes to
 the ``propensity.alerts`` logger, the webhook sink hands alerts to the activation delivery outbox (durable,
 retried with backoff, dead-lettered), the same guarantees as the activation webhook.
@@ -8,10 +8,14 @@ retried with backoff, dead-lettered), the same guarantees as the activation webh
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import httpx
 
 from propensity.monitoring.monitors import SEVERITY, MonitorResult, finite_or_none
 from propensity.monitoring.settings import AlertSettings, WebhookSink
@@ -36,8 +40,12 @@ class Alert:
     message: str
 
     @property
+    def key(self) -> str:
+        return f"{self.monitor}:{self.subject}"
+
+    @property
     def idempotency_key(self) -> str:
-        return f"{self.run_id}:{self.monitor}:{self.subject}"
+        return f"alert:{self.run_id}:{self.key}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,28 +102,40 @@ class LogSink:
 
 
 class WebhookAlertSink:
-    """Alerts POSTed as JSON through the activation delivery outbox (one delivery per alert, keyed)."""
+    """Alerts POSTed as JSON through the activation delivery outbox, one record per alert under its key.
 
-    def __init__(self, workspace: Workspace, sink: WebhookSink) -> None:
-        self.workspace = workspace
+    The outbox lives in ``.propensity/monitoring/`` (one per URL); alerts it could not deliver in this run stay
+    there and go first on the next run, and a failing receiver never fails the monitor run.
+    """
+
+    def __init__(
+        self, workspace: Workspace, sink: WebhookSink, *, client: httpx.Client | None = None
+    ) -> None:
+        from propensity.activation.delivery import Outbox
+
         self.sink = sink
+        digest = hashlib.sha256(sink.url.encode()).hexdigest()[:12]
+        self.outbox = Outbox(workspace.state_dir / "monitoring" / f"alerts-{digest}.outbox.sqlite")
+        self._client = client
+        self.last_report: Any = None
 
     def send(self, alerts: Sequence[Alert]) -> None:
-        try:
-            from propensity.activation import delivery  # built by the activation stage
-        except ImportError:
+        from propensity.activation.delivery import OutboxRecord
+
+        self.outbox.enqueue_many(OutboxRecord(a.idempotency_key, a.to_json(), subject=a.key) for a in alerts)
+        headers = {}
+        if self.sink.token_env:
+            headers["Authorization"] = f"Bearer {os.environ.get(self.sink.token_env, '')}"
+        report = self.outbox.deliver(
+            self.sink.url, max_attempts=self.sink.max_attempts, attempts_per_call=self.sink.attempts_per_run,
+            timeout_s=self.sink.timeout_s, headers=headers, client=self._client, max_delay_s=5.0,
+        )  # fmt: skip
+        self.last_report = report
+        if report.pending or report.dead_lettered:
             logger.error(
-                "alert webhook %s not sent: the delivery outbox (propensity.activation.delivery) is not available",
-                self.sink.url,
-            )
-            return
-        enqueue = getattr(delivery, "enqueue_alerts", None)
-        if enqueue is None:
-            logger.error(
-                "alert webhook %s not sent: the delivery outbox has no enqueue_alerts", self.sink.url
-            )
-            return
-        enqueue(self.workspace, self.sink, [a.to_json() for a in alerts])
+                "alert webhook %s: %d alert(s) wait for the next run, %d dead-lettered to %s",
+                self.sink.url, report.pending, report.dead_lettered, self.outbox.dead_letter_path,
+            )  # fmt: skip
 
 
 def sinks_for(workspace: Workspace, settings: AlertSettings) -> list[AlertSink]:

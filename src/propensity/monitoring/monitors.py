@@ -25,6 +25,7 @@ from propensity.monitoring.stats import bin_shares, psi_from_shares, quantile_ed
 
 Status = Literal["ok", "warning", "alert"]
 SEVERITY: dict[str, int] = {"ok": 0, "warning": 1, "alert": 2}
+SCORE_DIGITS = 6
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,10 @@ def score_drift_monitor(
     source: str,
 ) -> MonitorResult:
     """PSI of an action's current scores against the bundle's calibrated test-score distribution."""
-    reference = sample_from_quantiles(reference_quantiles)
+    # Calibrators produce steps, so many scores sit exactly on a bin edge; scorers that agree to 1e-9 but not
+    # to the last bit (compiled vs. LightGBM) would otherwise put them in different bins. Round both first.
+    reference = np.round(sample_from_quantiles(reference_quantiles), SCORE_DIGITS)
+    scores = np.round(np.asarray(scores, dtype=np.float64), SCORE_DIGITS)
     edges = quantile_edges(reference, bins)
     value = (
         psi_from_shares(bin_shares(reference, edges), bin_shares(scores, edges)) if len(scores) else math.nan

@@ -70,6 +70,8 @@ def run_monitors(
     as_of = (as_of or started).astimezone(UTC)
     results: list[m.MonitorResult] = []
     notes: list[str] = []
+    # The score store takes the workspace lock itself: read it before this run takes it.
+    stored = latest_stored_scores(workspace, as_of, notes)
     with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
         if not con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
             raise NoMonitorDataError(f"{workspace.root}: the event log is empty; ingest events first")
@@ -91,8 +93,13 @@ def run_monitors(
             notes.append("the project declares no features: feature drift not monitored")
         step("model")
         if bundle is not None:
+            if stored is not None and stored[1] != bundle.id:
+                notes.append(
+                    f"latest score run {stored[0]} is from bundle {stored[1]}, not production: not used"
+                )
+                stored = None
             results += model_monitors(
-                con, workspace, bundle, features, sample, as_of, settings, alerts, notes
+                con, workspace, bundle, features, sample, as_of, settings, alerts, notes, stored=stored
             )
         step("done")
         finished = datetime.now(UTC)
@@ -265,6 +272,30 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- model
+StoredScores = tuple[str, str, dict[str, np.ndarray]]  # run id, model version, eligible scores per action
+
+
+def latest_stored_scores(workspace: Workspace, as_of: datetime, notes: list[str]) -> StoredScores | None:
+    """The eligible scores per action of the latest complete scoring run as of ``as_of`` or earlier, if any."""
+    try:
+        from propensity.scoring.score_store import open_score_store
+
+        store = open_score_store(workspace)
+        # The newest complete run that scored the data as of this monitoring time or earlier.
+        run = next((r for r in store.runs() if r.status == "complete" and r.as_of <= as_of), None)
+        if run is None:
+            return None
+        rows = store.read_run(run.run_id)
+    except PropensityError as exc:
+        notes.append(f"score store not read ({exc}); scores are computed from the bundle instead")
+        return None
+    rows = rows.filter(pc.and_(pc.equal(rows.column("eligible"), True), pc.is_valid(rows.column("score"))))
+    actions = rows.column("action").to_numpy(zero_copy_only=False)
+    score = rows.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    per_action = {str(a): score[actions == a] for a in np.unique(actions)}
+    return run.run_id, run.model_version, per_action
+
+
 @dataclass
 class _ActionRows:
     action: Action
@@ -317,8 +348,14 @@ def model_monitors(
     settings: MonitoringSettings,
     alerts: AlertSettings,
     notes: list[str],
+    *,
+    stored: StoredScores | None = None,
 ) -> list[m.MonitorResult]:
-    """Score drift, CBPE estimates, and calibration/AUC on matured labels for every action of the bundle."""
+    """Score drift, CBPE estimates, and calibration/AUC on matured labels for every action of the bundle.
+
+    Current scores come from ``stored`` (the latest scoring run of this bundle) when it has the action, else
+    from scoring the eligible sampled customers at the latest grid cutoff with the bundle.
+    """
     customers = pa.array(sample, pa.string())
     rows: dict[str, _ActionRows] = {}
     for name, info in bundle.manifest["actions"].items():
@@ -356,11 +393,12 @@ def model_monitors(
         if threshold is None and quantiles:
             threshold = float(np.quantile(m.sample_from_quantiles(quantiles), 1.0 - settings.top_share))
         threshold = 0.5 if threshold is None else threshold
-        now = scores(name, r.current)
+        if stored is not None and name in stored[2]:
+            now, source = stored[2][name], f"score run {stored[0]}"
+        else:
+            now, source = scores(name, r.current), "bundle on the eligible sample"
         if quantiles and len(now):
-            out.append(
-                m.score_drift_monitor(name, quantiles, now, alerts, bins=settings.bins, source="bundle")
-            )
+            out.append(m.score_drift_monitor(name, quantiles, now, alerts, bins=settings.bins, source=source))
         if len(now):
             estimate = estimate_performance(now, threshold=threshold)
             cbpe = m.expected_performance_monitor(

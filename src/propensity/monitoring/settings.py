@@ -118,12 +118,20 @@ class MonitoringSettings(StrictModel):
 
 
 class WebhookSink(StrictModel):
-    """An HTTP endpoint that receives each alert as JSON (through the activation delivery outbox)."""
+    """An HTTP endpoint that receives each alert as JSON, through the same durable outbox as the activation
+    webhook (idempotency key per alert, backoff with jitter, dead letter after ``max_attempts``)."""
 
     url: str = Field(pattern=r"^https?://", description="Where alerts are POSTed.")
-    secret_env: str | None = Field(
-        default=None, description="Environment variable holding the HMAC signing secret (never the secret)."
+    token_env: str | None = Field(
+        default=None, description="Environment variable holding a bearer token (the name, never the token)."
     )
+    max_attempts: int = Field(default=8, ge=1, description="Attempts per alert before the dead letter.")
+    attempts_per_run: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts per alert within one monitor run; the rest wait for the next run.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="Per request.")
 
 
 class AlertSettings(StrictModel):

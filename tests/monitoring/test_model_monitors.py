@@ -1,0 +1,105 @@
+"""Score drift, calibration and AUC on matured labels, and CBPE, on a trained synthetic workspace."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from tests.training.synthetic_project import build_workspace
+
+from propensity.events.ingest import ingest_table
+from propensity.events.log import DuckDBEventLog
+from propensity.monitoring.runner import run_monitors
+from propensity.registry.registry import Registry
+from propensity.scoring.batch import score_and_store
+from propensity.training.pipeline import train_project
+from propensity.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+MODEL_MONITORS = ("score_psi", "calibration_ece", "auc_drop", "expected_auc_drop")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, datetime]:
+    root = tmp_path_factory.mktemp("trained")
+    build_workspace(root, customers=600, days=150, seed=5)
+    spec = yaml.safe_load((root / "propensity.yaml").read_text())
+    spec["actions"] = [{"template": "buy"}]
+    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    ws = Workspace.open(root)
+    result = train_project(ws, write_report=False)
+    Registry(ws).set_production(result.bundle_id, forced=True, reason="test")
+    with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
+        last = con.execute("SELECT max(event_time) FROM events").fetchall()[0][0]
+    spine = ws.spec.training.spine
+    as_of = spine.align + ((last - spine.align) // spine.slide.timedelta) * spine.slide.timedelta
+    return ws, as_of
+
+
+def _copy(ws: Workspace, dest: Path) -> Workspace:
+    shutil.copytree(ws.root, dest / "ws")
+    return Workspace.open(dest / "ws")
+
+
+def test_model_monitors_are_quiet_and_cbpe_tracks_the_measured_figures(
+    trained: tuple[Workspace, datetime],
+) -> None:
+    ws, as_of = trained
+    run = run_monitors(ws, as_of=as_of, send_alerts=False, store=False)
+    for name in MODEL_MONITORS:
+        r = run.result(name, "buy_7d")
+        assert r is not None and r.status == "ok", (name, r)
+    periods = run.result("calibration_ece", "buy_7d").details["periods"]  # type: ignore[union-attr]
+    assert len(periods) == ws.spec.monitoring.calibration_periods
+    assert all(
+        datetime.fromisoformat(p["as_of"]) + timedelta(days=7) <= as_of for p in periods
+    )  # matured only
+    expected = np.array([p["expected"]["expected_auc"] for p in periods])
+    measured = np.array([p["roc_auc"] for p in periods])
+    assert abs(expected.mean() - measured.mean()) < 0.03
+    rate_gap = np.mean([p["expected"]["expected_rate"] - p["measured"]["rate"] for p in periods])
+    assert abs(rate_gap) < 0.03
+
+
+def test_the_latest_scoring_run_is_what_score_drift_reads(
+    trained: tuple[Workspace, datetime], tmp_path: Path
+) -> None:
+    ws = _copy(trained[0], tmp_path)
+    as_of = trained[1]
+    stored = score_and_store(ws, as_of=as_of)
+    run = run_monitors(ws, as_of=as_of, send_alerts=False, store=False)
+    r = run.result("score_psi", "buy_7d")
+    assert r is not None and r.details["source"] == f"score run {stored.run.run_id}" and r.status == "ok"
+
+
+def test_a_behaviour_shift_fires_feature_score_and_volume_monitors(
+    trained: tuple[Workspace, datetime], tmp_path: Path
+) -> None:
+    ws = _copy(trained[0], tmp_path)
+    as_of = trained[1]
+    with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
+        customers = [r[0] for r in con.execute("SELECT DISTINCT customer_id FROM events").fetchall()]
+    # Every customer suddenly browses a lot in the last day and a half (a tracking bug doubling page views, say).
+    times = [as_of - timedelta(hours=1 + 2 * k) for k in range(18)]
+    n = len(customers) * len(times)
+    burst = pa.table({
+        "event_id": [f"burst-{i}" for i in range(n)],
+        "customer_id": [c for c in customers for _ in times],
+        "event_type": ["page_view"] * n,
+        "event_time": pa.array([t for _ in customers for t in times], pa.timestamp("us", tz="UTC")),
+        "available_at": pa.array([t for _ in customers for t in times], pa.timestamp("us", tz="UTC")),
+    })  # fmt: skip
+    ingest_table(ws, burst, source="events")
+    run = run_monitors(ws, as_of=as_of, send_alerts=False, store=False)
+    assert run.result("feature_psi", "pv_7d").status == "alert"  # type: ignore[union-attr]
+    assert run.result("volume", "events").status == "alert"  # type: ignore[union-attr]
+    assert run.result("score_psi", "buy_7d").status != "ok"  # type: ignore[union-attr]
+    # Labels of matured periods do not change, nor do features that ignore page views.
+    assert run.result("calibration_ece", "buy_7d").status == "ok"  # type: ignore[union-attr]
+    assert run.result("feature_psi", "spend_90d").status == "ok"  # type: ignore[union-attr]
+    assert run.result("freshness_silence", "events").status == "ok"  # type: ignore[union-attr]
