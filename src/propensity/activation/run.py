@@ -155,7 +155,9 @@ def activate(
         raise NoRunError("there is no scoring run to activate yet; run `propensity score` first")
     rows: pa.Table = store.read_run(run.run_id)
     publish_run = PublishRun.of(run)
-    previous = store.latest_run(before=run.run_id, status="complete")
+    # By time, not id: the store resolves an id among the runs of the asked status only, and this run may be
+    # a blocked one being forced.
+    previous = store.latest_run(before=run.scored_at.isoformat(), status="complete")
     previous_rows = store.read_run(previous.run_id) if previous is not None else None
     report = gate(workspace, rows, previous_rows, run_id=run.run_id,
                   previous_run_id=previous.run_id if previous else None)  # fmt: skip
