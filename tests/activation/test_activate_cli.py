@@ -33,14 +33,15 @@ runner = CliRunner(env={"COLUMNS": "200"})
 
 
 def _people() -> dict[str, dict[str, str]]:
-    return {
-        f"c{i}": {
+    people = {}
+    for i in range(N):
+        consent = "true" if i % 4 else "false"
+        people[f"c{i}"] = {
             "email": f"p{i}@example.com",
             "phone": f"+1 415 555 {i:04d}",
-            "consent_ads": "true" if i % 4 else "false",
-        }  # fmt: skip
-        for i in range(N)
-    }
+            "consent_ads": consent,
+        }
+    return people
 
 
 def _yaml(receiver: Receiver, redis_url: str | None = None) -> str:
