@@ -7,7 +7,7 @@ tested on arrays. Every value is "higher is worse"; :func:`classify` turns it in
 >>> from propensity.monitoring.settings import AlertSettings
 >>> r = volume_monitor("web", last_day=40, trailing=[100, 98, 103, 101], alerts=AlertSettings())
 >>> r.status, round(r.value, 2)
-('warning', 2.49)
+('warning', 2.48)
 """
 
 from __future__ import annotations

@@ -133,6 +133,25 @@ def histogram_pair_svg(title: str, edges: list[float], reference: list[float], n
     return "".join(parts)
 
 
+def reliability_pair_svg(title: str, first: dict[str, Any], last: dict[str, Any]) -> str:
+    """Mean predicted vs realised rate per score bin, for the oldest and the latest matured period."""
+    curves = {f"{first['as_of'][:10]}": first["reliability"], f"{last['as_of'][:10]}": last["reliability"]}
+    top = max([1e-9] + [max(r["mean_predicted"], r["realised_rate"]) for c in curves.values() for r in c])
+    s = min(1.0, max(0.1, top * 1.1))
+    parts = _frame(title, f"mean predicted (0 to {s:.2g})", "realised rate", s, ["0", f"{s:.2g}"])
+    parts.append(_line([(0, 0), (1, s)], "#999999", s, 'stroke-dasharray="4 3"'))
+    legend = []
+    for i, (label, curve) in enumerate(curves.items()):
+        color = PALETTE[i]
+        parts.append(
+            _line([(r["mean_predicted"] / s, r["realised_rate"]) for r in curve], color, s, dots=True)
+        )
+        legend.append((label, color))
+    parts.append(_legend([*legend, ("perfect", "#999999")]))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 # ------------------------------------------------------------------------------------------------ HTML
 def _history(runs: list[MonitorRun], name: str) -> tuple[list[str], dict[str, list[float | None]]]:
     times = [r.as_of.isoformat() for r in runs]
@@ -238,6 +257,8 @@ def render_html(runs: list[MonitorRun], *, project: str = "") -> str:
                               {"measured": [p["measured"]["precision"] for p in periods],
                                "expected (CBPE)": [p["expected"]["expected_precision"] for p in periods]},
                               lines={}))  # fmt: skip
+        if periods:
+            out.append(reliability_pair_svg("Reliability: oldest vs latest period", periods[0], periods[-1]))
         out.append("</div>")
         rows = [[p["as_of"][:10], p["n"], p["positives"], p["ece"], p["roc_auc"] or "—",
                  p["expected"]["expected_auc"] or "—", p["measured"]["precision"] or "—",
