@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tests.monitoring.drift_project import END
@@ -110,3 +111,26 @@ def test_cli_report_writes_html_and_json(tmp_path: Path, quiet_workspace: Worksp
     assert (tmp_path / "monitoring.html").exists() and json.loads((tmp_path / "monitoring.json").read_text())[
         "latest"
     ]
+
+
+def test_report_written_with_a_run_shows_that_run_even_when_backfilling(
+    tmp_path: Path, quiet_workspace: Workspace
+) -> None:
+    run_monitors(quiet_workspace, as_of=END, send_alerts=False)
+    earlier = END - timedelta(days=7)
+    args = [
+        "monitor",
+        "-w",
+        str(quiet_workspace.root),
+        "--as-of",
+        earlier.isoformat(),
+        "--report",
+        str(tmp_path),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "monitoring.json").read_text())
+    assert datetime.fromisoformat(data["latest"]["as_of"]) == earlier
+    assert [h["as_of"] for h in data["history"]] == sorted(
+        h["as_of"] for h in data["history"]
+    )  # plotted in time order

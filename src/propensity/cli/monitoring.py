@@ -95,7 +95,7 @@ def monitor(
     else:
         print_run(run, all_results=not quiet_ok)
     if report is not None:
-        paths = _write(ws, report)
+        paths = _write(ws, report, latest=run)
         if not as_json:
             console.print(f"report: {paths['html']}")
     if not as_json:
@@ -107,14 +107,16 @@ def monitor(
         raise typer.Exit(1)
 
 
-def _write(ws: Any, folder: Path | None, runs: int | None = None) -> dict[str, Path]:
+def _write(ws: Any, folder: Path | None, runs: int | None = None, *, latest: Any = None) -> dict[str, Path]:
     from propensity.events.log import DuckDBEventLog
     from propensity.monitoring.report import write_report
     from propensity.monitoring.store import load_runs
 
     with ws.write_lock(), DuckDBEventLog(ws.db_path).connection() as con:
         stored = load_runs(con, limit=runs)
-    return write_report(folder or ws.state_dir / "reports", stored, project=ws.spec.project or "")
+    return write_report(
+        folder or ws.state_dir / "reports", stored, project=ws.spec.project or "", latest=latest
+    )
 
 
 @monitor_app.command("report")

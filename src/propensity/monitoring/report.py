@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,12 @@ def _legend(items: list[tuple[str, str]]) -> str:
     )
 
 
-def report_json(runs: list[MonitorRun]) -> dict[str, Any]:
+def _latest(runs: list[MonitorRun], latest: MonitorRun | None) -> MonitorRun | None:
+    """The run shown in full: the one given, else the newest by ``as_of`` (runs are plotted in as_of order)."""
+    return latest if latest is not None else (runs[-1] if runs else None)
+
+
+def report_json(runs: list[MonitorRun], latest: MonitorRun | None = None) -> dict[str, Any]:
     """The report's numbers: the latest run in full and every run's values."""
     history = [
         {
@@ -50,7 +55,8 @@ def report_json(runs: list[MonitorRun]) -> dict[str, Any]:
         }
         for r in runs
     ]
-    return {"latest": runs[-1].to_json() if runs else None, "history": history}
+    shown = _latest(runs, latest)
+    return {"latest": shown.to_json() if shown else None, "history": history}
 
 
 # ------------------------------------------------------------------------------------------------ charts
@@ -190,7 +196,7 @@ def _top_subjects(run: MonitorRun, name: str, n: int = MAX_LINES) -> list[str]:
     return [x.subject for x in ranked[:n]]
 
 
-def render_html(runs: list[MonitorRun], *, project: str = "") -> str:
+def render_html(runs: list[MonitorRun], *, project: str = "", latest: MonitorRun | None = None) -> str:
     """The page for ``runs`` (oldest first; the last one is shown in full)."""
     title = f"Monitoring report — {project}" if project else "Monitoring report"
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -198,7 +204,7 @@ def render_html(runs: list[MonitorRun], *, project: str = "") -> str:
     if not runs:
         out.append("<p>No monitor runs yet: run <code>propensity monitor</code>.</p></body></html>")
         return "\n".join(out)
-    latest = runs[-1]
+    latest = _latest(runs, latest) or runs[-1]
     counts = {s: sum(1 for r in latest.results if r.status == s) for s in ("alert", "warning", "ok")}
     out.append(f"<p class='note'>latest run <b>{latest.run_id}</b> as of {latest.as_of.isoformat()} · bundle "
                f"{html.escape(str(latest.bundle_id))} · {len(runs)} run(s) from {runs[0].as_of.isoformat()} · "
@@ -284,12 +290,15 @@ def render_html(runs: list[MonitorRun], *, project: str = "") -> str:
     return "\n".join(out)
 
 
-def write_report(folder: Path, runs: list[MonitorRun], *, project: str = "") -> dict[str, Path]:
+def write_report(
+    folder: Path, runs: list[MonitorRun], *, project: str = "", latest: MonitorRun | None = None
+) -> dict[str, Path]:
     """Write ``monitoring-<as_of>.html`` and ``.json`` (and ``monitoring.html``/``.json``, the latest) to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = runs[-1].as_of.strftime("%Y%m%dT%H%M%SZ") if runs else datetime.now().strftime("%Y%m%dT%H%M%S")
-    page = render_html(runs, project=project)
-    data = dumps(report_json(runs))
+    shown = _latest(runs, latest)
+    stamp = shown.as_of.strftime("%Y%m%dT%H%M%SZ") if shown else datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    page = render_html(runs, project=project, latest=shown)
+    data = dumps(report_json(runs, shown))
     paths = {"html": folder / f"monitoring-{stamp}.html", "json": folder / f"monitoring-{stamp}.json",
              "latest_html": folder / "monitoring.html", "latest_json": folder / "monitoring.json"}  # fmt: skip
     for key, text in (("html", page), ("latest_html", page), ("json", data), ("latest_json", data)):
