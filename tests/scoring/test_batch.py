@@ -113,7 +113,8 @@ def test_percentiles_and_reason_codes_match_serving(
 ) -> None:
     registry = Registry(scoring_workspace)
     model = ServingModel.from_bundle_dir(registry.path(registry.resolve("production")))
-    buy = _action(result.rows, "buy_7d").filter(pc.field("eligible")).slice(0, 25)
+    buy = _action(result.rows, "buy_7d").filter(pc.field("decision_policy") == "ev_max").slice(0, 25)
+    assert buy.num_rows > 5
     quantiles = model.actions["buy_7d"].score_quantiles
     i = model.action_names.index("buy_7d")
     spine = pa.table(
@@ -132,6 +133,28 @@ def test_percentiles_and_reason_codes_match_serving(
             [c["contribution"] for c in served], abs=1e-6
         )
         assert all(c["value"] == feats.column(c["feature"])[k].as_py() for c in codes)
+
+
+def test_reason_codes_go_on_the_rows_that_are_activated_or_every_eligible_row(
+    scoring_workspace: Workspace, result: BatchResult
+) -> None:
+    buy = _action(result.rows, "buy_7d")
+    has_codes = pc.is_valid(buy.column("reason_codes")).to_pylist()
+    assert has_codes == [p == "ev_max" for p in buy.column("decision_policy").to_pylist()]
+    scoring = scoring_workspace.spec.scoring.model_copy(
+        update={"reason_codes_for": "eligible", "reason_codes": 2}
+    )
+    ws = Workspace(scoring_workspace.root, scoring_workspace.spec.model_copy(update={"scoring": scoring}))
+    every = _action(score_batch(ws, as_of=AS_OF, actions=["buy_7d"]).rows, "buy_7d")
+    assert pc.is_valid(every.column("reason_codes")).to_pylist() == every.column("eligible").to_pylist()
+    assert max(len(json.loads(c)) for c in every.column("reason_codes").drop_null().to_pylist()) == 2
+    off = Workspace(
+        ws.root, ws.spec.model_copy(update={"scoring": scoring.model_copy(update={"reason_codes": 0})})
+    )
+    assert (
+        score_batch(off, as_of=AS_OF, actions=["buy_7d"]).rows.column("reason_codes").null_count
+        == every.num_rows
+    )
 
 
 def test_actions_without_a_model_use_the_fallback_and_say_so(

@@ -126,51 +126,47 @@ def encode(model: ServingModel, features: pa.Table) -> np.ndarray:
     return out
 
 
-def path_contributions(scorer: CompiledScorer, x: np.ndarray) -> np.ndarray | None:
-    """Per-feature path attributions (Saabas, as :meth:`CompiledScorer.contributions_one` computes them for
-    one row, which serving's reason codes use) for many rows: ``rows × models × columns`` in log-odds; None
-    when the models were saved without node values."""
+def path_contributions(scorer: CompiledScorer, x: np.ndarray, model: int) -> np.ndarray | None:
+    """Per-feature path attributions to model ``model``'s raw score (Saabas, as
+    :meth:`CompiledScorer.contributions_one` computes them for one row, which serving's reason codes use) for
+    many rows: ``rows × columns`` in log-odds; None when the models were saved without node values."""
     values = scorer._node_values
     if values is None:
         return None
     a = scorer._numpy_arrays()
-    n, m_count, c_count = x.shape[0], scorer.n_models, scorer.n_columns
-    out = np.zeros(n * m_count * c_count)
-    if n == 0:
-        return out.reshape(n, m_count, c_count)
+    n, c_count = x.shape[0], scorer.n_columns
+    out = np.zeros(n * c_count)
+    trees = np.flatnonzero(scorer._tree_model == model)
+    if n == 0 or trees.size == 0:
+        return out.reshape(n, c_count)
     xc = np.where(np.abs(x) <= ZERO_THRESHOLD, 0.0, x)
     rows = np.arange(n)[:, None]
-    cur = np.broadcast_to(scorer._roots.astype(np.int64), (n, len(scorer._roots))).copy()
-    base = (rows * m_count + scorer._tree_model[None, :]) * c_count
+    cur = np.broadcast_to(scorer._roots[trees].astype(np.int64), (n, trees.size)).copy()
+    base = rows * c_count
     for _ in range(scorer._max_depth):
         nxt = scorer._numpy_step(a, xc, rows, cur)
         moved = nxt != cur
-        if moved.any():
-            src, dst = cur[moved], nxt[moved]
-            idx = (base + a["feat"][cur])[moved]
-            out += np.bincount(idx, weights=values[dst] - values[src], minlength=out.size)
+        if not moved.any():
+            break  # every walk has reached its leaf
+        src, dst = cur[moved], nxt[moved]
+        idx = (base + a["feat"][cur])[moved]
+        out += np.bincount(idx, weights=values[dst] - values[src], minlength=out.size)
         cur = nxt
-    return (out.reshape(n, m_count, c_count) * scorer._scale[None, :, None]).astype(np.float64)
+    return out.reshape(n, c_count) * float(scorer._scale[model])
 
 
-def _reason_json(
-    contrib: np.ndarray, mask: np.ndarray, columns: Sequence[str], features: pa.Table, top: int
-) -> list[str | None]:
-    """Top-``top`` reason codes per row (JSON like serving's ``reason_codes``), None where ``mask`` is false."""
-    out: list[str | None] = [None] * contrib.shape[0]
-    rows = np.flatnonzero(mask)
-    if rows.size == 0:
-        return out
-    sub = contrib[rows]
-    order = np.argsort(-np.abs(sub), axis=1, kind="stable")[:, :top]
+def _reason_json(contrib: np.ndarray, columns: Sequence[str], features: pa.Table, top: int) -> list[str]:
+    """Top-``top`` reason codes per row, as JSON like serving's ``reason_codes`` (with the feature's value)."""
+    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top]
     values: dict[int, list[Any]] = {}
-    for j in np.unique(order):
-        name = columns[int(j)]
-        values[int(j)] = features.column(name).to_pylist() if name in features.column_names else []
-    for k, r in enumerate(rows.tolist()):
+    for j in np.unique(order).tolist():
+        name = columns[j]
+        values[j] = features.column(name).to_pylist() if name in features.column_names else []
+    out = []
+    for r in range(contrib.shape[0]):
         codes = []
-        for j in order[k].tolist():
-            c = float(sub[k, j])
+        for j in order[r].tolist():
+            c = float(contrib[r, j])
             if c == 0.0:
                 continue
             vals = values[j]
@@ -178,8 +174,46 @@ def _reason_json(
                 {"feature": columns[j], "value": vals[r] if vals else None, "contribution": round(c, 6),
                  "direction": "up" if c > 0 else "down"}
             )  # fmt: skip
-        out[r] = orjson.dumps(codes, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        out.append(orjson.dumps(codes, option=orjson.OPT_SERIALIZE_NUMPY).decode())
     return out
+
+
+def reason_codes_for(
+    model: ServingModel,
+    rows: pa.Table,
+    actions: Sequence[str],
+    inputs: np.ndarray,
+    features: pa.Table,
+    *,
+    top: int,
+    which: str,
+    chunk: int = 50_000,
+) -> pa.Array:
+    """The ``reason_codes`` column: for each model action's rows chosen by ``which`` (``activated``: the row
+    that is the customer's next best action; ``eligible``: every eligible row), null elsewhere. ``rows`` holds
+    one block of ``len(inputs)`` customers per action, in ``actions`` order."""
+    n = inputs.shape[0]
+    codes: list[str | None] = [None] * rows.num_rows
+    if which == "activated":
+        chosen = pc.equal(rows.column("decision_policy"), "ev_max").fill_null(False)
+    else:
+        chosen = rows.column("eligible")
+    chosen_np = np.asarray(chosen.to_numpy(zero_copy_only=False), dtype=bool)
+    for p, a in enumerate(actions):
+        if a not in model.actions:
+            continue
+        m = model.action_names.index(a)
+        idx = np.flatnonzero(chosen_np[p * n : (p + 1) * n])
+        for lo in range(0, idx.size, chunk):
+            part = idx[lo : lo + chunk]
+            contrib = path_contributions(model.scorer, inputs[part], m)
+            if contrib is None:
+                return pa.nulls(rows.num_rows, pa.string())
+            for r, text in zip(
+                part.tolist(), _reason_json(contrib, model.columns, features.take(part), top), strict=True
+            ):
+                codes[p * n + r] = text
+    return pa.array(codes, pa.string())
 
 
 def percentiles(quantiles: Sequence[float] | None, scores: np.ndarray) -> np.ndarray:
@@ -271,32 +305,34 @@ def score_batch(
         if progress is not None:
             progress(stage, done, total)
 
+    timings["load_model"] = time.perf_counter() - t_start
     con = connect(workspace.db_path, read_only=True)
     try:
         t0 = time.perf_counter()
         ids = list(customers) if customers is not None else known_customers(con, as_of)
         id_array = pa.array(ids, pa.string())
-        eligible = {
-            a: np.asarray(
-                pc.is_in(id_array, value_set=eligible_customers(con, d, as_of)).to_numpy(
-                    zero_copy_only=False
-                ),
-                bool,
-            )
-            for a, d in definitions.items()
-        }
+        timings["customers"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        eligible = {}
+        for a, d in definitions.items():
+            hit = pc.is_in(id_array, value_set=eligible_customers(con, d, as_of))
+            eligible[a] = np.asarray(hit.to_numpy(zero_copy_only=False), bool)
         timings["eligibility"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         consent_values = {
             ch: attribute_values(con, attr, as_of) for ch, attr in spec.policies.consent.items()
         }
         suppressed = suppression_lists(con, spec.policies, as_of, spec.root)
+        timings["policy_inputs"] = time.perf_counter() - t0
         n = len(ids)
         scores = {a: np.full(n, np.nan) for a in wanted}
-        reasons: dict[str, list[str | None]] = {a: [None] * n for a in wanted}
+        # Encoded inputs and raw feature values, kept for the reason codes computed after the decisions.
+        inputs: list[np.ndarray] = []
+        feature_parts: list[pa.Table] = []
         model_index = {a: i for i, a in enumerate(model.action_names)}
         batch = settings.batch_size
-        t1 = time.perf_counter()
-        timings["features"] = timings["model"] = timings["reason_codes"] = 0.0
+        for k in ("features", "model", "fallback"):
+            timings[k] = 0.0
         for start in range(0, max(n, 1), batch):
             chunk = id_array.slice(start, batch)
             if len(chunk) == 0:
@@ -308,26 +344,20 @@ def score_batch(
             tm = time.perf_counter()
             x = encode(model, feats)
             probs = model.probabilities_many(x)
-            timings["model"] += time.perf_counter() - tm
-            tr = time.perf_counter()
             sl = slice(start, start + len(chunk))
             for a in wanted:
                 if a in model_index:
                     scores[a][sl] = probs[:, model_index[a]]
             if settings.reason_codes:
-                contrib = path_contributions(model.scorer, x)
-                if contrib is not None:
-                    for a, m in model_index.items():
-                        if a in reasons:
-                            reasons[a][sl] = _reason_json(
-                                contrib[:, m, :], eligible[a][sl], model.columns, feats, settings.reason_codes
-                            )
-            timings["reason_codes"] += time.perf_counter() - tr
+                inputs.append(x)
+                feature_parts.append(feats)
+            timings["model"] += time.perf_counter() - tm
+            tb = time.perf_counter()
             for a in fallback_actions:
                 fb = fallback_scores(con, definitions[a], spine)
                 scores[a][sl] = fb.column("score").to_numpy(zero_copy_only=False)
+            timings["fallback"] += time.perf_counter() - tb
             tick("score", start + len(chunk), n)
-        timings["scoring"] = time.perf_counter() - t1
     finally:
         con.close()
 
@@ -353,7 +383,7 @@ def score_batch(
                     "segment": pa.array(assign(s, seg).tolist(), pa.string()),
                     "eligible": pa.array(ok, pa.bool_()),
                     "next_best_action": pa.nulls(n, pa.string()),
-                    "reason_codes": pa.array(reasons[a], pa.string()),
+                    "reason_codes": pa.nulls(n, pa.string()),
                     "holdout_group": pa.array(groups_for(spec.experiments, a, ids), pa.string()),
                     "model_id": pa.array(
                         [FALLBACK_MODEL_ID if is_fallback else f"{model.version}/{a}"] * n, pa.string()
@@ -372,8 +402,17 @@ def score_batch(
         )
     rows = pa.concat_tables(parts) if parts else SCORE_ROW_SCHEMA.empty_table()
     history = recent_activations(store or open_score_store(workspace), spec.policies, scored_at)
-    rows = conform(decide(rows, spec.policies, context=DecisionContext(suppressed, history)))
+    rows = decide(rows, spec.policies, context=DecisionContext(suppressed, history))
     timings["decisions"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    if settings.reason_codes and inputs:
+        column = reason_codes_for(
+            model, rows, wanted, np.concatenate(inputs), pa.concat_tables(feature_parts),
+            top=settings.reason_codes, which=settings.reason_codes_for,
+        )  # fmt: skip
+        rows = rows.set_column(rows.column_names.index("reason_codes"), "reason_codes", column)
+    rows = conform(rows)
+    timings["reason_codes"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t_start
     contract = load_contract()
     missing = model.encoder_for([f.name for f in spec.features]).missing

@@ -30,8 +30,11 @@ class ScoringSettings(StrictModel):
     # How long a batch score is valid: every row's expiration_at is its scored_at plus this. Expired rows are
     # never exported.
     ttl: FiniteDuration = Field(default_factory=lambda: Duration.parse("1d"))
-    # Reason codes per row (the features that moved the score most); 0 leaves the column null (faster).
+    # Reason codes per row (the features that moved the score most); 0 leaves the column null.
     reason_codes: int = Field(default=3, ge=0, le=10)
+    # Which rows get them: "activated" (the row of each customer's next best action: what destinations send)
+    # or "eligible" (every scored row; several times slower on large runs).
+    reason_codes_for: Literal["activated", "eligible"] = "activated"
     # Customers scored per pass (bounds memory on large runs).
     batch_size: int = Field(default=250_000, ge=1_000)
 
