@@ -160,3 +160,11 @@ def test_expired_rows_at_scoring_time_fail_ranges_not_freshness() -> None:
     # A run is checked as written; dropping rows that expire later is the publisher's job (test_activate_cli).
     rows = canonical_rows(10, scored_at=NOW, ttl=timedelta(seconds=1))
     assert run_gates(rows, None, DEFAULTS, run_id="r").passed
+
+
+def test_fallback_tiers_are_not_a_collapse() -> None:
+    tiers = np.resize(np.array([0.05, 0.05, 0.05, 0.2, 0.3]), 2 * N)  # a rule-based fallback: three tiers
+    rows = canonical_rows(N, scores=tiers)
+    assert "collapse" in _failed(run_gates(rows, None, DEFAULTS, run_id="r"))
+    rows = rows.set_column(rows.schema.get_field_index("fallback"), "fallback", pa.array([True] * (2 * N)))
+    assert run_gates(rows, None, DEFAULTS, run_id="r").passed

@@ -138,7 +138,8 @@ def run_gates(
     checks.append(check_row_count(rows, previous, settings))
     for action in sorted(set(rows.column("action").to_pylist())):
         current = _eligible_scores(rows, action)
-        checks.append(check_collapse(current, settings, action))
+        # Rule-based fallback scores are a handful of tiers by design: only model scores can collapse.
+        checks.append(check_collapse(_eligible_scores(rows, action, model_only=True), settings, action))
         reference = _eligible_scores(previous, action) if previous is not None else None
         checks.append(check_psi(current, reference, settings, action))
     return GateReport(run_id, previous_run_id, checks)
@@ -184,16 +185,14 @@ def check_null_rate(rows: pa.Table, settings: GateSettings) -> GateCheck:
         return GateCheck(
             "null_rate", False, None, settings.max_null_rate, "no eligible rows: nothing to publish"
         )
+    # A percentile may be null (a bundle without score quantiles, a fallback score); a score and segment not.
     missing = pc.or_(
-        pc.or_(
-            pc.is_null(eligible.column("score"), nan_is_null=True), pc.is_null(eligible.column("percentile"))
-        ),
-        pc.is_null(eligible.column("segment")),
+        pc.is_null(eligible.column("score"), nan_is_null=True), pc.is_null(eligible.column("segment"))
     )
     rate = _count(missing) / n
     ok = rate <= settings.max_null_rate
     message = (
-        f"{rate:.2%} of {n:,} eligible rows lack a score, percentile or segment "
+        f"{rate:.2%} of {n:,} eligible rows lack a score or segment "
         f"({'within' if ok else 'above'} the allowed {settings.max_null_rate:.2%})"
     )
     return GateCheck("null_rate", ok, rate, settings.max_null_rate, message)
@@ -244,8 +243,10 @@ def check_psi(
     return GateCheck("psi", ok, value, limit, message, action)
 
 
-def _eligible_scores(rows: pa.Table, action: str) -> np.ndarray:
+def _eligible_scores(rows: pa.Table, action: str, *, model_only: bool = False) -> np.ndarray:
     mask = pc.and_(pc.equal(rows.column("action"), action), pc.fill_null(rows.column("eligible"), False))
+    if model_only:
+        mask = pc.and_(mask, pc.invert(pc.fill_null(rows.column("fallback"), False)))
     scores = rows.filter(pc.fill_null(mask, False)).column("score")
     values = scores.drop_null().to_numpy(zero_copy_only=False).astype(np.float64)
     return values[np.isfinite(values)]
@@ -271,9 +272,13 @@ def rows_for_doctest() -> pa.Table:
     return pa.table(data, schema=SCORE_ROW_SCHEMA)
 
 
-def render(report: GateReport, console: Any) -> None:
-    """Print the report as a table (a Rich console), then its one-line verdict."""
+def render(report: GateReport, console: Any, *, verbose: bool = False) -> None:
+    """Print the report's one-line verdict, after a table of every check when one failed (or ``verbose``)."""
     from rich.table import Table
+
+    if report.passed and not verbose:
+        console.print(f"[green]{report.summary()}[/]")
+        return
 
     table = Table(title=f"gates for run {report.run_id}")
     for col in ("check", "action", "result", "value", "threshold", "why"):

@@ -195,7 +195,7 @@ class GateSettings(StrictModel):
     """
 
     enabled: bool = True
-    # Share of eligible rows whose score (or percentile, segment) is null.
+    # Share of eligible rows whose score or segment is null (a percentile may be null).
     max_null_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # Relative change of the row count against the previous run (0.5: between half and 1.5 times).
     max_row_count_change: float = Field(default=0.5, ge=0.0)

@@ -203,3 +203,25 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
             fmt_int(rep["accepted"]), fmt_int(rep["failed"]), queue,
         )  # fmt: skip
     console.print(table)
+
+
+def quickstart_export(ws: Any) -> None:
+    """Quickstart's export step: the newest stored run through the gates into the project's file drops."""
+    from propensity.activation.destinations import destination_specs
+    from propensity.activation.run import activate as run_activation
+    from propensity.scoring.score_store import open_score_store
+
+    drops = [s.name for s in destination_specs(ws) if s.type == "file"]
+    if not drops or open_score_store(ws).latest_run() is None:
+        return
+    console.rule("export: validation gates, then the file drop")
+    result = run_activation(ws, destinations=drops)
+    print_result(result)
+    if result.blocked:
+        console.print(
+            f"[yellow]not exported[/]; to publish anyway: propensity activate -w {ws.root} --force --reason TEXT"
+        )
+        return
+    for report in result.reports:
+        if report.location:
+            console.print(f"exported run [bold]{result.run.run_id}[/] to {report.location}")

@@ -107,6 +107,11 @@ def quickstart(
 
     quickstart_scores(ws, trained, as_of=totals[3])
     # ---- end of batch scoring ----
+    # ---- export (propensity.cli.activation): the stored run through the gates into the file drop ----
+    from propensity.cli.activation import quickstart_export
+
+    quickstart_export(ws)
+    # ---- end of export ----
 
     elapsed = time.perf_counter() - started
     console.print(f"[bold green]quickstart finished in {elapsed:.0f}s[/] — workspace: {ws.root}")
