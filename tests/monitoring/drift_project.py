@@ -6,7 +6,9 @@ differ only by sampling noise, unless one of the injections below changes the da
 
 * ``shift_amounts``: purchase amounts × 3 from ``SHIFT_FROM`` on (a shifted feature);
 * ``broken_source``: ``crm`` sends nothing in the last 3 days (a source stops sending);
-* ``stale_hours``: ``web`` has no events in the last N hours (a stale stream).
+* ``stale_hours``: ``web`` has no events in the last N hours (a stale stream);
+* ``null_amounts``: ``shop`` sends purchases without amounts from ``SHIFT_FROM`` on (a broken field);
+* ``late_hours``: ``web`` events of the last two days arrive N hours after they happened (a lagging pipeline).
 """
 
 from __future__ import annotations
@@ -47,7 +49,14 @@ SOURCES = ("web", "shop", "crm")
 
 
 def _events(
-    customers: int, seed: int, *, shift_amounts: bool, broken_source: bool, stale_hours: int
+    customers: int,
+    seed: int,
+    *,
+    shift_amounts: bool,
+    broken_source: bool,
+    stale_hours: int,
+    null_amounts: bool,
+    late_hours: int,
 ) -> dict[str, pa.Table]:
     rng = np.random.default_rng(seed)
     ids = np.array([f"c{i:04d}" for i in range(customers)])
@@ -65,6 +74,8 @@ def _events(
                     amount = float(rng.gamma(2.0, 25.0)) if kind == "purchase" else None
                     if amount is not None and shift_amounts and t >= SHIFT_FROM:
                         amount *= 3
+                    if null_amounts and t >= SHIFT_FROM:
+                        amount = None
                     out[source].append((str(ids[c]), kind, t, amount))
         for c in np.flatnonzero(rng.random(customers) < send_p):
             t = base + timedelta(seconds=float(rng.uniform(0, 86400)))
@@ -77,6 +88,9 @@ def _events(
     for source, rows in out.items():
         delay = rng.exponential(300.0, len(rows))  # seconds until the platform has the event
         times = [r[2] for r in rows]
+        if late_hours and source == "web":
+            late = np.array([t >= END - timedelta(days=2) for t in times], dtype=bool)
+            delay = np.where(late, delay + late_hours * 3600.0, delay)
         tables[source] = pa.table(
             {
                 "event_id": [f"{source}-{i}" for i in range(len(rows))],
@@ -101,12 +115,14 @@ def build_drift_workspace(
     shift_amounts: bool = False,
     broken_source: bool = False,
     stale_hours: int = 0,
+    null_amounts: bool = False,
+    late_hours: int = 0,
     monitoring: dict[str, Any] | None = None,
     alerts: dict[str, Any] | None = None,
 ) -> Workspace:
     """Generate, write and ingest the three sources; the reference is the four Mondays ``REFERENCE_AT``."""
     tables = _events(customers, seed, shift_amounts=shift_amounts, broken_source=broken_source,
-                     stale_hours=stale_hours)  # fmt: skip
+                     stale_hours=stale_hours, null_amounts=null_amounts, late_hours=late_hours)  # fmt: skip
     for source, table in tables.items():
         (root / "data" / source).mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / "data" / source / "events.parquet")

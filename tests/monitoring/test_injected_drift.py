@@ -69,6 +69,23 @@ def test_stale_stream_fires_freshness_of_that_source_only(tmp_path: Path) -> Non
     assert all(r.status == "ok" for r in run.results if r.name.startswith("feature_"))
 
 
+def test_a_field_a_source_stops_filling_fires_null_and_zero_rates(tmp_path: Path) -> None:
+    run = _run(tmp_path, null_amounts=True, alerts=WEB_SILENCE)
+    assert run.result("null_rate", "avg_order_30d").status != "ok"  # type: ignore[union-attr]
+    assert run.result("zero_rate", "spend_30d").status != "ok"  # type: ignore[union-attr]
+    assert {s for _, s in _firing(run)} <= AMOUNT_FEATURES, _firing(
+        run
+    )  # the shop still sends: sources quiet
+
+
+def test_a_lagging_pipeline_fires_the_lag_monitor_not_silence(tmp_path: Path) -> None:
+    run = _run(tmp_path, late_hours=30, alerts=WEB_SILENCE)
+    lag = run.result("freshness_lag", "web")
+    assert lag is not None and lag.status == "alert" and lag.value > 29
+    assert run.result("freshness_silence", "web").status == "ok"  # type: ignore[union-attr]
+    assert _firing(run) == {("freshness_lag", "web")}
+
+
 def test_a_declared_source_that_never_sent_is_an_alert(tmp_path: Path) -> None:
     ws = build_drift_workspace(tmp_path, customers=60)
     spec = (tmp_path / "propensity.yaml").read_text()
