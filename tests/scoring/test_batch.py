@@ -19,9 +19,17 @@ from tests.scoring.conftest import AS_OF
 from propensity.activation.contract import ContractError, validate_rows
 from propensity.activation.score_row import SCORE_ROW_SCHEMA, UTC_US
 from propensity.features.offline import compute_features
+from propensity.labels.actions import Action
+from propensity.labels.labels import build_labels
 from propensity.registry.registry import Registry
 from propensity.scoring import batch as batch_module
-from propensity.scoring.batch import BatchResult, BatchScoringError, score_and_store, score_batch
+from propensity.scoring.batch import (
+    BatchResult,
+    BatchScoringError,
+    eligible_customers,
+    score_and_store,
+    score_batch,
+)
 from propensity.scoring.fallback import fallback_scores
 from propensity.scoring.score_store import ParquetScoreStore, open_score_store
 from propensity.serving.model import ServingModel, percentile_of
@@ -89,6 +97,21 @@ def test_eligibility_is_evaluated_as_of_the_run(scoring_workspace: Workspace, re
         nulls = pc.is_null(churn.column(name)).to_pylist()
         assert [not e for e in eligible.values()] == nulls or name in ("percentile", "reason_codes"), name
     assert result.run.details["eligible"]["churn_30d"] == len(active)
+
+
+@pytest.mark.parametrize("template", ["buy", "churn", "upgrade", "renew"])
+def test_point_in_time_eligibility_equals_the_training_rules(
+    scoring_workspace: Workspace, template: str
+) -> None:
+    """The scoring path's eligibility SQL gives exactly the customers build_labels keeps at that cutoff."""
+    action = Action.model_validate({"template": template})
+    with _con(scoring_workspace) as con:
+        for as_of in (AS_OF, AS_OF - timedelta(days=45, hours=7), AS_OF - timedelta(days=100)):
+            rows = build_labels(con, action, [as_of], slide=timedelta(days=1), align=as_of,
+                                data_end=as_of + timedelta(days=400))  # fmt: skip
+            expected = set(rows.column("customer_id").to_pylist())
+            assert set(eligible_customers(con, action, as_of).to_pylist()) == expected, (template, as_of)
+            assert expected or template == "renew"
 
 
 def test_model_scores_equal_the_training_paths_predictions(

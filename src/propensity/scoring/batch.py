@@ -42,8 +42,9 @@ from propensity.config.errors import PropensityError
 from propensity.events.log import connect
 from propensity.experiments.holdout import groups_for
 from propensity.features.offline import compute_features
+from propensity.features.predicates import sql_literal
 from propensity.labels.actions import Action
-from propensity.labels.labels import build_labels
+from propensity.labels.labels import _attribute_sql, build_labels
 from propensity.scoring.compiled import ZERO_THRESHOLD, CompiledScorer
 from propensity.scoring.fallback import fallback_scores
 from propensity.scoring.score_store import ScoreStore, ScoringRun, conform, new_run_id, open_score_store
@@ -69,38 +70,70 @@ def _utc(t: datetime) -> datetime:
 
 
 # ------------------------------------------------------------------------------------------- customers
+_KNOWN_SQL = """
+    SELECT DISTINCT customer_id FROM (
+        SELECT customer_id FROM events WHERE available_at <= $t AND event_time <= $t
+        UNION ALL
+        SELECT customer_id FROM attributes WHERE greatest(valid_from, available_at) <= $t
+    )
+"""
+
+
+def _in(values: Sequence[str]) -> str:
+    return ", ".join(sql_literal(v) for v in sorted(set(values)))
+
+
 def known_customers(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[str]:
     """Every customer with an event or attribute visible at ``as_of``, sorted."""
-    rows = con.execute(
-        """
-        SELECT DISTINCT customer_id FROM (
-            SELECT customer_id FROM events WHERE available_at <= $t AND event_time <= $t
-            UNION ALL
-            SELECT customer_id FROM attributes WHERE greatest(valid_from, available_at) <= $t
-        ) ORDER BY 1
-        """,
-        {"t": as_of},
-    ).fetchall()
+    rows = con.sql(f"{_KNOWN_SQL} ORDER BY 1", params={"t": as_of}).fetchall()
     return [r[0] for r in rows]
 
 
 def eligible_customers(con: duckdb.DuckDBPyConnection, action: Action, as_of: datetime) -> pa.Array:
     """The customers eligible for ``action`` as of ``as_of``, by the rules training applies at a cutoff.
 
-    A cutoff action is evaluated at the single cutoff ``as_of``. A trigger action (respond) is eligible for
-    customers with a trigger (a send) visible in the last gap + horizon whose own eligibility held then: the
-    response window of that send is still open.
+    A cutoff action's conditions are those of :func:`propensity.labels.labels.build_labels` at the single
+    cutoff ``as_of``, evaluated without the label work (a test checks both give the same customers): known by
+    then; activity in ``(as_of - active_within, as_of]``; a billing event due in the label window; the
+    attribute as of ``as_of``. A trigger action (respond) is eligible for customers with a trigger (a send)
+    visible in the last gap + horizon whose own eligibility held then: that send's response window is open.
     """
-    far = as_of + action.span.timedelta + timedelta(days=1)
-    if action.trigger is None:
-        table = build_labels(con, action, [as_of], slide=timedelta(days=1), align=as_of, data_end=far)
-    else:
+    if action.trigger is not None:
         window = action.gap.timedelta + action.horizon.timedelta
+        far = as_of + action.span.timedelta + timedelta(days=1)
         table = build_labels(
             con, action, [as_of - window], slide=window + timedelta(microseconds=1), align=as_of, data_end=far
         )
-    ids = table.column("customer_id").cast(pa.string()).combine_chunks()
-    return pc.unique(ids) if table.num_rows else pa.array([], pa.string())
+        ids = table.column("customer_id").cast(pa.string()).combine_chunks()
+        return pc.unique(ids) if table.num_rows else pa.array([], pa.string())
+    elig = action.eligibility
+    t_us = "epoch_us(CAST($t AS TIMESTAMPTZ))"
+    vis_us = "epoch_us(greatest(event_time, available_at))"
+    sets = ["SELECT customer_id FROM known"]
+    if elig.active_within is not None:
+        d = elig.active_within.seconds * 1_000_000
+        sets.append(
+            f"SELECT customer_id FROM events WHERE event_type IN ({_in(action.activity_types)})"
+            f" AND {vis_us} <= {t_us} AND epoch_us(event_time) + {d} > {t_us}"
+        )
+    if elig.due is not None:
+        # Due in the label window: a billing event e with e + cycle in (as_of + gap, as_of + gap + horizon].
+        cycle, gap, h = (
+            x * 1_000_000 for x in (elig.due.cycle.seconds, action.gap.seconds, action.horizon.seconds)
+        )
+        sets.append(
+            f"SELECT customer_id FROM events WHERE event_type IN ({_in(elig.due.event_type)})"
+            f" AND {vis_us} <= {t_us} AND epoch_us(event_time) + {cycle - gap - h} <= {t_us}"
+            f" AND epoch_us(event_time) + {cycle - gap} > {t_us}"
+        )
+    if elig.attribute is not None:
+        sets.append(f"SELECT customer_id FROM ({_attribute_sql(elig.attribute, 'known_at')})")
+    sql = (
+        f"WITH known AS ({_KNOWN_SQL}), known_at AS (SELECT customer_id, CAST($t AS TIMESTAMPTZ) AS as_of FROM known) "
+        + " INTERSECT ".join(f"({q})" for q in sets)
+    )
+    table = con.sql(sql, params={"t": as_of}).to_arrow_table()
+    return table.column(0).cast(pa.string()).combine_chunks()
 
 
 # ------------------------------------------------------------------------------------------ model input
