@@ -174,6 +174,6 @@ def _serve(ws: Workspace, trained: TrainingResult, port: int) -> None:
         "stop the server with Ctrl-C"
     )
     serve_command(
-        workspace=ws.root, host="127.0.0.1", port=port, model=None, ttl_minutes=15.0, max_body_mb=16.0,
-        log_level="warning", api_keys=None,
+        workspace=ws.root, host="127.0.0.1", port=port, model=None, store=None, ttl_minutes=None,
+        max_body_mb=16.0, log_level="warning", api_keys=None,
     )  # fmt: skip

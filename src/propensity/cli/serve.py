@@ -25,7 +25,9 @@ def serve(
         help="Online store: 'memory' (this process, rebuilt from the event log) or a Redis URL shared by several "
         "server processes (redis://127.0.0.1:6379/0). Overrides serving.online_store in propensity.yaml.",
     ),
-    ttl_minutes: float = typer.Option(15.0, min=0.0, help="How long a score stays valid (expiration_at)."),
+    ttl_minutes: float | None = typer.Option(
+        None, min=0.0, help="How long a score stays valid (expiration_at); default: serving.score_ttl (15m)."
+    ),
     max_body_mb: float = typer.Option(16.0, min=0.001, help="Largest request body accepted (413 beyond)."),
     log_level: str = typer.Option(
         "warning", help="uvicorn's log level (access logs stay off: URLs hold ids)."
@@ -64,7 +66,10 @@ def serve(
     keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
     with console.status("loading online features and the model"):
         service, timings = build_service(
-            ws, model_ref=model, ttl=timedelta(minutes=ttl_minutes), online_store=store
+            ws,
+            model_ref=model,
+            ttl=None if ttl_minutes is None else timedelta(minutes=ttl_minutes),
+            online_store=store,
         )
     store_customers = getattr(service.store, "customers", 0)
     where = getattr(service.store, "url", "in memory")
@@ -74,8 +79,8 @@ def serve(
     )
     if service.model is None:
         console.print(
-            "[yellow]no model in production[/]: /v1/predict answers 503 until one is promoted "
-            "(`propensity models promote`); /v1/events works"
+            "[yellow]no model in production[/]: /v1/predict answers with the rule-based fallback (flagged) "
+            "until one is promoted (`propensity models promote`); /v1/events works"
         )
     else:
         m = service.model

@@ -247,7 +247,7 @@ class ScoringService:
         wanted = self.resolve_actions(actions)
         now = datetime.now(UTC)
         main = self._loaded
-        vectors = [self.store.vector(c, now) for c in customer_ids]
+        vectors = self.store.vectors(customer_ids, now)
         routes = [self._route(c) for c in customer_ids]
         probs: list[Sequence[float] | None] = [None] * len(customer_ids)
         for group in {id(r[0]): r[0] for r in routes if r[0] is not None}.values():

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 from propensity.config.errors import PropensityError
 from propensity.events.log import DuckDBEventLog
+from propensity.features.definitions import AnyFeature
+from propensity.labels.actions import Action
+from propensity.serving.action_rules import ActionRules
 from propensity.serving.model import ServingModel
-from propensity.serving.service import DEFAULT_TTL, ScoringService
+from propensity.serving.service import ScoringService
 from propensity.serving.settings import ServingSettings
 from propensity.serving.store import InMemoryStore, OnlineStore
 from propensity.workspace import Workspace
@@ -30,9 +34,12 @@ def production_model(workspace: Workspace, ref: str | None = None) -> ServingMod
     return ServingModel.from_bundle_dir(Path(registry.path(bundle_id)))
 
 
-def build_store(workspace: Workspace, online_store: str | None = None) -> OnlineStore:
+def build_store(
+    workspace: Workspace, online_store: str | None = None, extra_features: Sequence[AnyFeature] = ()
+) -> OnlineStore:
     """The online store the spec's ``serving`` section asks for, or ``online_store`` ("memory" or a Redis URL,
-    e.g. from ``--store``) instead; empty (see :meth:`OnlineStore.rebuild`)."""
+    e.g. from ``--store``) instead; empty (see :meth:`OnlineStore.rebuild`). It computes the project's features
+    plus ``extra_features`` (the eligibility and fallback rules' inputs)."""
     settings = workspace.spec.serving
     target = settings.online_store
     if online_store is not None:
@@ -42,27 +49,57 @@ def build_store(workspace: Workspace, online_store: str | None = None) -> Online
             raise PropensityError(
                 f"--store {online_store!r}: use 'memory' or a Redis URL such as redis://127.0.0.1:6379/0"
             ) from None
+    features = [*workspace.spec.features, *extra_features]
     if target == "memory":
-        return InMemoryStore(workspace.spec.features)
+        return InMemoryStore(features)
     from propensity.serving.redis_store import RedisStore
 
-    return RedisStore(
-        workspace.spec.features, target, prefix=settings.redis_prefix, timeout=settings.redis_timeout
-    )
+    return RedisStore(features, target, prefix=settings.redis_prefix, timeout=settings.redis_timeout)
+
+
+def served_actions(workspace: Workspace, models: Sequence[ServingModel | None]) -> list[Action]:
+    """The actions a server answers: each bundle's actions as trained, then those the project declares."""
+    by_name: dict[str, Action] = {}
+    for model in models:
+        if model is None:
+            continue
+        for action_model in model.actions.values():
+            action = action_model.action()
+            if action is not None:
+                by_name.setdefault(action.name, action)
+    for action in workspace.spec.actions:
+        by_name.setdefault(action.name, action)
+    return list(by_name.values())
 
 
 def build_service(
     workspace: Workspace,
     *,
     model_ref: str | None = None,
-    ttl: timedelta = DEFAULT_TTL,
+    ttl: timedelta | None = None,
     online_store: str | None = None,
 ) -> tuple[ScoringService, dict[str, float]]:
     """The scoring service of a workspace, ready to serve, and how long each step took (seconds).
-    ``online_store`` overrides the spec's ``serving.online_store``."""
+
+    ``online_store`` overrides the spec's ``serving.online_store``, ``ttl`` its ``serving.score_ttl``. A canary
+    declared in ``serving.canary`` is loaded too.
+    """
+    settings = workspace.spec.serving
     timings: dict[str, float] = {}
+    t1 = time.perf_counter()
+    model = production_model(workspace, model_ref)
+    canary = None
+    if settings.canary.share > 0:
+        from propensity.serving.models import ModelMoveError, load_canary
+
+        try:
+            canary = load_canary(workspace, settings.canary.bundle)
+        except ModelMoveError as exc:
+            raise PropensityError(f"serving.canary: {exc}") from None
+    timings["model_load"] = time.perf_counter() - t1
     t0 = time.perf_counter()
-    store = build_store(workspace, online_store)
+    rules = ActionRules(served_actions(workspace, [model, canary]))
+    store = build_store(workspace, online_store, rules.features)
     if workspace.db_path.exists():
         # Under the workspace lock: another server process on this workspace may be appending live events, and
         # DuckDB refuses a reader while another process writes.
@@ -70,15 +107,15 @@ def build_service(
             applied = store.rebuild(con)
         log.info("online store loaded: %d events applied", applied)
     timings["store_rebuild"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    model = production_model(workspace, model_ref)
-    timings["model_load"] = time.perf_counter() - t1
-    service = ScoringService(store, model, ttl=ttl)
+    service = ScoringService(store, model, ttl=ttl or settings.score_ttl.timedelta, rules=rules)
+    if canary is not None:
+        service.set_canary(canary, settings.canary.share)
     if model is not None:
         missing = model.encoder_for(store.feature_names).missing
         if missing:
             log.warning(
-                "model %s uses %d features the project no longer declares (scored as missing): %s",
+                "model %s uses %d features the project no longer declares; its actions are served by the "
+                "rule-based fallback until a model trained on the current features is promoted: %s",
                 model.version, len(missing), ", ".join(missing[:10]),
             )  # fmt: skip
     return service, timings
