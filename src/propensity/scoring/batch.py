@@ -329,6 +329,10 @@ def score_batch(
     if unknown:
         known = ", ".join(sorted({*model.action_names, *declared}))
         raise BatchScoringError(f"unknown action(s) {', '.join(unknown)}; this project scores: {known}")
+    typos = sorted(set(spec.policies.actions) - set(declared) - set(model.actions))
+    if typos:
+        known = ", ".join(sorted({*model.action_names, *declared}))
+        raise BatchScoringError(f"policies.actions: no action named {', '.join(typos)}; known: {known}")
     definitions = {a: trained.get(a) or declared[a] for a in wanted}
     fallback_actions = [a for a in wanted if a not in model.actions]
     if not workspace.db_path.exists():
