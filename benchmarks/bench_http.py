@@ -45,14 +45,14 @@ def _serve(port: int, customers: int, redis_url: str | None = None) -> None:
     from propensity.server import ServerState, create_app
     from propensity.serving.service import ScoringService
 
-    store, model, _, _ = build(customers, 200, 63)
+    store, model, _, _, rules = build(customers, 200, 63)
     if redis_url:
         from propensity.serving.redis_store import RedisStore
 
         shared = RedisStore(store.engine.plan, redis_url, prefix="bench")
         shared.load_engine(store.engine)
         store = shared
-    app = create_app(ServerState(service=ScoringService(store, model)))
+    app = create_app(ServerState(service=ScoringService(store, model, rules=rules)))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

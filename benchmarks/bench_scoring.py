@@ -73,18 +73,24 @@ def _percentiles(ns: list[int]) -> dict[str, float]:
     }
 
 
-def build(customers: int, trees: int, leaves: int, seed: int = 0) -> tuple[Any, Any, list[str], list[Any]]:
-    """An online store with ``customers`` customers and a five-action serving model trained on its vectors."""
+def build(
+    customers: int, trees: int, leaves: int, seed: int = 0
+) -> tuple[Any, Any, list[str], list[Any], Any]:
+    """An online store with ``customers`` customers and a five-action serving model trained on its vectors,
+    plus the actions' eligibility and fallback rules (their inputs are in the store, as `propensity serve` has)."""
     import lightgbm as lgb
     import pyarrow as pa
 
     from propensity.features.offline import parse_features
+    from propensity.labels.actions import Action
+    from propensity.serving.action_rules import PREFIX, ActionRules
     from propensity.serving.model import ActionModel, ServingModel
     from propensity.serving.store import InMemoryStore
     from propensity.training.encoding import FeatureEncoder
 
     rng = np.random.default_rng(seed)
-    store = InMemoryStore(parse_features(FEATURES))
+    rules = ActionRules([Action.model_validate({"template": name.split("_")[0]}) for name in ACTIONS])
+    store = InMemoryStore([*parse_features(FEATURES), *rules.features])
     now = datetime.now(UTC)
     n_events = customers * 12
     cust = rng.integers(0, customers, n_events)
@@ -107,8 +113,8 @@ def build(customers: int, trees: int, leaves: int, seed: int = 0) -> tuple[Any, 
     store.apply(events)
     ids = [f"c{i}" for i in range(customers)]
     vectors = [store.vector(c, now) for c in ids]
-    names = list(store.feature_names)
-    table = pa.table({n: [v[j] for v in vectors] for j, n in enumerate(names)})
+    names = [n for n in store.feature_names if not n.startswith(PREFIX)]
+    table = pa.table({n: [v[j] for v in vectors] for j, n in enumerate(store.feature_names) if n in names})
     encoder = FeatureEncoder.fit(table, names)
     x = encoder.matrix(table)
     actions, boosters = [], []
@@ -125,7 +131,7 @@ def build(customers: int, trees: int, leaves: int, seed: int = 0) -> tuple[Any, 
         cal = {"method": "platt", "a": 1.0, "b": -0.05 * k}
         actions.append(ActionModel(name, booster.model_to_string(), names, cal, encoder.categories))
     model = ServingModel("m-bench", "fs-bench", actions)
-    return store, model, ids, boosters
+    return store, model, ids, boosters, rules
 
 
 def main() -> None:
@@ -145,9 +151,9 @@ def main() -> None:
     from propensity.serving.service import ScoringService
 
     t0 = time.perf_counter()
-    store, model, ids, boosters = build(args.customers, args.trees, args.leaves)
+    store, model, ids, boosters, rules = build(args.customers, args.trees, args.leaves)
     setup_s = time.perf_counter() - t0
-    service = ScoringService(store, model)
+    service = ScoringService(store, model, rules=rules)
     encoder = model.encoder_for(store.feature_names)
     cals = [model.actions[a].calibrator for a in model.action_names]
     rng = np.random.default_rng(1)
