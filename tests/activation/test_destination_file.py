@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.activation.destinations_fixtures import canonical_rows
 
 from propensity.activation.destinations.base import PublishRun
-from propensity.activation.destinations.files import MANIFEST, FileDrop, file_sha256
+from propensity.activation.destinations.files import MANIFEST, FileDrop, file_sha256, write_table
 from propensity.activation.publish_settings import FileDestination
 
 
@@ -100,3 +105,36 @@ def test_kill_9_mid_export_leaves_no_drop_and_the_rerun_writes_it_once(tmp_path:
     assert report.status == "delivered"
     assert sorted(p.name for p in folder.iterdir()) == ["run-1"]  # the leftover temporary folder is gone
     assert pq.read_table(folder / "run-1" / "scores.parquet").num_rows == 400
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=1, max_size=20),
+    floats=st.lists(
+        st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), min_size=20, max_size=20
+    ),
+)
+def test_jsonl_lines_parse_back_to_the_values(texts: list[str | None], floats: list[float | None]) -> None:
+    import tempfile
+
+    n = len(texts)
+    table = pa.table(
+        {
+            "text": pa.array(texts, pa.string()),
+            "x": pa.array(floats[:n], pa.float64()),
+            "flag": pa.array([i % 2 == 0 for i in range(n)]),
+            "at": pa.array(
+                [datetime(2026, 3, 1, 12, 0, 0, i, tzinfo=UTC) for i in range(n)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.jsonl"
+        write_table(table, path, "jsonl")
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+    assert [r["text"] for r in lines] == texts
+    expected = [None if v is None or not math.isfinite(v) else v for v in floats[:n]]
+    assert [r["x"] for r in lines] == expected
+    assert [r["flag"] for r in lines] == [i % 2 == 0 for i in range(n)]
+    assert lines[-1]["at"] == f"2026-03-01T12:00:00.{n - 1:06d}Z"
