@@ -346,7 +346,7 @@ def score_batch(
     con = connect(workspace.db_path, read_only=True)
     try:
         t0 = time.perf_counter()
-        ids = list(customers) if customers is not None else known_customers(con, as_of)
+        ids = list(dict.fromkeys(customers)) if customers is not None else known_customers(con, as_of)
         id_array = pa.array(ids, pa.string())
         timings["customers"] = time.perf_counter() - t0
         t0 = time.perf_counter()
