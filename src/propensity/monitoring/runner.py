@@ -300,7 +300,7 @@ def latest_stored_scores(workspace: Workspace, as_of: datetime, notes: list[str]
 class _ActionRows:
     action: Action
     current: pa.Table  # eligible rows at the latest grid cutoff
-    labelled: pa.Table  # eligible rows of matured cutoffs with labels
+    labelled: pa.Table  # eligible rows of matured periods with labels and their period (grid cutoff)
 
 
 def _grid_cutoff_at_or_before(t: datetime, align: datetime, slide: timedelta) -> datetime:
@@ -315,25 +315,37 @@ def _action_rows(
     as_of: datetime,
     workspace: Workspace,
     periods: int,
+    trigger_window: timedelta,
 ) -> _ActionRows:
     spine = workspace.spec.training.spine
     slide, align = spine.slide.timedelta, spine.align
     latest = _grid_cutoff_at_or_before(as_of, align, slide)
     # Eligibility does not need labels: with a data end far ahead every row counts as matured; the label
-    # column of these rows is ignored.
-    current = build_labels(con, action, [latest], slide=slide, align=align, data_end=latest + 3650 * DAY)
-    current = current.filter(
-        pc.less_equal(current.column("as_of"), pa.scalar(as_of, pa.timestamp("us", "UTC")))
-    )
+    # column of these rows is ignored. A grid action's current rows sit on the latest cutoff; a trigger
+    # action's (campaign sends) are the triggers of the last ``trigger_window`` before as_of, long enough to
+    # hold the mix of trigger kinds (promotion and newsletter weeks) its test split had.
+    ts = pa.timestamp("us", "UTC")
+    if action.trigger is None:
+        current = build_labels(con, action, [latest], slide=slide, align=align, data_end=latest + 3650 * DAY)
+    else:
+        steps = max(1, -(-trigger_window // slide))
+        window = [latest - k * slide for k in range(steps, -1, -1)]
+        current = build_labels(con, action, window, slide=slide, align=align, data_end=latest + 3650 * DAY)
+        current = current.filter(pc.greater(current.column("as_of"), pa.scalar(as_of - trigger_window, ts)))
+    current = current.filter(pc.less_equal(current.column("as_of"), pa.scalar(as_of, ts)))
     span = action.span.timedelta
     back = periods + int(span / slide) + 1
     cutoffs = [latest - k * slide for k in range(back, -1, -1)]
     labelled = build_labels(con, action, cutoffs, slide=slide, align=align, data_end=as_of)
     if labelled.num_rows:
-        kept = sorted(set(labelled.column("as_of").to_pylist()))[-periods:]
-        labelled = labelled.filter(
-            pc.is_in(labelled.column("as_of"), pa.array(kept, labelled.schema.field("as_of").type))
-        )
+        # A period is a grid interval: a grid action's rows sit on its cutoff, a trigger action's (a campaign
+        # send) anywhere in it. Keep the latest ``periods`` periods that have matured rows.
+        keys = [_grid_cutoff_at_or_before(t, align, slide) for t in labelled.column("as_of").to_pylist()]
+        kept = set(sorted(set(keys))[-periods:])
+        labelled = labelled.append_column("period", pa.array(keys, pa.timestamp("us", tz="UTC")))
+        labelled = labelled.filter(pa.array([k in kept for k in keys], pa.bool_()))
+    else:
+        labelled = labelled.append_column("period", pa.array([], pa.timestamp("us", tz="UTC")))
     in_sample = lambda t: t.filter(pc.is_in(t.column("customer_id"), customers))  # noqa: E731
     return _ActionRows(action, in_sample(current), in_sample(labelled))
 
@@ -361,7 +373,8 @@ def model_monitors(
     for name, info in bundle.manifest["actions"].items():
         action = Action.model_validate(info["definition"])
         try:
-            rows[name] = _action_rows(con, action, customers, as_of, workspace, settings.calibration_periods)
+            rows[name] = _action_rows(con, action, customers, as_of, workspace, settings.calibration_periods,
+                                      settings.trigger_window.timedelta)  # fmt: skip
         except (PropensityError, ValueError) as exc:
             notes.append(f"{name}: rows for score and calibration monitors could not be built ({exc})")
     keys = [t.select(["customer_id", "as_of"]) for r in rows.values() for t in (r.current, r.labelled)]
@@ -409,7 +422,7 @@ def model_monitors(
         if r.labelled.num_rows:
             p_all = scores(name, r.labelled)
             y_all = r.labelled.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
-            t_all = np.asarray(r.labelled.column("as_of").to_pylist(), dtype=object)
+            t_all = np.asarray(r.labelled.column("period").to_pylist(), dtype=object)
             for t in sorted(set(t_all.tolist())):
                 mask = t_all == t
                 p, y = p_all[mask], y_all[mask]

@@ -100,6 +100,11 @@ class MonitoringSettings(StrictModel):
     volume_windows: int = Field(
         default=28, ge=3, description="Trailing 24-hour windows the last day's volume is compared with."
     )
+    trigger_window: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("28d"),
+        description="For triggered actions (campaign responses), the triggers of this window before as_of are "
+        "the current scores (long enough to mix trigger kinds the way the bundle's test split did).",
+    )
     calibration_periods: int = Field(
         default=8,
         ge=1,
