@@ -18,6 +18,7 @@ from tests.scoring.conftest import AS_OF
 
 from propensity.activation.contract import ContractError, validate_rows
 from propensity.activation.score_row import SCORE_ROW_SCHEMA, UTC_US
+from propensity.experiments.holdout import groups_for
 from propensity.features.offline import compute_features
 from propensity.labels.actions import Action
 from propensity.labels.labels import build_labels
@@ -208,6 +209,18 @@ def test_segments_come_from_the_run_and_are_stored_with_it(result: BatchResult) 
         assert segment == names[int(np.searchsorted(cuts, score, side="right"))]
     high = pc.sum(pc.equal(buy.column("segment"), "high")).as_py()
     assert 0 < high < buy.num_rows
+
+
+def test_holdout_groups_come_from_the_experiments_section(
+    scoring_workspace: Workspace, result: BatchResult
+) -> None:
+    for action in result.run.details["actions"]:
+        rows = _action(result.rows, action)
+        ids = rows.column("customer_id").to_pylist()
+        assert rows.column("holdout_group").to_pylist() == groups_for(
+            scoring_workspace.spec.experiments, action, ids
+        )
+    assert 0 < result.rows.column("holdout_group").to_pylist().count("control") < result.rows.num_rows / 4
 
 
 def test_decisions_follow_the_policy(result: BatchResult) -> None:

@@ -402,6 +402,16 @@ def score_batch(
     consent = consent_json(consent_values, ids)
     segmentations: dict[str, Segmentation] = {}
     parts = []
+    groups_by_experiment: dict[str | None, pa.Array] = {}
+
+    def holdout_groups(action: str) -> pa.Array:
+        # One experiment usually covers every action: hash each customer once per experiment, not per action.
+        holdout = spec.experiments.holdout_for(action)
+        key = None if holdout is None else holdout.name
+        if key not in groups_by_experiment:
+            groups_by_experiment[key] = pa.array(groups_for(spec.experiments, action, ids), pa.string())
+        return groups_by_experiment[key]
+
     for a in wanted:
         ok = eligible[a]
         s = np.where(ok, scores[a], np.nan)
@@ -421,7 +431,7 @@ def score_batch(
                     "eligible": pa.array(ok, pa.bool_()),
                     "next_best_action": pa.nulls(n, pa.string()),
                     "reason_codes": pa.nulls(n, pa.string()),
-                    "holdout_group": pa.array(groups_for(spec.experiments, a, ids), pa.string()),
+                    "holdout_group": holdout_groups(a),
                     "model_id": pa.array(
                         [FALLBACK_MODEL_ID if is_fallback else f"{model.version}/{a}"] * n, pa.string()
                     ),
