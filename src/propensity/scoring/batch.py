@@ -173,18 +173,18 @@ def path_contributions(scorer: CompiledScorer, x: np.ndarray, model: int) -> np.
     if n == 0 or trees.size == 0:
         return out.reshape(n, c_count)
     xc = np.where(np.abs(x) <= ZERO_THRESHOLD, 0.0, x)
-    rows = np.arange(n)[:, None]
-    cur = np.broadcast_to(scorer._roots[trees].astype(np.int64), (n, trees.size)).copy()
-    base = rows * c_count
-    for _ in range(scorer._max_depth):
-        nxt = scorer._numpy_step(a, xc, rows, cur)
+    # Every (row, tree) walk as flat arrays; a walk that stops moving has reached its leaf and is dropped, so
+    # each step only pays for the walks still going (paths in leaf-wise trees vary a lot in depth).
+    row = np.repeat(np.arange(n, dtype=np.int64), trees.size)
+    cur = np.tile(scorer._roots[trees].astype(np.int64), n)
+    while row.size:
+        nxt = scorer._numpy_step(a, xc, row, cur)
         moved = nxt != cur
-        if not moved.any():
-            break  # every walk has reached its leaf
-        src, dst = cur[moved], nxt[moved]
-        idx = (base + a["feat"][cur])[moved]
-        out += np.bincount(idx, weights=values[dst] - values[src], minlength=out.size)
-        cur = nxt
+        row, src, dst = row[moved], cur[moved], nxt[moved]
+        out += np.bincount(
+            row * c_count + a["feat"][src], weights=values[dst] - values[src], minlength=out.size
+        )
+        cur = dst
     return out.reshape(n, c_count) * float(scorer._scale[model])
 
 
