@@ -231,3 +231,39 @@ def test_micro_batch_carries_on_after_a_failed_tick(ws: Workspace) -> None:
 def test_every_takes_a_duration(ws: Workspace) -> None:
     result = runner.invoke(app, ["activate", "-w", str(ws.root), "--every", "soon"])
     assert result.exit_code == 2 and "not a duration" in result.output
+
+
+@pytest.mark.slow
+def test_quickstart_exports_its_run_and_activate_score_publishes_the_next(tmp_path: Path) -> None:
+    from propensity.registry.registry import Registry
+
+    ws_dir = tmp_path / "qs"
+    result = runner.invoke(
+        app, ["quickstart", "-w", str(ws_dir), "--customers", "300", "--days", "150", "--no-serve"]
+    )
+    assert result.exit_code == 0, result.output
+    ws = Workspace.open(ws_dir)
+    first = open_score_store(ws).latest_run()
+    assert first is not None
+    manifest = json.loads((ws_dir / "exports" / "drop" / first.run_id / "manifest.json").read_text())
+    assert manifest["row_count"] == first.rows and manifest["contract_version"] == first.contract_version
+    assert f"exported run {first.run_id}" in result.output.replace("\n", " ")
+
+    registry = Registry(ws)
+    registry.set_production(registry.entries()[0].id, forced=True, reason="test: serve the quickstart bundle")
+    scored = runner.invoke(app, ["activate", "-w", str(ws_dir), "--score"])
+    second = open_score_store(ws).latest_run()
+    assert second is not None and second.run_id != first.run_id
+    if scored.exit_code == 1:
+        # Scoring now, a week or more after the synthetic data ends, usually moves the scores: the gates catch
+        # it, nothing is exported, and an override publishes it.
+        assert "psi[" in scored.output or "row_count" in scored.output, scored.output
+        assert open_score_store(ws).get_run(second.run_id).status == "blocked"
+        assert not (ws_dir / "exports" / "drop" / second.run_id).exists()
+        forced = runner.invoke(
+            app, ["activate", "-w", str(ws_dir), "--force", "--reason", "scored after the data"]
+        )
+        assert forced.exit_code == 0, forced.output
+    else:
+        assert scored.exit_code == 0, scored.output
+    assert (ws_dir / "exports" / "drop" / second.run_id / "manifest.json").exists()

@@ -274,10 +274,11 @@ def rows_for_doctest() -> pa.Table:
 
 def render(report: GateReport, console: Any, *, verbose: bool = False) -> None:
     """Print the report's one-line verdict, after a table of every check when one failed (or ``verbose``)."""
+    from rich.markup import escape
     from rich.table import Table
 
     if report.passed and not verbose:
-        console.print(f"[green]{report.summary()}[/]")
+        console.print(f"[green]{escape(report.summary())}[/]")
         return
 
     table = Table(title=f"gates for run {report.run_id}")
@@ -287,7 +288,7 @@ def render(report: GateReport, console: Any, *, verbose: bool = False) -> None:
         value = "—" if c.value is None else f"{c.value:.4g}"
         threshold = "—" if c.threshold is None else f"{c.threshold:.4g}"
         result = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
-        table.add_row(c.name, c.action or "", result, value, threshold, c.message)
+        table.add_row(c.name, c.action or "", result, value, threshold, escape(c.message))
     console.print(table)
     colour = "green" if report.passed else ("yellow" if not report.blocked else "bold red")
-    console.print(f"[{colour}]{report.summary()}[/]")
+    console.print(f"[{colour}]{escape(report.summary())}[/]")
