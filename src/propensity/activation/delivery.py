@@ -281,6 +281,8 @@ class Outbox:
         def send(key: str, payload: str, attempts: int) -> _Outcome | None:
             if outage.is_set():
                 return None  # the receiver looks down: leave the rest pending for the next call
+            if attempts >= max_attempts:  # max_attempts was lowered since this record's last call
+                return _Outcome(key, False, attempts, True, "no attempts left (max_attempts)")
             error: str | None = None
             stop_at = min(max_attempts, attempts + (attempts_per_call or max_attempts))
             while attempts < stop_at:
