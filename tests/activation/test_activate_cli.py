@@ -267,3 +267,19 @@ def test_quickstart_exports_its_run_and_activate_score_publishes_the_next(tmp_pa
     else:
         assert scored.exit_code == 0, scored.output
     assert (ws_dir / "exports" / "drop" / second.run_id / "manifest.json").exists()
+
+
+def test_a_receiver_down_during_activation_gets_the_run_on_the_next_activation(
+    ws: Workspace, receiver: Receiver
+) -> None:
+    store_run(ws, _rows("r1", 5))
+    receiver.stop()
+    down = runner.invoke(app, ["activate", "-w", str(ws.root)])
+    assert down.exit_code == 1
+    status = runner.invoke(app, ["destinations", "status", "-w", str(ws.root)])
+    assert f"{N} pending" in status.output
+    receiver.start()
+    up = runner.invoke(app, ["activate", "-w", str(ws.root)])
+    assert up.exit_code == 0, up.output
+    assert sorted(_webhook_keys(receiver)) == sorted(f"crm:r1:c{i}" for i in range(N))
+    assert "0 pending" in runner.invoke(app, ["destinations", "status", "-w", str(ws.root)]).output

@@ -192,3 +192,16 @@ def test_crash_mid_delivery_resumes_without_duplicates_or_losses(tmp_path: Path,
     resumed = outbox.deliver(receiver.url)
     assert resumed.delivered == 35
     assert receiver.keys() == {f"k{i}": 1 for i in range(60)}
+
+
+def test_a_record_without_attempts_left_is_dead_lettered_without_stopping_the_rest(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite")
+    _fill(outbox, 1)
+    receiver.fail_next(3, 503)
+    outbox.deliver(receiver.url, max_attempts=10, attempts_per_call=3, sleep=no_sleep)
+    _fill(outbox, 3)  # k0 known already; k1, k2 new
+    report = outbox.deliver(receiver.url, max_attempts=2, sleep=no_sleep, concurrency=1)
+    assert (report.dead_lettered, report.delivered) == (1, 2)
+    assert outbox.status("k0") == "dead"
