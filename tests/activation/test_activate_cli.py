@@ -111,6 +111,7 @@ def test_a_run_reaches_every_destination_once(
     result = runner.invoke(app, ["destinations", "status", "-w", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "crm" in result.output and "r1" in result.output and "0 pending" in result.output
+    assert f"{by_name['buyers'].details['audience_size']} customers in the audience" in result.output
 
 
 def test_a_collapsed_run_is_blocked_and_publishes_nothing(ws: Workspace, receiver: Receiver) -> None:

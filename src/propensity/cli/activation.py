@@ -194,6 +194,9 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
         if s.type == "webhook" and outbox_path.exists():
             counts = Outbox(outbox_path).counts()
             queue = f"{fmt_int(counts['pending'])} pending, {fmt_int(counts['dead'])} dead"
+        audience_path = state_dir(ws) / f"{s.name}.audience.sqlite"
+        if s.type == "audience" and audience_path.exists():
+            queue = f"{fmt_int(audience_members(audience_path))} customers in the audience"
         if entry is None:
             table.add_row(s.name, s.type, "—", "never published", "", "", "", "", queue)
             continue
@@ -225,3 +228,15 @@ def quickstart_export(ws: Any) -> None:
     for report in result.reports:
         if report.location:
             console.print(f"exported run [bold]{result.run.run_id}[/] to {report.location}")
+
+
+def audience_members(state_path: Path) -> int:
+    """Customers the audience API has accepted, from an audience destination's sync state."""
+    import sqlite3
+
+    con = sqlite3.connect(state_path)
+    try:
+        row = con.execute("SELECT count(DISTINCT customer_id) FROM members").fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
