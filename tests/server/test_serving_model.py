@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -154,3 +155,23 @@ def test_actions_with_different_category_vocabularies_share_one_model() -> None:
             single = pa.table({"x": [0.25], "plan": [plan]})
             want = texts[name].predict(encoders[name].matrix(single))[0]
             assert got[i] == pytest.approx(want, abs=1e-9), (name, plan)
+
+
+@pytest.mark.parametrize(
+    "calibrator",
+    [
+        {"method": "platt", "a": 1.3, "b": -0.2},
+        {"method": "identity"},
+        {"method": "isotonic", "x": [-2.0, -0.5, -0.5, 0.1, 1.7], "y": [0.01, 0.2, 0.25, 0.6, 0.97]},
+        {"method": "isotonic", "x": [0.5], "y": [0.3]},
+    ],
+)
+def test_batch_calibration_equals_the_single_row_calibration(calibrator: dict[str, Any]) -> None:
+    from propensity.serving.model import calibrate, calibrate_many
+
+    raw = np.concatenate([np.random.default_rng(0).normal(0, 3, 5000), [np.nan, -1e300, 1e300, 0.0, -0.5]])
+    many = calibrate_many(calibrator, raw)
+    one = np.array([calibrate(calibrator, float(r)) for r in raw])
+    assert np.array_equal(np.isnan(many), np.isnan(one))
+    ok = ~np.isnan(one)
+    assert np.max(np.abs(many[ok] - one[ok])) <= 1e-15

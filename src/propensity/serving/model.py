@@ -81,6 +81,41 @@ def calibrate(calibrator: dict[str, Any], raw: float) -> float:
     return min(max(p, CALIBRATION_EPS), 1.0 - CALIBRATION_EPS)
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # The two branches of `calibrate`, so neither side overflows.
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    e = np.exp(z[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def calibrate_many(calibrator: dict[str, Any], raw: np.ndarray) -> np.ndarray:
+    """:func:`calibrate` over an array (batch scoring): the same arithmetic, vectorised."""
+    raw = np.asarray(raw, dtype=np.float64)
+    method = calibrator["method"]
+    if method == "platt":
+        p = _sigmoid(calibrator["a"] * raw + calibrator["b"])
+    elif method == "isotonic":
+        xs = np.asarray(calibrator["x"], dtype=np.float64)
+        ys = np.asarray(calibrator["y"], dtype=np.float64)
+        j = np.clip(np.searchsorted(xs, raw, side="right") - 1, 0, max(len(xs) - 2, 0))
+        if len(xs) > 1:
+            dx = xs[j + 1] - xs[j]
+            slope = np.divide(ys[j + 1] - ys[j], dx, out=np.zeros_like(dx), where=dx != 0)
+            p = slope * (raw - xs[j]) + ys[j]
+        else:
+            p = np.full_like(raw, ys[0])
+        p = np.where(raw <= xs[0], ys[0], np.where(raw >= xs[-1], ys[-1], p))
+        p = np.where(np.isnan(raw), np.nan, p)
+    elif method == "identity":
+        p = _sigmoid(raw)
+    else:
+        raise ValueError(f"unknown calibration method {method!r} (expected platt, isotonic or identity)")
+    return np.clip(p, CALIBRATION_EPS, 1.0 - CALIBRATION_EPS)
+
+
 def percentile_of(quantiles: Sequence[float] | None, score: float) -> float | None:
     """The share (0–100) of the reference scores at or below ``score``, interpolated between quantiles."""
     if not quantiles:
@@ -188,7 +223,7 @@ class ServingModel:
         raw = self.scorer.raw(rows)
         out = np.empty_like(raw)
         for m, c in enumerate(self._calibrators):
-            out[:, m] = [calibrate(c, float(r)) for r in raw[:, m]]
+            out[:, m] = calibrate_many(c, raw[:, m])
         return out
 
     def reason_codes(
