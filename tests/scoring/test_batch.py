@@ -355,3 +355,29 @@ def test_cli_scores_and_lists_runs(scoring_workspace: Workspace) -> None:
     assert runs.returncode == 0 and open_score_store(scoring_workspace).runs()[0].run_id in runs.stdout
     bad = subprocess.run([*cli, "score", "-w", root, "-a", "nope"], capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "unknown action" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_bundle_needing_features_the_project_dropped_falls_back_for_every_action(
+    scoring_workspace: Workspace, tmp_path: Path
+) -> None:
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "ws"
+    shutil.copytree(scoring_workspace.root, root, ignore=shutil.ignore_patterns("write.lock"))
+    spec = yaml.safe_load((root / "propensity.yaml").read_text())
+    production = Registry(scoring_workspace).production()
+    assert production is not None
+    used = ServingModel.from_bundle_dir(Registry(scoring_workspace).path(production)).columns
+    dropped = next(f["name"] for f in spec["features"] if f["name"] in used and f.get("kind") != "attribute")
+    spec["features"] = [f for f in spec["features"] if f["name"] != dropped]
+    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    stale = score_batch(Workspace.open(root), as_of=AS_OF)
+    assert stale.run.details["missing_features"] == [dropped]
+    assert set(stale.run.details["fallback_actions"]) == set(stale.run.details["actions"])
+    assert set(stale.rows.column("fallback").to_pylist()) == {True}
+    assert set(stale.rows.column("model_id").to_pylist()) == {"fallback/recency-frequency"}
+    # Ranks, not calibrated probabilities: no percentile against the model's reference scores.
+    assert set(stale.rows.column("percentile").to_pylist()) == {None}

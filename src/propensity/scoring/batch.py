@@ -334,7 +334,10 @@ def score_batch(
         known = ", ".join(sorted({*model.action_names, *declared}))
         raise BatchScoringError(f"policies.actions: no action named {', '.join(typos)}; known: {known}")
     definitions = {a: trained.get(a) or declared[a] for a in wanted}
-    fallback_actions = [a for a in wanted if a not in model.actions]
+    # A bundle needing features the project no longer computes cannot score meaningfully: every action falls
+    # back to the rules (flagged) until a model trained on the current features is promoted.
+    missing_features = model.encoder_for([f.name for f in spec.features]).missing
+    fallback_actions = [a for a in wanted if a not in model.actions or missing_features]
     if not workspace.db_path.exists():
         raise BatchScoringError(f"{workspace.root}: no events yet; ingest some first (`propensity ingest`)")
 
@@ -379,15 +382,16 @@ def score_batch(
             feats = compute_features(con, spec.features, spine)
             timings["features"] += time.perf_counter() - tf
             tm = time.perf_counter()
-            x = encode(model, feats)
-            probs = model.probabilities_many(x)
             sl = slice(start, start + len(chunk))
-            for a in wanted:
-                if a in model_index:
-                    scores[a][sl] = probs[:, model_index[a]]
-            if settings.reason_codes:
-                inputs.append(x)
-                feature_parts.append(feats)
+            if not missing_features:
+                x = encode(model, feats)
+                probs = model.probabilities_many(x)
+                for a in wanted:
+                    if a in model_index:
+                        scores[a][sl] = probs[:, model_index[a]]
+                if settings.reason_codes:
+                    inputs.append(x)
+                    feature_parts.append(feats)
             timings["model"] += time.perf_counter() - tm
             tb = time.perf_counter()
             for a in fallback_actions:
@@ -417,9 +421,10 @@ def score_batch(
         s = np.where(ok, scores[a], np.nan)
         seg = find_segments(s[ok], spec.segments)
         segmentations[a] = seg
-        quantiles = model.actions[a].score_quantiles if a in model.actions else None
-        pct = percentiles(quantiles, s)
         is_fallback = a in fallback_actions
+        # Fallback scores are ranks, not the model's calibrated scale: no percentile against its quantiles.
+        quantiles = model.actions[a].score_quantiles if a in model.actions and not is_fallback else None
+        pct = percentiles(quantiles, s)
         parts.append(
             pa.table(
                 {
@@ -462,7 +467,6 @@ def score_batch(
     timings["reason_codes"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t_start
     contract = load_contract()
-    missing = model.encoder_for([f.name for f in spec.features]).missing
     run = ScoringRun(
         run_id=run_id,
         scored_at=scored_at,
@@ -482,7 +486,7 @@ def score_batch(
             "eligible": {a: int(eligible[a].sum()) for a in wanted},
             "segments": {a: s.to_json() for a, s in segmentations.items()},
             "fallback_actions": fallback_actions,
-            "missing_features": missing,
+            "missing_features": missing_features,
             "seconds": {k: round(v, 3) for k, v in timings.items()},
         },
     )
