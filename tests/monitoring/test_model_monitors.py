@@ -29,7 +29,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dateti
     root = tmp_path_factory.mktemp("trained")
     build_workspace(root, customers=600, days=150, seed=5)
     spec = yaml.safe_load((root / "propensity.yaml").read_text())
-    spec["actions"] = [{"template": "buy"}]
+    spec["actions"] = [{"template": "buy"}, {"template": "respond"}]
+    spec["training"] = {"min_positives": 20, "min_negatives": 20}  # respond_7d has few positives at this size
     (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     ws = Workspace.open(root)
     result = train_project(ws, write_report=False)
@@ -53,6 +54,10 @@ def test_model_monitors_are_quiet_and_cbpe_tracks_the_measured_figures(
     run = run_monitors(ws, as_of=as_of, send_alerts=False, store=False)
     for name in MODEL_MONITORS:
         r = run.result(name, "buy_7d")
+        assert r is not None and r.status == "ok", (name, r)
+    # A triggered action (scored at each campaign send); its latest week here has no responder, so no AUC.
+    for name in ("score_psi", "calibration_ece", "expected_auc_drop"):
+        r = run.result(name, "respond_7d")
         assert r is not None and r.status == "ok", (name, r)
     periods = run.result("calibration_ece", "buy_7d").details["periods"]  # type: ignore[union-attr]
     assert len(periods) == ws.spec.monitoring.calibration_periods
@@ -103,3 +108,20 @@ def test_a_behaviour_shift_fires_feature_score_and_volume_monitors(
     assert run.result("calibration_ece", "buy_7d").status == "ok"  # type: ignore[union-attr]
     assert run.result("feature_psi", "spend_90d").status == "ok"  # type: ignore[union-attr]
     assert run.result("freshness_silence", "events").status == "ok"  # type: ignore[union-attr]
+
+
+def test_matured_periods_are_computed_once_per_bundle(
+    trained: tuple[Workspace, datetime], tmp_path: Path
+) -> None:
+    ws = _copy(trained[0], tmp_path)
+    as_of = trained[1]
+    folder = ws.state_dir / "monitoring" / "periods"
+    shutil.rmtree(folder, ignore_errors=True)  # the copy may carry what other tests cached
+    first = run_monitors(ws, as_of=as_of - timedelta(days=7), send_alerts=False, store=False)
+    cached = sorted(folder.rglob("*.json"))
+    assert len(cached) == 2 * ws.spec.monitoring.calibration_periods  # two actions
+    later = run_monitors(ws, as_of=as_of, send_alerts=False, store=False)
+    assert len(sorted(folder.rglob("*.json"))) == len(cached) + 2  # one new period each
+    before = first.result("calibration_ece", "buy_7d").details["periods"]  # type: ignore[union-attr]
+    after = later.result("calibration_ece", "buy_7d").details["periods"]  # type: ignore[union-attr]
+    assert before[1:] == after[:-1]  # the shared periods are read back unchanged

@@ -19,7 +19,6 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from propensity.monitoring import monitors as m
 from propensity.monitoring.cbpe import estimate_performance, measured_performance
 from propensity.monitoring.reference import FeatureSummary, summarise
 from propensity.monitoring.settings import AlertSettings, MonitoringSettings
-from propensity.monitoring.store import MonitorRun, save_run
+from propensity.monitoring.store import MonitorRun, dumps, save_run
 from propensity.registry.bundle import Bundle, load_bundle
 from propensity.registry.registry import Registry
 from propensity.training.metrics import expected_calibration_error, reliability_curve
@@ -296,58 +295,85 @@ def latest_stored_scores(workspace: Workspace, as_of: datetime, notes: list[str]
     return run.run_id, run.model_version, per_action
 
 
-@dataclass
-class _ActionRows:
-    action: Action
-    current: pa.Table  # eligible rows at the latest grid cutoff
-    labelled: pa.Table  # eligible rows of matured periods with labels and their period (grid cutoff)
-
-
 def _grid_cutoff_at_or_before(t: datetime, align: datetime, slide: timedelta) -> datetime:
     k = (t - align) // slide
     return align + k * slide
 
 
-def _action_rows(
+def _current_rows(
     con: duckdb.DuckDBPyConnection,
     action: Action,
-    customers: pa.Array,
     as_of: datetime,
     workspace: Workspace,
-    periods: int,
     trigger_window: timedelta,
-) -> _ActionRows:
+) -> pa.Table:
+    """The action's eligible rows now: a grid action's at the latest grid cutoff ≤ as_of; a triggered action's
+    (campaign sends) over the last ``trigger_window``, long enough to hold the mix of trigger kinds (promotion
+    and newsletter weeks) its test split had."""
     spine = workspace.spec.training.spine
     slide, align = spine.slide.timedelta, spine.align
     latest = _grid_cutoff_at_or_before(as_of, align, slide)
-    # Eligibility does not need labels: with a data end far ahead every row counts as matured; the label
-    # column of these rows is ignored. A grid action's current rows sit on the latest cutoff; a trigger
-    # action's (campaign sends) are the triggers of the last ``trigger_window`` before as_of, long enough to
-    # hold the mix of trigger kinds (promotion and newsletter weeks) its test split had.
+    # Eligibility does not need labels: with a data end far ahead every row counts as matured (the label
+    # column of these rows is ignored).
     ts = pa.timestamp("us", "UTC")
     if action.trigger is None:
-        current = build_labels(con, action, [latest], slide=slide, align=align, data_end=latest + 3650 * DAY)
+        rows = build_labels(con, action, [latest], slide=slide, align=align, data_end=latest + 3650 * DAY)
     else:
         steps = max(1, -(-trigger_window // slide))
         window = [latest - k * slide for k in range(steps, -1, -1)]
-        current = build_labels(con, action, window, slide=slide, align=align, data_end=latest + 3650 * DAY)
-        current = current.filter(pc.greater(current.column("as_of"), pa.scalar(as_of - trigger_window, ts)))
-    current = current.filter(pc.less_equal(current.column("as_of"), pa.scalar(as_of, ts)))
-    span = action.span.timedelta
-    back = periods + int(span / slide) + 1
-    cutoffs = [latest - k * slide for k in range(back, -1, -1)]
-    labelled = build_labels(con, action, cutoffs, slide=slide, align=align, data_end=as_of)
-    if labelled.num_rows:
-        # A period is a grid interval: a grid action's rows sit on its cutoff, a trigger action's (a campaign
-        # send) anywhere in it. Keep the latest ``periods`` periods that have matured rows.
-        keys = [_grid_cutoff_at_or_before(t, align, slide) for t in labelled.column("as_of").to_pylist()]
-        kept = set(sorted(set(keys))[-periods:])
-        labelled = labelled.append_column("period", pa.array(keys, pa.timestamp("us", tz="UTC")))
-        labelled = labelled.filter(pa.array([k in kept for k in keys], pa.bool_()))
-    else:
-        labelled = labelled.append_column("period", pa.array([], pa.timestamp("us", tz="UTC")))
-    in_sample = lambda t: t.filter(pc.is_in(t.column("customer_id"), customers))  # noqa: E731
-    return _ActionRows(action, in_sample(current), in_sample(labelled))
+        rows = build_labels(con, action, window, slide=slide, align=align, data_end=latest + 3650 * DAY)
+        rows = rows.filter(pc.greater(rows.column("as_of"), pa.scalar(as_of - trigger_window, ts)))
+    return rows.filter(pc.less_equal(rows.column("as_of"), pa.scalar(as_of, ts)))
+
+
+def matured_periods(
+    action: Action, as_of: datetime, *, align: datetime, slide: timedelta, start: datetime, count: int
+) -> list[datetime]:
+    """The latest ``count`` grid periods (by their first cutoff) whose every label has matured by ``as_of``.
+
+    A grid action's rows sit on the period's cutoff p (matured at p + span); a triggered action's anywhere in
+    [p, p + slide) (all matured at p + slide + span).
+    """
+    span = action.span.timedelta + (slide if action.trigger is not None else timedelta(0))
+    out: list[datetime] = []
+    p = _grid_cutoff_at_or_before(as_of - span, align, slide)
+    while len(out) < count and p >= start - slide:
+        out.append(p)
+        p -= slide
+    return sorted(out)
+
+
+class _PeriodCache:
+    """Per-period calibration figures of one bundle, kept as JSON: a matured period's labels do not change
+    (late events aside), so each is computed once instead of at every run."""
+
+    def __init__(self, workspace: Workspace, bundle_id: str, key: dict[str, Any]) -> None:
+        self.folder = workspace.state_dir / "monitoring" / "periods" / bundle_id
+        self.suffix = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+    def _path(self, action: str, period: datetime) -> Path:
+        return self.folder / action / f"{period.strftime('%Y%m%dT%H%M%SZ')}-{self.suffix}.json"
+
+    def get(self, action: str, period: datetime) -> dict[str, Any] | None:
+        path = self._path(action, period)
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def put(self, action: str, period: datetime, stats: dict[str, Any]) -> None:
+        path = self._path(action, period)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, dumps(stats))
+
+
+def _period_stats(period: datetime, p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, Any]:
+    if len(p) == 0:
+        return {"as_of": period.isoformat(), "n": 0}
+    measured = measured_performance(p, y, threshold=threshold)
+    return {
+        "as_of": period.isoformat(), "n": len(p), "positives": int(y.sum()),
+        "ece": expected_calibration_error(p, y), "roc_auc": measured["roc_auc"],
+        "measured": measured, "expected": estimate_performance(p, threshold=threshold),
+        "reliability": reliability_curve(p, y),
+    }  # fmt: skip
 
 
 def model_monitors(
@@ -366,50 +392,83 @@ def model_monitors(
     """Score drift, CBPE estimates, and calibration/AUC on matured labels for every action of the bundle.
 
     Current scores come from ``stored`` (the latest scoring run of this bundle) when it has the action, else
-    from scoring the eligible sampled customers at the latest grid cutoff with the bundle.
+    from scoring the eligible sampled customers now with the bundle. Each matured period is labelled with the
+    action's label code for the customers known at its start (the same seeded sample), scored by the bundle,
+    and its figures cached per bundle.
     """
-    customers = pa.array(sample, pa.string())
-    rows: dict[str, _ActionRows] = {}
-    for name, info in bundle.manifest["actions"].items():
+    spine_settings = workspace.spec.training.spine
+    slide, align = spine_settings.slide.timedelta, spine_settings.align
+    start = con.execute("SELECT min(event_time) FROM events").fetchall()[0][0]
+    samples: dict[datetime, pa.Array] = {as_of: pa.array(sample, pa.string())}
+
+    def sample_at(t: datetime) -> pa.Array:
+        if t not in samples:
+            samples[t] = pa.array(known_customers(con, t, settings.sample_customers), pa.string())
+        return samples[t]
+
+    def in_sample(rows: pa.Table, t: datetime) -> pa.Table:
+        return rows.filter(pc.is_in(rows.column("customer_id"), sample_at(t)))
+
+    plans: dict[str, dict[str, Any]] = {}
+    parts: list[pa.Table] = []  # (customer_id, as_of) rows to compute features for
+    for name, info in sorted(bundle.manifest["actions"].items()):
         action = Action.model_validate(info["definition"])
+        quantiles = info.get("score_quantiles") or []
+        threshold = settings.precision_thresholds.get(name)
+        if threshold is None and quantiles:
+            threshold = float(np.quantile(m.sample_from_quantiles(quantiles), 1.0 - settings.top_share))
+        threshold = 0.5 if threshold is None else threshold
+        cache = _PeriodCache(workspace, bundle.id, {"v": REFERENCE_VERSION, "sample": settings.sample_customers,
+                                                     "threshold": round(threshold, 9)})  # fmt: skip
+        plan: dict[str, Any] = {
+            "info": info,
+            "threshold": threshold,
+            "cache": cache,
+            "cached": {},
+            "missing": {},
+        }
         try:
-            rows[name] = _action_rows(con, action, customers, as_of, workspace, settings.calibration_periods,
-                                      settings.trigger_window.timedelta)  # fmt: skip
+            if stored is None or name not in stored[2]:
+                plan["current"] = in_sample(_current_rows(con, action, as_of, workspace,
+                                                          settings.trigger_window.timedelta), as_of)  # fmt: skip
+                parts.append(plan["current"].select(["customer_id", "as_of"]))
+            for period in matured_periods(action, as_of, align=align, slide=slide, start=start,
+                                          count=settings.calibration_periods):  # fmt: skip
+                hit = cache.get(name, period)
+                if hit is not None:
+                    plan["cached"][period] = hit
+                    continue
+                rows = build_labels(con, action, [period], slide=slide, align=align, data_end=as_of)
+                plan["missing"][period] = in_sample(rows, period)
+                parts.append(plan["missing"][period].select(["customer_id", "as_of"]))
         except (PropensityError, ValueError) as exc:
             notes.append(f"{name}: rows for score and calibration monitors could not be built ({exc})")
-    keys = [t.select(["customer_id", "as_of"]) for r in rows.values() for t in (r.current, r.labelled)]
-    if not keys or not sum(k.num_rows for k in keys):
-        notes.append("no eligible customers: score and calibration monitors have nothing to measure")
-        return []
-    spine = (
-        pa.concat_tables([k.cast(keys[0].schema) for k in keys])
-        .group_by(["customer_id", "as_of"])
-        .aggregate([])
-    )
-    table = compute_features(con, features, spine)
-    index = {(c, t): i for i, (c, t) in enumerate(zip(table.column("customer_id").to_pylist(),
-                                                      table.column("as_of").to_pylist(), strict=True))}  # fmt: skip
+            continue
+        plans[name] = plan
+    table = None
+    if any(t.num_rows for t in parts):
+        spine = pa.concat_tables([t.cast(parts[0].schema) for t in parts]).group_by(["customer_id", "as_of"])
+        table = compute_features(con, features, spine.aggregate([]))
+        index = {(c, t): i for i, (c, t) in enumerate(zip(table.column("customer_id").to_pylist(),
+                                                          table.column("as_of").to_pylist(), strict=True))}  # fmt: skip
 
     def scores(name: str, part: pa.Table) -> np.ndarray:
-        if part.num_rows == 0:
+        if part.num_rows == 0 or table is None:
             return np.array([], dtype=np.float64)
         idx = [index[(c, t)] for c, t in zip(part.column("customer_id").to_pylist(),
                                              part.column("as_of").to_pylist(), strict=True)]  # fmt: skip
         return np.asarray(bundle.predict(name, table.take(pa.array(idx, pa.int64()))), dtype=np.float64)
 
     out: list[m.MonitorResult] = []
-    for name, r in sorted(rows.items()):
-        info = bundle.manifest["actions"][name]
+    for name, plan in plans.items():
+        info, threshold = plan["info"], plan["threshold"]
         quantiles = info.get("score_quantiles") or []
         test_auc = (info.get("metrics") or {}).get("model", {}).get("roc_auc")
-        threshold = settings.precision_thresholds.get(name)
-        if threshold is None and quantiles:
-            threshold = float(np.quantile(m.sample_from_quantiles(quantiles), 1.0 - settings.top_share))
-        threshold = 0.5 if threshold is None else threshold
-        if stored is not None and name in stored[2]:
-            now, source = stored[2][name], f"score run {stored[0]}"
+        if "current" in plan:
+            now, source = scores(name, plan["current"]), "bundle on the eligible sample"
         else:
-            now, source = scores(name, r.current), "bundle on the eligible sample"
+            assert stored is not None
+            now, source = stored[2][name], f"score run {stored[0]}"
         if quantiles and len(now):
             out.append(m.score_drift_monitor(name, quantiles, now, alerts, bins=settings.bins, source=source))
         if len(now):
@@ -418,22 +477,13 @@ def model_monitors(
                 name, estimate, test_auc=test_auc, alerts=alerts, min_rows=settings.min_labelled_rows
             )
             out += [cbpe] if cbpe else []
-        periods = []
-        if r.labelled.num_rows:
-            p_all = scores(name, r.labelled)
-            y_all = r.labelled.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
-            t_all = np.asarray(r.labelled.column("period").to_pylist(), dtype=object)
-            for t in sorted(set(t_all.tolist())):
-                mask = t_all == t
-                p, y = p_all[mask], y_all[mask]
-                measured = measured_performance(p, y, threshold=threshold)
-                periods.append({
-                    "as_of": t.isoformat(), "n": int(mask.sum()), "positives": int(y.sum()),
-                    "ece": expected_calibration_error(p, y), "roc_auc": measured["roc_auc"],
-                    "measured": measured, "expected": estimate_performance(p, threshold=threshold),
-                    "reliability": reliability_curve(p, y),
-                })  # fmt: skip
+        periods = dict(plan["cached"])
+        for period, rows in plan["missing"].items():
+            y = rows.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
+            periods[period] = _period_stats(period, scores(name, rows), y, threshold)
+            plan["cache"].put(name, period, periods[period])
+        history = [periods[p] for p in sorted(periods) if periods[p]["n"] > 0]
         out += m.calibration_monitors(
-            name, periods, test_auc=test_auc, alerts=alerts, min_rows=settings.min_labelled_rows
+            name, history, test_auc=test_auc, alerts=alerts, min_rows=settings.min_labelled_rows
         )
     return out
