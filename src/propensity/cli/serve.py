@@ -94,8 +94,23 @@ def serve(
         console.print(
             "[yellow]authentication is off[/] (no --api-keys or PROPENSITY_API_KEYS): local use only"
         )
+    realtime = None
+    if any(d.realtime for d in ws.spec.destinations):
+        from propensity.activation.realtime import RealtimeActivator
+
+        realtime = RealtimeActivator(ws)
+        names = ", ".join(d.name for d in realtime.destinations)
+        console.print(f"real-time activation: changed decisions go to {names} as events arrive")
     state = ServerState(
-        service=service, workspace=ws, keys=keys, max_body_bytes=int(max_body_mb * 1024 * 1024)
+        service=service,
+        workspace=ws,
+        keys=keys,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        realtime=realtime,
     )
     console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(state), host=host, port=port, log_level=log_level, access_log=False)
+    try:
+        uvicorn.run(create_app(state), host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        if realtime is not None:
+            realtime.close()  # waits (bounded) for queued webhook deliveries; the outbox keeps the rest

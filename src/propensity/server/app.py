@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -37,6 +38,9 @@ from propensity.serving.models import (
 from propensity.serving.service import MAX_CUSTOMERS, NoModelError, ScoringService, UnknownActionError
 from propensity.serving.store import StoreUnavailableError
 from propensity.workspace import Workspace
+
+if TYPE_CHECKING:
+    from propensity.activation.realtime import RealtimeActivator
 
 log = logging.getLogger("propensity.server")
 
@@ -136,6 +140,15 @@ class ServerState:
     max_body_bytes: int = MAX_BODY_BYTES
     ready: bool = True
     metrics: Metrics = field(default_factory=Metrics)
+    # Real-time activation: destinations flagged `realtime: true` get changed decisions as events arrive.
+    realtime: RealtimeActivator | None = None
+
+
+def _activate_safely(activator: RealtimeActivator, ids: list[str], predictions: dict[str, Any]) -> None:
+    try:
+        activator.on_customers_changed(ids, predictions)
+    except Exception:  # a destination's failure must not take the server down; the outbox retries webhooks
+        log.exception("real-time activation failed for %d customers", len(ids))
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -328,9 +341,16 @@ def create_app(state: ServerState) -> Starlette:
         service.store.apply(result.inserted)
         metrics.events_accepted += result.accepted
         metrics.events_duplicate += result.duplicates
-        return _json(
+        response = _json(
             {"received": result.received, "accepted": result.accepted, "duplicates": result.duplicates}
         )
+        if state.realtime is not None and state.realtime.destinations and result.accepted:
+            # Rescore the customers the events touched now (the store belongs to this event loop), then hand
+            # the decisions to the activator after the answer is sent (it sends only changed ones).
+            ids = list(dict.fromkeys(str(c) for c in result.inserted.column("customer_id").to_pylist()))
+            predictions = {c: service.predict(c) for c in ids}
+            response.background = BackgroundTask(_activate_safely, state.realtime, ids, predictions)
+        return response
 
     def _served() -> dict[str, Any] | None:
         model = service.model
