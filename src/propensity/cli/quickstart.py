@@ -41,12 +41,13 @@ def quickstart(
     ),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to serve on."),
 ) -> None:
-    """Run the whole pipeline on synthetic data in a fresh workspace: generate → ingest → train → report.
+    """Run the whole pipeline on synthetic data in a fresh workspace: generate → ingest → train → report →
+    score → export → serve.
 
-    The first bundle trained is promoted to production and, unless --no-serve, served on 127.0.0.1 with a
-    ready-to-paste curl. Needs no services: the event log is a DuckDB file inside the workspace. Running it again
-    reuses the
-    generated data and ingests nothing new (ingest is idempotent).
+    Every customer is scored into the canonical score table and the run is exported to a file drop (exports/)
+    after the validation gates. The first bundle trained is promoted to production and, unless --no-serve,
+    served on 127.0.0.1 with a ready-to-paste curl. Needs no services: the event log is a DuckDB file inside the
+    workspace. Running it again reuses the generated data and ingests nothing new (ingest is idempotent).
 
     Example:
 
