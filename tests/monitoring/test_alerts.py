@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -16,10 +17,11 @@ from tests.services import free_port
 
 from propensity.config.errors import PropensityError
 from propensity.config.spec import parse_spec
-from propensity.monitoring.alerts import LogSink, WebhookAlertSink, alerts_for, dispatch
+from propensity.monitoring.alerts import Alert, LogSink, WebhookAlertSink, alerts_for, dispatch
 from propensity.monitoring.monitors import classify, volume_monitor
 from propensity.monitoring.runner import run_monitors
 from propensity.monitoring.settings import AlertSettings, Threshold, WebhookSink
+from propensity.monitoring.store import MonitorRun
 from propensity.workspace import Workspace
 
 
@@ -55,7 +57,8 @@ def test_log_sink_reports_alerts_at_or_above_min_status(
 ) -> None:
     run = run_monitors(broken_workspace, as_of=END, store=False, send_alerts=False)
     with caplog.at_level(logging.WARNING, logger="propensity.alerts"):
-        sent = dispatch(broken_workspace, run, sinks=[LogSink()])
+        sent = alerts_for(run, broken_workspace.spec.alerts)
+        LogSink().send(sent)
     assert {(a.monitor, a.subject) for a in sent} == {("freshness_silence", "crm"), ("volume", "crm")}
     assert all(r.levelno == logging.ERROR for r in caplog.records)
     assert any("freshness_silence on crm is alert" in r.getMessage() for r in caplog.records)
@@ -100,8 +103,9 @@ def test_webhook_sink_delivers_each_alert_once_through_the_outbox(
     run = run_monitors(broken_workspace, as_of=END, store=False, send_alerts=False)
     _Receiver.failures_left = 1  # the first attempt meets a 503: retried with backoff
     sink = WebhookAlertSink(broken_workspace, WebhookSink(url=receiver))
-    dispatch(broken_workspace, run, sinks=[sink])
-    dispatch(broken_workspace, run, sinks=[sink])  # the same run again: nothing new is sent
+    firing = alerts_for(run, broken_workspace.spec.alerts)
+    sink.send(firing)
+    sink.send(firing)  # the same alerts again (a retrying caller): the outbox knows their keys
     keys = [k for k, _ in _Receiver.received]
     assert sorted(keys) == sorted(
         {f"alert:{run.run_id}:freshness_silence:crm", f"alert:{run.run_id}:volume:crm"}
@@ -114,5 +118,32 @@ def test_a_receiver_that_is_down_never_fails_the_monitor_run(broken_workspace: W
     dead = f"http://127.0.0.1:{free_port()}/alerts"
     run = run_monitors(broken_workspace, as_of=END, store=False, send_alerts=False)
     sink = WebhookAlertSink(broken_workspace, WebhookSink(url=dead, attempts_per_run=1))
-    dispatch(broken_workspace, run, sinks=[sink])
+    sink.send(alerts_for(run, broken_workspace.spec.alerts))
     assert sink.last_report.pending == 2  # kept for the next run
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, alerts: Sequence[Alert]) -> None:
+        self.sent += [a.key for a in alerts]
+
+
+def test_a_monitor_that_keeps_firing_is_sent_again_only_after_resend_after(
+    broken_workspace: Workspace,
+) -> None:
+    (broken_workspace.state_dir / "monitoring" / "alerts-sent.json").unlink(missing_ok=True)
+    run = run_monitors(broken_workspace, as_of=END, store=False, send_alerts=False)
+    sink = _Collect()
+    t0 = datetime(2025, 4, 1, tzinfo=UTC)
+    for hours in (0, 1, 23):  # hourly runs, resend_after 24h: only the first sends
+        dispatch(broken_workspace, run, sinks=[sink], now=t0 + timedelta(hours=hours))
+    assert sorted(sink.sent) == ["freshness_silence:crm", "volume:crm"]
+    dispatch(broken_workspace, run, sinks=[sink], now=t0 + timedelta(hours=24))
+    assert len(sink.sent) == 4
+    quiet = MonitorRun(run.run_id, run.as_of, run.started_at, run.finished_at, run.bundle_id,
+                       [r for r in run.results if r.subject != "crm"])  # fmt: skip
+    dispatch(broken_workspace, quiet, sinks=[sink], now=t0 + timedelta(hours=25))  # resolved: forgotten
+    dispatch(broken_workspace, run, sinks=[sink], now=t0 + timedelta(hours=26))  # fires again: sent at once
+    assert len(sink.sent) == 6

@@ -9,10 +9,12 @@ retried with backoff, dead-lettered), the same guarantees as the activation webh
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -144,11 +146,66 @@ def sinks_for(workspace: Workspace, settings: AlertSettings) -> list[AlertSink]:
     return sinks
 
 
-def dispatch(workspace: Workspace, run: MonitorRun, sinks: Sequence[AlertSink] | None = None) -> list[Alert]:
-    """Send the run's alerts to every sink (the configured ones by default); return what was sent."""
+class SentAlerts:
+    """Which monitor:subject keys were last sent, at what status and when (``alerts-sent.json``).
+
+    An alert is due when its key was not firing at the last dispatch, when its status got worse, or when it was
+    last sent at least ``resend_after`` ago; a key that stops firing is forgotten, so its next firing is sent.
+    """
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.path = workspace.state_dir / "monitoring" / "alerts-sent.json"
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        data: dict[str, dict[str, Any]] = json.loads(self.path.read_text(encoding="utf-8"))
+        return data
+
+    def due(self, alerts: Sequence[Alert], resend_after: timedelta, now: datetime) -> list[Alert]:
+        sent = self.load()
+        out = []
+        for a in alerts:
+            last = sent.get(a.key)
+            if (
+                last is None
+                or SEVERITY[a.status] > SEVERITY[last["status"]]
+                or now - datetime.fromisoformat(last["sent_at"]) >= resend_after
+            ):
+                out.append(a)
+        return out
+
+    def record(self, firing: Sequence[Alert], sent: Sequence[Alert], now: datetime) -> None:
+        """Keep only the keys firing now; stamp the ones just sent."""
+        previous = self.load()
+        just_sent = {a.key for a in sent}
+        state = {
+            a.key: {"status": a.status, "sent_at": now.isoformat()} if a.key in just_sent else previous[a.key]
+            for a in firing
+            if a.key in just_sent or a.key in previous
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.path)
+
+
+def dispatch(
+    workspace: Workspace,
+    run: MonitorRun,
+    sinks: Sequence[AlertSink] | None = None,
+    *,
+    now: datetime | None = None,
+) -> list[Alert]:
+    """Send the run's due alerts (see :class:`SentAlerts`) to every sink (the configured ones by default);
+    return what was sent."""
     settings = workspace.spec.alerts
-    alerts = alerts_for(run, settings)
-    if alerts:
+    firing = alerts_for(run, settings)
+    ledger = SentAlerts(workspace)
+    now = now or datetime.now(UTC)
+    due = ledger.due(firing, settings.resend_after.timedelta, now)
+    if due:
         for sink in sinks if sinks is not None else sinks_for(workspace, settings):
-            sink.send(alerts)
-    return alerts
+            sink.send(due)
+    ledger.record(firing, due, now)
+    return due

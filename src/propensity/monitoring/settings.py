@@ -148,6 +148,10 @@ class AlertSettings(StrictModel):
     )
     log: bool = Field(default=True, description="Write alerts to the `propensity.alerts` logger.")
     webhooks: list[WebhookSink] = Field(default_factory=list)
+    resend_after: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("24h"),
+        description="A monitor still firing at the same status is sent again only after this long (0s: every run).",
+    )
     thresholds: dict[str, Threshold] = Field(
         default_factory=dict, description="Overrides, keyed by monitor or monitor:subject."
     )
