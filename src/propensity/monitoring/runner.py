@@ -7,10 +7,12 @@ What each monitor looks at:
 * **features**: the customers known at ``as_of`` (any event available by then; a seeded hash sample of at most
   ``monitoring.sample_customers``), with point-in-time features from the offline engine, against a reference
   computed the same way at the production bundle's latest training cutoffs (or ``monitoring.reference.at``).
-* **scores** (with a production bundle): each action's eligible customers at the latest grid cutoff, scored by
-  the bundle, against the bundle's calibrated test-score distribution; CBPE estimates from those scores.
-* **calibration and AUC**: the eligible customers of the latest matured grid cutoffs, labelled with the action's
-  label code, scored by the bundle, per cutoff.
+* **scores** (with a production bundle): the latest scoring run of that bundle at or before ``as_of``, or else
+  each action's eligible sampled customers now (the latest grid cutoff; a triggered action's triggers of
+  ``monitoring.trigger_window``) scored by the bundle, against the bundle's calibrated test-score distribution;
+  CBPE estimates from those scores.
+* **calibration and AUC**: per grid period whose labels have matured, the eligible sampled customers labelled
+  with the action's label code and scored by the bundle (each period computed once per bundle, then cached).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def run_monitors(
     """
     settings, alerts = workspace.spec.monitoring, workspace.spec.alerts
     started = datetime.now(UTC)
-    as_of = (as_of or started).astimezone(UTC)
+    as_of = as_of or started
+    as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)  # naive: UTC
     results: list[m.MonitorResult] = []
     notes: list[str] = []
     # The score store takes the workspace lock itself: read it before this run takes it.
