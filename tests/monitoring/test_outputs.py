@@ -134,3 +134,20 @@ def test_report_written_with_a_run_shows_that_run_even_when_backfilling(
     assert [h["as_of"] for h in data["history"]] == sorted(
         h["as_of"] for h in data["history"]
     )  # plotted in time order
+
+
+def test_latest_stored_run_renders_without_a_scheduler(tmp_path: Path, broken_workspace: Workspace) -> None:
+    from propensity.monitoring.gauges import render_latest
+
+    backfill = run_monitors(broken_workspace, as_of=END - timedelta(days=30), send_alerts=False)  # made last
+    text = render_latest(broken_workspace)
+    assert f"propensity_monitor_last_run_timestamp_seconds {backfill.finished_at.timestamp():.3f}" in text
+    empty = Workspace.open(tmp_path)
+    assert render_latest(empty) == ""
+
+
+def test_an_empty_event_log_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "propensity.yaml").write_text("project: empty\n")
+    result = CliRunner().invoke(app, ["monitor", "-w", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "the event log is empty" in str(result.exception) + result.output

@@ -159,6 +159,11 @@ class MonitorScheduler:
             self._stop.wait(self.interval_s)
 
 
+def render_latest(workspace: Workspace) -> str:
+    """The workspace's latest stored run as exposition text (for a process that does not run the scheduler)."""
+    return render_gauges(_stored_latest(workspace))
+
+
 def _default_run(workspace: Workspace) -> MonitorRun:
     from propensity.monitoring.runner import run_monitors
 
@@ -172,5 +177,5 @@ def _stored_latest(workspace: Workspace) -> MonitorRun | None:
     if not workspace.db_path.exists():
         return None
     with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
-        runs = load_runs(con, limit=1)
+        runs = load_runs(con, limit=1, order="finished_at")
     return runs[-1] if runs else None

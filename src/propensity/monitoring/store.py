@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 
@@ -134,11 +134,18 @@ def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(rows and rows[0][0] == 2)
 
 
-def load_runs(con: duckdb.DuckDBPyConnection, *, limit: int | None = None) -> list[MonitorRun]:
-    """Stored runs, oldest first (the latest ``limit`` when given)."""
+def load_runs(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    limit: int | None = None,
+    order: Literal["as_of", "finished_at"] = "as_of",
+) -> list[MonitorRun]:
+    """Stored runs, oldest first by ``order`` (the latest ``limit`` when given): by ``as_of`` for a time axis,
+    by ``finished_at`` for "the run made most recently" (what a backfill does not change)."""
     if not _has_tables(con):
         return []
-    sql = "SELECT run_id, as_of, started_at, finished_at, bundle_id, notes FROM monitor_runs ORDER BY as_of DESC, finished_at DESC"
+    keys = "as_of DESC, finished_at DESC" if order == "as_of" else "finished_at DESC, as_of DESC"
+    sql = f"SELECT run_id, as_of, started_at, finished_at, bundle_id, notes FROM monitor_runs ORDER BY {keys}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     heads = con.execute(sql).fetchall()
