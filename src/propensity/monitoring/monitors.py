@@ -233,7 +233,14 @@ def calibration_monitors(
     out = [_result("calibration_ece", action, latest["ece"], alerts, history, quiet=quiet)]
     if test_auc is not None and latest["roc_auc"] is not None:
         drop = test_auc - latest["roc_auc"]
-        out.append(_result("auc_drop", action, drop, alerts, {"test_auc": test_auc, **history}, quiet=quiet))
+        # The per-period history is in calibration_ece's details; this one names its period only.
+        details = {
+            "test_auc": test_auc,
+            "roc_auc": latest["roc_auc"],
+            "period": latest["as_of"],
+            "n": latest["n"],
+        }
+        out.append(_result("auc_drop", action, drop, alerts, details, quiet=quiet))
     return out
 
 
