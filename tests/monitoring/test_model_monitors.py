@@ -125,3 +125,35 @@ def test_matured_periods_are_computed_once_per_bundle(
     before = first.result("calibration_ece", "buy_7d").details["periods"]  # type: ignore[union-attr]
     after = later.result("calibration_ece", "buy_7d").details["periods"]  # type: ignore[union-attr]
     assert before[1:] == after[:-1]  # the shared periods are read back unchanged
+
+
+def test_outcomes_the_model_cannot_explain_fire_calibration_and_auc(
+    trained: tuple[Workspace, datetime], tmp_path: Path
+) -> None:
+    """Purchases at random (unrelated to any score) in the latest matured label windows: the model under-predicts
+    and ranks worse there. The periods were cached by earlier runs; the new events must invalidate them."""
+    ws = _copy(trained[0], tmp_path)
+    as_of = trained[1]
+    run_monitors(ws, as_of=as_of, send_alerts=False, store=False)  # caches every matured period
+    with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
+        customers = [
+            r[0] for r in con.execute("SELECT DISTINCT customer_id FROM events ORDER BY 1").fetchall()
+        ]
+    rng = np.random.default_rng(3)
+    rows = []
+    for k in range(2):  # the two latest matured weekly periods
+        when = as_of - timedelta(days=7 * (k + 1)) + timedelta(days=2, hours=10)
+        for c in rng.choice(customers, size=len(customers) // 2, replace=False):
+            rows.append((f"random-buy-{k}-{c}", str(c), when))
+    ingest_table(ws, pa.table({
+        "event_id": [r[0] for r in rows], "customer_id": [r[1] for r in rows],
+        "event_type": ["purchase"] * len(rows), "amount": [20.0] * len(rows),
+        "event_time": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+        "available_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+    }), source="events")  # fmt: skip
+    run = run_monitors(ws, as_of=as_of, send_alerts=False, store=False)
+    ece = run.result("calibration_ece", "buy_7d")
+    auc = run.result("auc_drop", "buy_7d")
+    assert ece is not None and ece.status == "alert", ece
+    assert auc is not None and auc.status == "alert", auc
+    assert run.result("freshness_silence", "events").status == "ok"  # type: ignore[union-attr]

@@ -347,8 +347,10 @@ def matured_periods(
 
 
 class _PeriodCache:
-    """Per-period calibration figures of one bundle, kept as JSON: a matured period's labels do not change
-    (late events aside), so each is computed once instead of at every run."""
+    """Per-period calibration figures of one bundle, kept as JSON, so a matured period is computed once instead
+    of at every run. Each entry records how many events (available by then) happened before the period's labels
+    closed; events are only ever appended, so a late or backfilled event that could change the period's
+    features or labels changes that count, and the period is computed again."""
 
     def __init__(self, workspace: Workspace, bundle_id: str, key: dict[str, Any]) -> None:
         self.folder = workspace.state_dir / "monitoring" / "periods" / bundle_id
@@ -357,14 +359,35 @@ class _PeriodCache:
     def _path(self, action: str, period: datetime) -> Path:
         return self.folder / action / f"{period.strftime('%Y%m%dT%H%M%SZ')}-{self.suffix}.json"
 
-    def get(self, action: str, period: datetime) -> dict[str, Any] | None:
+    def get(self, action: str, period: datetime, events: int) -> dict[str, Any] | None:
         path = self._path(action, period)
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        entry: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return entry["stats"] if entry.get("events") == events else None
 
-    def put(self, action: str, period: datetime, stats: dict[str, Any]) -> None:
+    def put(self, action: str, period: datetime, events: int, stats: dict[str, Any]) -> None:
         path = self._path(action, period)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, dumps(stats))
+        _write_atomic(path, dumps({"events": events, "stats": stats}))
+
+
+class _EventCounts:
+    """How many events available by ``as_of`` happened before a given day (one grouped query, then lookups)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, as_of: datetime) -> None:
+        rows = con.execute(
+            "SELECT CAST(floor(epoch(event_time) / 86400) AS BIGINT) AS d, count(*) FROM events "
+            "WHERE available_at <= $t AND event_time <= $t GROUP BY 1 ORDER BY 1",
+            {"t": as_of},
+        ).fetchall()
+        self.days = np.array([r[0] for r in rows], dtype=np.int64)
+        self.cumulative = np.cumsum([r[1] for r in rows]).astype(np.int64)
+
+    def before(self, t: datetime) -> int:
+        """Events on days up to and including ``t``'s day."""
+        i = int(np.searchsorted(self.days, int(t.timestamp() // 86400), side="right"))
+        return int(self.cumulative[i - 1]) if i else 0
 
 
 def _period_stats(period: datetime, p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -412,6 +435,7 @@ def model_monitors(
     def in_sample(rows: pa.Table, t: datetime) -> pa.Table:
         return rows.filter(pc.is_in(rows.column("customer_id"), sample_at(t)))
 
+    counts = _EventCounts(con, as_of)
     plans: dict[str, dict[str, Any]] = {}
     parts: list[pa.Table] = []  # (customer_id, as_of) rows to compute features for
     for name, info in sorted(bundle.manifest["actions"].items()):
@@ -423,13 +447,8 @@ def model_monitors(
         threshold = 0.5 if threshold is None else threshold
         cache = _PeriodCache(workspace, bundle.id, {"v": REFERENCE_VERSION, "sample": settings.sample_customers,
                                                      "threshold": round(threshold, 9)})  # fmt: skip
-        plan: dict[str, Any] = {
-            "info": info,
-            "threshold": threshold,
-            "cache": cache,
-            "cached": {},
-            "missing": {},
-        }
+        plan: dict[str, Any] = {"info": info, "threshold": threshold, "cache": cache, "cached": {}, "missing": {},
+                                "events": {}}  # fmt: skip
         try:
             if stored is None or name not in stored[2]:
                 plan["current"] = in_sample(_current_rows(con, action, as_of, workspace,
@@ -437,7 +456,11 @@ def model_monitors(
                 parts.append(plan["current"].select(["customer_id", "as_of"]))
             for period in matured_periods(action, as_of, align=align, slide=slide, start=start,
                                           count=settings.calibration_periods):  # fmt: skip
-                hit = cache.get(name, period)
+                closes = (
+                    period + action.span.timedelta + (slide if action.trigger is not None else timedelta(0))
+                )
+                plan["events"][period] = counts.before(closes)
+                hit = cache.get(name, period, plan["events"][period])
                 if hit is not None:
                     plan["cached"][period] = hit
                     continue
@@ -484,7 +507,7 @@ def model_monitors(
         for period, rows in plan["missing"].items():
             y = rows.column("label").to_numpy(zero_copy_only=False).astype(np.float64)
             periods[period] = _period_stats(period, scores(name, rows), y, threshold)
-            plan["cache"].put(name, period, periods[period])
+            plan["cache"].put(name, period, plan["events"][period], periods[period])
         history = [periods[p] for p in sorted(periods) if periods[p]["n"] > 0]
         out += m.calibration_monitors(
             name, history, test_auc=test_auc, alerts=alerts, min_rows=settings.min_labelled_rows
