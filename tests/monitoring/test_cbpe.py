@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from propensity.monitoring.cbpe import estimate_performance, expected_auc, measured_performance
+from propensity.monitoring.monitors import expected_performance_monitor
+from propensity.monitoring.settings import AlertSettings
 
 
 def _expected_auc_by_pairs(p: np.ndarray) -> float:
@@ -55,3 +57,21 @@ def test_a_miscalibrated_model_is_where_cbpe_stops_being_honest() -> None:
     est = estimate_performance(inflated, threshold=threshold)
     got = measured_performance(inflated, y, threshold=threshold)
     assert est["expected_precision"] - got["precision"] > 0.15
+
+
+def test_expected_auc_drop_fires_when_todays_scores_stop_separating() -> None:
+    """Before any label exists: a model whose scores collapse towards the base rate can no longer rank."""
+    rng = np.random.default_rng(11)
+    alerts = AlertSettings()
+    healthy = rng.beta(1.2, 6.0, size=5000)
+    collapsed = np.clip(rng.normal(0.15, 0.01, size=5000), 0, 1)
+    test_auc = expected_auc(healthy)
+    ok = expected_performance_monitor("buy_7d", estimate_performance(healthy, threshold=0.3), test_auc=test_auc,
+                                      alerts=alerts, min_rows=50)  # fmt: skip
+    bad = expected_performance_monitor("buy_7d", estimate_performance(collapsed, threshold=0.3), test_auc=test_auc,
+                                       alerts=alerts, min_rows=50)  # fmt: skip
+    assert ok is not None and ok.status == "ok"
+    assert bad is not None and bad.status == "alert" and bad.details["expected_auc"] < 0.6
+    few = expected_performance_monitor("buy_7d", estimate_performance(collapsed[:20], threshold=0.3),
+                                       test_auc=test_auc, alerts=alerts, min_rows=50)  # fmt: skip
+    assert few is not None and few.status == "ok"  # too few rows to act on
