@@ -67,3 +67,27 @@ def test_a_posted_event_sends_the_changed_decision_to_a_realtime_webhook(
     finally:
         activator.close()
         receiver.stop()
+
+
+@pytest.mark.slow
+def test_the_servers_monitor_schedule_exports_the_latest_results_on_metrics(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from propensity.monitoring.gauges import MonitorScheduler
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace.root, root, ignore=shutil.ignore_patterns("write.lock"))
+    ws = Workspace.open(root)
+    service, _ = build_service(ws)
+    monitors = MonitorScheduler(ws, interval_s=0.2)
+    with TestClient(create_app(ServerState(service=service, workspace=ws, monitors=monitors))) as client:
+        assert "propensity_monitor_status" not in client.get("/metrics").text  # nothing has run yet
+        monitors.start(run_now=False)
+        try:
+            assert _wait(lambda: monitors.runs >= 1, timeout=120), "no monitor run finished"
+        finally:
+            monitors.stop()
+        text = client.get("/metrics").text
+        assert "propensity_monitor_status{" in text and "propensity_feature_psi{" in text
+        # The run is stored, so `propensity monitor` and other processes see it too.
+        assert monitors.latest is not None and monitors.failures == 0

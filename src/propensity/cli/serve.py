@@ -32,6 +32,12 @@ def serve(
     log_level: str = typer.Option(
         "warning", help="uvicorn's log level (access logs stay off: URLs hold ids)."
     ),
+    monitor: bool = typer.Option(
+        True,
+        "--monitor/--no-monitor",
+        help="Run the monitors every monitoring.interval (first run one interval after start) and export "
+        "their latest results on /metrics.",
+    ),
     api_keys: Path | None = typer.Option(
         None,
         "--api-keys",
@@ -101,16 +107,26 @@ def serve(
         realtime = RealtimeActivator(ws)
         names = ", ".join(d.name for d in realtime.destinations)
         console.print(f"real-time activation: changed decisions go to {names} as events arrive")
+    monitors = None
+    if monitor:
+        from propensity.monitoring.gauges import MonitorScheduler
+
+        monitors = MonitorScheduler(ws)
+        monitors.start(run_now=False)
+        console.print(f"monitors: every {ws.spec.monitoring.interval}, results on /metrics")
     state = ServerState(
         service=service,
         workspace=ws,
         keys=keys,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         realtime=realtime,
+        monitors=monitors,
     )
     console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     try:
         uvicorn.run(create_app(state), host=host, port=port, log_level=log_level, access_log=False)
     finally:
+        if monitors is not None:
+            monitors.stop()
         if realtime is not None:
             realtime.close()  # waits (bounded) for queued webhook deliveries; the outbox keeps the rest

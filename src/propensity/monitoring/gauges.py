@@ -120,15 +120,19 @@ class MonitorScheduler:
         self.interval_s = interval_s if interval_s is not None else workspace.spec.monitoring.interval.seconds
         self._run = run or _default_run
         self._stop = threading.Event()
+        self._run_now = True
         self._thread: threading.Thread | None = None
         self.latest: MonitorRun | None = None
         self.runs = 0
         self.failures = 0
 
-    def start(self) -> None:
+    def start(self, *, run_now: bool = True) -> None:
+        """Start the thread; ``run_now=False`` waits one interval first (a server that just started should
+        not hold the workspace lock for a monitor run while it takes its first requests)."""
         if self._thread is not None:
             return
         self.latest = _stored_latest(self.workspace)
+        self._run_now = run_now
         self._thread = threading.Thread(target=self._loop, name="propensity-monitors", daemon=True)
         self._thread.start()
 
@@ -154,6 +158,8 @@ class MonitorScheduler:
         return render_gauges(self.latest)
 
     def _loop(self) -> None:
+        if not self._run_now:
+            self._stop.wait(self.interval_s)
         while not self._stop.is_set():
             self.run_once()
             self._stop.wait(self.interval_s)

@@ -41,6 +41,7 @@ from propensity.workspace import Workspace
 
 if TYPE_CHECKING:
     from propensity.activation.realtime import RealtimeActivator
+    from propensity.monitoring.gauges import MonitorScheduler
 
 log = logging.getLogger("propensity.server")
 
@@ -142,6 +143,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     # Real-time activation: destinations flagged `realtime: true` get changed decisions as events arrive.
     realtime: RealtimeActivator | None = None
+    # Monitors run on a schedule in this process; their latest results are exported on /metrics.
+    monitors: MonitorScheduler | None = None
 
 
 def _activate_safely(activator: RealtimeActivator, ids: list[str], predictions: dict[str, Any]) -> None:
@@ -258,7 +261,10 @@ def create_app(state: ServerState) -> Starlette:
 
     @route("/metrics", ["GET"], "metrics")
     async def metrics_route(request: Request) -> Response:
-        return Response(metrics.render(service), media_type="text/plain; version=0.0.4")
+        text = metrics.render(service)
+        if state.monitors is not None:
+            text += state.monitors.gauges()
+        return Response(text, media_type="text/plain; version=0.0.4")
 
     @route("/v1/predict", ["GET"], "predict", "predict")
     async def predict_get(request: Request) -> Response:
