@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,15 @@ import pytest
 
 from propensity.events.schema import UTC_TS
 from propensity.workspace import Workspace
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scorer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The compiled scorer's cache in a temporary folder, not the user's home (subprocesses inherit it)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROPENSITY_CACHE_DIR", str(tmp_path_factory.mktemp("scorer-cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the decision policy has something to decide.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,14 +19,6 @@ from propensity.workspace import Workspace
 
 DAYS = 120
 AS_OF = START + timedelta(days=DAYS)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _batch_scorer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROPENSITY_CACHE_DIR", str(tmp_path_factory.mktemp("batch-scorer-cache")))
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="session")

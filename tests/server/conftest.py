@@ -13,15 +13,6 @@ from propensity.training.pipeline import train_project
 from propensity.workspace import Workspace
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _scorer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The compiled scorer's cache in a temporary folder, not the user's home (subprocesses inherit it)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROPENSITY_CACHE_DIR", str(tmp_path_factory.mktemp("scorer-cache")))
-    yield
-    mp.undo()
-
-
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     root = tmp_path_factory.mktemp("serve")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
 def prefix() -> str:
     """A Redis key prefix of this test's own, so tests share one redis-server without flushing it."""
     return f"test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _scorer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The compiled scorer's cache in a temporary folder, not the user's home (subprocesses inherit it)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROPENSITY_CACHE_DIR", str(tmp_path_factory.mktemp("scorer-cache")))
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="session")

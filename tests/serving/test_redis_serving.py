@@ -3,22 +3,18 @@ that goes away gives 503s, not crashes, until it is back."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import redis
 from starlette.testclient import TestClient
+from tests.serve_process import call, serve_process, wait_ready
 from tests.services import RedisServer, free_port
 
 from propensity.events.log import DuckDBEventLog
@@ -27,46 +23,6 @@ from propensity.serving.startup import build_service
 from propensity.workspace import Workspace
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
-
-
-def _call(url: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-@contextmanager
-def _server(ws: Workspace, store: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "propensity", "serve", "-w", str(ws.root), "--port", str(port), "--store", store],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=20)
-        if proc.stdout:
-            proc.stdout.close()
-
-
-def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:  # poll readiness (the process loads the store and compiles the model first)
-        try:
-            if _call(f"{base}/readyz")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{base} did not become ready")
-        time.sleep(0.1)
 
 
 def _busiest_customer(ws: Workspace) -> str:
@@ -86,13 +42,13 @@ def test_an_event_posted_to_one_server_changes_the_next_prediction_on_the_other(
     customer = _busiest_customer(ws)
     newcomer = "redis-acceptance-newcomer"
     with ExitStack() as stack:
-        a = stack.enter_context(_server(ws, redis_server.url))
-        b = stack.enter_context(_server(ws, redis_server.url))
-        _wait_ready(a)
-        _wait_ready(b)
-        status, before = _call(f"{b}/v1/predict?customer_id={customer}")
+        a, proc_a = stack.enter_context(serve_process(ws, "--store", redis_server.url, wait=False))
+        b, proc_b = stack.enter_context(serve_process(ws, "--store", redis_server.url, wait=False))
+        wait_ready(a, proc_a)
+        wait_ready(b, proc_b)
+        status, before = call(f"{b}/v1/predict?customer_id={customer}")
         assert status == 200 and before["cold_start"] is False
-        status, cold = _call(f"{b}/v1/predict?customer_id={newcomer}")
+        status, cold = call(f"{b}/v1/predict?customer_id={newcomer}")
         assert status == 200 and cold["cold_start"] is True
         now = datetime.now(UTC)
         events = [
@@ -100,17 +56,17 @@ def test_an_event_posted_to_one_server_changes_the_next_prediction_on_the_other(
              else None, "event_time": (now - timedelta(seconds=i)).isoformat()}
             for c in (customer, newcomer) for i, kind in enumerate(["purchase", "cart_add", "page_view"] * 6)
         ]  # fmt: skip
-        status, ack = _call(f"{a}/v1/events", {"events": events})
+        status, ack = call(f"{a}/v1/events", {"events": events})
         assert status == 200 and ack["accepted"] == len(events)
-        status, after = _call(f"{b}/v1/predict?customer_id={customer}")
+        status, after = call(f"{b}/v1/predict?customer_id={customer}")
         assert status == 200
         assert after["scores"] != before["scores"]
-        status, warm = _call(f"{b}/v1/predict?customer_id={newcomer}")
+        status, warm = call(f"{b}/v1/predict?customer_id={newcomer}")
         assert warm["cold_start"] is False and warm["scores"] != cold["scores"]
         # The same through A: both servers read one state.
-        assert _call(f"{a}/v1/predict?customer_id={customer}")[1]["scores"] == after["scores"]
+        assert call(f"{a}/v1/predict?customer_id={customer}")[1]["scores"] == after["scores"]
         # A duplicate posted to B is recognised as one.
-        assert _call(f"{b}/v1/events", events[0])[1] == {"received": 1, "accepted": 0, "duplicates": 1}
+        assert call(f"{b}/v1/events", events[0])[1] == {"received": 1, "accepted": 0, "duplicates": 1}
         metrics = urllib.request.urlopen(f"{b}/metrics", timeout=10).read().decode()
         assert "propensity_online_customers " in metrics
 
