@@ -141,3 +141,27 @@ def test_a_receiver_that_is_down_gets_the_decisions_later_exactly_once(
         assert sorted(b["customer_id"] for b in receiver.bodies()) == ["c1", "c2"]
     finally:
         activator.close()
+
+
+def test_control_group_customers_get_no_realtime_decision(tmp_path: Path, receiver: Receiver) -> None:
+    from propensity.experiments.holdout import group
+    from propensity.experiments.settings import Holdout
+
+    _workspace(tmp_path, receiver)
+    text = (
+        tmp_path / "propensity.yaml"
+    ).read_text() + "experiments:\n  holdouts: [{name: rt, control_share: 0.3}]\n"
+    (tmp_path / "propensity.yaml").write_text(text, encoding="utf-8")
+    ws = Workspace.open(tmp_path)
+    ids = [f"h{i}" for i in range(60)]
+    control = {c for c in ids if group(c, Holdout(name="rt", control_share=0.3)) == "control"}
+    assert 0 < len(control) < len(ids)
+    rows = prediction_rows([_prediction(c, 0.9, 0.2) for c in ids], ws.spec.experiments)
+    assert {r["customer_id"] for r in rows.to_pylist() if r["holdout_group"] == "control"} == control
+    activator = RealtimeActivator(ws, background=False)
+    try:
+        activator.on_customers_changed(ids, {c: _prediction(c, 0.9, 0.2) for c in ids})
+        sent = {b["customer_id"] for b in receiver.bodies()}
+        assert sent == set(ids) - control  # delivered synchronously (no background thread)
+    finally:
+        activator.close()

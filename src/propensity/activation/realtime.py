@@ -13,8 +13,8 @@ the last one that destination received:
 * a profile store is written at once (one Redis round trip per batch);
 
 and a destination is not sent a decision it already has. Decisions carry ``scored_at`` and ``expiration_at``;
-an expired prediction is never sent. Experiment control groups are not known online: customers are activated in
-real time as in batch only if the policy says so (``holdout_group`` is left empty).
+an expired prediction is never sent. Experiment control groups are assigned online by the same hash as in batch,
+so a control customer is held out of real-time activation too.
 
 Example::
 
@@ -40,6 +40,8 @@ from propensity.activation.destinations.base import Destination, PublishReport, 
 from propensity.activation.destinations.decisions import decisions, fingerprint
 from propensity.activation.destinations.webhook import Webhook
 from propensity.activation.score_row import SCORE_ROW_SCHEMA
+from propensity.experiments.holdout import group
+from propensity.experiments.settings import ExperimentSettings
 from propensity.workspace import Workspace
 
 _MEMORY_SCHEMA = """
@@ -61,8 +63,13 @@ class RealtimeReport:
     reports: list[PublishReport] = field(default_factory=list)
 
 
-def prediction_rows(predictions: Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> pa.Table:
-    """Canonical score rows from online predictions (``ScoringService.predict`` dicts), one per action."""
+def prediction_rows(
+    predictions: Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]],
+    experiments: ExperimentSettings | None = None,
+) -> pa.Table:
+    """Canonical score rows from online predictions (``ScoringService.predict`` dicts), one per action, with
+    each customer's holdout group from ``experiments`` (the same hash as batch scoring: a control customer is
+    held out online too)."""
     items = list(predictions.values()) if isinstance(predictions, Mapping) else list(predictions)
     cols: dict[str, list[Any]] = {name: [] for name in SCORE_ROW_SCHEMA.names}
     for p in items:
@@ -81,7 +88,8 @@ def prediction_rows(predictions: Mapping[str, Mapping[str, Any]] | Iterable[Mapp
             cols["eligible"].append(eligible)
             cols["next_best_action"].append(None)
             cols["reason_codes"].append(None)
-            cols["holdout_group"].append(None)
+            holdout = experiments.holdout_for(action) if experiments is not None else None
+            cols["holdout_group"].append(None if holdout is None else group(str(p["customer_id"]), holdout))
             cols["model_id"].append(version)
             cols["model_version"].append(version)
             cols["feature_set_version"].append(p.get("feature_set_version") or "")
@@ -139,7 +147,9 @@ class RealtimeActivator:
         """Build the decisions of ``customer_ids`` from ``predictions`` and send the changed ones."""
         wanted = set(customer_ids)
         items = list(predictions.values()) if isinstance(predictions, Mapping) else list(predictions)
-        rows = prediction_rows(p for p in items if p["customer_id"] in wanted)
+        rows = prediction_rows(
+            (p for p in items if p["customer_id"] in wanted), self.workspace.spec.experiments
+        )
         report = RealtimeReport(customers=len(wanted))
         if rows.num_rows == 0 or not self.destinations:
             return report

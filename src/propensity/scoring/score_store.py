@@ -255,7 +255,24 @@ CREATE TABLE IF NOT EXISTS scoring_runs (
 """
 
 
-class DuckDBScoreStore:
+class _RunLookups:
+    """``get_run`` and ``latest_run`` from a store's ``runs()`` (every store keeps a small index of runs)."""
+
+    def runs(self, limit: int | None = None) -> list[ScoringRun]:
+        raise NotImplementedError
+
+    def get_run(self, run_id: str) -> ScoringRun:
+        runs = self.runs()
+        for r in runs:
+            if r.run_id == run_id:
+                return r
+        raise _unknown(run_id, runs)
+
+    def latest_run(self, before: str | None = None, *, status: str | None = None) -> ScoringRun | None:
+        return _select_latest(self.runs(), before, status)
+
+
+class DuckDBScoreStore(_RunLookups):
     """Tables ``scores`` (the rows) and ``scoring_runs`` (one JSON record per run) in a DuckDB file.
 
     ``lock`` (e.g. ``workspace.write_lock``) is held around every write, because only one process may write
@@ -320,16 +337,6 @@ class DuckDBScoreStore:
             out = self._all_runs(con)
         return out if limit is None else out[:limit]
 
-    def get_run(self, run_id: str) -> ScoringRun:
-        runs = self.runs()
-        for r in runs:
-            if r.run_id == run_id:
-                return r
-        raise _unknown(run_id, runs)
-
-    def latest_run(self, before: str | None = None, *, status: str | None = None) -> ScoringRun | None:
-        return _select_latest(self.runs(), before, status)
-
     def read_run(self, run_id: str) -> pa.Table:
         self.get_run(run_id)
         with self._connect(write=False) as con:
@@ -364,7 +371,7 @@ _PG_TYPES = {
 }
 
 
-class PostgresScoreStore:
+class PostgresScoreStore(_RunLookups):
     """Tables ``scores`` and ``scoring_runs`` in a PostgreSQL schema; rows go in with one COPY per run, in the
     same transaction as the run record."""
 
@@ -441,16 +448,6 @@ class PostgresScoreStore:
             out = self._records(con)
         return out if limit is None else out[:limit]
 
-    def get_run(self, run_id: str) -> ScoringRun:
-        runs = self.runs()
-        for r in runs:
-            if r.run_id == run_id:
-                return r
-        raise _unknown(run_id, runs)
-
-    def latest_run(self, before: str | None = None, *, status: str | None = None) -> ScoringRun | None:
-        return _select_latest(self.runs(), before, status)
-
     def read_run(self, run_id: str) -> pa.Table:
         self.get_run(run_id)
         cols = ", ".join(SCORE_ROW_COLUMNS)
@@ -487,7 +484,7 @@ class PostgresScoreStore:
 
 
 # ---------------------------------------------------------------------------------------------- Parquet
-class ParquetScoreStore:
+class ParquetScoreStore(_RunLookups):
     """A folder: ``<run_id>.parquet`` (the rows) and ``<run_id>.json`` (the run record) per run.
 
     Both are written under a temporary name and renamed into place, the record last: a run exists exactly
@@ -542,9 +539,6 @@ class ParquetScoreStore:
         if not record.exists() or "/" in run_id:
             raise _unknown(run_id, self.runs())
         return ScoringRun.from_json(json.loads(record.read_text(encoding="utf-8")))
-
-    def latest_run(self, before: str | None = None, *, status: str | None = None) -> ScoringRun | None:
-        return _select_latest(self.runs(), before, status)
 
     def read_run(self, run_id: str) -> pa.Table:
         self.get_run(run_id)
