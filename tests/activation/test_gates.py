@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from tests.activation.destinations_fixtures import NOW, canonical_rows
 
-from propensity.activation.gates import GateReport, render, run_gates
+from propensity.activation.gates import GateReport, reference_top_share, render, run_gates
 from propensity.activation.publish_settings import GateSettings
 
 N = 400
@@ -72,6 +72,24 @@ def test_a_run_where_one_value_dominates_is_blocked() -> None:
     failed = report.failed
     assert [(c.name, c.action) for c in failed] == [("collapse", "buy_7d")]
     assert "one value holds 60.0%" in failed[0].message
+
+
+def test_a_plateau_the_model_has_on_its_test_scores_is_not_a_collapse() -> None:
+    # An isotonic calibrator maps a range of raw scores to one value: 45% of the model's own test scores sit on
+    # it (the bundle's quantiles show it), so 60% of a run there is normal; with no such reference it is not.
+    quantiles = sorted([0.05] * 45 + list(np.linspace(0.06, 0.9, 56)))
+    expected = reference_top_share(quantiles)
+    assert expected == pytest.approx(45 / 101)
+    scores = _scores(0)
+    scores[: int(0.6 * N)] = 0.05
+    rows = canonical_rows(N, scores=scores)
+    assert run_gates(rows, None, DEFAULTS, run_id="r", expected_top_share={"buy_7d": expected}).passed
+    assert "collapse" in _failed(run_gates(rows, None, DEFAULTS, run_id="r"))
+    # A real collapse (everyone on one value) is still caught, plateau or not.
+    flat = canonical_rows(N, scores=np.full(2 * N, 0.05))
+    assert "collapse" in _failed(
+        run_gates(flat, None, DEFAULTS, run_id="r", expected_top_share={"buy_7d": expected})
+    )
 
 
 def test_a_drifted_run_is_blocked_by_psi() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,8 @@ import pyarrow.compute as pc
 from propensity.activation.publish_settings import GateSettings
 from propensity.activation.score_row import SCORE_ROW_SCHEMA
 from propensity.monitoring.stats import psi
+
+_PLATEAU_MARGIN = 0.25  # how much more of a run than of the test split may share the model's commonest value
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,11 @@ def run_gates(
     *,
     run_id: str,
     previous_run_id: str | None = None,
+    expected_top_share: Mapping[str, float] | None = None,
 ) -> GateReport:
-    """Every check of ``rows`` (and against ``previous``, the last published run's rows, when there is one)."""
+    """Every check of ``rows`` (and against ``previous``, the last published run's rows, when there is one).
+    ``expected_top_share``: per action, the share of the model's test scores held by its most common value
+    (:func:`reference_top_share`), so that a calibrator's plateau is not taken for a collapse."""
     checks = [check_schema(rows)]
     if not checks[0].passed:  # nothing else can be read reliably
         return GateReport(run_id, previous_run_id, checks)
@@ -139,7 +145,12 @@ def run_gates(
     for action in sorted(set(rows.column("action").to_pylist())):
         current = _eligible_scores(rows, action)
         # Rule-based fallback scores are a handful of tiers by design: only model scores can collapse.
-        checks.append(check_collapse(_eligible_scores(rows, action, model_only=True), settings, action))
+        expected = (expected_top_share or {}).get(action, 0.0)
+        checks.append(
+            check_collapse(
+                _eligible_scores(rows, action, model_only=True), settings, action, expected_top_share=expected
+            )
+        )
         reference = _eligible_scores(previous, action) if previous is not None else None
         checks.append(check_psi(current, reference, settings, action))
     return GateReport(run_id, previous_run_id, checks)
@@ -213,19 +224,34 @@ def check_row_count(rows: pa.Table, previous: pa.Table | None, settings: GateSet
     return GateCheck("row_count", ok, change, limit, message)
 
 
-def check_collapse(scores: np.ndarray, settings: GateSettings, action: str) -> GateCheck:
+def reference_top_share(quantiles: Sequence[float] | None) -> float:
+    """The share of the model's own test scores held by its most common value, read off the bundle's
+    calibrated test-score quantiles (an isotonic calibrator maps whole ranges to one value: a plateau of 55% of
+    the test scores shows as about 55 of the 101 quantiles being equal). 0 when unknown."""
+    if not quantiles:
+        return 0.0
+    _, counts = np.unique(np.round(np.asarray(quantiles, dtype=np.float64), 6), return_counts=True)
+    return float(counts.max() / len(quantiles))
+
+
+def check_collapse(
+    scores: np.ndarray, settings: GateSettings, action: str, *, expected_top_share: float = 0.0
+) -> GateCheck:
     if scores.size < settings.min_rows_for_distribution:
         return GateCheck("collapse", True, None, settings.min_score_std, f"{scores.size} eligible rows: too few to judge", action)  # fmt: skip
     std = float(np.std(scores))
     _, counts = np.unique(np.round(scores, 6), return_counts=True)
     top_share = float(counts.max() / scores.size)
-    ok = std >= settings.min_score_std and top_share <= settings.max_top_value_share
+    # A value the model itself gives to many customers (an isotonic plateau, seen on its test split) is not a
+    # collapse; more of the run piling onto one value than that (plus a margin) is.
+    allowed = max(settings.max_top_value_share, min(1.0, expected_top_share + _PLATEAU_MARGIN))
+    ok = std >= settings.min_score_std and top_share <= allowed
     if ok:
         message = f"scores spread normally (std {std:.4f}, most common value {top_share:.1%} of rows)"
     elif std < settings.min_score_std:
         message = f"scores collapsed: std {std:.6f} is below {settings.min_score_std} (nearly all the same)"
     else:
-        message = f"scores collapsed: one value holds {top_share:.1%} of rows (allowed {settings.max_top_value_share:.0%})"
+        message = f"scores collapsed: one value holds {top_share:.1%} of rows (allowed {allowed:.0%})"
     return GateCheck("collapse", ok, std, settings.min_score_std, message, action)
 
 

@@ -200,6 +200,26 @@ def activate(
     return result
 
 
+def _expected_top_shares(workspace: Workspace, rows: pa.Table) -> dict[str, float]:
+    """Per action, the share of its model's test scores held by the commonest value (from the bundle that
+    scored the run); empty when the bundle is not in this workspace's registry."""
+    from propensity.activation.gates import reference_top_share
+    from propensity.registry.bundle import read_manifest
+    from propensity.registry.registry import Registry
+
+    versions = set(rows.column("model_version").unique().to_pylist()) if rows.num_rows else set()
+    registry = Registry(workspace)
+    out: dict[str, float] = {}
+    for version in versions:
+        try:
+            manifest = read_manifest(registry.path(str(version)))
+        except Exception:  # a fallback run, or a bundle from elsewhere: no reference, the plain rule applies
+            continue
+        for action, info in manifest.get("actions", {}).items():
+            out[action] = max(out.get(action, 0.0), reference_top_share(info.get("score_quantiles")))
+    return out
+
+
 def gate(
     workspace: Workspace,
     rows: pa.Table,
@@ -215,7 +235,10 @@ def gate(
             "gates", True, None, None, "gates are disabled in propensity.yaml (gates.enabled)"
         )
         return GateReport(run_id, previous_run_id, [skipped])
-    report = run_gates(rows, previous, settings, run_id=run_id, previous_run_id=previous_run_id)
+    report = run_gates(
+        rows, previous, settings, run_id=run_id, previous_run_id=previous_run_id,
+        expected_top_share=_expected_top_shares(workspace, rows),
+    )  # fmt: skip
     from propensity.activation.contract import validate_rows
 
     problems = validate_rows(rows)
