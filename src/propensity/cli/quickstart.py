@@ -103,6 +103,8 @@ def quickstart(
         )
     )
     trained = _train(ws)
+    if trained is not None:
+        _promote_first(ws, trained)
     # ---- batch scoring (propensity.cli.scoring): every customer scored as of the data's end, stored ----
     from propensity.cli.scoring import quickstart_scores
 
@@ -128,7 +130,10 @@ def quickstart(
         look.insert(0, f"  {trained.report_paths.get('html')}   the evaluation report (open it in a browser)")
         run_next += [
             f"propensity models list -w {workspace}",
-            f"propensity models promote {trained.bundle_id} -w {workspace}",
+            # The synthetic data ends a week or more before today: scoring "now" would see a week of silence.
+            f"propensity score -w {workspace} --as-of {totals[3]:%Y-%m-%dT%H:%M:%S}   # another run, then "
+            f"`propensity activate -w {workspace}`",
+            f"propensity monitor -w {workspace}",
         ]
     console.print("look at:\n" + "\n".join(look))
     console.print("run next:\n" + "\n".join(f"  {line}" for line in run_next))
@@ -154,9 +159,8 @@ def _train(ws: Workspace) -> TrainingResult | None:
     return result
 
 
-def _serve(ws: Workspace, trained: TrainingResult, port: int) -> None:
-    """Put the quickstart's bundle in production (the first one needs no gate) and serve it until Ctrl-C."""
-    from propensity.cli.serve import serve as serve_command
+def _promote_first(ws: Workspace, trained: TrainingResult) -> None:
+    """Put the quickstart's bundle in production when there is none (the first one needs no gate)."""
     from propensity.registry.gate import promote
     from propensity.registry.registry import Registry
 
@@ -168,6 +172,12 @@ def _serve(ws: Workspace, trained: TrainingResult, port: int) -> None:
             f"production stays {Registry(ws).production()}; promote the new candidate with "
             f"`propensity models promote {trained.bundle_id} -w {ws.root}`"
         )
+
+
+def _serve(ws: Workspace, trained: TrainingResult, port: int) -> None:
+    """Serve the production bundle until Ctrl-C."""
+    from propensity.cli.serve import serve as serve_command
+
     console.rule("5. serve")
     console.print(
         "try it (another terminal):\n"
