@@ -125,6 +125,18 @@ def test_contributions_add_up_to_the_raw_score(model: tuple[str, str]) -> None:
         assert contrib.sum() == pytest.approx(raw[i], abs=1e-9), name
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_contributions_equal_the_single_row_ones(model: tuple[str, str], backend: str) -> None:
+    name, text = model
+    scorer = CompiledScorer.from_texts([text], backend=backend)  # type: ignore[arg-type]
+    x = _probe(text, _data(seed=97, n=300)[0], seed=3)
+    many = scorer.contributions(x, 0)
+    assert many.shape == (len(x), scorer.n_columns)
+    for i in range(len(x)):
+        one = scorer.contributions_one(x[i])[0, :-1]
+        np.testing.assert_allclose(many[i], one, rtol=0, atol=1e-9, err_msg=name)
+
+
 def test_categorical_and_missing_models_really_use_those_features(model: tuple[str, str]) -> None:
     """Guards the comparison above against models that never exercise the tricky branches."""
     name, text = model

@@ -120,6 +120,27 @@ void pf_eval(const pf_set *s, const double *x, int64_t n_rows, double *out, doub
         }
     }
 }
+
+/* Path attributions (Saabas) of model m: out[r * n_cols + feat] += values[child] - values[node] along each
+   tree's path; out must be zeroed by the caller. values: each packed node's output (internal_value, or the leaf
+   value). work: n_cols doubles of scratch. A leaf's children point at itself, which ends a walk. */
+void pf_contrib(const pf_set *s, const double *values, const double *x, int64_t n_rows, int64_t m, double *out,
+                double *work) {
+    int32_t t0 = s->model_start[m], t1 = s->model_start[m + 1];
+    for (int64_t r = 0; r < n_rows; r++) {
+        pf_prepare(x + r * s->n_cols, work, s->n_cols);
+        double *o = out + r * s->n_cols;
+        for (int32_t t = t0; t < t1; t++) {
+            int32_t cur = s->roots[t];
+            for (int32_t k = 0; k < s->depth[t]; k++) {
+                int32_t nxt = pf_next(s->nodes + cur, s->bits, work);
+                if (nxt == cur) break;
+                o[s->nodes[cur].feat] += values[nxt] - values[cur];
+                cur = nxt;
+            }
+        }
+    }
+}
 """
 
 CFLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
@@ -185,6 +206,16 @@ def load_native() -> ctypes.CDLL | None:
                 ctypes.c_void_p,
             ]
             lib.pf_eval.restype = None
+            lib.pf_contrib.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_int64,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
+            lib.pf_contrib.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             log.warning("could not build the native scorer (%s); falling back to the numpy evaluator", exc)
             lib = None

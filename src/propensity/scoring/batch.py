@@ -45,7 +45,7 @@ from propensity.features.offline import compute_features
 from propensity.features.predicates import sql_literal
 from propensity.labels.actions import Action
 from propensity.labels.labels import _attribute_sql, build_labels
-from propensity.scoring.compiled import ZERO_THRESHOLD, CompiledScorer
+from propensity.scoring.compiled import ModelFormatError
 from propensity.scoring.fallback import fallback_scores
 from propensity.scoring.score_store import ScoreStore, ScoringRun, conform, new_run_id, open_score_store
 from propensity.serving.model import ServingModel
@@ -159,35 +159,6 @@ def encode(model: ServingModel, features: pa.Table) -> np.ndarray:
     return out
 
 
-def path_contributions(scorer: CompiledScorer, x: np.ndarray, model: int) -> np.ndarray | None:
-    """Per-feature path attributions to model ``model``'s raw score (Saabas, as
-    :meth:`CompiledScorer.contributions_one` computes them for one row, which serving's reason codes use) for
-    many rows: ``rows × columns`` in log-odds; None when the models were saved without node values."""
-    values = scorer._node_values
-    if values is None:
-        return None
-    a = scorer._numpy_arrays()
-    n, c_count = x.shape[0], scorer.n_columns
-    out = np.zeros(n * c_count)
-    trees = np.flatnonzero(scorer._tree_model == model)
-    if n == 0 or trees.size == 0:
-        return out.reshape(n, c_count)
-    xc = np.where(np.abs(x) <= ZERO_THRESHOLD, 0.0, x)
-    # Every (row, tree) walk as flat arrays; a walk that stops moving has reached its leaf and is dropped, so
-    # each step only pays for the walks still going (paths in leaf-wise trees vary a lot in depth).
-    row = np.repeat(np.arange(n, dtype=np.int64), trees.size)
-    cur = np.tile(scorer._roots[trees].astype(np.int64), n)
-    while row.size:
-        nxt = scorer._numpy_step(a, xc, row, cur)
-        moved = nxt != cur
-        row, src, dst = row[moved], cur[moved], nxt[moved]
-        out += np.bincount(
-            row * c_count + a["feat"][src], weights=values[dst] - values[src], minlength=out.size
-        )
-        cur = dst
-    return out.reshape(n, c_count) * float(scorer._scale[model])
-
-
 def _reason_json(contrib: np.ndarray, columns: Sequence[str], features: pa.Table, top: int) -> list[str]:
     """Top-``top`` reason codes per row, as JSON like serving's ``reason_codes`` (with the feature's value)."""
     order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top]
@@ -239,8 +210,9 @@ def reason_codes_for(
         idx = np.flatnonzero(chosen_np[p * n : (p + 1) * n])
         for lo in range(0, idx.size, chunk):
             part = idx[lo : lo + chunk]
-            contrib = path_contributions(model.scorer, inputs[part], m)
-            if contrib is None:
+            try:
+                contrib = model.scorer.contributions(inputs[part], m)
+            except ModelFormatError:  # a model saved without internal values: no reason codes
                 return pa.nulls(rows.num_rows, pa.string())
             for r, text in zip(
                 part.tolist(), _reason_json(contrib, model.columns, features.take(part), top), strict=True
