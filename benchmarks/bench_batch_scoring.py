@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from benchmarks._harness import measure, save
-from benchmarks.bench_training import FEATURES, START
+from benchmarks.bench_training import FEATURES, START, ingested_workspace
 from propensity.cli.project import example_feature
 
 DATA = Path(__file__).parent / ".data"
@@ -48,26 +48,6 @@ def _spec(days: int, reason_codes: int) -> dict[str, Any]:
     return spec
 
 
-def _ingested(root: Path, customers: int, days: int, seed: int, spec: dict[str, Any]) -> Path:
-    spec_file = root / "propensity.yaml"
-    if not (root / ".propensity" / "ready").exists():
-        from propensity.datasets.synthetic import generate
-        from propensity.events.ingest import ingest_attributes, ingest_files
-        from propensity.workspace import Workspace
-
-        generate(root / "data" / "synthetic", customers=customers, days=days, seed=seed, start=START)
-        spec_file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-        ws = Workspace.open(root)
-        ingest_files(
-            ws, sorted(str(p) for p in (root / "data/synthetic/events").glob("*.parquet")), source="events"
-        )
-        for attr in ws.spec.attributes:
-            ingest_attributes(ws, attr)
-        (root / ".propensity" / "ready").write_text("ok")
-    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return root
-
-
 def workspace(
     customers: int, days: int, seed: int, train_customers: int, train_days: int, reason_codes: int
 ) -> Path:
@@ -75,10 +55,10 @@ def workspace(
     from propensity.registry.registry import Registry
     from propensity.workspace import Workspace
 
-    root = _ingested(
+    root = ingested_workspace(
         DATA / f"batch-{customers}-{days}-{seed}", customers, days, seed, _spec(days, reason_codes)
     )
-    train_root = _ingested(
+    train_root = ingested_workspace(
         DATA / f"batch-train-{train_customers}-{train_days}-{seed}", train_customers, train_days, seed,
         _spec(train_days, reason_codes),
     )  # fmt: skip

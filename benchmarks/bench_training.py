@@ -74,15 +74,10 @@ FEATURES: list[dict[str, Any]] = [
 ]
 
 
-def workspace(customers: int, days: int, seed: int) -> Path:
-    """Generate and ingest once (cached); return the workspace folder."""
-    root = DATA / f"training-{customers}-{days}-{seed}"
+def ingested_workspace(root: Path, customers: int, days: int, seed: int, spec: dict[str, Any]) -> Path:
+    """Generate synthetic data and ingest it into ``root`` once (a ``ready`` marker caches it); the spec is
+    rewritten on every call, so a benchmark may change features or settings without regenerating."""
     spec_file = root / "propensity.yaml"
-    spec = yaml.safe_load(
-        (Path(__file__).parents[1] / "src/propensity/datasets/projects/synthetic.yaml").read_text()
-    )
-    spec["features"] = [*FEATURES, example_feature("synthetic", "promos_sent_1d")]
-    spec["training"] = {"spine": {"end": (START + timedelta(days=days - 30)).isoformat()}}
     if not (root / ".propensity" / "ready").exists():
         from propensity.datasets.synthetic import generate
         from propensity.events.ingest import ingest_attributes, ingest_files
@@ -99,6 +94,16 @@ def workspace(customers: int, days: int, seed: int) -> Path:
         (root / ".propensity" / "ready").write_text("ok")
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return root
+
+
+def workspace(customers: int, days: int, seed: int) -> Path:
+    """Generate and ingest once (cached); return the workspace folder."""
+    spec = yaml.safe_load(
+        (Path(__file__).parents[1] / "src/propensity/datasets/projects/synthetic.yaml").read_text()
+    )
+    spec["features"] = [*FEATURES, example_feature("synthetic", "promos_sent_1d")]
+    spec["training"] = {"spine": {"end": (START + timedelta(days=days - 30)).isoformat()}}
+    return ingested_workspace(DATA / f"training-{customers}-{days}-{seed}", customers, days, seed, spec)
 
 
 def _cj_features() -> list[dict[str, Any]]:
