@@ -59,9 +59,11 @@ def test_future_dated_events_wait_until_their_event_time() -> None:
     assert engine.vector("c1", at())[:2] == (0, 0.0)
     assert engine.vector("c1", at(minutes=29))[:2] == (0, 0.0)
     assert engine.vector("c1", at(minutes=30))[:2] == (1, 7.0)
-    # Having taken it in, the engine no longer answers for times before it.
+    # Having taken it in, the engine no longer answers for times before it, unless asked to read at its floor
+    # (what serving does when a future-dated event has raised the floor past the clock).
     with pytest.raises(AsOfError):
         engine.vector("c1", at(minutes=29))
+    assert engine.vector("c1", at(minutes=29), at_floor=True) == engine.vector("c1", at(minutes=30))
 
 
 def test_timestamps_must_carry_a_zone_and_ints_are_microseconds() -> None:

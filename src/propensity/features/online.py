@@ -700,18 +700,24 @@ class OnlineFeatureEngine:
 
     # -------------------------------------------------------------------------------------------- reading
 
-    def vector(self, customer_id: str, as_of: datetime | int | None = None) -> tuple[Any, ...]:
+    def vector(
+        self, customer_id: str, as_of: datetime | int | None = None, *, at_floor: bool = False
+    ) -> tuple[Any, ...]:
         """The features of one customer as of ``as_of`` (default: now), in declared order.
 
         Raises :class:`AsOfError` if ``as_of`` is earlier than the customer's floor (values there may already
-        include events the visibility rule would exclude).
+        include events the visibility rule would exclude), unless ``at_floor``: then it reads at the floor, the
+        earliest time it can answer exactly (what serving wants when a future-dated event has raised the floor
+        past the clock: the values already include that event).
         """
         t = to_micros(as_of) if as_of is not None else int(time.time() * US)
         st = self._customers.get(customer_id)
         if st is None:
             out = list(self._defaults)
         else:
-            if t < st.floor:
+            if t < st.floor and at_floor:
+                t = st.floor
+            elif t < st.floor:
                 raise AsOfError(
                     f"as_of {t}µs is earlier than customer {customer_id!r}'s floor {st.floor}µs; the online "
                     "engine answers only at or after the latest event it has taken in"

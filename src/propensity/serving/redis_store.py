@@ -38,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from propensity.features.definitions import AnyFeature, AttributeFeature
-from propensity.features.online import AsOfError, OnlineFeatureEngine, to_micros
+from propensity.features.online import OnlineFeatureEngine, to_micros
 from propensity.serving.ingest import LIVE_SOURCE
 from propensity.serving.state_codec import StateCodec
 from propensity.serving.store import StoreUnavailableError
@@ -182,11 +182,7 @@ class RedisStore:
         state = self._codec.decode(read)
         engine.import_customer(customer_id, state)
         try:
-            try:
-                out = engine.vector(customer_id, as_of)
-            except AsOfError:
-                # As in memory: a future-dated event raised the floor past the clock; read at the floor.
-                out = engine.vector(customer_id, state.floor)
+            out = engine.vector(customer_id, as_of, at_floor=True)
             after = engine.export_customer(customer_id)
             assert after is not None
             if after.pending is not state.pending:

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from propensity.config.errors import PropensityError
 from propensity.features.definitions import AnyFeature
-from propensity.features.online import AsOfError, OnlineFeatureEngine
+from propensity.features.online import OnlineFeatureEngine
 
 
 class StoreUnavailableError(PropensityError):
@@ -94,12 +94,7 @@ class InMemoryStore:
         return self.engine.apply(event)
 
     def vector(self, customer_id: str, as_of: datetime | int | None = None) -> tuple[Any, ...]:
-        try:
-            return self.engine.vector(customer_id, as_of)
-        except AsOfError:
-            # A future-dated event has raised this customer's floor past the clock: read at the floor, the
-            # earliest time the engine can answer exactly (it already includes that event).
-            return self.engine.vector(customer_id, self._floor(customer_id))
+        return self.engine.vector(customer_id, as_of, at_floor=True)
 
     def vectors(
         self, customer_ids: Sequence[str], as_of: datetime | int | None = None
@@ -108,11 +103,6 @@ class InMemoryStore:
 
     def knows(self, customer_id: str) -> bool:
         return customer_id in self.engine
-
-    def _floor(self, customer_id: str) -> int:
-        state = self.engine.export_customer(customer_id)
-        assert state is not None
-        return int(state.floor)
 
     def rebuild(self, con: duckdb.DuckDBPyConnection) -> int:
         return self.engine.rebuild(con)
