@@ -8,29 +8,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
-from tests.training.synthetic_project import build_workspace
+from tests.training.synthetic_project import trained_workspace
 from typer.testing import CliRunner
 
 from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
-from propensity.registry.registry import Registry
 from propensity.scoring.batch import score_and_store
-from propensity.training.pipeline import train_project
-from propensity.workspace import Workspace
 
 
 @pytest.mark.slow
 def test_report_reads_the_latest_scoring_run(tmp_path: Path) -> None:
     root = tmp_path / "ws"
-    build_workspace(root, customers=400, days=150, seed=3)
-    spec = yaml.safe_load((root / "propensity.yaml").read_text())
-    spec["actions"] = [{"template": "buy"}]
-    spec["experiments"] = {"holdouts": [{"name": "summer", "control_share": 0.25}]}
-    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    ws = Workspace.open(root)
-    result = train_project(ws, write_report=False)
-    Registry(ws).set_production(result.bundle_id, forced=True, reason="test")
+    ws = trained_workspace(
+        root, customers=400, days=150, seed=3,
+        spec={"actions": [{"template": "buy"}], "experiments": {"holdouts": [{"name": "summer", "control_share": 0.25}]}},
+    )  # fmt: skip
     # A backfilled run: scores as of three weeks before the data ends, so its 7-day outcomes have matured.
     scored = score_and_store(ws, as_of=datetime(2025, 5, 12, tzinfo=UTC))
     assert set(scored.rows.column("holdout_group").to_pylist()) == {"control", "treatment"}

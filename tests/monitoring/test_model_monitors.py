@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
-from tests.training.synthetic_project import build_workspace
+from tests.training.synthetic_project import trained_workspace
 
 from propensity.events.ingest import ingest_table
 from propensity.events.log import DuckDBEventLog
 from propensity.monitoring.runner import run_monitors
-from propensity.registry.registry import Registry
 from propensity.scoring.batch import score_and_store
-from propensity.training.pipeline import train_project
 from propensity.workspace import Workspace
 
 pytestmark = pytest.mark.slow
@@ -26,15 +23,13 @@ MODEL_MONITORS = ("score_psi", "calibration_ece", "auc_drop", "expected_auc_drop
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, datetime]:
-    root = tmp_path_factory.mktemp("trained")
-    build_workspace(root, customers=600, days=150, seed=5)
-    spec = yaml.safe_load((root / "propensity.yaml").read_text())
-    spec["actions"] = [{"template": "buy"}, {"template": "respond"}]
-    spec["training"] = {"min_positives": 20, "min_negatives": 20}  # respond_7d has few positives at this size
-    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    ws = Workspace.open(root)
-    result = train_project(ws, write_report=False)
-    Registry(ws).set_production(result.bundle_id, forced=True, reason="test")
+    ws = trained_workspace(
+        tmp_path_factory.mktemp("trained"), customers=600, days=150, seed=5,
+        spec={
+            "actions": [{"template": "buy"}, {"template": "respond"}],
+            "training": {"min_positives": 20, "min_negatives": 20},  # respond_7d has few positives at this size
+        },
+    )  # fmt: skip
     with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
         last = con.execute("SELECT max(event_time) FROM events").fetchall()[0][0]
     spine = ws.spec.training.spine

@@ -8,13 +8,11 @@ the decision policy has something to decide.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
-import yaml
-from tests.training.synthetic_project import START, build_workspace
+from tests.training.synthetic_project import START, trained_workspace
 
-from propensity.registry.registry import Registry
-from propensity.training.pipeline import train_project
 from propensity.workspace import Workspace
 
 DAYS = 120
@@ -24,8 +22,8 @@ AS_OF = START + timedelta(days=DAYS)
 @pytest.fixture(scope="session")
 def scoring_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("batch")
-    build_workspace(root, customers=400, days=DAYS, seed=11)
-    spec = yaml.safe_load((root / "propensity.yaml").read_text())
+    (root / "vip.csv").write_text("customer_id\nc1\nc2\n")
+    spec: dict[str, Any] = {}
     spec["actions"] = [{"template": "buy"}, {"template": "churn"}, {"template": "upgrade"}]
     spec["policies"] = {
         "actions": {
@@ -36,9 +34,6 @@ def scoring_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         "suppression": [{"name": "vip_list", "file": "vip.csv"}],
     }
     spec["experiments"] = {"holdouts": [{"name": "q1-test", "control_share": 0.1}]}
-    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (root / "vip.csv").write_text("customer_id\nc1\nc2\n")
-    ws = Workspace.open(root)
-    result = train_project(ws, actions=["buy_7d", "churn_30d"], write_report=False)
-    Registry(ws).set_production(result.bundle_id, forced=True, reason="batch scoring tests")
-    return ws
+    return trained_workspace(
+        root, customers=400, days=DAYS, seed=11, spec=spec, train_actions=["buy_7d", "churn_30d"]
+    )

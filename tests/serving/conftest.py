@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from propensity.workspace import Workspace
 
@@ -24,17 +23,9 @@ def prefix() -> str:
 @pytest.fixture(scope="session")
 def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """A small synthetic project with a production bundle (buy and churn)."""
-    from tests.training.synthetic_project import build_workspace
+    from tests.training import synthetic_project
 
-    from propensity.registry.registry import Registry
-    from propensity.training.pipeline import train_project
-
-    root = tmp_path_factory.mktemp("redis-serve")
-    build_workspace(root, customers=400, days=120, seed=11)
-    spec = yaml.safe_load((root / "propensity.yaml").read_text())
-    spec["actions"] = [{"template": "buy"}, {"template": "churn"}]
-    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    ws = Workspace.open(root)
-    result = train_project(ws, write_report=False)
-    Registry(ws).set_production(result.bundle_id, forced=True, reason="test")
-    return ws
+    return synthetic_project.trained_workspace(
+        tmp_path_factory.mktemp("redis-serve"), customers=400, days=120, seed=11,
+        spec={"actions": [{"template": "buy"}, {"template": "churn"}]},
+    )  # fmt: skip

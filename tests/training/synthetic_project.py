@@ -104,3 +104,27 @@ def build_workspace(root: Path, *, customers: int, days: int, seed: int = 0, **s
     for attr in ws.spec.attributes:
         ingest_attributes(ws, attr)
     return ws
+
+
+def trained_workspace(
+    root: Path,
+    *,
+    customers: int,
+    days: int,
+    seed: int = 0,
+    spec: dict[str, Any] | None = None,
+    train_actions: list[str] | None = None,
+) -> Workspace:
+    """:func:`build_workspace`, with the sections in ``spec`` replacing the generated spec's, then trained (all
+    actions, or ``train_actions``) and the bundle put in production: a small project ready to score and serve."""
+    from propensity.registry.registry import Registry
+    from propensity.training.pipeline import train_project
+
+    build_workspace(root, customers=customers, days=days, seed=seed)
+    data = yaml.safe_load((root / "propensity.yaml").read_text())
+    data.update(spec or {})
+    (root / "propensity.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    ws = Workspace.open(root)
+    result = train_project(ws, actions=train_actions, write_report=False)
+    Registry(ws).set_production(result.bundle_id, forced=True, reason="test fixture")
+    return ws
