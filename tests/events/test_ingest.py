@@ -140,6 +140,21 @@ def test_jsonl_bad_lines_are_quarantined_with_line_numbers(workspace: Workspace,
     assert json.loads(props) == {"page": "/"}  # unmapped columns are kept
 
 
+def test_unnamed_columns_are_kept_under_their_position(workspace: Workspace, tmp_path: Path) -> None:
+    # A trailing delimiter in a CSV header, or a JSON key "", names a column nothing; SQL cannot refer to it.
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text("customer_id,event_type,event_time,\nc1,page_view,2024-01-01T10:00:00Z,x\n")
+    jsonl_path = tmp_path / "e.jsonl"
+    jsonl_path.write_text(
+        '{"customer_id": "c2", "event_type": "page_view", "event_time": 1704103200, "": "y"}\n'
+    )
+    report = ingest_files(workspace, [csv_path, jsonl_path])
+    assert (report.accepted, report.quarantined) == (2, 0)
+    props = dict(rows(workspace, "SELECT customer_id, properties FROM events"))
+    assert json.loads(props["c1"]) == {"column4": "x"}
+    assert json.loads(props["c2"]) == {"column4": "y"}
+
+
 def test_mapping_zones_delay_and_availability(tmp_path: Path) -> None:
     ws = write_spec(
         tmp_path,

@@ -70,14 +70,36 @@ def read_batches(
     sink = on_unreadable or (lambda _record: None)
     try:
         if fmt == "parquet":
-            return _parquet(path, batch_rows)
-        if fmt == "csv":
-            return _csv(
+            schema, batches = _parquet(path, batch_rows)
+        elif fmt == "csv":
+            schema, batches = _csv(
                 path, delimiter=delimiter, quote=quote, header=header, sink=sink, batch_rows=batch_rows
             )
-        return _jsonl(path, sink=sink, batch_rows=batch_rows)
+        else:
+            schema, batches = _jsonl(path, sink=sink, batch_rows=batch_rows)
     except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
         raise UnreadableFileError(f"{path}: cannot be read as {fmt}: {exc}") from None
+    return _name_unnamed(schema, batches)
+
+
+def _name_unnamed(
+    schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Columns without a name (a CSV header's trailing delimiter, a JSON key "") become ``column<position>``,
+    as in a headerless CSV: SQL cannot refer to an empty name, and their values are kept like any extra."""
+    names = list(schema.names)
+    if all(n.strip() for n in names):
+        return schema, batches
+    taken = set(names)
+    for i, n in enumerate(names):
+        if not n.strip():
+            new = f"column{i + 1}"
+            while new in taken:
+                new += "_"
+            names[i] = new
+            taken.add(new)
+    renamed = pa.schema([f.with_name(n) for f, n in zip(schema, names, strict=True)])
+    return renamed, (b.rename_columns(names) for b in batches)
 
 
 def _with_rows(batch: pa.RecordBatch, first: int) -> pa.RecordBatch:
