@@ -129,6 +129,14 @@ def test_an_event_is_durable_and_reflected_by_the_next_prediction(
     assert r.status_code == 200, r.text
     assert r.json() == {"received": 1, "accepted": 1, "duplicates": 0}
     assert _count_events(workspace) == n0 + 1  # in the log before the response
+    # Feature freshness on /metrics: the online features changed just now, from an event a moment old.
+    text = client.get("/metrics").text
+    gauges = dict(
+        line.split(" ") for line in text.splitlines() if line.startswith(("propensity_online_features_age_seconds",
+                                                                          "propensity_live_event_lag_seconds"))
+    )  # fmt: skip
+    assert 0 <= float(gauges["propensity_online_features_age_seconds"]) < 30
+    assert 0 <= float(gauges["propensity_live_event_lag_seconds"]) < 30
     after = client.get("/v1/predict", params={"customer_id": cid}).json()
     assert after["cold_start"] is False
     store: Any = state.service.store

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -76,6 +78,18 @@ class Metrics:
     events_accepted: int = 0
     events_duplicate: int = 0
     batches_rejected: int = 0
+    # Feature freshness as this server sees it: when live events last changed the online features (epoch
+    # seconds), and how late the newest of them arrived (accepted at − its event_time).
+    last_event_applied_at: float | None = None
+    last_event_lag_seconds: float | None = None
+
+    def events_applied(self, events: pa.Table) -> None:
+        if events.num_rows == 0:
+            return
+        newest = pc.max(events.column("event_time").cast(pa.timestamp("us", tz="UTC"))).as_py()
+        accepted = pc.max(events.column("available_at").cast(pa.timestamp("us", tz="UTC"))).as_py()
+        self.last_event_applied_at = time.time()
+        self.last_event_lag_seconds = max(0.0, (accepted - newest).total_seconds())
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -128,6 +142,17 @@ class Metrics:
         customers = getattr(service.store, "customers", None)
         if isinstance(customers, int):
             lines += ["# TYPE propensity_online_customers gauge", f"propensity_online_customers {customers}"]
+        if self.last_event_applied_at is not None:
+            lines += [
+                "# HELP propensity_online_features_age_seconds Seconds since live events last updated the "
+                "online features.",
+                "# TYPE propensity_online_features_age_seconds gauge",
+                f"propensity_online_features_age_seconds {time.time() - self.last_event_applied_at:.3f}",
+                "# HELP propensity_live_event_lag_seconds How late the newest live event arrived (accepted at "
+                "minus its event_time).",
+                "# TYPE propensity_live_event_lag_seconds gauge",
+                f"propensity_live_event_lag_seconds {self.last_event_lag_seconds:.3f}",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -347,6 +372,7 @@ def create_app(state: ServerState) -> Starlette:
         service.store.apply(result.inserted)
         metrics.events_accepted += result.accepted
         metrics.events_duplicate += result.duplicates
+        metrics.events_applied(result.inserted)
         response = _json(
             {"received": result.received, "accepted": result.accepted, "duplicates": result.duplicates}
         )
