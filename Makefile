@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint typecheck unit bench clean venv services
+.PHONY: quickstart test lint typecheck unit bench clean venv services java
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) services
+unit: $(STAMP) services java
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Service tests start their own redis-server and PostgreSQL on loopback; install the binaries when missing.
@@ -34,6 +34,13 @@ services:
 	  echo "installing redis-server and postgresql for the service tests (apt)"; \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server postgresql >/dev/null; }
+
+# The Spark tests (engine: spark) need a Java runtime; OpenJDK 17 with pyspark 4.x is known to work.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "installing a Java runtime for the Spark tests (apt: openjdk-17-jre-headless)"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
 
 # pytest exits 5 when it collected nothing; that is a failure here, as is any other non-zero code.
 test: lint typecheck unit

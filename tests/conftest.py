@@ -66,3 +66,22 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
 
 # Real servers (redis-server, PostgreSQL) for tests marked `service`.
 from tests.services import postgres_server, redis_server  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One local Spark session for the whole run (2 threads, 1 GiB driver, no UI), started on first use."""
+    from propensity.events.spark import spark_session
+
+    session = spark_session(
+        "local[2]",
+        {
+            "spark.driver.memory": "1g",
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        },
+        app_name="propensity-tests",
+    )
+    yield session
+    session.stop()

@@ -9,51 +9,23 @@ returns one row per spine row: ``_rid`` then one column per feature. It is set-b
 * attributes are one join with ``arg_max`` by (valid_from, available_at, value);
 * derived features are expressions over those columns in the outer ``SELECT``.
 
-Engine-specific spellings live in :class:`Dialect`; a second SQL engine (Spark) implements its own.
+Engine-specific spellings live in a :class:`~propensity.features.dialects.Dialect` (DuckDB, Spark SQL).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, Window
 from propensity.features.definitions import AggregateFeature, AttributeFeature, DerivedFeature, SessionFeature
-from propensity.features.predicates import PROPERTIES_PREFIX, sql_literal
+from propensity.features.dialects import DUCKDB, Dialect
+from propensity.features.predicates import PROPERTIES_PREFIX
 
 NUMBER_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 DATE_TZ_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """DuckDB spellings of the few non-standard functions the generated SQL uses."""
-
-    def epoch_us(self, expr: str) -> str:
-        return f"epoch_us({expr})"
-
-    def json_text(self, column: str, key: str) -> str:
-        return f"json_extract_string({column}, '$.{key}')"
-
-    def arg_max(self, value: str, key: str) -> str:
-        return f"arg_max({value}, {key})"
-
-    def full_match(self, expr: str, pattern: str) -> str:
-        return f"regexp_full_match({expr}, {sql_literal(pattern)})"
-
-    def timestamp_us(self, text: str, with_zone: bool) -> str:
-        kind = "TIMESTAMPTZ" if with_zone else "TIMESTAMP"
-        return f"epoch_us(TRY_CAST(replace({text}, 'Z', '+00:00') AS {kind}))"
-
-
-DUCKDB = Dialect()
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _event_column(alias: str, d: Dialect) -> Callable[[str], str]:
@@ -68,9 +40,9 @@ def _event_column(alias: str, d: Dialect) -> Callable[[str], str]:
 def _filter_sql(flt: EventFilter, alias: str, d: Dialect) -> list[str]:
     parts = []
     if flt.event_types is not None:
-        parts.append(f"{alias}.event_type IN ({', '.join(sql_literal(t) for t in flt.event_types)})")
+        parts.append(f"{alias}.event_type IN ({', '.join(d.literal(t) for t in flt.event_types)})")
     if flt.predicate is not None:
-        parts.append(flt.predicate.sql(_event_column(alias, d)))
+        parts.append(flt.predicate.sql(_event_column(alias, d), d.literal))
     return parts
 
 
@@ -173,7 +145,7 @@ def build_query(
                     aggs.append(f"count(DISTINCT {col}){flt_sql} AS {name}")
                     base_cols[i] = f"COALESCE({ref}, 0)"
                 elif f.aggregate == "last":
-                    key = "(e._et, e._av, e.event_id)"
+                    key = d.row("e._et", "e._av", "e.event_id")
                     aggs.append(
                         f"{d.arg_max(col, key)} FILTER (WHERE {where} AND {col} IS NOT NULL) AS {name}"
                     )
@@ -181,7 +153,7 @@ def build_query(
                 else:
                     fn = "max" if f.aggregate == "time_since_last" else "min"
                     aggs.append(f"{fn}(e._et){flt_sql} AS {name}")
-                    base_cols[i] = f"(CAST(s._t - {ref} AS DOUBLE) / {float(US)!r})"
+                    base_cols[i] = f"({d.to_double(f's._t - {ref}')} / {d.to_double(str(US))})"
         lower = ""
         if lower_cols:
             bound = lower_cols[0] if len(lower_cols) == 1 else f"least({', '.join(lower_cols)})"
@@ -202,7 +174,7 @@ def build_query(
             masks.append(f"COALESCE({cond}, FALSE) AS _m{bit}")
         types = ""
         if sg.session_events is not None:
-            types = f" AND e.event_type IN ({', '.join(sql_literal(t) for t in sg.session_events)})"
+            types = f" AND e.event_type IN ({', '.join(d.literal(t) for t in sg.session_events)})"
         ctes.append(
             f"_sr{n} AS (SELECT s._rid, s._t, e._et, lag(e._et) OVER (PARTITION BY s._rid ORDER BY e._et) AS _prev"
             + "".join(", " + m for m in masks)
@@ -241,8 +213,8 @@ def build_query(
                 base_cols[i] = f"COALESCE({ref}, 0)"
             elif f.aggregate == "duration":
                 aggs.append(
-                    f"CAST(max(_et) FILTER (WHERE _cur) - min(_et) FILTER (WHERE _cur) AS DOUBLE) / {float(US)!r} "
-                    f"AS {name}"
+                    f"{d.to_double('max(_et) FILTER (WHERE _cur) - min(_et) FILTER (WHERE _cur)')} / "
+                    f"{d.to_double(str(US))} AS {name}"
                 )
                 base_cols[i] = ref
             else:
@@ -265,17 +237,17 @@ def build_query(
         for i in plan.attributes:
             f = plan.features[i]
             assert isinstance(f, AttributeFeature)
-            cond = f"a.attribute = {sql_literal(f.attribute)}"
+            cond = f"a.attribute = {d.literal(f.attribute)}"
             if f.source is not None:
-                cond += f" AND a.source = {sql_literal(f.source)}"
-            key = "(a._vf, a._av, COALESCE(a.value, ''), a.value IS NOT NULL)"
-            aggs.append(f"{d.arg_max('struct_pack(v := a.value)', key)} FILTER (WHERE {cond}) AS f{i}")
+                cond += f" AND a.source = {d.literal(f.source)}"
+            key = d.row("a._vf", "a._av", "COALESCE(a.value, '')", "a.value IS NOT NULL")
+            aggs.append(f"{d.arg_max(d.struct_v('a.value'), key)} FILTER (WHERE {cond}) AS f{i}")
             v = f"_at.f{i}.v"
             base_cols[i] = _attribute_cast(f, v, d)
         ctes.append(
             f"_a AS (SELECT customer_id, attribute, value, source, {d.epoch_us('valid_from')} AS _vf, "
             f"{d.epoch_us('available_at')} AS _av FROM {attributes_table} "
-            f"WHERE attribute IN ({', '.join(sql_literal(x) for x in names)}) "
+            f"WHERE attribute IN ({', '.join(d.literal(x) for x in names)}) "
             "AND customer_id IN (SELECT customer_id FROM _s0))"
         )
         ctes.append(
@@ -289,15 +261,15 @@ def build_query(
     for i in plan.derived:
         f = plan.features[i]
         assert isinstance(f, DerivedFeature)
-        base_cols[i] = f.expression.sql(lambda ref: base_cols[index[ref]])
+        base_cols[i] = f.expression.sql(lambda ref: base_cols[index[ref]], d.literal)
 
-    select = ", ".join(f"{base_cols[i]} AS {_q(name)}" for i, name in enumerate(plan.names))
+    select = ", ".join(f"{base_cols[i]} AS {d.quote(name)}" for i, name in enumerate(plan.names))
     return (
         "WITH "
         + ",\n".join(ctes)
         + f"\nSELECT s._rid, {select}\nFROM _s s\n"
         + "\n".join(joins)
-        + "\nORDER BY s._rid"
+        + ("\nORDER BY s._rid" if d.sorts_output else "")
     )
 
 
@@ -305,15 +277,15 @@ def _attribute_cast(f: AttributeFeature, v: str, d: Dialect) -> str:
     if f.type == "string":
         return v
     if f.type == "number":
-        return f"(CASE WHEN {d.full_match(v, NUMBER_PATTERN)} THEN CAST(trim({v}) AS DOUBLE) END)"
+        return f"(CASE WHEN {d.full_match(v, NUMBER_PATTERN)} THEN {d.to_double(f'trim({v})')} END)"
     if f.type == "boolean":
         low = f"lower(trim({v}))"
-        trues = ", ".join(sql_literal(w) for w in TRUE_WORDS)
-        falses = ", ".join(sql_literal(w) for w in FALSE_WORDS)
+        trues = ", ".join(d.literal(w) for w in TRUE_WORDS)
+        falses = ", ".join(d.literal(w) for w in FALSE_WORDS)
         return f"(CASE WHEN {low} IN ({trues}) THEN TRUE WHEN {low} IN ({falses}) THEN FALSE END)"
     day = float(86400 * US)
     ts = (
         f"(CASE WHEN {d.full_match(v, DATE_PATTERN)} THEN {d.timestamp_us(v, False)} "
         f"WHEN {d.full_match(v, DATE_TZ_PATTERN)} THEN {d.timestamp_us(v, True)} END)"
     )
-    return f"(CAST(s._t - {ts} AS DOUBLE) / {day!r})"
+    return f"({d.to_double(f's._t - {ts}')} / {d.to_double(repr(day))})"

@@ -112,6 +112,9 @@ def sql_literal(value: str | float) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+LiteralSpelling = Callable[[str | float], str]
+
+
 @dataclass(frozen=True)
 class Comparison:
     """``field op literal`` (or ``field in (literals)``); a null field value never matches."""
@@ -120,11 +123,11 @@ class Comparison:
     op: str
     values: tuple[str | float, ...]
 
-    def sql(self, column: Callable[[str], str]) -> str:
+    def sql(self, column: Callable[[str], str], literal: LiteralSpelling = sql_literal) -> str:
         col = column(self.field)
         if self.op == "in":
-            return f"{col} IN ({', '.join(sql_literal(v) for v in self.values)})"
-        return f"{col} {_SQL_OPS[self.op]} {sql_literal(self.values[0])}"
+            return f"{col} IN ({', '.join(literal(v) for v in self.values)})"
+        return f"{col} {_SQL_OPS[self.op]} {literal(self.values[0])}"
 
     def text(self) -> str:
         if self.op == "in":
@@ -163,8 +166,9 @@ class Predicate:
     def fields(self) -> set[str]:
         return {t.field for t in self.terms}
 
-    def sql(self, column: Callable[[str], str]) -> str:
-        return "(" + " AND ".join(t.sql(column) for t in self.terms) + ")"
+    def sql(self, column: Callable[[str], str], literal: LiteralSpelling = sql_literal) -> str:
+        """SQL for the conjunction; ``literal`` spells constants (another engine's dialect may need its own)."""
+        return "(" + " AND ".join(t.sql(column, literal) for t in self.terms) + ")"
 
     def text(self) -> str:
         return " and ".join(t.text() for t in self.terms)
@@ -272,15 +276,15 @@ class Expr:
             return f"(-{self.args[0].text()})"
         return f"({self.args[0].text()} {self.op} {self.args[1].text()})"
 
-    def sql(self, column: Callable[[str], str]) -> str:
+    def sql(self, column: Callable[[str], str], literal: LiteralSpelling = sql_literal) -> str:
         """SQL over DOUBLEs; ``x / 0`` is NULL, and NULL propagates as in Python's evaluation."""
         if self.op == "num":
-            return sql_literal(self.value)
+            return literal(self.value)
         if self.op == "ref":
             return f"CAST({column(self.name)} AS DOUBLE)"
         if self.op == "neg":
-            return f"(-{self.args[0].sql(column)})"
-        left, right = (a.sql(column) for a in self.args)
+            return f"(-{self.args[0].sql(column, literal)})"
+        left, right = (a.sql(column, literal) for a in self.args)
         if self.op == "/":
             return f"(CASE WHEN {right} = 0 THEN NULL ELSE {left} / {right} END)"
         return f"({left} {self.op} {right})"

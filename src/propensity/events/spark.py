@@ -1,0 +1,93 @@
+"""The Spark session the scale-out engine runs on, and the event log as Spark DataFrames.
+
+pyspark is an optional extra (``pip install 'propensity[spark]'``); importing this module does not import it,
+:func:`spark_session` does. The session is configured for the generated SQL: UTC session time zone, ANSI mode
+off (a division by zero is NULL, as in the DuckDB queries), the UI off, and a small shuffle partition count for
+local runs. ``master`` comes from the spec (``spark.master``), else ``PROPENSITY_SPARK_MASTER`` or
+``SPARK_MASTER``, else ``local[*]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from propensity.config.errors import PropensityError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+DEFAULT_MASTER = "local[*]"
+
+# What every propensity Spark session needs, whatever the cluster: the SQL is written for these.
+REQUIRED_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.ansi.enabled": "false",
+    "spark.sql.parser.escapedStringLiterals": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+# Defaults a spec or the environment may override.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.driver.memory": "2g",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
+}
+
+
+class SparkUnavailableError(PropensityError):
+    """pyspark or a Java runtime is missing, or the session cannot start."""
+
+
+def resolve_master(master: str | None = None) -> str:
+    """The Spark master URL: the argument (the spec's ``spark.master``), else the environment, else local."""
+    return (
+        master
+        or os.environ.get("PROPENSITY_SPARK_MASTER")
+        or os.environ.get("SPARK_MASTER")
+        or DEFAULT_MASTER
+    )
+
+
+def spark_session(
+    master: str | None = None, conf: Mapping[str, Any] | None = None, *, app_name: str = "propensity"
+) -> SparkSession:
+    """Get (or create) the process's Spark session with propensity's settings.
+
+    ``conf`` adds or overrides Spark settings (``spark.executor.memory``, ``spark.kubernetes.container.image``,
+    ...); the few the generated SQL relies on (UTC, ANSI off) are always set. An existing session is reused and
+    given those settings.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:  # pragma: no cover - depends on the install
+        raise SparkUnavailableError(
+            "engine 'spark' needs pyspark: pip install 'propensity[spark]' (and a Java 17 runtime, e.g. "
+            "apt-get install openjdk-17-jre-headless)"
+        ) from None
+    settings = {**DEFAULT_CONF, **{k: str(v) for k, v in (conf or {}).items()}, **REQUIRED_CONF}
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        for key, value in REQUIRED_CONF.items():
+            active.conf.set(key, value)
+        return active
+    builder = SparkSession.builder.master(resolve_master(master)).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # the JVM failed to start: say what is needed
+        raise SparkUnavailableError(
+            f"could not start Spark ({resolve_master(master)}): {exc}. A Java 17 runtime is needed "
+            "(Debian: apt-get install openjdk-17-jre-headless; or set JAVA_HOME)"
+        ) from exc
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def arrow_to_frame(spark: SparkSession, table: Any) -> DataFrame:
+    """An Arrow table as a Spark DataFrame (types kept: timestamps with a zone become TimestampType)."""
+    return spark.createDataFrame(table)
