@@ -7,7 +7,7 @@ used in summaries) and a ``detail`` (the exact value and what is allowed), never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -75,6 +75,8 @@ def timestamp_expr(column: str, dtype: pa.DataType, *, zone: str, fmt: str | Non
         f"THEN TRY_CAST({text} AS TIMESTAMPTZ) "
         f"WHEN regexp_matches({text}, '^\\d{{9,10}}(\\.\\d+)?$') THEN to_timestamp(TRY_CAST({text} AS DOUBLE)) "
         f"WHEN regexp_matches({text}, '^\\d{{12,13}}$') THEN to_timestamp(TRY_CAST({text} AS DOUBLE) / 1000.0) "
+        # DuckDB reads a trailing "BC" on a naive time as nothing at all (AD): refuse it rather than move the year.
+        f"WHEN lower(right({text}, 2)) = 'bc' THEN NULL "
         f"ELSE timezone({lit(zone)}, TRY_CAST({text} AS TIMESTAMP)) END"
     )
 
@@ -190,6 +192,14 @@ def staging_sql(
             "epoch seconds, or set timestamp_format on the source'",
         ),
         (
+            # "-infinity", year 0 and BC dates parse as timestamps; the log and every reader need years 1-9999.
+            "NOT isfinite(event_time) OR event_time < TIMESTAMPTZ '0001-01-01 00:00:00+00' "
+            "OR event_time >= TIMESTAMPTZ '9999-12-31 00:00:00+00'",
+            "event_time: out of range",
+            "'event_time ' || pq_quote(coalesce(event_time_raw, CAST(event_time AS VARCHAR))) || "
+            "' is outside the years 1 to 9999'",
+        ),
+        (
             f"event_time > {now_sql} + to_microseconds({max_future_us})",
             "event_time: in the future",
             f"'event_time ' || CAST(event_time AS VARCHAR) || ' is more than {rules.max_future} after ingestion "
@@ -199,6 +209,13 @@ def staging_sql(
             "available_raw IS NOT NULL AND available_parsed IS NULL",
             "available_at: not a timestamp",
             "'available_at ' || pq_quote(available_raw) || ' is not a timestamp'",
+        ),
+        (
+            "NOT isfinite(available_parsed) OR available_parsed < TIMESTAMPTZ '0001-01-01 00:00:00+00' "
+            "OR available_parsed >= TIMESTAMPTZ '9999-12-31 00:00:00+00'",
+            "available_at: out of range",
+            "'available_at ' || pq_quote(coalesce(available_raw, CAST(available_parsed AS VARCHAR))) || "
+            "' is outside the years 1 to 9999'",
         ),
         (
             "amount_raw IS NOT NULL AND amount IS NULL",
@@ -227,6 +244,11 @@ def staging_sql(
             f"'quantity ' || {quantity_text} || ' is not finite'",
         ),
     ]
+    clashes = case_clashes(present)
+    if clashes:  # DuckDB's names are case-insensitive: one column would silently stand for both
+        a, b = clashes[0]
+        message = f"columns {a!r} and {b!r} differ only in case; rename or drop one"
+        checks = [("TRUE", "columns: names differ only in case", lit(message)), *checks]
     reason = "CASE " + " ".join(f"WHEN {cond} THEN {lit(r)}" for cond, r, _ in checks) + " END"
     # The detail is keyed on the reason, so the row checks run once per row, not twice.
     detail = "CASE reason " + " ".join(f"WHEN {lit(r)} THEN {d}" for _, r, d in checks) + " END"
@@ -272,10 +294,26 @@ FROM judged
 """
 
 
+def case_clashes(names: Sequence[str] | Mapping[str, object]) -> list[tuple[str, str]]:
+    """Pairs of names that differ only in case (``("CUSTOMER_ID", "customer_id")``), first seen first."""
+    seen: dict[str, str] = {}
+    out = []
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            out.append((other, name))
+    return out
+
+
 def raw_rows_sql(relation: str, schema: pa.Schema, rows_relation: str) -> str:
     """SQL giving ``(row_number, raw)``: the source row as a JSON object, for the rows in ``rows_relation``."""
     names = [f.name for f in schema if f.name != ROW]
-    raw = "to_json(struct_pack(" + ", ".join(f"{q(n)} := CAST({q(n)} AS VARCHAR)" for n in names) + "))"
+    if case_clashes(names):
+        # Names differing only in case cannot be told apart by name in SQL: refer to the columns by position.
+        pos = {f.name: i + 1 for i, f in enumerate(schema)}
+        raw = "json_object(" + ", ".join(f"{lit(n)}, CAST(#{pos[n]} AS VARCHAR)" for n in names) + ")"
+    else:
+        raw = "to_json(struct_pack(" + ", ".join(f"{q(n)} := CAST({q(n)} AS VARCHAR)" for n in names) + "))"
     return (
         f"SELECT {ROW} AS row_number, CAST({raw} AS VARCHAR) AS raw FROM {relation} "
         f"WHERE {ROW} IN (SELECT row_number FROM {rows_relation})"

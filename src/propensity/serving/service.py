@@ -21,6 +21,7 @@ candidate bundle (``model_version`` says which bundle answered). With ``explain`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
+import pyarrow as pa
 
 from propensity.hashing import in_share
 from propensity.serving.action_rules import PREFIX as RULE_PREFIX
@@ -55,6 +58,15 @@ class _Loaded:
     # False when the model needs features the store does not compute: its scores would be meaningless, so
     # every action falls back to the rules.
     trusted: bool
+
+
+@dataclass(frozen=True)
+class _Plan:
+    loaded: _Loaded | None
+    wanted: list[str]
+    # (action, eligibility decided by the rules, else this fixed value, model output index or -1: fallback)
+    steps: tuple[tuple[str, bool, bool | None, int], ...]
+    needs_model: bool
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,12 @@ class ScoringService:
                 )
         self._loaded: _Loaded | None = None
         self._canary: Canary | None = None
+        self._plans: dict[tuple[int, tuple[str, ...] | None], _Plan] = {}
+        # Stores with asynchronous reads (Redis) are read without blocking the event loop, and apply events in a
+        # worker thread; the in-process store is read and changed on the loop (it is not thread-safe).
+        self._aread = getattr(store, "aread", None)
+        self._aread_many = getattr(store, "aread_many", None)
+        self._apply_blocks = bool(getattr(store, "apply_blocks", False))
         if model is not None:
             self.swap(model)
 
@@ -148,41 +166,53 @@ class ScoringService:
                 raise UnknownActionError(f"unknown action {a!r}; this server scores: {', '.join(known)}")
         return list(dict.fromkeys(actions))
 
+    def _plan(self, loaded: _Loaded | None, actions: Sequence[str] | None) -> _Plan:
+        """How to answer ``actions`` with ``loaded``, worked out once per (model, actions) and cached: for each
+        action, whether the rules decide eligibility (else its fixed value) and which model output scores it
+        (-1: the fallback)."""
+        key = (id(loaded), tuple(actions) if actions else None)
+        hit = self._plans.get(key)
+        if hit is not None and hit.loaded is loaded:
+            return hit
+        wanted = self.resolve_actions(actions)
+        rules, model = self.rules, None if loaded is None else loaded.model
+        steps = []
+        for name in wanted:
+            covered = rules is not None and rules.covers(name)
+            if covered or model is None or name not in model.actions:
+                fixed = None
+            else:
+                fixed = True if model.actions[name].eligibility is None else None
+            from_model = model is not None and loaded is not None and loaded.trusted and name in model.actions
+            steps.append(
+                (name, covered, fixed, model.action_names.index(name) if from_model and model else -1)
+            )
+        plan = _Plan(loaded, wanted, tuple(steps), any(s[3] >= 0 for s in steps))
+        if len(self._plans) > 1024:  # arbitrary `actions` lists must not grow this without bound
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
     # ------------------------------------------------------------------------------------------ scoring
     def _scores(
-        self,
-        loaded: _Loaded | None,
-        wanted: Sequence[str],
-        probs: Sequence[float] | None,
-        vector: Sequence[Any],
-        known: bool,
+        self, plan: _Plan, probs: Sequence[float] | None, vector: Sequence[Any], known: bool
     ) -> tuple[dict[str, dict[str, Any]], bool]:
         rules = self.rules
-        values = {n: vector[i] for n, i in self._rule_pos.items()}
-        model = loaded.model if loaded is not None else None
+        values = {n: vector[i] for n, i in self._rule_pos.items()} if rules is not None else {}
+        model = plan.loaded.model if plan.loaded is not None else None
         any_fallback = False
         out: dict[str, dict[str, Any]] = {}
-        for name in wanted:
-            if rules is not None and rules.covers(name):
-                eligible: bool | None = rules.eligible(name, values, known=known)
-            elif model is not None and name in model.actions:
-                eligible = True if model.actions[name].eligibility is None else None
-            else:
-                eligible = None
-            from_model = (
-                model is not None and probs is not None and name in model.actions and loaded is not None
-                and loaded.trusted
-            )  # fmt: skip
+        for name, covered, fixed, index in plan.steps:
+            eligible = rules.eligible(name, values, known=known) if covered and rules is not None else fixed
+            from_model = index >= 0 and probs is not None
             if eligible is False:
                 out[name] = {"probability": None, "percentile": None, "segment": None, "eligible": False,
                              "fallback": not from_model}  # fmt: skip
                 any_fallback |= not from_model
-                continue
-            if from_model:
+            elif from_model:
                 assert model is not None and probs is not None
-                i = model.action_names.index(name)
-                p = float(probs[i])
-                pct = model.percentile(i, p)
+                p = float(probs[index])
+                pct = model.percentile(index, p)
                 out[name] = {"probability": p, "percentile": pct, "segment": segment_of(pct),
                              "eligible": eligible, "fallback": False}  # fmt: skip
             else:
@@ -193,29 +223,31 @@ class ScoringService:
                 any_fallback = True
         return out, any_fallback
 
-    def _needs_model(self, loaded: _Loaded | None, wanted: Sequence[str]) -> bool:
-        return loaded is not None and loaded.trusted and any(a in loaded.model.actions for a in wanted)
-
-    def predict(
-        self, customer_id: str, actions: Sequence[str] | None = None, *, explain: bool = False
+    def _body(
+        self,
+        customer_id: str,
+        plan: _Plan,
+        canary: bool,
+        vector: Sequence[Any],
+        known: bool,
+        explain: bool,
+        now: datetime,
+        started: float,
     ) -> dict[str, Any]:
-        """The scores of one customer for the requested actions (all by default), with the response metadata."""
-        started = time.perf_counter()
-        wanted = self.resolve_actions(actions)
-        loaded, canary = self._route(customer_id)
-        now = datetime.now(UTC)
-        vector = self.store.vector(customer_id, now)
-        known = self.store.knows(customer_id)
+        """One customer's answer; ``scored_at`` and ``expiration_at`` as datetimes (see :meth:`predict`)."""
+        loaded = plan.loaded
         row: list[float] | None = None
         probs: list[float] | None = None
-        if self._needs_model(loaded, wanted):
+        if plan.needs_model:
             assert loaded is not None
             row = loaded.encoder.encode(vector)
             probs = loaded.model.probabilities(row)
-        scores, fallback = self._scores(loaded, wanted, probs, vector, known)
+        scores, fallback = self._scores(plan, probs, vector, known)
         if explain and row is not None and loaded is not None:
             model = loaded.model
-            explained = [a for a in wanted if a in model.actions and scores[a]["probability"] is not None]
+            explained = [
+                a for a in plan.wanted if a in model.actions and scores[a]["probability"] is not None
+            ]
             values = dict(zip(self.store.feature_names, vector, strict=True))
             indices = [model.action_names.index(a) for a in explained]
             for name, codes in zip(explained, model.reason_codes(row, indices), strict=True):
@@ -226,8 +258,8 @@ class ScoringService:
             "customer_id": customer_id,
             "model_version": None if loaded is None else loaded.model.version,
             "feature_set_version": None if loaded is None else loaded.model.feature_set_version,
-            "scored_at": _iso(now),
-            "expiration_at": _iso(now + self.ttl),
+            "scored_at": now,
+            "expiration_at": now + self.ttl,
             "cold_start": not known,
             "fallback": fallback,
             "canary": canary,
@@ -235,23 +267,101 @@ class ScoringService:
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 4),
         }
 
+    async def _read(self, customer_id: str, now: datetime) -> tuple[Sequence[Any], bool]:
+        if self._aread is not None:
+            return await self._aread(customer_id, now)
+        return self.store.vector(customer_id, now), self.store.knows(customer_id)
+
+    def predict(
+        self, customer_id: str, actions: Sequence[str] | None = None, *, explain: bool = False
+    ) -> dict[str, Any]:
+        """The scores of one customer for the requested actions (all by default), with the response metadata
+        (blocking: a Redis store's read waits here; the server uses :meth:`predict_json`)."""
+        started = time.perf_counter()
+        loaded, canary = self._route(customer_id)
+        plan = self._plan(loaded, actions)
+        now = datetime.now(UTC)
+        vector = self.store.vector(customer_id, now)
+        body = self._body(
+            customer_id, plan, canary, vector, self.store.knows(customer_id), explain, now, started
+        )
+        body["scored_at"], body["expiration_at"] = _iso(now), _iso(body["expiration_at"])
+        return body
+
+    async def apredict(
+        self, customer_id: str, actions: Sequence[str] | None = None, *, explain: bool = False
+    ) -> dict[str, Any]:
+        """:meth:`predict` without blocking the event loop on the store."""
+        return orjson.loads(await self.predict_json(customer_id, actions, explain=explain))
+
+    async def predict_json(
+        self, customer_id: str, actions: Sequence[str] | None = None, *, explain: bool = False
+    ) -> bytes:
+        """:meth:`predict`'s answer as JSON bytes (one orjson call), reading the store asynchronously when it
+        can (the Redis store): what ``GET /v1/predict`` sends."""
+        started = time.perf_counter()
+        loaded, canary = self._route(customer_id)
+        plan = self._plan(loaded, actions)  # before the read: unknown actions fail without touching the store
+        now = datetime.now(UTC)
+        vector, known = await self._read(customer_id, now)
+        body = self._body(customer_id, plan, canary, vector, known, explain, now, started)
+        return orjson.dumps(body, option=orjson.OPT_UTC_Z)
+
+    async def apply(self, events: pa.Table) -> int:
+        """Apply events to the store; a store whose apply blocks on I/O (Redis) applies in a worker thread."""
+        if self._apply_blocks:
+            return await asyncio.to_thread(self.store.apply, events)
+        return self.store.apply(events)
+
     def predict_many(
         self, customer_ids: Sequence[str], actions: Sequence[str] | None = None
     ) -> dict[str, Any]:
         """Scores of up to :data:`MAX_CUSTOMERS` customers, one batch evaluation per bundle that answers."""
         started = time.perf_counter()
+        self._check_many(customer_ids)
+        now = datetime.now(UTC)
+        vectors = self.store.vectors(customer_ids, now)
+        known = [self.store.knows(c) for c in customer_ids]
+        return self._many(customer_ids, actions, vectors, known, now, started)
+
+    async def apredict_many(
+        self, customer_ids: Sequence[str], actions: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """:meth:`predict_many` reading the store asynchronously when it can (one pipelined round trip)."""
+        started = time.perf_counter()
+        self._check_many(customer_ids)
+        self.resolve_actions(actions)
+        now = datetime.now(UTC)
+        if self._aread_many is not None:
+            vectors, known = await self._aread_many(customer_ids, now)
+        else:
+            vectors = self.store.vectors(customer_ids, now)
+            known = [self.store.knows(c) for c in customer_ids]
+        return self._many(customer_ids, actions, vectors, known, now, started)
+
+    @staticmethod
+    def _check_many(customer_ids: Sequence[str]) -> None:
         if len(customer_ids) > MAX_CUSTOMERS:
             raise ValueError(
                 f"customer_ids: at most {MAX_CUSTOMERS} customers per request, got {len(customer_ids)}"
             )
-        wanted = self.resolve_actions(actions)
-        now = datetime.now(UTC)
+
+    def _many(
+        self,
+        customer_ids: Sequence[str],
+        actions: Sequence[str] | None,
+        vectors: Sequence[Sequence[Any]],
+        known: Sequence[bool],
+        now: datetime,
+        started: float,
+    ) -> dict[str, Any]:
         main = self._loaded
-        vectors = self.store.vectors(customer_ids, now)
         routes = [self._route(c) for c in customer_ids]
+        plans = {id(r[0]): self._plan(r[0], actions) for r in routes}
         probs: list[Sequence[float] | None] = [None] * len(customer_ids)
-        for group in {id(r[0]): r[0] for r in routes if r[0] is not None}.values():
-            if not self._needs_model(group, wanted):
+        for plan in plans.values():
+            group = plan.loaded
+            if group is None or not plan.needs_model:
                 continue
             idx = [i for i, r in enumerate(routes) if r[0] is group]
             rows = np.array([group.encoder.encode(vectors[i]) for i in idx], dtype=np.float64).reshape(
@@ -261,12 +371,13 @@ class ScoringService:
                 probs[i] = p
         results = []
         any_fallback = any_canary = False
-        for cid, vector, (loaded, canary), p in zip(customer_ids, vectors, routes, probs, strict=True):
-            known = self.store.knows(cid)
-            scores, fallback = self._scores(loaded, wanted, p, vector, known)
+        for cid, vector, is_known, (loaded, canary), p in zip(
+            customer_ids, vectors, known, routes, probs, strict=True
+        ):
+            scores, fallback = self._scores(plans[id(loaded)], p, vector, is_known)
             any_fallback |= fallback
             any_canary |= canary
-            result: dict[str, Any] = {"customer_id": cid, "cold_start": not known, "scores": scores}
+            result: dict[str, Any] = {"customer_id": cid, "cold_start": not is_known, "scores": scores}
             if canary:
                 assert loaded is not None
                 result["canary"] = True
