@@ -68,7 +68,7 @@ def _workspace(root: Path) -> None:
 
 
 def _refs_ok(feature: dict[str, Any], kept: set[str]) -> bool:
-    from propensity.features.predicates import parse_expression
+    from propensity.config.predicates import parse_expression
 
     return parse_expression(feature["expr"]).refs() <= kept
 

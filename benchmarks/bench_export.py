@@ -31,7 +31,7 @@ ACTIONS = ("buy_7d", "upgrade_30d", "renew_30d", "respond_7d", "churn_30d")
 
 def build_rows(customers: int, seed: int = 0) -> pa.Table:
     """``customers`` × 5 actions of score rows, vectorised (no Python loop per row)."""
-    from propensity.activation.score_row import SCORE_ROW_SCHEMA
+    from propensity.core.score_row import SCORE_ROW_SCHEMA
 
     rng = np.random.default_rng(seed)
     n = customers * len(ACTIONS)
@@ -78,7 +78,7 @@ def build_rows(customers: int, seed: int = 0) -> pa.Table:
 def bench_format(rows: pa.Table, fmt: str, repeat: int, folder: Path) -> dict[str, Any]:
     from propensity.activation.destinations.base import PublishRun
     from propensity.activation.destinations.files import FileDrop, write_table
-    from propensity.activation.publish_settings import FileDestination
+    from propensity.config.destinations import FileDestination
 
     run = PublishRun.from_rows(rows, contract_version="1.0.0")
     publish_s, publish_cpu, write_s = [], [], []

@@ -69,8 +69,8 @@ def dataset(customers: int, days: int) -> tuple[Path, dict[str, Any]]:
     """Generate (once) and load (once) the synthetic data; returns the DuckDB file and what it holds."""
     import duckdb
 
+    from propensity.core.event import ATTRIBUTES_DDL, EVENTS_DDL
     from propensity.datasets.synthetic import generate
-    from propensity.events.schema import ATTRIBUTES_DDL, EVENTS_DDL
 
     folder = DATA / f"synthetic-{customers}c-{days}d"
     db = folder / "log-v2.duckdb"  # v2: signup_at as ISO 8601 text, as the ingester now stores it

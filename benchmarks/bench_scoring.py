@@ -81,8 +81,8 @@ def build(
     import lightgbm as lgb
     import pyarrow as pa
 
+    from propensity.config.actions import Action
     from propensity.features.offline import parse_features
-    from propensity.labels.actions import Action
     from propensity.serving.action_rules import PREFIX, ActionRules
     from propensity.serving.model import ActionModel, ServingModel
     from propensity.serving.store import InMemoryStore

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from propensity.events.schema import UTC_TS
+from propensity.core.event import UTC_TS
 from propensity.workspace import Workspace
 
 

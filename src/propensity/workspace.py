@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from propensity.config.errors import PropensityError
 from propensity.config.spec import SPEC_FILENAME, ProjectSpec, load_spec, parse_spec
+from propensity.core.errors import PropensityError
 
 STATE_DIR = ".propensity"
 DB_FILENAME = "propensity.duckdb"

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from tests.services import free_port
 
-from propensity.activation.score_row import SCORE_ROW_SCHEMA
+from propensity.core.score_row import SCORE_ROW_SCHEMA
 from propensity.workspace import Workspace
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -28,7 +28,7 @@ from propensity.activation.destinations.identifiers import (
     normalize_phone,
     sha256_hex,
 )
-from propensity.activation.publish_settings import AudienceDestination
+from propensity.config.destinations import AudienceDestination
 from propensity.workspace import Workspace
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

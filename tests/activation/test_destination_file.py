@@ -22,7 +22,7 @@ from tests.activation.destinations_fixtures import canonical_rows
 
 from propensity.activation.destinations.base import PublishRun
 from propensity.activation.destinations.files import MANIFEST, FileDrop, file_sha256, write_table
-from propensity.activation.publish_settings import FileDestination
+from propensity.config.destinations import FileDestination
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
@@ -75,7 +75,7 @@ _SLOW_DROP = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from tests.activation.destinations_fixtures import canonical_rows
     from propensity.activation.destinations.base import PublishRun
-    from propensity.activation.publish_settings import FileDestination
+    from propensity.config.destinations import FileDestination
 
     real = files.write_table
     def slow(rows, path, fmt):

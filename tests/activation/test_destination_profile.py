@@ -13,7 +13,7 @@ from tests.services import RedisServer
 
 from propensity.activation.destinations.base import PublishRun
 from propensity.activation.destinations.profile import ProfileStore
-from propensity.activation.publish_settings import ProfileDestination
+from propensity.config.destinations import ProfileDestination
 
 pytestmark = pytest.mark.service
 

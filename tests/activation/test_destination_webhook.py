@@ -18,7 +18,7 @@ from tests.activation.destinations_fixtures import Receiver, canonical_rows
 
 from propensity.activation.destinations.base import PublishRun
 from propensity.activation.destinations.webhook import Webhook
-from propensity.activation.publish_settings import WebhookDestination
+from propensity.config.destinations import WebhookDestination
 
 N = 30
 
@@ -107,7 +107,7 @@ _CRASHING_PUBLISH = textwrap.dedent(
     from tests.activation.destinations_fixtures import canonical_rows
     from propensity.activation.destinations.base import PublishRun
     from propensity.activation.destinations.webhook import Webhook
-    from propensity.activation.publish_settings import WebhookDestination
+    from propensity.config.destinations import WebhookDestination
 
     spec = WebhookDestination(name="crm", url=sys.argv[2], concurrency=1)
     hook = Webhook(spec, Path(sys.argv[1]))

@@ -17,7 +17,7 @@ from rich.console import Console
 from tests.activation.destinations_fixtures import NOW, canonical_rows
 
 from propensity.activation.gates import GateReport, reference_top_share, render, run_gates
-from propensity.activation.publish_settings import GateSettings
+from propensity.config.destinations import GateSettings
 
 N = 400
 DEFAULTS = GateSettings()

@@ -24,10 +24,10 @@ from propensity.activation.policy import (
     recent_activations,
     suppression_lists,
 )
-from propensity.activation.settings import PolicySettings
+from propensity.config.decisions import PolicySettings
 from propensity.config.errors import SpecError
 from propensity.config.spec import parse_spec
-from propensity.events.schema import ATTRIBUTES_DDL
+from propensity.core.event import ATTRIBUTES_DDL
 from propensity.scoring.score_store import ParquetScoreStore
 
 ACTIONS = ("buy_7d", "churn_30d", "upgrade_30d")

@@ -13,7 +13,7 @@ from tests.activation.destinations_fixtures import Receiver
 from tests.services import RedisServer
 
 from propensity.activation.realtime import RealtimeActivator, prediction_rows
-from propensity.activation.score_row import SCORE_ROW_SCHEMA
+from propensity.core.score_row import SCORE_ROW_SCHEMA
 from propensity.workspace import Workspace
 
 
@@ -144,8 +144,8 @@ def test_a_receiver_that_is_down_gets_the_decisions_later_exactly_once(
 
 
 def test_control_group_customers_get_no_realtime_decision(tmp_path: Path, receiver: Receiver) -> None:
-    from propensity.experiments.holdout import group
-    from propensity.experiments.settings import Holdout
+    from propensity.config.experiments import Holdout
+    from propensity.core.holdout import group
 
     _workspace(tmp_path, receiver)
     text = (

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from propensity.activation.segments import Segmentation, assign, find_segments, find_valley, tier_index
-from propensity.activation.settings import SegmentSettings
+from propensity.config.decisions import SegmentSettings
 from propensity.config.errors import SpecError
 from propensity.config.spec import parse_spec
 

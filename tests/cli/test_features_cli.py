@@ -123,7 +123,7 @@ def test_unknown_customer_and_bad_time_are_clear_errors(ws: Workspace) -> None:
 @pytest.mark.slow
 def test_explained_events_count_equals_every_count_feature(ws: Workspace) -> None:
     """For every count aggregate and sessions-free count, the events --explain lists are exactly those counted."""
-    from propensity.features import AggregateFeature
+    from propensity.config.features import AggregateFeature
     from propensity.features.inspect import explain_feature, feature_vector
 
     t = parse_as_of("2025-09-18T15:40:00")  # mid-week, mid-afternoon: buckets cut windows short

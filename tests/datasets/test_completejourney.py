@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from propensity.config.spec import load_spec
+from propensity.core.event import EVENT_SCHEMA, LOG_FIELDS, STANDARD_EVENT_TYPES
 from propensity.datasets.completejourney import (
     CANONICAL_EVENT_SCHEMA,
     EXTRA_COLUMNS,
@@ -22,7 +23,6 @@ from propensity.datasets.completejourney import (
     completejourney_data_dir,
     export_completejourney,
 )
-from propensity.events.schema import EVENT_SCHEMA, LOG_FIELDS, STANDARD_EVENT_TYPES
 
 SOURCE_ROWS = {
     "transactions": 1_469_307,

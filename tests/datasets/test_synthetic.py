@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from propensity.core.event import STANDARD_EVENT_TYPES, UTC_TS
 from propensity.datasets import _synthetic_model as m
 from propensity.datasets.synthetic import (
     ACTIONS,
@@ -21,7 +22,6 @@ from propensity.datasets.synthetic import (
     default_cutoffs,
     generate,
 )
-from propensity.events.schema import STANDARD_EVENT_TYPES, UTC_TS
 
 START = datetime(2025, 9, 1, tzinfo=UTC)  # a Monday
 EVENT_TYPES = {

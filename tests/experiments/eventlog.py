@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from propensity.activation.score_row import SCORE_ROW_SCHEMA
+from propensity.core.score_row import SCORE_ROW_SCHEMA
 from propensity.events.log import DuckDBEventLog
 from propensity.workspace import Workspace
 

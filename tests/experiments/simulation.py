@@ -3,7 +3,7 @@
 Customers have two features. The baseline purchase probability depends on ``x2``; the treatment adds
 ``EFFECT`` to it for "persuadable" customers (``x1 > 0``) and nothing for the others, so the population's true
 absolute lift is ``EFFECT / 2`` and each segment's is known. Groups come from the real
-:func:`propensity.experiments.holdout.group`, as in production.
+:func:`propensity.core.holdout.group`, as in production.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from propensity.experiments.holdout import TREATMENT, group
-from propensity.experiments.settings import Holdout
+from propensity.config.experiments import Holdout
+from propensity.core.holdout import TREATMENT, group
 
 EFFECT = 0.15
 BASE_INTERCEPT, BASE_SLOPE = -1.5, 0.8

@@ -15,8 +15,8 @@ from tests.experiments.simulation import (
     simulate,
 )
 
+from propensity.config.experiments import Holdout
 from propensity.experiments.lift import ALL_SEGMENTS, lift, lift_by_segment, lift_of, wilson
-from propensity.experiments.settings import Holdout
 
 
 def test_wilson_matches_the_textbook_value() -> None:

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
-from propensity.experiments.holdout import group
+from propensity.config.experiments import Holdout
+from propensity.core.holdout import group
 from propensity.experiments.report import experiment_report, write_report
-from propensity.experiments.settings import Holdout
 from propensity.workspace import Workspace
 
 T = datetime(2026, 3, 2, tzinfo=UTC)

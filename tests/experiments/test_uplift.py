@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tests.experiments.simulation import simulate
 
-from propensity.experiments.settings import Holdout
+from propensity.config.experiments import Holdout
 from propensity.experiments.uplift import UpliftDataError, evaluate_uplift, qini_curve
 
 

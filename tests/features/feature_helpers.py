@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from propensity.events.schema import ATTRIBUTES_DDL, EVENT_SCHEMA, EVENTS_DDL, UTC_TS
+from propensity.core.event import ATTRIBUTES_DDL, EVENT_SCHEMA, EVENTS_DDL, UTC_TS
 
 T0 = datetime(2024, 1, 10, tzinfo=UTC)
 T0_US = int(T0.timestamp()) * 1_000_000

@@ -10,10 +10,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
+from propensity.core.event import UTC_TS
 from propensity.events.ingest import ingest_table
 from propensity.events.log import DuckDBEventLog
-from propensity.events.schema import UTC_TS
 from propensity.features import compute_features, parse_features
 from propensity.features._plan import FeaturePlan
 from propensity.features.materialize import (

@@ -13,8 +13,8 @@ import pytest
 from feature_helpers import insert_attributes, insert_events, new_log, spine
 from pydantic import ValidationError
 
+from propensity.core.event import UTC_TS
 from propensity.events.ingest import ingest_attributes, ingest_table
-from propensity.events.schema import UTC_TS
 from propensity.features import parse_features
 from propensity.features.audit import (
     LEAK_FLAGS,

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from feature_helpers import at, insert_events, new_log
 
-from propensity.events.schema import UTC_TS
+from propensity.core.event import UTC_TS
 from propensity.features import compute_features, feature_query, parse_features
 
 FEATURES = parse_features(

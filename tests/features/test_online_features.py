@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from feature_helpers import T0_US, at, insert_events, new_log, us
 
-from propensity.events.schema import EVENT_SCHEMA
+from propensity.core.event import EVENT_SCHEMA
 from propensity.features import AsOfError, OnlineFeatureEngine, parse_features
 
 FEATURES = parse_features(

@@ -9,13 +9,13 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from propensity.config.actions import Action
 from propensity.config.errors import SpecError
 from propensity.config.spec import parse_spec
-from propensity.events.schema import ATTRIBUTES_DDL, EVENT_SCHEMA, EVENTS_DDL
-from propensity.labels.actions import Action
+from propensity.config.training import SpineSettings
+from propensity.core.event import ATTRIBUTES_DDL, EVENT_SCHEMA, EVENTS_DDL
 from propensity.labels.labels import build_labels
 from propensity.labels.spines import grid_cutoffs, matured_cutoffs
-from propensity.training.settings import SpineSettings
 
 ALIGN = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
 WEEK = timedelta(days=7)

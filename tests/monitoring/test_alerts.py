@@ -15,12 +15,12 @@ import pytest
 from tests.monitoring.drift_project import END
 from tests.services import free_port
 
-from propensity.config.errors import PropensityError
+from propensity.config.monitoring import AlertSettings, Threshold, WebhookSink
 from propensity.config.spec import parse_spec
+from propensity.core.errors import PropensityError
 from propensity.monitoring.alerts import Alert, LogSink, WebhookAlertSink, alerts_for, dispatch
 from propensity.monitoring.monitors import classify, volume_monitor
 from propensity.monitoring.runner import run_monitors
-from propensity.monitoring.settings import AlertSettings, Threshold, WebhookSink
 from propensity.monitoring.store import MonitorRun
 from propensity.workspace import Workspace
 

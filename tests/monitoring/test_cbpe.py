@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from propensity.config.monitoring import AlertSettings
 from propensity.monitoring.cbpe import estimate_performance, expected_auc, measured_performance
 from propensity.monitoring.monitors import expected_performance_monitor
-from propensity.monitoring.settings import AlertSettings
 
 
 def _expected_auc_by_pairs(p: np.ndarray) -> float:

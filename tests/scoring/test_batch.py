@@ -16,11 +16,11 @@ import pyarrow.compute as pc
 import pytest
 from tests.scoring.conftest import AS_OF
 
-from propensity.activation.contract import ContractError, validate_rows
-from propensity.activation.score_row import SCORE_ROW_SCHEMA, UTC_US
-from propensity.experiments.holdout import groups_for
+from propensity.config.actions import Action
+from propensity.core.contract import ContractError, validate_rows
+from propensity.core.holdout import groups_for
+from propensity.core.score_row import SCORE_ROW_SCHEMA, UTC_US
 from propensity.features.offline import compute_features
-from propensity.labels.actions import Action
 from propensity.labels.labels import build_labels
 from propensity.registry.registry import Registry
 from propensity.scoring import batch as batch_module
@@ -218,7 +218,7 @@ def test_holdout_groups_come_from_the_experiments_section(
         rows = _action(result.rows, action)
         ids = rows.column("customer_id").to_pylist()
         assert rows.column("holdout_group").to_pylist() == groups_for(
-            scoring_workspace.spec.experiments, action, ids
+            scoring_workspace.spec.experiments.holdout_for(action), ids
         )
     assert 0 < result.rows.column("holdout_group").to_pylist().count("control") < result.rows.num_rows / 4
 

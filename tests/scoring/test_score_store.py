@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from propensity.activation.score_row import SCORE_ROW_COLUMNS, SCORE_ROW_SCHEMA
 from propensity.config.spec import parse_spec
+from propensity.core.score_row import SCORE_ROW_COLUMNS, SCORE_ROW_SCHEMA
 from propensity.scoring import score_store as ss
 from propensity.scoring.score_store import (
     DuckDBScoreStore,

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from tests.training.synthetic_project import START, build_workspace
 
+from propensity.config.actions import Action
 from propensity.events.log import DuckDBEventLog
 from propensity.features.offline import compute_features
-from propensity.labels.actions import Action
 from propensity.labels.labels import build_labels
 from propensity.scoring.fallback import fallback_scores
 from propensity.serving.action_rules import ActionRules

@@ -23,7 +23,7 @@ from tests.conftest import canonical_events, write_spec
 from tests.features.test_feature_parity import FEATURES, streams
 from tests.services import RedisServer, free_port
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 from propensity.events.ingest import ingest_table
 from propensity.events.log import DuckDBEventLog
 from propensity.features.offline import parse_features

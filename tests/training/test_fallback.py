@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 from tests.labels.test_labels import day, ev, log
 
-from propensity.labels.actions import Action
+from propensity.config.actions import Action
 from propensity.scoring.fallback import fallback_score, fallback_scores
 
 BUY = Action.model_validate({"template": "buy"})

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from propensity.training.settings import SplitSettings
+from propensity.config.training import SplitSettings
 from propensity.training.splits import (
     InsufficientDataError,
     LeakageError,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from propensity.config.training import LightGBMSettings
 from propensity.training.calibration import Calibrator, choose_calibrator
 from propensity.training.encoding import FeatureEncoder
 from propensity.training.explain import importance, reason_codes
 from propensity.training.metrics import deciles, evaluate, expected_calibration_error
-from propensity.training.settings import LightGBMSettings
 from propensity.training.trainers import LightGBMModel, LogisticBaseline
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import httpx
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -6,7 +6,7 @@ anything, and the report (stored as JSON next to the run's other activation stat
 failed, with its value and threshold. ``propensity activate --force --reason TEXT`` publishes anyway and records
 who overrode what, and why, in the report and in ``overrides.jsonl``.
 
->>> from propensity.activation.publish_settings import GateSettings
+>>> from propensity.config.destinations import GateSettings
 >>> report = run_gates(rows_for_doctest(), None, GateSettings(), run_id="r1")
 >>> report.blocked, [c.name for c in report.checks][:3]
 (False, ['schema', 'ranges', 'null_rate'])
@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.activation.publish_settings import GateSettings
-from propensity.activation.score_row import SCORE_ROW_SCHEMA
-from propensity.monitoring.stats import psi
+from propensity.config.destinations import GateSettings
+from propensity.core.score_row import SCORE_ROW_SCHEMA
+from propensity.core.stats import psi
 
 _PLATEAU_MARGIN = 0.25  # how much more of a run than of the test split may share the model's commonest value
 

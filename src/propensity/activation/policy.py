@@ -16,7 +16,7 @@ value (ties: the action name first alphabetically); that row says ``ev_max``, th
 The next best action is written on all of the customer's rows (null when there is none).
 
 >>> import pyarrow as pa
->>> from propensity.activation.settings import PolicySettings
+>>> from propensity.config.decisions import PolicySettings
 >>> rows = pa.table({"customer_id": ["c1", "c1"], "action": ["buy_7d", "churn_30d"], "score": [0.3, 0.6],
 ...                  "eligible": [True, True], "holdout_group": [None, None], "consent": [None, None]})
 >>> policy = PolicySettings.model_validate({"actions": {"buy_7d": {"value": 40.0, "cost": 1.0}}})
@@ -39,8 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.activation.settings import PolicySettings
-from propensity.config.errors import PropensityError
+from propensity.config.decisions import PolicySettings
+from propensity.core.errors import PropensityError
 
 if TYPE_CHECKING:
     from propensity.scoring.score_store import ScoreStore

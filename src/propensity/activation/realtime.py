@@ -39,9 +39,9 @@ from propensity.activation.destinations import build_destination, destination_sp
 from propensity.activation.destinations.base import Destination, PublishReport, PublishRun, fresh_rows
 from propensity.activation.destinations.decisions import decisions, fingerprint
 from propensity.activation.destinations.webhook import Webhook
-from propensity.activation.score_row import SCORE_ROW_SCHEMA
-from propensity.experiments.holdout import group
-from propensity.experiments.settings import ExperimentSettings
+from propensity.config.experiments import ExperimentSettings
+from propensity.core.holdout import group
+from propensity.core.score_row import SCORE_ROW_SCHEMA
 from propensity.workspace import Workspace
 
 _MEMORY_SCHEMA = """

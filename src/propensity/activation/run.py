@@ -32,7 +32,7 @@ from propensity.activation.destinations.base import (
     select_actions,
 )
 from propensity.activation.gates import GateCheck, GateReport, run_gates
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 from propensity.workspace import Workspace
 
 _LEDGER_SCHEMA = """
@@ -228,7 +228,7 @@ def gate(
     run_id: str,
     previous_run_id: str | None,
 ) -> GateReport:
-    """The workspace's gates, plus the score-row contract (activation/contract.py)."""
+    """The workspace's gates, plus the score-row contract (core/contract.py)."""
     settings = workspace.spec.gates
     if not settings.enabled:
         skipped = GateCheck(
@@ -239,7 +239,7 @@ def gate(
         rows, previous, settings, run_id=run_id, previous_run_id=previous_run_id,
         expected_top_share=_expected_top_shares(workspace, rows),
     )  # fmt: skip
-    from propensity.activation.contract import validate_rows
+    from propensity.core.contract import validate_rows
 
     problems = validate_rows(rows)
     message = "rows honour the score row contract" if not problems else "; ".join(problems[:5])

@@ -13,7 +13,7 @@ moves onto it is the one whose quantile is nearest the share of scores below the
 A score equal to a cut belongs to the upper tier, so tiers are monotone: a higher score never gets a lower tier.
 
 >>> import numpy as np
->>> from propensity.activation.settings import SegmentSettings
+>>> from propensity.config.decisions import SegmentSettings
 >>> seg = find_segments(np.linspace(0.0, 1.0, 101), SegmentSettings())
 >>> [round(c, 2) for c in seg.cuts], seg.names
 ([0.5, 0.8], ('low', 'medium', 'high'))
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from propensity.activation.settings import SegmentSettings
+from propensity.config.decisions import SegmentSettings
 
 BINS = 50
 MIN_CLASS_SHARE = 0.05

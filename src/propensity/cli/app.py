@@ -7,8 +7,8 @@ import sys
 import typer
 from rich.console import Console
 
-from propensity import __version__
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
+from propensity.core.version import __version__
 
 console = Console()
 err_console = Console(stderr=True)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
 from propensity.cli.app import app, console
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 experiments_app = typer.Typer(
     help="Holdout (control) groups, measured lift with 95% intervals, and uplift models.",

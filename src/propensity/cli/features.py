@@ -18,7 +18,7 @@ from rich.table import Table
 
 from propensity.cli._common import WorkspaceOption, open_workspace
 from propensity.cli.app import app, console
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 features_app = typer.Typer(
     help=(

@@ -14,7 +14,7 @@ from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace
 from propensity.cli.app import console
 from propensity.cli.features import features_app, parse_as_of
 from propensity.config.durations import Duration
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 
 def _pct(share: float | None) -> str:

@@ -10,8 +10,8 @@ import typer
 import yaml
 
 from propensity.cli.app import app, console
-from propensity.config.errors import PropensityError
 from propensity.config.spec import SPEC_FILENAME
+from propensity.core.errors import PropensityError
 
 EXAMPLES = ("blank", "synthetic", "completejourney")
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
 from propensity.cli.app import app, console
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 if TYPE_CHECKING:
     from propensity.scoring.batch import BatchResult

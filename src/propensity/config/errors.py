@@ -7,9 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-
-class PropensityError(Exception):
-    """Base class for every error propensity raises on purpose; the CLI prints these without a traceback."""
+from propensity.core.errors import PropensityError
 
 
 class SpecError(PropensityError):

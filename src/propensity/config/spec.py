@@ -17,20 +17,20 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from propensity.activation.publish_settings import DestinationSpec, GateSettings
-from propensity.activation.settings import PolicySettings, SegmentSettings
+from propensity.config.actions import Action, check_actions
 from propensity.config.base import StrictModel
+from propensity.config.decisions import PolicySettings, SegmentSettings
+from propensity.config.destinations import DestinationSpec, GateSettings
 from propensity.config.durations import Duration, FiniteDuration
 from propensity.config.errors import SpecError, from_validation_error
-from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
-from propensity.experiments.settings import ExperimentSettings
-from propensity.features.definitions import FeatureDefinition, check_feature_set
-from propensity.labels.actions import Action, check_actions
-from propensity.monitoring.settings import AlertSettings, MonitoringSettings
-from propensity.retraining.settings import RetrainSettings
-from propensity.scoring.settings import ScoringSettings
-from propensity.serving.settings import ServingSettings
-from propensity.training.settings import TrainingSettings
+from propensity.config.experiments import ExperimentSettings
+from propensity.config.features import FeatureDefinition, check_feature_set
+from propensity.config.monitoring import AlertSettings, MonitoringSettings
+from propensity.config.retraining import RetrainSettings
+from propensity.config.scoring import ScoringSettings
+from propensity.config.serving import ServingSettings
+from propensity.config.training import TrainingSettings
+from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
 
 SPEC_FILENAME = "propensity.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from propensity.core.event import STANDARD_EVENT_TYPES, UTC_TS
 from propensity.datasets import _synthetic_model as m
 from propensity.datasets._synthetic_sim import SUB_EVENT_TYPES, BlockSim
-from propensity.events.schema import STANDARD_EVENT_TYPES, UTC_TS
 
 I64 = NDArray[np.int64]
 

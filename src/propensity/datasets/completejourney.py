@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from propensity.events.schema import EVENT_SCHEMA, LOG_FIELDS, UTC_TS
+from propensity.core.event import EVENT_SCHEMA, LOG_FIELDS, UTC_TS
 
 # Local zone of the store clock and of the date-only columns (campaign dates, redemption dates).
 LOCAL_ZONE = "America/New_York"
@@ -301,7 +301,7 @@ def export_completejourney(
     - ``summary.json``: the returned summary.
 
     Every events file has exactly the canonical event columns (``event_id`` … ``plan``, Arrow types of
-    ``propensity.events.schema.EVENT_SCHEMA``) followed by its extra columns; ``customer_id`` is the household id;
+    ``propensity.core.event.EVENT_SCHEMA``) followed by its extra columns; ``customer_id`` is the household id;
     ``available_at`` = ``event_time``. ``progress`` receives one line per step. ``data_dir`` overrides the
     folder of source parquet files (default: the one inside the installed package).
     """

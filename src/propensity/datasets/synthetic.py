@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from propensity.core.event import UTC_TS
 from propensity.datasets import _synthetic_model as m
 from propensity.datasets._synthetic_events import (
     build_events,
@@ -36,7 +37,6 @@ from propensity.datasets._synthetic_events import (
 )
 from propensity.datasets._synthetic_oracle import ACTIONS, oracle_block
 from propensity.datasets._synthetic_sim import BlockSim, simulate_block
-from propensity.events.schema import UTC_TS
 
 __all__ = [
     "ACTIONS",

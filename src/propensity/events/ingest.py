@@ -20,8 +20,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from propensity.config.errors import PropensityError
 from propensity.config.spec import AttributeSource, EventSource, ProjectSpec
+from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog, transaction
 from propensity.events.readers import BATCH_ROWS, ROW, UnreadableRecord, detect_format, read_batches
 from propensity.events.validate import define_macros, lit, q, raw_rows_sql, staging_sql, timestamp_expr

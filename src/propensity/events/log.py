@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import duckdb
 import pyarrow as pa
 
-from propensity.events.schema import ATTRIBUTES_DDL, EVENTS_DDL
+from propensity.core.event import ATTRIBUTES_DDL, EVENTS_DDL
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (

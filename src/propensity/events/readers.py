@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 Format = Literal["csv", "parquet", "jsonl"]
 ROW = "__row"

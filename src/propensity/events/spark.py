@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -13,8 +13,8 @@ import duckdb
 import pyarrow as pa
 
 from propensity.config.spec import EventRules, EventSource
+from propensity.core.event import NUMERIC_PROPERTIES, TEXT_PROPERTIES
 from propensity.events.readers import ROW
-from propensity.events.schema import NUMERIC_PROPERTIES, TEXT_PROPERTIES
 
 # Fields that feed the content-derived event id when a source has none: everything that makes an event itself.
 _ID_FIELDS = (

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from propensity.experiments.holdout import CONTROL, TREATMENT
+from propensity.core.holdout import CONTROL, TREATMENT
 
 Z95 = 1.959963984540054
 ALL_SEGMENTS = "(all)"

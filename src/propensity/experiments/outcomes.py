@@ -19,8 +19,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.config.errors import PropensityError
 from propensity.config.spec import ProjectSpec
+from propensity.core.errors import PropensityError
 from propensity.labels.labels import event_filter_sql
 
 OUTCOME_COLUMNS = ("customer_id", "action", "window_start", "holdout_group", "segment", "score", "outcome",

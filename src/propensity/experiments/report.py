@@ -20,14 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
+from propensity.core.holdout import TREATMENT
+from propensity.core.html import COLORS, CSS, W, axes, legend, line, table
 from propensity.events.log import DuckDBEventLog
-from propensity.experiments.holdout import TREATMENT
 from propensity.experiments.lift import Lift, lift_by_segment
 from propensity.experiments.outcomes import data_end, outcomes
 from propensity.experiments.uplift import UpliftDataError, UpliftResult, evaluate_uplift
 from propensity.training.encoding import FeatureEncoder
-from propensity.training.report import _CSS, COLORS, W, _axes, _legend, _line, _table
 from propensity.workspace import Workspace
 
 LIFT_METHOD = (
@@ -168,13 +168,13 @@ def qini_svg(uplift: dict[str, Any]) -> str:
     # The chart's y axis runs from 0 up; a curve dipping below 0 is shifted so that it stays visible.
     low = min([0.0] + [b for _, b in pts])
     span = top - low
-    parts = _axes(
+    parts = axes(
         "Qini curve", "share of customers targeted (by predicted uplift)", "incremental outcomes / rows", span
     )
     end = pts[-1][1]
-    parts.append(_line([(0, -low), (1, end - low)], COLORS["ideal"], span, 'stroke-dasharray="4 3"'))
-    parts.append(_line([(a, b - low) for a, b in pts], COLORS["model"], span))
-    parts.append(_legend([("two-model uplift", COLORS["model"]), ("random", COLORS["ideal"])]))
+    parts.append(line([(0, -low), (1, end - low)], COLORS["ideal"], span, 'stroke-dasharray="4 3"'))
+    parts.append(line([(a, b - low) for a, b in pts], COLORS["model"], span))
+    parts.append(legend([("two-model uplift", COLORS["model"]), ("random", COLORS["ideal"])]))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -191,7 +191,7 @@ def render_html(report: dict[str, Any]) -> str:
     meta = report["_meta"]
     out = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Experiments — {html.escape(str(meta['project']))}</title><style>{_CSS}</style></head><body>",
+        f"<title>Experiments — {html.escape(str(meta['project']))}</title><style>{CSS}</style></head><body>",
         f"<h1>Experiments: {html.escape(str(meta['project']))}</h1>",
         f"<p class='note'>Scoring run {html.escape(str(meta['scoring_run']))}; outcomes from events up to "
         f"{html.escape(str(meta['data_end']))}. Only rows whose horizon has closed are counted. "
@@ -209,7 +209,7 @@ def render_html(report: dict[str, Any]) -> str:
         for seg, v in e["lift"].items():
             rows.append([seg, v["n_treated"], v["n_control"], _pct(v["rate_treated"]), _pct(v["rate_control"]),
                          _pct(v["absolute"]), _ci(v["absolute_ci"]), _pct(v["relative"]), _ci(v["relative_ci"])])  # fmt: skip
-        out.append(_table(["segment", "treated", "control", "treated rate", "control rate", "lift (abs.)",
+        out.append(table(["segment", "treated", "control", "treated rate", "control rate", "lift (abs.)",
                            "95% CI", "lift (rel.)", "95% CI"], rows))  # fmt: skip
         out.append("<div class='charts'>" + lift_svg(e["lift"]) + "</div>")
         up = e.get("uplift")
@@ -222,7 +222,7 @@ def render_html(report: dict[str, Any]) -> str:
         out.append(f"<h3>Uplift ({html.escape(up['method'])})</h3><p>Qini coefficient {up['qini']:.5f} "
                    f"(AUUC {up['auuc']:.5f} vs random {up['random_auuc']:.5f}): {verdict}.</p>")  # fmt: skip
         out.append("<div class='charts'>" + qini_svg(up) + "</div>")
-        out.append(_table(["quintile (by predicted uplift)", "rows", "predicted uplift", "realised uplift"],
+        out.append(table(["quintile (by predicted uplift)", "rows", "predicted uplift", "realised uplift"],
                           [[q["quintile"], q["rows"], _pct(q["predicted_uplift"]), _pct(q["realised_uplift"])]
                            for q in up["by_quintile"]]))  # fmt: skip
     out.append("</body></html>")

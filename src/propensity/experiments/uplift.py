@@ -20,8 +20,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from propensity.config.errors import PropensityError
-from propensity.hashing import stable_fraction
+from propensity.core.errors import PropensityError
+from propensity.core.hashing import stable_fraction
 
 CURVE_POINTS = 50
 _PARAMS: dict[str, Any] = {

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from propensity.features.definitions import (
+from propensity.config.features import (
     AggregateFeature,
     AnyFeature,
     AttributeFeature,
@@ -21,7 +21,7 @@ from propensity.features.definitions import (
     feature_set_version,
     validate_features,
 )
-from propensity.features.predicates import Predicate, field_kind
+from propensity.config.predicates import Predicate, field_kind
 
 US = 1_000_000
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from propensity.config.features import AggregateFeature, AttributeFeature, DerivedFeature, SessionFeature
+from propensity.config.predicates import PROPERTIES_PREFIX
 from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, Window
-from propensity.features.definitions import AggregateFeature, AttributeFeature, DerivedFeature, SessionFeature
 from propensity.features.dialects import DUCKDB, Dialect
-from propensity.features.predicates import PROPERTIES_PREFIX
 
 NUMBER_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"

@@ -40,10 +40,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from propensity.config.errors import PropensityError
+from propensity.config.features import AnyFeature, AttributeFeature, DerivedFeature
+from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog
 from propensity.features._plan import FeaturePlan
-from propensity.features.definitions import AnyFeature, AttributeFeature, DerivedFeature
 from propensity.features.offline import compute_features
 from propensity.workspace import Workspace
 

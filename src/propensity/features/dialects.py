@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from propensity.features.predicates import sql_literal
+from propensity.config.predicates import sql_literal
 
 
 @dataclass(frozen=True)

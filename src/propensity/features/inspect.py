@@ -25,17 +25,17 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.features._plan import US, FeaturePlan, _window_of
-from propensity.features.definitions import (
+from propensity.config.features import (
     AggregateFeature,
     AnyFeature,
     AttributeFeature,
     DerivedFeature,
     SessionFeature,
 )
+from propensity.config.predicates import PROPERTIES_PREFIX
+from propensity.features._plan import US, FeaturePlan, _window_of
 from propensity.features.offline import compute_features
 from propensity.features.online import OnlineFeatureEngine, to_micros
-from propensity.features.predicates import PROPERTIES_PREFIX
 
 _ATTR_COLUMNS = ("customer_id", "attribute", "value", "source", "valid_from", "available_at")
 

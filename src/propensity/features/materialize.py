@@ -28,10 +28,10 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pyarrow as pa
 
-from propensity.config.errors import PropensityError
+from propensity.config.features import AggregateFeature, AnyFeature, SessionFeature
+from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog, transaction
 from propensity.features._plan import FeaturePlan
-from propensity.features.definitions import AggregateFeature, AnyFeature, SessionFeature
 from propensity.features.offline import compute_features
 from propensity.workspace import Workspace
 

@@ -40,16 +40,16 @@ from typing import Any, NamedTuple, cast
 import duckdb
 import pyarrow as pa
 
-from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, SessionGroup
-from propensity.features._sqlgen import DATE_PATTERN, DATE_TZ_PATTERN, FALSE_WORDS, NUMBER_PATTERN, TRUE_WORDS
-from propensity.features.definitions import (
+from propensity.config.features import (
     AggregateFeature,
     AnyFeature,
     AttributeFeature,
     DerivedFeature,
     SessionFeature,
 )
-from propensity.features.predicates import PROPERTIES_PREFIX, compile_expression
+from propensity.config.predicates import PROPERTIES_PREFIX, compile_expression
+from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, SessionGroup
+from propensity.features._sqlgen import DATE_PATTERN, DATE_TZ_PATTERN, FALSE_WORDS, NUMBER_PATTERN, TRUE_WORDS
 
 # Internal event: a tuple with these positions (built once per event; no other per-event objects).
 _EID, _CID, _TYPE, _ET, _AV = 0, 1, 2, 3, 4

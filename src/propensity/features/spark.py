@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from propensity.config.features import AnyFeature
 from propensity.features._plan import FeaturePlan
 from propensity.features._sqlgen import build_query
-from propensity.features.definitions import AnyFeature
 from propensity.features.dialects import SPARK
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def compute_features_spark(
 ) -> pa.Table:
     """:func:`~propensity.features.offline.compute_features` on Spark: the spine's columns, then every feature.
 
-    ``events`` and ``attributes`` are DataFrames in the log's schema (:mod:`propensity.events.schema`), e.g.
+    ``events`` and ``attributes`` are DataFrames in the log's schema (:mod:`propensity.core.event`), e.g.
     the Parquet event store read by Spark (:meth:`propensity.events.parquet_log.ParquetEventLog.spark_frames`).
     """
     plan = _plan(features)

@@ -17,8 +17,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.features.predicates import PROPERTIES_PREFIX, sql_literal
-from propensity.labels.actions import Action, AttributeCondition, EventFilter
+from propensity.config.actions import Action, AttributeCondition, EventFilter
+from propensity.config.predicates import PROPERTIES_PREFIX, sql_literal
 
 LABEL_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id")
 
@@ -55,7 +55,7 @@ def _k_lo(expr: str) -> str:
     return f"CAST(ceil(({expr} - $align)::DOUBLE / $slide) AS BIGINT)"
 
 
-def _attribute_sql(cond: AttributeCondition, rows: str) -> str:
+def attribute_condition_sql(cond: AttributeCondition, rows: str) -> str:
     """Rows of ``rows`` (customer_id, as_of) whose attribute as of as_of satisfies ``cond``."""
     values = cond.in_ if cond.in_ is not None else cond.not_in
     assert values is not None
@@ -135,7 +135,7 @@ def _grid_query(action: Action) -> str:
         )
     """
     if elig.attribute is not None:
-        sql += f", elig AS ({_attribute_sql(elig.attribute, 'rows')})"
+        sql += f", elig AS ({attribute_condition_sql(elig.attribute, 'rows')})"
         sql += """
         SELECT r.* FROM rows r SEMI JOIN elig e ON e.customer_id = r.customer_id AND e.as_of = r.as_of
         """
@@ -191,7 +191,7 @@ def _trigger_query(action: Action) -> str:
         )
     if elig.attribute is not None:
         filters.append(
-            f"(r.customer_id, r.as_of) IN (SELECT customer_id, as_of FROM ({_attribute_sql(elig.attribute, 'rows')}))"
+            f"(r.customer_id, r.as_of) IN (SELECT customer_id, as_of FROM ({attribute_condition_sql(elig.attribute, 'rows')}))"
         )
     where = " AND ".join(filters) or "TRUE"
     return sql + f" SELECT r.customer_id, r.as_of, r.label, r.campaign_id FROM rows r WHERE {where}"

@@ -5,7 +5,7 @@ first event to the last cutoff whose label window fits in the data. Which cutoff
 matured) is decided per action by :func:`matured_cutoffs`.
 
 >>> from datetime import datetime, UTC
->>> from propensity.training.settings import SpineSettings
+>>> from propensity.config.training import SpineSettings
 >>> s = SpineSettings(slide="7d", lookback="14d")
 >>> cs = grid_cutoffs(s, datetime(2024, 1, 3, tzinfo=UTC), datetime(2024, 2, 10, tzinfo=UTC))
 >>> [c.date().isoformat() for c in cs]
@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 
 import duckdb
 
-from propensity.config.errors import PropensityError
-from propensity.labels.actions import Action
-from propensity.training.settings import SpineSettings
+from propensity.config.actions import Action
+from propensity.config.training import SpineSettings
+from propensity.core.errors import PropensityError
 
 
 class NoDataError(PropensityError):

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from propensity.config.monitoring import AlertSettings, WebhookSink
 from propensity.monitoring.monitors import SEVERITY, MonitorResult, finite_or_none
-from propensity.monitoring.settings import AlertSettings, WebhookSink
 from propensity.monitoring.store import MonitorRun
 from propensity.workspace import Workspace
 

@@ -2,9 +2,9 @@
 
 Monitors are plain functions of numbers already gathered (by :mod:`propensity.monitoring.runner`), so each can be
 tested on arrays. Every value is "higher is worse"; :func:`classify` turns it into ``ok``, ``warning`` or
-``alert`` with the thresholds from :class:`~propensity.monitoring.settings.AlertSettings`.
+``alert`` with the thresholds from :class:`~propensity.config.monitoring.AlertSettings`.
 
->>> from propensity.monitoring.settings import AlertSettings
+>>> from propensity.config.monitoring import AlertSettings
 >>> r = volume_monitor("web", last_day=40, trailing=[100, 98, 103, 101], alerts=AlertSettings())
 >>> r.status, round(r.value, 2)
 ('warning', 2.48)
@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from propensity.config.monitoring import AlertSettings, Threshold
+from propensity.core.stats import bin_shares, psi_from_shares, quantile_edges
 from propensity.monitoring.reference import FeatureSummary, compare_feature
-from propensity.monitoring.settings import AlertSettings, Threshold
-from propensity.monitoring.stats import bin_shares, psi_from_shares, quantile_edges
 
 Status = Literal["ok", "warning", "alert"]
 SEVERITY: dict[str, int] = {"ok": 0, "warning": 1, "alert": 2}

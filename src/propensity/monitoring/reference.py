@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from propensity.monitoring.stats import bin_shares, ks_statistic, psi_from_shares, quantile_edges
+from propensity.core.stats import bin_shares, ks_statistic, psi_from_shares, quantile_edges
 
 MAX_CATEGORIES = 20
 KS_SAMPLE = 2000

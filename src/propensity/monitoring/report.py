@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from propensity.core.html import CSS, H, W, line, table, xy
 from propensity.monitoring.monitors import MonitorResult, finite_or_none
 from propensity.monitoring.store import MonitorRun, dumps
-from propensity.training.report import _CSS, H, W, _line, _table, _xy
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]  # fmt: skip
@@ -62,8 +62,8 @@ def report_json(runs: list[MonitorRun], latest: MonitorRun | None = None) -> dic
 # ------------------------------------------------------------------------------------------------ charts
 def _frame(title: str, xlabel: str, ylabel: str, ymax: float, xticks: list[str]) -> list[str]:
     """Axes with free x tick labels (first, middle, last) and a y scale from 0 to ``ymax``."""
-    x0, y0 = _xy(0, 0, ymax)
-    x1, y1 = _xy(1, ymax, ymax)
+    x0, y0 = xy(0, 0, ymax)
+    x1, y1 = xy(1, ymax, ymax)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + LEGEND_W}" height="{H}" '
         f'viewBox="0 0 {W + LEGEND_W} {H}" role="img">',
@@ -75,11 +75,11 @@ def _frame(title: str, xlabel: str, ylabel: str, ymax: float, xticks: list[str])
         f"{html.escape(ylabel)}</text>",
     ]
     for t in (0.0, 0.5, 1.0):
-        _, y = _xy(0, t * ymax, ymax)
+        _, y = xy(0, t * ymax, ymax)
         parts.append(f'<text x="{x0 - 3}" y="{y + 3}" text-anchor="end" font-size="9">{t * ymax:.3g}</text>')
     for i, label in enumerate(xticks):
         pos = i / (len(xticks) - 1) if len(xticks) > 1 else 0.5
-        x, _ = _xy(pos, 0, ymax)
+        x, _ = xy(pos, 0, ymax)
         parts.append(
             f'<text x="{x}" y="{y0 + 12}" text-anchor="middle" font-size="8">{html.escape(label)}</text>'
         )
@@ -107,14 +107,14 @@ def series_svg(
     n = len(times)
     for label, level in lines.items():
         parts.append(
-            _line([(0, level), (1, level)], STATUS_COLOR.get(label, "#999"), ymax, 'stroke-dasharray="4 3"')
+            line([(0, level), (1, level)], STATUS_COLOR.get(label, "#999"), ymax, 'stroke-dasharray="4 3"')
         )
     legend = []
     for i, (name, vals) in enumerate(list(series.items())[:MAX_LINES]):
         color = PALETTE[i % len(PALETTE)]
         pts = [(j / (n - 1) if n > 1 else 0.5, v) for j, v in enumerate(vals) if v is not None]
         if pts:
-            parts.append(_line(pts, color, ymax, dots=True))
+            parts.append(line(pts, color, ymax, dots=True))
         legend.append((name, color))
     parts.append(_legend(legend))
     parts.append("</svg>")
@@ -130,8 +130,8 @@ def histogram_pair_svg(title: str, edges: list[float], reference: list[float], n
     for shares, color, half in ((reference, "#bbbbbb", 0), (now, "#1f77b4", 1)):
         for share, a, b in zip(shares, edges[:-1], edges[1:], strict=True):
             w = (b - a) / span / 2  # each bin: the reference in its left half, now in its right half
-            x0, y0 = _xy((a - lo) / span + half * w, 0, ymax)
-            x1, y1 = _xy((a - lo) / span + (half + 1) * w, share, ymax)
+            x0, y0 = xy((a - lo) / span + half * w, 0, ymax)
+            x1, y1 = xy((a - lo) / span + (half + 1) * w, share, ymax)
             parts.append(f'<rect x="{x0:.1f}" y="{y1:.1f}" width="{max(0.5, x1 - x0 - 0.5):.1f}" '
                          f'height="{y0 - y1:.1f}" fill="{color}"/>')  # fmt: skip
     parts.append(_legend([("reference (test split)", "#bbbbbb"), ("now", "#1f77b4")]))
@@ -145,12 +145,12 @@ def reliability_pair_svg(title: str, first: dict[str, Any], last: dict[str, Any]
     top = max([1e-9] + [max(r["mean_predicted"], r["realised_rate"]) for c in curves.values() for r in c])
     s = min(1.0, max(0.1, top * 1.1))
     parts = _frame(title, f"mean predicted (0 to {s:.2g})", "realised rate", s, ["0", f"{s:.2g}"])
-    parts.append(_line([(0, 0), (1, s)], "#999999", s, 'stroke-dasharray="4 3"'))
+    parts.append(line([(0, 0), (1, s)], "#999999", s, 'stroke-dasharray="4 3"'))
     legend = []
     for i, (label, curve) in enumerate(curves.items()):
         color = PALETTE[i]
         parts.append(
-            _line([(r["mean_predicted"] / s, r["realised_rate"]) for r in curve], color, s, dots=True)
+            line([(r["mean_predicted"] / s, r["realised_rate"]) for r in curve], color, s, dots=True)
         )
         legend.append((label, color))
     parts.append(_legend([*legend, ("perfect", "#999999")]))
@@ -200,7 +200,7 @@ def render_html(runs: list[MonitorRun], *, project: str = "", latest: MonitorRun
     """The page for ``runs`` (oldest first; the last one is shown in full)."""
     title = f"Monitoring report — {project}" if project else "Monitoring report"
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]  # fmt: skip
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]  # fmt: skip
     if not runs:
         out.append("<p>No monitor runs yet: run <code>propensity monitor</code>.</p></body></html>")
         return "\n".join(out)
@@ -275,7 +275,7 @@ def render_html(runs: list[MonitorRun], *, project: str = "", latest: MonitorRun
             d = e.details
             rows.append(["now (no labels yet)", d["n"], "—", "—", "—", d["expected_auc"] or "—", "—",
                          d["expected_precision"] or "—", "—", d["expected_rate"] or "—"])  # fmt: skip
-        out.append(_table(["cutoff", "rows", "positives", "ECE", "AUC", "expected AUC", "precision",
+        out.append(table(["cutoff", "rows", "positives", "ECE", "AUC", "expected AUC", "precision",
                            "expected precision", "realised rate", "expected rate"], rows))  # fmt: skip
 
     out.append("<h2>Freshness and volume over time</h2><div class='charts'>")

@@ -30,15 +30,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.config.errors import PropensityError
+from propensity.config.actions import Action
+from propensity.config.monitoring import AlertSettings, MonitoringSettings
+from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog
 from propensity.features.offline import compute_features, parse_features
-from propensity.labels.actions import Action
 from propensity.labels.labels import build_labels
 from propensity.monitoring import monitors as m
 from propensity.monitoring.cbpe import estimate_performance, measured_performance
 from propensity.monitoring.reference import FeatureSummary, summarise
-from propensity.monitoring.settings import AlertSettings, MonitoringSettings
 from propensity.monitoring.store import MonitorRun, dumps, save_run
 from propensity.registry.bundle import Bundle, load_bundle
 from propensity.registry.registry import Registry

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from propensity import __version__
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
+from propensity.core.version import __version__
 from propensity.training.calibration import Calibrator
 from propensity.training.encoding import FeatureEncoder
 from propensity.training.trainers import LightGBMModel, LogisticBaseline

@@ -17,11 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
 
-from propensity.config.errors import PropensityError
+from propensity.config.training import PromotionSettings
+from propensity.core.errors import PropensityError
 from propensity.registry.bundle import Bundle
 from propensity.registry.registry import Registry, RegistryError
 from propensity.training.metrics import expected_calibration_error
-from propensity.training.settings import PromotionSettings
 from propensity.workspace import Workspace
 
 

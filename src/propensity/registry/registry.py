@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 from propensity.registry.bundle import Bundle, BundleNotFoundError, load_bundle, read_manifest
 from propensity.workspace import Workspace
 

@@ -28,17 +28,17 @@ import pyarrow.parquet as pq
 from pydantic import TypeAdapter
 from sklearn.metrics import roc_auc_score
 
-from propensity.config.errors import PropensityError
+from propensity.config.features import FeatureDefinition
+from propensity.config.retraining import RetrainSettings
+from propensity.config.training import PromotionSettings
+from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog
-from propensity.features.definitions import FeatureDefinition
 from propensity.registry.bundle import Bundle
 from propensity.registry.gate import GateCheck
 from propensity.registry.registry import Registry
 from propensity.retraining.history import last_decision_time, record_decision
-from propensity.retraining.settings import RetrainSettings
 from propensity.retraining.triggers import latest_monitor_run, schedule_due, should_retrain
 from propensity.training.metrics import expected_calibration_error
-from propensity.training.settings import PromotionSettings
 from propensity.workspace import Workspace
 
 Train = Callable[[Workspace], str]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 CATEGORICAL_MASK = 1
 DEFAULT_LEFT_MASK = 2

@@ -27,7 +27,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.activation.contract import ContractError, describe_action, load_contract, validate_rows
 from propensity.activation.policy import (
     DecisionContext,
     attribute_values,
@@ -36,15 +35,16 @@ from propensity.activation.policy import (
     recent_activations,
     suppression_lists,
 )
-from propensity.activation.score_row import SCORE_ROW_SCHEMA, UTC_US
 from propensity.activation.segments import Segmentation, assign, find_segments
-from propensity.config.errors import PropensityError
+from propensity.config.actions import Action, describe_action
+from propensity.config.predicates import sql_literal
+from propensity.core.contract import ContractError, load_contract, validate_rows
+from propensity.core.errors import PropensityError
+from propensity.core.holdout import groups_for
+from propensity.core.score_row import SCORE_ROW_SCHEMA, UTC_US
 from propensity.events.log import connect
-from propensity.experiments.holdout import groups_for
 from propensity.features.offline import compute_features
-from propensity.features.predicates import sql_literal
-from propensity.labels.actions import Action
-from propensity.labels.labels import _attribute_sql, build_labels
+from propensity.labels.labels import attribute_condition_sql, build_labels
 from propensity.scoring.compiled import ModelFormatError
 from propensity.scoring.fallback import fallback_scores
 from propensity.scoring.score_store import ScoreStore, ScoringRun, conform, new_run_id, open_score_store
@@ -127,7 +127,7 @@ def eligible_customers(con: duckdb.DuckDBPyConnection, action: Action, as_of: da
             f" AND epoch_us(event_time) + {cycle - gap} > {t_us}"
         )
     if elig.attribute is not None:
-        sets.append(f"SELECT customer_id FROM ({_attribute_sql(elig.attribute, 'known_at')})")
+        sets.append(f"SELECT customer_id FROM ({attribute_condition_sql(elig.attribute, 'known_at')})")
     sql = (
         f"WITH known AS ({_KNOWN_SQL}), known_at AS (SELECT customer_id, CAST($t AS TIMESTAMPTZ) AS as_of FROM known) "
         + " INTERSECT ".join(f"({q})" for q in sets)
@@ -385,7 +385,7 @@ def score_batch(
         holdout = spec.experiments.holdout_for(action)
         key = None if holdout is None else holdout.name
         if key not in groups_by_experiment:
-            groups_by_experiment[key] = pa.array(groups_for(spec.experiments, action, ids), pa.string())
+            groups_by_experiment[key] = pa.array(groups_for(holdout, ids), pa.string())
         return groups_by_experiment[key]
 
     for a in wanted:

@@ -6,7 +6,7 @@ for ``outcome: absent`` actions such as churn, its activity events) and how many
 Those fall into tiers, and each tier has a fixed score. The scores are honest ranks, not calibrated
 probabilities, so every one is flagged ``fallback = true`` wherever it appears (score rows, API, exports).
 
->>> from propensity.labels.actions import Action
+>>> from propensity.config.actions import Action
 >>> buy = Action.model_validate({"template": "buy"})
 >>> fallback_score(buy, days_since_last=2.0, count_90d=5)
 FallbackScore(score=0.45, recency_tier=0, frequency_tier=2, fallback=True)
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from propensity.labels.actions import Action
+from propensity.config.actions import Action
 from propensity.labels.labels import event_filter_sql
 
 RECENCY_EDGES_DAYS = (7.0, 30.0, 90.0)  # tiers: ≤7d, ≤30d, ≤90d, older or never
@@ -60,7 +60,7 @@ def fallback_scores(con: duckdb.DuckDBPyConnection, action: Action, spine: pa.Ta
     Returns ``customer_id, as_of, action, score, recency_tier, frequency_tier, fallback`` in spine order.
     """
     types = action.activity_types if action.outcome == "absent" else action.target.event_type
-    from propensity.labels.actions import EventFilter
+    from propensity.config.actions import EventFilter
 
     cond = event_filter_sql(
         EventFilter(event_type=types, where=None if action.outcome == "absent" else action.target.where)

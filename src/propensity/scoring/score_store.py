@@ -39,8 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from propensity.activation.score_row import SCORE_ROW_COLUMNS, SCORE_ROW_SCHEMA
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
+from propensity.core.score_row import SCORE_ROW_COLUMNS, SCORE_ROW_SCHEMA
 
 if TYPE_CHECKING:
     from propensity.workspace import Workspace

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
 
-from propensity import __version__
+from propensity.core.version import __version__
 from propensity.server.endpoints import Endpoint
 from propensity.server.errors import JSON
 from propensity.server.schemas import Error

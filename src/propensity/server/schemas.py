@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS
+from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS
 
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 1024

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from propensity.features.definitions import AggregateFeature, AnyFeature, AttributeFeature
-from propensity.labels.actions import Action
+from propensity.config.actions import Action
+from propensity.config.features import AggregateFeature, AnyFeature, AttributeFeature
 from propensity.scoring.fallback import fallback_score
 
 PREFIX = "rule__"

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 
 SCOPES = ("predict", "ingest", "admin")
 

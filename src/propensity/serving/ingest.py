@@ -21,12 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from propensity.config.errors import PropensityError
 from propensity.config.spec import EventSource
+from propensity.core.errors import PropensityError
+from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS
 from propensity.events.ingest import INSERT_STAGED
 from propensity.events.log import DuckDBEventLog, transaction
 from propensity.events.readers import ROW
-from propensity.events.schema import CORE_FIELDS, PROPERTY_FIELDS
 from propensity.events.validate import define_macros, staging_sql
 from propensity.workspace import Workspace
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from propensity.labels.actions import Action
+from propensity.config.actions import Action
 from propensity.scoring.compiled import CompiledScorer
 
 CALIBRATION_EPS = 1e-6  # the training calibrators clip to [EPS, 1 - EPS]

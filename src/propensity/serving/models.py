@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 from propensity.serving.model import ServingModel
 from propensity.workspace import Workspace
 

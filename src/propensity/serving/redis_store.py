@@ -37,7 +37,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from propensity.features.definitions import AnyFeature, AttributeFeature
+from propensity.config.features import AnyFeature, AttributeFeature
 from propensity.features.online import OnlineFeatureEngine, to_micros
 from propensity.serving.ingest import LIVE_SOURCE
 from propensity.serving.state_codec import StateCodec

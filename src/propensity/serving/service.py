@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from propensity.hashing import in_share
+from propensity.core.hashing import in_share
 from propensity.serving.action_rules import PREFIX as RULE_PREFIX
 from propensity.serving.action_rules import ActionRules
 from propensity.serving.model import RowEncoder, ServingModel, segment_of

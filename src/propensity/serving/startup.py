@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from propensity.config.errors import PropensityError
+from propensity.config.actions import Action
+from propensity.config.features import AnyFeature
+from propensity.config.serving import ServingSettings
+from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog
-from propensity.features.definitions import AnyFeature
-from propensity.labels.actions import Action
 from propensity.serving.action_rules import ActionRules
 from propensity.serving.model import ServingModel
 from propensity.serving.service import ScoringService
-from propensity.serving.settings import ServingSettings
 from propensity.serving.store import InMemoryStore, OnlineStore
 from propensity.workspace import Workspace
 

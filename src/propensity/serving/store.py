@@ -29,8 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 import duckdb
 import pyarrow as pa
 
-from propensity.config.errors import PropensityError
-from propensity.features.definitions import AnyFeature
+from propensity.config.features import AnyFeature
+from propensity.core.errors import PropensityError
 from propensity.features.online import OnlineFeatureEngine
 
 

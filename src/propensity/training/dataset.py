@@ -24,12 +24,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from propensity.config.errors import PropensityError
+from propensity.config.actions import Action
+from propensity.config.features import feature_set_version
 from propensity.config.spec import ProjectSpec
+from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog
-from propensity.features.definitions import feature_set_version
 from propensity.features.offline import compute_features
-from propensity.labels.actions import Action
 from propensity.labels.labels import build_labels
 from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
 from propensity.training.splits import SplitBoundaries, assign_splits, choose_boundaries, verify_no_overlap

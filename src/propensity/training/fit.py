@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from propensity.config.training import TrainingSettings
 from propensity.training.calibration import Calibrator, choose_calibrator
 from propensity.training.dataset import TrainingSet
 from propensity.training.encoding import FeatureEncoder
 from propensity.training.explain import importance, reason_codes
 from propensity.training.metrics import evaluate
-from propensity.training.settings import TrainingSettings
 from propensity.training.splits import check_class_counts, verify_no_overlap
 from propensity.training.trainers import LightGBMModel, LogisticBaseline
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from propensity.config.errors import PropensityError
-from propensity.features.definitions import feature_set_version
+from propensity.config.features import feature_set_version
+from propensity.core.errors import PropensityError
 from propensity.registry.bundle import ActionArtifacts, write_bundle
 from propensity.registry.registry import Registry
 from propensity.training.dataset import build_training_sets, store_training_sets

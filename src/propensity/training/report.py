@@ -14,11 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from propensity.core.html import COLORS, CSS, W, axes, legend, line, table, xy
 from propensity.training.metrics import HEADLINE, headline
 from propensity.workspace import Workspace
-
-W, H, PAD = 320, 240, 36
-COLORS = {"model": "#1f77b4", "baseline": "#ff7f0e", "oracle": "#2ca02c", "ideal": "#999999"}
 
 
 def report_json(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -60,50 +58,6 @@ def report_json(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ SVG charts
-def _xy(x: float, y: float, ymax: float = 1.0) -> tuple[float, float]:
-    return PAD + x * (W - PAD - 10), H - PAD - (y / ymax if ymax else 0) * (H - PAD - 10)
-
-
-def _axes(title: str, xlabel: str, ylabel: str, ymax: float = 1.0) -> list[str]:
-    x0, y0 = _xy(0, 0, ymax)
-    x1, y1 = _xy(1, ymax, ymax)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img">',
-        f"<title>{html.escape(title)}</title>",
-        f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fafafa" stroke="#ccc"/>',
-        f'<text x="{W / 2}" y="{H - 6}" text-anchor="middle" font-size="11">{html.escape(xlabel)}</text>',
-        f'<text x="10" y="{H / 2}" transform="rotate(-90 10 {H / 2})" text-anchor="middle" font-size="11">'
-        f"{html.escape(ylabel)}</text>",
-    ]
-    for t in (0.0, 0.5, 1.0):
-        x, _ = _xy(t, 0, ymax)
-        _, y = _xy(0, t * ymax, ymax)
-        parts.append(f'<text x="{x}" y="{y0 + 12}" text-anchor="middle" font-size="9">{t:g}</text>')
-        parts.append(f'<text x="{x0 - 3}" y="{y + 3}" text-anchor="end" font-size="9">{t * ymax:.2g}</text>')
-    return parts
-
-
-def _line(
-    points: list[tuple[float, float]], color: str, ymax: float = 1.0, dash: str = "", dots: bool = False
-) -> str:
-    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in (_xy(x, y, ymax) for x, y in points))
-    out = f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.8" {dash}/>'
-    if dots:
-        out += "".join(
-            f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{color}"/>'
-            for a, b in (_xy(x, y, ymax) for x, y in points)
-        )
-    return out
-
-
-def _legend(items: list[tuple[str, str]]) -> str:
-    return "".join(
-        f'<rect x="{PAD + 8}" y="{14 + 14 * i}" width="10" height="3" fill="{c}"/>'
-        f'<text x="{PAD + 22}" y="{18 + 14 * i}" font-size="10">{html.escape(t)}</text>'
-        for i, (t, c) in enumerate(items)
-    )
-
-
 def reliability_svg(metrics: dict[str, Any]) -> str:
     """Mean predicted vs realised rate per bin, both axes on the same scale (the diagonal is perfect)."""
     top = max(
@@ -115,13 +69,13 @@ def reliability_svg(metrics: dict[str, Any]) -> str:
         ]
     )
     s = min(1.0, max(0.1, top * 1.1))
-    parts = _axes("Reliability", f"mean predicted probability (0 to {s:.2g})", "realised rate", s)
-    parts.append(_line([(0, 0), (1, s)], COLORS["ideal"], s, 'stroke-dasharray="4 3"'))
+    parts = axes("Reliability", f"mean predicted probability (0 to {s:.2g})", "realised rate", s)
+    parts.append(line([(0, 0), (1, s)], COLORS["ideal"], s, 'stroke-dasharray="4 3"'))
     for k in ("baseline", "model"):
         pts = [(r["mean_predicted"] / s, r["realised_rate"]) for r in metrics[k]["reliability"]]
-        parts.append(_line(pts, COLORS[k], s, dots=True))
+        parts.append(line(pts, COLORS[k], s, dots=True))
     parts.append(
-        _legend(
+        legend(
             [("LightGBM", COLORS["model"]), ("baseline", COLORS["baseline"]), ("perfect", COLORS["ideal"])]
         )
     )
@@ -130,15 +84,13 @@ def reliability_svg(metrics: dict[str, Any]) -> str:
 
 
 def gains_svg(metrics: dict[str, Any]) -> str:
-    parts = _axes("Cumulative gains", "share of customers (by score)", "share of positives")
-    parts.append(_line([(0, 0), (1, 1)], COLORS["ideal"], 1.0, 'stroke-dasharray="4 3"'))
+    parts = axes("Cumulative gains", "share of customers (by score)", "share of positives")
+    parts.append(line([(0, 0), (1, 1)], COLORS["ideal"], 1.0, 'stroke-dasharray="4 3"'))
     for k in ("baseline", "model"):
         pts = [(0.0, 0.0)] + [(d["cumulative_share"], d["cumulative_gain"]) for d in metrics[k]["deciles"]]
-        parts.append(_line(pts, COLORS[k], dots=True))
+        parts.append(line(pts, COLORS[k], dots=True))
     parts.append(
-        _legend(
-            [("LightGBM", COLORS["model"]), ("baseline", COLORS["baseline"]), ("random", COLORS["ideal"])]
-        )
+        legend([("LightGBM", COLORS["model"]), ("baseline", COLORS["baseline"]), ("random", COLORS["ideal"])])
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -150,10 +102,10 @@ def histogram_svg(metrics: dict[str, Any]) -> str:
     total = sum(counts) or 1.0
     shares = [c / total for c in counts]
     ymax = max([*shares, 1e-09]) * 1.1
-    parts = _axes("Score histogram (LightGBM)", "calibrated score", "share of rows", ymax)
+    parts = axes("Score histogram (LightGBM)", "calibrated score", "share of rows", ymax)
     for s, lo, hi in zip(shares, edges[:-1], edges[1:], strict=True):
-        x0, y0 = _xy(lo, 0, ymax)
-        x1, y1 = _xy(hi, s, ymax)
+        x0, y0 = xy(lo, 0, ymax)
+        x1, y1 = xy(hi, s, ymax)
         parts.append(
             f'<rect x="{x0:.1f}" y="{y1:.1f}" width="{max(0.5, x1 - x0 - 1):.1f}" height="{y0 - y1:.1f}" fill="{COLORS["model"]}"/>'
         )
@@ -180,30 +132,12 @@ def importance_svg(importance: list[dict[str, Any]], top: int = 15) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ HTML
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:14px}
-table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}
-.note{color:#666;font-size:12px}.warn{color:#a40}
-"""
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None) -> str:
     data = report_json(manifest)
     meta = data["_meta"]
     out = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>propensity report — {html.escape(str(meta['project']))}</title><style>{_CSS}</style></head><body>",
+        f"<title>propensity report — {html.escape(str(meta['project']))}</title><style>{CSS}</style></head><body>",
         f"<h1>Evaluation report — {html.escape(str(meta['project']))}</h1>",
         f"<p class='note'>bundle <b>{meta['bundle']}</b> · created {meta['created_at']} · features "
         f"{meta['feature_set_version']} · training set {meta['training_set']} · code {meta['code_version']}. "
@@ -217,7 +151,7 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
                         e["model"]["ece"], e["baseline"]["ece"], e["quality_lift"],
                         e.get("oracle_roc_auc", "—"), e.get("oracle_ece", "—")])  # fmt: skip
     out.append("<h2>Summary</h2>")
-    out.append(_table(["action", "test rows", "base rate", "AUC (LightGBM)", "AUC (baseline)", "ECE (LightGBM)",
+    out.append(table(["action", "test rows", "base rate", "AUC (LightGBM)", "AUC (baseline)", "ECE (LightGBM)",
                        "ECE (baseline)", "quality: lift over random", "oracle AUC", "oracle ECE"], summary))  # fmt: skip
     for name, reason in sorted((skipped or {}).items()):
         out.append(f"<p class='warn'>{html.escape(name)} was not trained: {html.escape(reason)}</p>")
@@ -245,7 +179,7 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
                 for k in HEADLINE
             ]
             out.append(
-                _table(
+                table(
                     [
                         "metric",
                         "LightGBM",
@@ -258,21 +192,21 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
                 )
             )
         else:
-            out.append(_table(["metric", "LightGBM", "baseline"], rows))
+            out.append(table(["metric", "LightGBM", "baseline"], rows))
         c = info["counts"]
         out.append(
-            _table(["split", "rows", "positives"], [[k, v["rows"], v["positives"]] for k, v in c.items()])
+            table(["split", "rows", "positives"], [[k, v["rows"], v["positives"]] for k, v in c.items()])
         )
         out.append("<div class='charts'>" + reliability_svg(m) + gains_svg(m) + histogram_svg(m) + "</div>")
         out.append("<h3>Realised rate by score decile (LightGBM)</h3>")
-        out.append(_table(["decile", "rows", "mean score", "realised rate", "lift", "cumulative gain"],
+        out.append(table(["decile", "rows", "mean score", "realised rate", "lift", "cumulative gain"],
                           [[r["decile"], r["n"], r["mean_score"], r["realised_rate"], r["lift"], r["cumulative_gain"]]
                            for r in m["model"]["deciles"]]))  # fmt: skip
         examples = info.get("reason_code_examples") or []
         if examples:
             out.append("<h3>Reason codes: the three highest and three lowest test scores</h3>")
             out.append(
-                _table(
+                table(
                     ["score", "outcome", "top reasons (feature, direction, log-odds contribution)"],
                     [
                         [
@@ -290,7 +224,7 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
         out.append("<h3>Feature importance (mean |SHAP| in log-odds, and split gain)</h3>")
         out.append("<div class='charts'>" + importance_svg(info["importance"]) + "</div>")
         out.append(
-            _table(
+            table(
                 ["feature", "mean |SHAP|", "gain"],
                 [[r["feature"], r["mean_abs_shap"], r["gain"]] for r in info["importance"][:15]],
             )

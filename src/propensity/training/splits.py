@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.config.errors import PropensityError
-from propensity.training.settings import SplitSettings
+from propensity.config.training import SplitSettings
+from propensity.core.errors import PropensityError
 
 SPLITS = ("train", "calibration", "test")
 

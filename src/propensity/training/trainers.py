@@ -22,8 +22,8 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from propensity.config.training import LightGBMSettings
 from propensity.training.encoding import FeatureEncoder
-from propensity.training.settings import LightGBMSettings
 
 RARE_RATE = 0.05
 MULTI_THREAD_ROWS = 200_000

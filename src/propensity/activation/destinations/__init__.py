@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from propensity.activation.destinations.base import Destination, PublishReport, PublishRun
-from propensity.activation.publish_settings import (
+from propensity.config.destinations import (
     AnyDestination,
     AudienceDestination,
     FileDestination,
     ProfileDestination,
     WebhookDestination,
 )
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 from propensity.workspace import Workspace
 
 __all__ = [

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from propensity.activation.destinations.attributes import AttributeLookup
 from propensity.activation.destinations.base import PublishReport, PublishRun, PublishStatus, without_control
 from propensity.activation.destinations.identifiers import hash_email, hash_phone
-from propensity.activation.publish_settings import AudienceDestination
+from propensity.config.destinations import AudienceDestination
 
 _TRUE = frozenset({"true", "1", "yes", "y", "t"})
 _SCHEMA = """

@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from propensity.activation.destinations.base import PublishReport, PublishRun
-from propensity.activation.publish_settings import FileDestination
+from propensity.config.destinations import FileDestination
 
 _EXTENSIONS = {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl"}
 MANIFEST = "manifest.json"

@@ -17,7 +17,7 @@ import redis
 
 from propensity.activation.destinations.base import PublishReport, PublishRun, without_control
 from propensity.activation.destinations.decisions import decisions
-from propensity.activation.publish_settings import ProfileDestination
+from propensity.config.destinations import ProfileDestination
 
 # KEYS[1] the hash; ARGV[1] scored_at in µs, ARGV[2] expire-at in ms, ARGV[3..] field, value pairs.
 _WRITE_IF_NEWER = """

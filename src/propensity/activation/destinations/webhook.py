@@ -17,7 +17,7 @@ import pyarrow as pa
 from propensity.activation.delivery import Outbox, OutboxRecord
 from propensity.activation.destinations.base import PublishReport, PublishRun, PublishStatus, without_control
 from propensity.activation.destinations.decisions import decisions, fingerprint
-from propensity.activation.publish_settings import WebhookDestination
+from propensity.config.destinations import WebhookDestination
 
 
 class Webhook:

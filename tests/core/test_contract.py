@@ -11,17 +11,16 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from propensity.activation.contract import (
+from propensity.config.actions import Action, describe_action
+from propensity.core.contract import (
     TYPES,
     ContractError,
     check_compatibility,
-    describe_action,
     load_contract,
     parse_contract,
     validate_rows,
 )
-from propensity.activation.score_row import SCORE_ROW_SCHEMA
-from propensity.labels.actions import Action
+from propensity.core.score_row import SCORE_ROW_SCHEMA
 
 RELEASED = Path(__file__).resolve().parents[2] / "contracts" / "released"
 T0 = datetime(2026, 3, 2, tzinfo=UTC)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from propensity.config.durations import Duration, FiniteDuration
-from propensity.features.predicates import Predicate, parse_predicate
+from propensity.config.predicates import Predicate, parse_predicate
 
 ActionTemplate = Literal["buy", "upgrade", "renew", "respond", "churn"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -247,3 +248,35 @@ def check_actions(actions: list[Action], event_types: set[str]) -> list[tuple[tu
                 )
             )
     return problems
+
+
+# ------------------------------------------------------------------------------------------------ meaning
+def _span(seconds: int) -> str:
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            k = seconds // size
+            return f"{k} {unit}{'s' if k != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def _either(types: Sequence[str], word: str) -> str:
+    items = list(types)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
+def describe_action(action: Action, *, same_time: bool = True) -> str:
+    """What a score of ``action`` means, in words: ``probability of at least one purchase within 7 days of
+    scored_at`` (``same_time=False``: of as_of, for a run scored as of an earlier time)."""
+    anchor = "scored_at" if same_time else "as_of"
+    if action.trigger is not None:
+        anchor = f"the {_either(action.trigger.event_type, 'or')} that made the customer eligible"
+    h = _span(action.horizon.seconds)
+    when = f"within {h} of {anchor}"
+    if action.gap.seconds:
+        when = f"between {_span(action.gap.seconds)} and {_span(action.gap.seconds + action.horizon.seconds)} after {anchor}"
+    what = action.target.event_type
+    where = f" where {action.target.where}" if action.target.where else ""
+    same = " for the same campaign" if action.target.same_campaign else ""
+    if action.outcome == "absent":
+        return f"probability of no {_either(what, 'or')} event{where} {when}"
+    return f"probability of at least one {_either(what, 'or')}{where}{same} {when}"

@@ -1,6 +1,6 @@
 """The data contract of the canonical score row: a versioned file, row validation, and compatibility checks.
 
-The contract is ``activation/contracts/score_row.json`` in the package (its one source of truth): each field's
+The contract is ``core/contracts/score_row.json`` in the package (its one source of truth): each field's
 type, when it may be null, allowed values, range and meaning, plus the freshness rule. Every run is validated
 against it before it is stored (:func:`validate_rows`). Released versions are kept at the repository root in
 ``contracts/released/``; :func:`check_compatibility` says what in a new version breaks readers of an old one
@@ -31,8 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.config.errors import PropensityError
-from propensity.labels.actions import Action
+from propensity.core.errors import PropensityError
 
 CONTRACT_RESOURCE = "score_row.json"
 TYPES = {
@@ -100,9 +99,7 @@ def parse_contract(data: Mapping[str, Any]) -> Contract:
 def load_contract(path: Path | str | None = None) -> Contract:
     """The contract shipped with the package, or the one at ``path``."""
     if path is None:
-        text = (
-            resources.files("propensity.activation.contracts").joinpath(CONTRACT_RESOURCE).read_text("utf-8")
-        )
+        text = resources.files("propensity.core.contracts").joinpath(CONTRACT_RESOURCE).read_text("utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
     return parse_contract(json.loads(text))
@@ -298,35 +295,3 @@ def check_compatibility(old: Mapping[str, Any] | Contract, new: Mapping[str, Any
 
 def _canonical(data: Mapping[str, Any]) -> str:
     return json.dumps(copy.deepcopy(dict(data)), sort_keys=True)
-
-
-# ------------------------------------------------------------------------------------------------ meaning
-def _span(seconds: int) -> str:
-    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
-        if seconds % size == 0 and seconds >= size:
-            k = seconds // size
-            return f"{k} {unit}{'s' if k != 1 else ''}"
-    return f"{seconds} seconds"
-
-
-def _either(types: Sequence[str], word: str) -> str:
-    items = list(types)
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
-
-
-def describe_action(action: Action, *, same_time: bool = True) -> str:
-    """What a score of ``action`` means, in words: ``probability of at least one purchase within 7 days of
-    scored_at`` (``same_time=False``: of as_of, for a run scored as of an earlier time)."""
-    anchor = "scored_at" if same_time else "as_of"
-    if action.trigger is not None:
-        anchor = f"the {_either(action.trigger.event_type, 'or')} that made the customer eligible"
-    h = _span(action.horizon.seconds)
-    when = f"within {h} of {anchor}"
-    if action.gap.seconds:
-        when = f"between {_span(action.gap.seconds)} and {_span(action.gap.seconds + action.horizon.seconds)} after {anchor}"
-    what = action.target.event_type
-    where = f" where {action.target.where}" if action.target.where else ""
-    same = " for the same campaign" if action.target.same_campaign else ""
-    if action.outcome == "absent":
-        return f"probability of no {_either(what, 'or')} event{where} {when}"
-    return f"probability of at least one {_either(what, 'or')}{where}{same} {when}"

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from propensity.events.schema import NUMERIC_PROPERTIES, TEXT_PROPERTIES
+from propensity.core.event import NUMERIC_PROPERTIES, TEXT_PROPERTIES
 
 PROPERTIES_PREFIX = "properties."
 _PROPERTY_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -47,7 +47,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from propensity.config.durations import Duration, FiniteDuration, WindowDuration
-from propensity.features.predicates import (
+from propensity.config.predicates import (
     Expr,
     ExpressionError,
     Predicate,

@@ -8,16 +8,15 @@ import pytest
 
 from propensity.config.durations import Duration
 from propensity.config.errors import SpecError
-from propensity.config.spec import parse_spec
-from propensity.features import (
+from propensity.config.features import default_bucket, feature_set_version
+from propensity.config.predicates import (
     ExpressionError,
-    default_bucket,
-    feature_set_version,
+    compile_expression,
     parse_expression,
-    parse_features,
     parse_predicate,
 )
-from propensity.features.predicates import compile_expression
+from propensity.config.spec import parse_spec
+from propensity.features import parse_features
 
 GOOD: list[dict[str, Any]] = [
     {"name": "purchases_7d", "aggregate": "count", "event_type": "purchase", "window": "7d"},

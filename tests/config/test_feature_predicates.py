@@ -8,7 +8,7 @@ import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from propensity.features import parse_predicate
+from propensity.config.predicates import parse_predicate
 
 NUMBERS = st.one_of(
     st.none(),

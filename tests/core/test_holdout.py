@@ -7,8 +7,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from propensity.experiments.holdout import CONTROL, TREATMENT, group, groups_for
-from propensity.experiments.settings import ExperimentSettings, Holdout
+from propensity.config.experiments import ExperimentSettings, Holdout
+from propensity.core.holdout import CONTROL, TREATMENT, group, groups_for
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 shares = st.floats(min_value=0.01, max_value=0.99)
@@ -53,5 +53,5 @@ def test_groups_for_covers_only_the_experiment_actions() -> None:
     s = ExperimentSettings.model_validate(
         {"holdouts": [{"name": "q4", "control_share": 0.2, "actions": ["buy_7d"]}]}
     )
-    assert groups_for(s, "churn_30d", ["a", "b"]) == [None, None]
-    assert set(groups_for(s, "buy_7d", [f"c{i}" for i in range(200)])) == {CONTROL, TREATMENT}
+    assert groups_for(s.holdout_for("churn_30d"), ["a", "b"]) == [None, None]
+    assert set(groups_for(s.holdout_for("buy_7d"), [f"c{i}" for i in range(200)])) == {CONTROL, TREATMENT}

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from propensity.core.stats import ks_statistic, psi
 from propensity.monitoring.reference import compare_feature, summarise
-from propensity.monitoring.stats import ks_statistic, psi
 
 samples = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=300)
 
