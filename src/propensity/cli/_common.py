@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from propensity.config.calendar import local_time
+from propensity.config.errors import PropensityError
 from propensity.workspace import Workspace
 
 WorkspaceOption = typer.Option(
@@ -39,6 +42,20 @@ def progress_bar(*, transient: bool = True) -> Iterator[Progress]:
         transient=transient,
     ) as progress:
         yield progress
+
+
+def parse_time(value: str | None, zone: str = "UTC", option: str = "--as-of") -> datetime | None:
+    """A time given on the command line: ISO 8601, a date or a date and time; without an offset it is a wall-clock
+    time in the project's ``zone`` (a date alone: its midnight). Returned in UTC."""
+    if value is None:
+        return None
+    try:
+        return local_time(value, zone)
+    except ValueError:
+        raise PropensityError(
+            f"{option}: {value!r} is not a date or time (ISO 8601); use e.g. 2026-03-01 (midnight in the project's "
+            f"time zone, {zone}) or 2026-03-01T08:00:00Z"
+        ) from None
 
 
 def fmt_int(n: Any) -> str:

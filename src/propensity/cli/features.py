@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, open_workspace
+from propensity.cli._common import WorkspaceOption, open_workspace, parse_time
 from propensity.cli.app import app, console
 from propensity.core.errors import PropensityError
 
@@ -37,20 +37,17 @@ app.add_typer(features_app, name="features")
 AsOfOption = typer.Option(
     None,
     "--as-of",
-    help="The time to compute as of: YYYY-MM-DD or an ISO datetime (UTC unless it has an offset). "
+    help="The time to compute as of: YYYY-MM-DD or an ISO datetime (in the project's timezone unless it has "
+    "an offset). "
     "Default: the latest available_at in the event log.",
 )
 
 
-def parse_as_of(text: str) -> datetime:
-    """An ISO date or datetime; naive values are UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise PropensityError(
-            f"--as-of {text!r} is not a date or time; use e.g. 2025-10-06 or 2025-10-06T12:30:00+00:00"
-        ) from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def parse_as_of(text: str, zone: str = "UTC") -> datetime:
+    """An ISO date or datetime; without an offset, a wall-clock time in ``zone`` (the project's)."""
+    t = parse_time(text.strip(), zone)
+    assert t is not None
+    return t
 
 
 def _fmt(value: Any) -> str:
@@ -104,7 +101,7 @@ def show(
     ws = open_workspace(workspace, require_spec=True)
     plan = FeaturePlan(_require_features(ws))
     with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
-        t = parse_as_of(as_of) if as_of else _latest(con)
+        t = parse_as_of(as_of, ws.spec.timezone) if as_of else _latest(con)
         (known,) = con.execute(
             "SELECT (SELECT count(*) FROM events WHERE customer_id = $c) "
             "+ (SELECT count(*) FROM attributes WHERE customer_id = $c)",
@@ -169,7 +166,7 @@ def describe(
     ws = open_workspace(workspace, require_spec=True)
     plan = FeaturePlan(_require_features(ws))
     with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
-        t = parse_as_of(as_of) if as_of else _latest(con)
+        t = parse_as_of(as_of, ws.spec.timezone) if as_of else _latest(con)
         table, stats = describe_features(con, plan, as_of=t, sample=sample, seed=seed)
     console.print(
         f"[bold]feature set {plan.version}[/]: {len(plan.names)} features, statistics over "

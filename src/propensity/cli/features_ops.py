@@ -55,7 +55,9 @@ def audit(
     from propensity.features.audit import LEAK_FLAGS, audit_workspace, write_audit_report
 
     ws = open_workspace(workspace, require_spec=True)
-    when = [parse_as_of(p) for c in cutoffs or [] for p in c.split(",") if p.strip()] or None
+    when = [
+        parse_as_of(p, ws.spec.timezone) for c in cutoffs or [] for p in c.split(",") if p.strip()
+    ] or None
     with console.status("auditing features…"):
         report = audit_workspace(ws, actions=action or None, cutoffs=when, sample=sample, threshold=threshold)
     path = write_audit_report(report, out or ws.state_dir / "reports")
@@ -127,8 +129,8 @@ def materialize_cmd(
         run = materialize_grid(
             ws,
             step.timedelta,
-            start=parse_as_of(start) if start else None,
-            end=parse_as_of(end) if end else None,
+            start=parse_as_of(start, ws.spec.timezone) if start else None,
+            end=parse_as_of(end, ws.spec.timezone) if end else None,
         )
     first = run.first_as_of.isoformat() if run.first_as_of else "—"
     last = run.last_as_of.isoformat() if run.last_as_of else "—"

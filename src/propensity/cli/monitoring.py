@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, open_workspace, progress_bar
+from propensity.cli._common import WorkspaceOption, open_workspace, parse_time, progress_bar
 from propensity.cli.app import app, console
+from propensity.config.errors import PropensityError
 
 monitor_app = typer.Typer(
     invoke_without_command=True,
@@ -21,19 +21,6 @@ app.add_typer(monitor_app, name="monitor")
 _STYLE = {"ok": "green", "warning": "yellow", "alert": "bold red"}
 _STEPS = {"sources": "sources: freshness and volume", "features": "features: drift against the reference",
           "model": "scores, calibration and CBPE", "done": "done"}  # fmt: skip
-
-
-def _parse_as_of(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO 8601 time; use e.g. 2025-06-02 or 2025-06-02T06:00:00Z",
-            param_hint="--as-of",
-        ) from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _fmt(v: float) -> str:
@@ -82,7 +69,10 @@ def monitor(
     from propensity.monitoring.store import dumps
 
     ws = open_workspace(workspace, require_spec=True)
-    when = _parse_as_of(as_of)
+    try:
+        when = parse_time(as_of, ws.spec.timezone)
+    except PropensityError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--as-of: "), param_hint="--as-of") from None
     with progress_bar() as bar:
         task = bar.add_task("monitors", total=3)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,27 +11,13 @@ import pyarrow.compute as pc
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
+from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, parse_time, progress_bar
 from propensity.cli.app import app, console
-from propensity.core.errors import PropensityError
 
 if TYPE_CHECKING:
     from propensity.scoring.batch import BatchResult
     from propensity.training.pipeline import TrainingResult
     from propensity.workspace import Workspace
-
-
-def parse_time(value: str | None, option: str = "--as-of") -> datetime | None:
-    """An ISO 8601 time (a date or date and time; no offset means UTC)."""
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise PropensityError(
-            f"{option}: {value!r} is not an ISO 8601 time; use e.g. 2026-03-01 or 2026-03-01T08:00:00Z"
-        ) from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def print_run_summary(result: BatchResult) -> None:
@@ -81,7 +67,9 @@ def _scoring_progress(bar: Any) -> Any:
 def score(
     workspace: Path = WorkspaceOption,
     as_of: str | None = typer.Option(
-        None, "--as-of", help="Score as of this time (ISO 8601, UTC when no offset); default now."
+        None,
+        "--as-of",
+        help="Score as of this time (ISO 8601; a date alone is midnight in the project's timezone); default now.",
     ),
     action: list[str] = typer.Option(None, "--action", "-a", help="Score only this action (repeatable)."),
     customers_file: Path | None = typer.Option(
@@ -110,7 +98,7 @@ def score(
     ids = sorted(read_id_file(customers_file)) if customers_file is not None else None
     with progress_bar() as bar:
         result = score_and_store(
-            ws, as_of=parse_time(as_of), customers=ids, actions=action or None, bundle=bundle,
+            ws, as_of=parse_time(as_of, ws.spec.timezone), customers=ids, actions=action or None, bundle=bundle,
             progress=_scoring_progress(bar),
         )  # fmt: skip
     print_run_summary(result)

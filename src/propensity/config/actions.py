@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from propensity.config.durations import Duration, FiniteDuration
-from propensity.config.predicates import Predicate, parse_predicate
+from propensity.config.durations import Duration, FiniteDuration, WindowDuration
+from propensity.config.predicates import Predicate, field_kind, parse_predicate
 
 ActionTemplate = Literal["buy", "upgrade", "renew", "respond", "churn"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -135,8 +135,9 @@ class DueRule(_Strict):
 class Eligibility(_Strict):
     """Who is scored; all conditions must hold. Empty: every customer known by the cutoff."""
 
-    active_within: FiniteDuration | None = Field(
-        default=None, description="Had qualifying activity in (t - this, t]; churn's eligibility."
+    active_within: WindowDuration | None = Field(
+        default=None,
+        description="Had qualifying activity in (t - this, t]; churn's eligibility. lifetime: any activity by t.",
     )
     active_event_type: list[str] | None = Field(
         default=None, description="What counts as activity; the target's event types when absent."
@@ -148,7 +149,9 @@ class Eligibility(_Strict):
 
 
 class Trigger(EventFilter):
-    """One training/scoring row per trigger event, as of the moment it became visible (respond: a send)."""
+    """One training/scoring row per trigger event, as of the moment it became visible (respond: a send).
+
+    Features of ``kind: trigger`` read the trigger event's own fields (campaign id, type, offers, ...)."""
 
 
 class Action(_Strict):
@@ -162,7 +165,16 @@ class Action(_Strict):
         default="occurs",
         description="occurs: 1 when a target event happens in the window; absent: when none does.",
     )
-    horizon: FiniteDuration
+    horizon: FiniteDuration = Field(
+        description="How long after the cutoff (+ gap) the window runs; with horizon_until, its longest length."
+    )
+    horizon_until: str | None = Field(
+        default=None,
+        description="A trigger action's window may end earlier, at a time or date held by this field of the "
+        "trigger (written `horizon: until properties.end_date` with `max_horizon: 90d`). A date alone means "
+        "the end of that day (its last microsecond) in the project's time zone; a missing or unreadable "
+        "value leaves the cap.",
+    )
     gap: FiniteDuration = Field(
         default_factory=lambda: Duration.parse("0s"),
         description="The label window is (t + gap, t + gap + horizon].",
@@ -184,9 +196,15 @@ class Action(_Strict):
             return data  # the Literal check reports it
         merged = copy.deepcopy(TEMPLATES[template])
         merged.update(data)
+        merged = _until(merged)
         if "name" not in merged:
             merged["name"] = f"{template}_{Duration.parse(merged['horizon'], allow_lifetime=False)}"
         return merged
+
+    @model_validator(mode="before")
+    @classmethod
+    def _horizon_until(cls, data: Any) -> Any:
+        return _until(data) if isinstance(data, dict) else data
 
     @field_validator("name")
     @classmethod
@@ -204,6 +222,12 @@ class Action(_Strict):
             raise ValueError("horizon must be longer than 0s, e.g. horizon: 7d")
         if self.target.same_campaign and self.trigger is None:
             raise ValueError("target.same_campaign needs a trigger (the event whose campaign is matched)")
+        if self.horizon_until is not None:
+            if self.trigger is None:
+                raise ValueError(
+                    "horizon: until <field> needs a trigger (the event whose field ends the window)"
+                )
+            field_kind(self.horizon_until)  # raises, naming the known fields
         return self
 
     @property
@@ -229,6 +253,27 @@ class Action(_Strict):
     def definition(self) -> dict[str, Any]:
         """The definition with templates resolved, as stored with training sets and bundles."""
         return self.model_dump(mode="json", by_alias=True, exclude={"description"})
+
+
+_UNTIL = re.compile(r"^\s*until\s+(\S+)\s*$")
+
+
+def _until(data: dict[str, Any]) -> dict[str, Any]:
+    """``horizon: until <field>`` plus ``max_horizon: <cap>`` → ``horizon_until: <field>``, ``horizon: <cap>``."""
+    horizon = data.get("horizon")
+    m = _UNTIL.match(horizon) if isinstance(horizon, str) else None
+    if m is None:
+        if "max_horizon" in data:
+            raise ValueError("max_horizon is the cap of `horizon: until <field>`; remove it or use that form")
+        return data
+    if "max_horizon" not in data:
+        raise ValueError(
+            f"horizon: {horizon!r} needs a cap, the longest window: add max_horizon (e.g. max_horizon: 90d)"
+        )
+    out = {k: v for k, v in data.items() if k != "max_horizon"}
+    out["horizon"] = data["max_horizon"]
+    out["horizon_until"] = m.group(1)
+    return out
 
 
 def check_actions(actions: list[Action], event_types: set[str]) -> list[tuple[tuple[int | str, ...], str]]:

@@ -42,6 +42,12 @@ from typing import Any
 from propensity.core.event import NUMERIC_PROPERTIES, TEXT_PROPERTIES
 
 PROPERTIES_PREFIX = "properties."
+# How text values are read as numbers, booleans and dates, the same way in SQL and in Python.
+NUMBER_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
+DATE_TZ_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+TRUE_WORDS = ("true", "t", "yes", "y", "1")
+FALSE_WORDS = ("false", "f", "no", "n", "0")
 _PROPERTY_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _TOKEN = re.compile(

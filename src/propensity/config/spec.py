@@ -19,6 +19,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from propensity.config.actions import Action, check_actions
 from propensity.config.base import StrictModel
+from propensity.config.calendar import zone_of
 from propensity.config.decisions import PolicySettings, SegmentSettings
 from propensity.config.destinations import DestinationSpec, GateSettings
 from propensity.config.durations import Duration, FiniteDuration
@@ -162,6 +163,11 @@ class ProjectSpec(StrictModel):
     """The whole of ``propensity.yaml``."""
 
     project: str = "propensity-project"
+    timezone: str = Field(
+        default="UTC",
+        description="The project's calendar: times written without an offset (a date-only --as-of, spine "
+        "dates, cutoffs) are wall-clock times here, calendar slides (1mo) and event_date follow it.",
+    )
     entity: Entity = Field(default_factory=Entity)
     events: EventRules = Field(default_factory=EventRules)
     sources: list[EventSource] = Field(default_factory=list)
@@ -182,6 +188,21 @@ class ProjectSpec(StrictModel):
 
     # Where the spec was read from; relative source paths resolve against it. Not part of the file.
     root: Path = Field(default=Path("."), exclude=True)
+
+    _zone = field_validator("timezone")(_check_zone)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zoned_defaults(cls, data: Any) -> Any:
+        # Default times (the spine's align) are read in the project's zone: give them a section to be read in.
+        if isinstance(data, dict) and data.get("timezone") not in (None, "UTC"):
+            training = data.get("training")
+            if training is None or isinstance(training, dict):
+                training = dict(training or {})
+                if training.get("spine") is None:
+                    training["spine"] = {}
+                data = {**data, "training": training}
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ProjectSpec:
@@ -265,8 +286,16 @@ def parse_spec(data: Any, *, source: str = SPEC_FILENAME, root: Path | None = No
         data = {}
     if not isinstance(data, dict):
         raise SpecError(source, [f"(top level): expected a mapping of sections, got {type(data).__name__}"])
+    zone = data.get("timezone")
     try:
-        spec = ProjectSpec.model_validate(data)
+        zone_of(zone) if isinstance(zone, str) else None
+    except ValueError:
+        zone = None  # reported once, at `timezone`
+    try:
+        # Times without an offset anywhere in the spec are read in the project's zone (config/calendar.py).
+        spec = ProjectSpec.model_validate(
+            data, context={"timezone": zone if isinstance(zone, str) else "UTC"}
+        )
     except ValidationError as exc:
         raise from_validation_error(source, exc) from None
     return spec.model_copy(update={"root": root or Path(".")})

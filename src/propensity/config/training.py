@@ -6,52 +6,65 @@ Every default is written next to its field; a project with no ``training:`` sect
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from propensity.config.calendar import LocalDateTime, Slide, SlideType
 from propensity.config.durations import Duration, FiniteDuration
+from propensity.config.predicates import field_kind
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+DEFAULT_ALIGN = "2024-01-01T00:00:00"  # a Monday, midnight in the project's time zone
 
 
 class SpineSettings(_Strict):
     """Snapshot cutoffs, as in Google's ML Windowing Pipeline: one every ``slide``, aligned to ``align``, from
-    ``lookback`` after the first event until the action's label window no longer fits in the data."""
+    ``lookback`` after the first event until the action's label window no longer fits in the data; or the
+    explicit ``cutoffs`` list. Times without an offset are in the project's ``timezone``."""
 
-    slide: FiniteDuration = Field(
-        default_factory=lambda: Duration.parse("7d"), description="Between cutoffs."
+    slide: SlideType = Field(
+        default_factory=lambda: Slide.parse("7d"),
+        description="Between cutoffs: a duration (7d) or calendar months (1mo: the same day each month).",
     )
     lookback: FiniteDuration = Field(
         default_factory=lambda: Duration.parse("35d"), description="History needed before the first cutoff."
     )
-    align: datetime = Field(
-        default=datetime(2024, 1, 1, tzinfo=UTC),
-        description="Cutoffs are align + k × slide (a Monday 00:00 UTC).",
+    align: LocalDateTime = Field(
+        default=datetime(2024, 1, 1, tzinfo=UTC),  # replaced by DEFAULT_ALIGN read in the project's zone
+        description="Cutoffs are align + k × slide (default 2024-01-01 00:00, a Monday, in the project's zone).",
     )
-    start: datetime | None = Field(
+    start: LocalDateTime | None = Field(
         default=None, description="No cutoff before this (default: data + lookback)."
     )
-    end: datetime | None = Field(default=None, description="No cutoff after this.")
-    data_end: datetime | None = Field(
+    end: LocalDateTime | None = Field(default=None, description="No cutoff after this.")
+    data_end: LocalDateTime | None = Field(
         default=None,
         description="Where the data is complete up to; default: the latest event_time in the log.",
     )
+    cutoffs: list[LocalDateTime] | None = Field(
+        default=None,
+        description="Explicit cutoffs instead of the grid (start/end still bound them); e.g. [2017-06-01, 2017-09-01].",
+    )
 
-    _zones = field_validator("align", "start", "end", "data_end")(_utc)
+    @model_validator(mode="before")
+    @classmethod
+    def _default_align(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("align") is None:
+            data = {**data, "align": DEFAULT_ALIGN}
+        return data
 
     @model_validator(mode="after")
-    def _positive(self) -> SpineSettings:
-        if self.slide.seconds == 0:
-            raise ValueError("spine.slide must be longer than 0s, e.g. 7d")
+    def _consistent(self) -> SpineSettings:
+        if self.cutoffs is not None:
+            if not self.cutoffs:
+                raise ValueError("cutoffs: give at least one time, or leave cutoffs out for the slide's grid")
+            if len(set(self.cutoffs)) != len(self.cutoffs):
+                raise ValueError("cutoffs: each time may appear once")
         return self
 
 
@@ -64,6 +77,18 @@ class SplitSettings(_Strict):
         default=True,
         description="Drop rows whose label window reaches into the next split; false refuses such a spine.",
     )
+    group_by: str | None = Field(
+        default="campaign_id",
+        description="Trigger actions: rows sharing this trigger field (a campaign) go to one split, the one "
+        "of the group's first row; null splits row by row.",
+    )
+
+    @field_validator("group_by")
+    @classmethod
+    def _known_field(cls, value: str | None) -> str | None:
+        if value is not None:
+            field_kind(value)  # raises, naming the fields there are
+        return value
 
 
 class LightGBMSettings(_Strict):

@@ -17,15 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from propensity.config.features import AggregateFeature, AttributeFeature, DerivedFeature, SessionFeature
-from propensity.config.predicates import PROPERTIES_PREFIX
+from propensity.config.predicates import (
+    DATE_PATTERN,
+    DATE_TZ_PATTERN,
+    FALSE_WORDS,
+    NUMBER_PATTERN,
+    PROPERTIES_PREFIX,
+    TRUE_WORDS,
+)
 from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, Window
 from propensity.features.dialects import DUCKDB, Dialect
-
-NUMBER_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
-DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
-DATE_TZ_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
-TRUE_WORDS = ("true", "t", "yes", "y", "1")
-FALSE_WORDS = ("false", "f", "no", "n", "0")
 
 
 def _event_column(alias: str, d: Dialect) -> Callable[[str], str]:

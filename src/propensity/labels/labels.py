@@ -3,13 +3,15 @@
 The label of (c, t) is about events with ``event_time`` in ``(t + gap, t + gap + horizon]`` (DESIGN.md,
 "Labels"); ``outcome: absent`` turns it into "no such event" (churn). Eligibility only ever looks at what was
 visible at t (``available_at <= t``): activity in ``(t - active_within, t]``, the attribute as of t, the latest
-billing event's due date. Cutoff actions use a grid of cutoffs, so each event is mapped arithmetically to the few
-cutoffs it affects instead of joining every event with every cutoff; trigger actions (respond) take one row per
-trigger event, as of the moment it was visible.
+billing event's due date. Cutoff actions take rows at a list of cutoffs (a grid, calendar months or explicit
+dates): each event is range-joined to the few cutoffs it affects instead of joining every event with every
+cutoff; trigger actions (respond) take one row per trigger event, as of the moment it was visible, and their
+window may end at a time the trigger carries (``horizon: until properties.end_date``).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -18,9 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.config.actions import Action, AttributeCondition, EventFilter
-from propensity.config.predicates import PROPERTIES_PREFIX, sql_literal
+from propensity.config.predicates import DATE_PATTERN, DATE_TZ_PATTERN, PROPERTIES_PREFIX, sql_literal
 
-LABEL_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id")
+LABEL_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id", "trigger_id")
+UTC_US = pa.timestamp("us", tz="UTC")
+US = 1_000_000
+_COUNTER = itertools.count()
 
 
 def _column(field: str) -> str:
@@ -51,10 +56,6 @@ def event_filter_sql(f: EventFilter, *, types: Sequence[str] | None = None) -> s
     return cond
 
 
-def _k_lo(expr: str) -> str:
-    return f"CAST(ceil(({expr} - $align)::DOUBLE / $slide) AS BIGINT)"
-
-
 def attribute_condition_sql(cond: AttributeCondition, rows: str) -> str:
     """Rows of ``rows`` (customer_id, as_of) whose attribute as of as_of satisfies ``cond``."""
     values = cond.in_ if cond.in_ is not None else cond.not_in
@@ -70,9 +71,13 @@ def attribute_condition_sql(cond: AttributeCondition, rows: str) -> str:
     """
 
 
-def _grid_query(action: Action) -> str:
-    """SQL for a cutoff action over the grid ``$align + k × $slide`` with k in [$k0, $k1] (epoch µs)."""
-    gap, h = action.gap.seconds * 1_000_000, action.horizon.seconds * 1_000_000
+def _cutoff_query(action: Action, cuts: str) -> str:
+    """SQL for a cutoff action at the cutoffs of relation ``cuts`` (``k``: index, ``t``: epoch µs).
+
+    Each event is joined to the few cutoffs it affects (a range join on the small cutoffs table), so any list of
+    cutoffs works: a weekly grid, calendar months, or explicit dates. ``$tmin`` / ``$tmax``: first / last cutoff.
+    """
+    gap, h = action.gap.seconds * US, action.horizon.seconds * US
     ev_us = "epoch_us(event_time)"
     vis_us = "epoch_us(greatest(event_time, available_at))"
     parts = [
@@ -84,41 +89,49 @@ def _grid_query(action: Action) -> str:
                 SELECT customer_id, min(epoch_us(greatest(valid_from, available_at))) FROM attributes GROUP BY 1
             ) GROUP BY 1
         ),
-        base AS (
-            SELECT customer_id, unnest(range(greatest($k0, {_k_lo("first_us")}), $k1 + 1)) AS k FROM known
-        ),
+        base AS (SELECT kn.customer_id, c.k, c.t FROM known kn JOIN {cuts} c ON c.t >= kn.first_us),
         hits AS (
-            SELECT DISTINCT customer_id, unnest(range(
-                greatest($k0, {_k_lo(f"{ev_us} - {gap + h}")}),
-                least($k1 + 1, {_k_lo(f"{ev_us} - {gap}")})
-            )) AS k
-            FROM events WHERE {event_filter_sql(action.target)}
+            SELECT DISTINCT e.customer_id, c.k FROM (
+                SELECT customer_id, {ev_us} AS et FROM events
+                WHERE {event_filter_sql(action.target)} AND {ev_us} > $tmin + {gap} AND {ev_us} <= $tmax + {gap + h}
+            ) e JOIN {cuts} c ON c.t >= e.et - {gap + h} AND c.t < e.et - {gap}
         )"""
     ]
     filters = []
     elig = action.eligibility
     if elig.active_within is not None:
-        d = elig.active_within.seconds * 1_000_000
-        parts.append(
-            f"""
+        types = _types(action.activity_types)
+        if elig.active_within.is_lifetime:
+            parts.append(
+                f"""
         active AS (
-            SELECT DISTINCT customer_id, unnest(range(
-                greatest($k0, {_k_lo(vis_us)}), least($k1 + 1, {_k_lo(f"{ev_us} + {d}")})
-            )) AS k
-            FROM events WHERE event_type IN {_types(action.activity_types)}
+            SELECT e.customer_id, c.k FROM (
+                SELECT customer_id, min({vis_us}) AS vis FROM events WHERE event_type IN {types} GROUP BY 1
+            ) e JOIN {cuts} c ON c.t >= e.vis
         )"""
-        )
+            )
+        else:
+            d = elig.active_within.seconds * US
+            parts.append(
+                f"""
+        active AS (
+            SELECT DISTINCT e.customer_id, c.k FROM (
+                SELECT customer_id, {ev_us} AS et, {vis_us} AS vis FROM events
+                WHERE event_type IN {types} AND {vis_us} <= $tmax AND {ev_us} + {d} > $tmin
+            ) e JOIN {cuts} c ON c.t >= e.vis AND c.t < e.et + {d}
+        )"""
+            )
         filters.append("(b.customer_id, b.k) IN (SELECT customer_id, k FROM active)")
     if elig.due is not None:
-        cycle = elig.due.cycle.seconds * 1_000_000
+        cycle = elig.due.cycle.seconds * US
         parts.append(
             f"""
         due AS (
-            SELECT DISTINCT customer_id, unnest(range(
-                greatest($k0, {_k_lo(vis_us)}, {_k_lo(f"{ev_us} + {cycle - gap - h}")}),
-                least($k1 + 1, {_k_lo(f"{ev_us} + {cycle - gap}")})
-            )) AS k
-            FROM events WHERE event_type IN {_types(elig.due.event_type)}
+            SELECT DISTINCT e.customer_id, c.k FROM (
+                SELECT customer_id, {ev_us} AS et, {vis_us} AS vis FROM events
+                WHERE event_type IN {_types(elig.due.event_type)} AND {vis_us} <= $tmax
+                  AND {ev_us} + {cycle - gap} > $tmin
+            ) e JOIN {cuts} c ON c.t >= greatest(e.vis, e.et + {cycle - gap - h}) AND c.t < e.et + {cycle - gap}
         )"""
         )
         filters.append("(b.customer_id, b.k) IN (SELECT customer_id, k FROM due)")
@@ -128,7 +141,7 @@ def _grid_query(action: Action) -> str:
     sql = f"""
         WITH {",".join(parts)},
         rows AS (
-            SELECT b.customer_id, CAST(make_timestamp($align + b.k * $slide) AS TIMESTAMPTZ) AS as_of,
+            SELECT b.customer_id, CAST(make_timestamp(b.t) AS TIMESTAMPTZ) AS as_of,
                    CAST({label} AS TINYINT) AS label
             FROM base b LEFT JOIN hits h ON h.customer_id = b.customer_id AND h.k = b.k
             WHERE {where}
@@ -144,57 +157,88 @@ def _grid_query(action: Action) -> str:
     return sql
 
 
-def _trigger_query(action: Action) -> str:
+def until_sql(text: str, zone: str) -> str:
+    """SQL: the end of a label window held as text (``horizon: until <field>``), as TIMESTAMPTZ, or NULL.
+
+    A date alone (``2017-11-05``) is the end of that day in ``zone`` (its last microsecond); a time with
+    an offset is that instant; a time without one is a wall-clock time in ``zone``."""
+    z = sql_literal(zone)
+    return f"""(CASE
+        WHEN regexp_full_match({text}, '^\\d{{4}}-\\d{{2}}-\\d{{2}}$')
+            THEN timezone({z}, CAST(TRY_CAST({text} AS DATE) + INTERVAL 1 DAY AS TIMESTAMP)) - INTERVAL 1 MICROSECOND
+        WHEN regexp_full_match({text}, {sql_literal(DATE_TZ_PATTERN)})
+            THEN TRY_CAST(replace({text}, 'Z', '+00:00') AS TIMESTAMPTZ)
+        WHEN regexp_full_match({text}, {sql_literal(DATE_PATTERN)})
+            THEN timezone({z}, TRY_CAST({text} AS TIMESTAMP))
+    END)"""
+
+
+def _trigger_query(action: Action, zone: str) -> str:
     """SQL for a trigger action: one row per trigger event visible in [$lo, $hi)."""
     assert action.trigger is not None
-    gap, h = action.gap.timedelta, action.horizon.timedelta
+    gap, h = action.gap.seconds, action.gap.seconds + action.horizon.seconds
     same = "AND t.campaign_id = g.campaign_id" if action.target.same_campaign else ""
     occurs = "count(g.customer_id) > 0"
     label = occurs if action.outcome == "occurs" else f"NOT ({occurs})"
+    cap = f"as_of + INTERVAL '{h} seconds'"
+    start = f"as_of + INTERVAL '{gap} seconds'"
+    if action.horizon_until is not None:
+        # The window ends at the trigger's own end (a campaign's end date), never after the cap, never before
+        # it starts; an unreadable value leaves the cap.
+        until = until_sql(_column(action.horizon_until), zone)
+        end = f"least({cap}, greatest({start}, coalesce({until}, {cap})))"
+    else:
+        end = cap
+    vis = "greatest(event_time, available_at)"
     sql = f"""
         WITH trig AS (
-            SELECT DISTINCT customer_id, greatest(event_time, available_at) AS as_of, campaign_id
+            SELECT event_id AS trigger_id, customer_id, {vis} AS as_of, campaign_id,
+                   {start.replace("as_of", vis)} AS w_lo, {end.replace("as_of", vis)} AS w_hi
             FROM events WHERE {event_filter_sql(action.trigger)}
-              AND greatest(event_time, available_at) >= CAST(make_timestamp($lo) AS TIMESTAMPTZ)
-              AND greatest(event_time, available_at) < CAST(make_timestamp($hi) AS TIMESTAMPTZ)
+              AND {vis} >= CAST(make_timestamp($lo) AS TIMESTAMPTZ)
+              AND {vis} < CAST(make_timestamp($hi) AS TIMESTAMPTZ)
         ),
         tgt AS (SELECT customer_id, event_time, campaign_id FROM events WHERE {event_filter_sql(action.target)}),
         rows AS (
-            SELECT t.customer_id, t.as_of, t.campaign_id, CAST({label} AS TINYINT) AS label
+            SELECT t.trigger_id, t.customer_id, t.as_of, t.campaign_id, t.w_hi AS label_end,
+                   CAST({label} AS TINYINT) AS label
             FROM trig t LEFT JOIN tgt g ON g.customer_id = t.customer_id {same}
-                 AND g.event_time > t.as_of + INTERVAL '{int(gap.total_seconds())} seconds'
-                 AND g.event_time <= t.as_of + INTERVAL '{int((gap + h).total_seconds())} seconds'
+                 AND g.event_time > t.w_lo AND g.event_time <= t.w_hi
             GROUP BY ALL
         )
     """
     elig = action.eligibility
     filters = []
     if elig.active_within is not None:
-        d = int(elig.active_within.seconds)
+        lower = ""
+        if not elig.active_within.is_lifetime:
+            lower = f"AND e.event_time > r.as_of - INTERVAL '{int(elig.active_within.seconds)} seconds'"
         filters.append(
             f"""EXISTS (SELECT 1 FROM events e WHERE e.customer_id = r.customer_id
                 AND e.event_type IN {_types(action.activity_types)}
-                AND e.available_at <= r.as_of AND e.event_time <= r.as_of
-                AND e.event_time > r.as_of - INTERVAL '{d} seconds')"""
+                AND e.available_at <= r.as_of AND e.event_time <= r.as_of {lower})"""
         )
     if elig.due is not None:
-        cycle = elig.due.cycle.timedelta
+        cycle = elig.due.cycle.seconds
         # Due within the label window: the last billing event e has e + cycle in (as_of + gap, as_of + gap + h],
-        # the same rule as the grid query's [e + cycle - gap - h, e + cycle - gap) on cutoffs.
-        lo, hi = cycle - gap - h, cycle - gap
+        # the same rule as the cutoff query's [e + cycle - gap - h, e + cycle - gap) on cutoffs.
+        lo, hi = cycle - h, cycle - gap
         filters.append(
             f"""EXISTS (SELECT 1 FROM events e WHERE e.customer_id = r.customer_id
                 AND e.event_type IN {_types(elig.due.event_type)}
                 AND e.available_at <= r.as_of AND e.event_time <= r.as_of
-                AND e.event_time > r.as_of - INTERVAL '{int(hi.total_seconds())} seconds'
-                AND e.event_time <= r.as_of - INTERVAL '{int(lo.total_seconds())} seconds')"""
+                AND e.event_time > r.as_of - INTERVAL '{hi} seconds'
+                AND e.event_time <= r.as_of - INTERVAL '{lo} seconds')"""
         )
     if elig.attribute is not None:
         filters.append(
             f"(r.customer_id, r.as_of) IN (SELECT customer_id, as_of FROM ({attribute_condition_sql(elig.attribute, 'rows')}))"
         )
     where = " AND ".join(filters) or "TRUE"
-    return sql + f" SELECT r.customer_id, r.as_of, r.label, r.campaign_id FROM rows r WHERE {where}"
+    return sql + (
+        " SELECT r.customer_id, r.as_of, r.label, r.label_end, r.campaign_id, r.trigger_id FROM rows r "
+        f"WHERE {where}"
+    )
 
 
 def build_labels(
@@ -202,56 +246,79 @@ def build_labels(
     action: Action,
     cutoffs: Sequence[datetime],
     *,
-    slide: timedelta,
-    align: datetime,
     data_end: datetime,
+    slide: timedelta | None = None,
+    align: datetime | None = None,
+    until: datetime | None = None,
+    zone: str = "UTC",
 ) -> pa.Table:
-    """Eligible rows of ``action`` with matured labels: ``customer_id, as_of, label, label_end, campaign_id``.
+    """Eligible rows of ``action`` with matured labels: ``customer_id, as_of, label, label_end, campaign_id,
+    trigger_id``.
 
-    ``cutoffs`` must lie on the grid ``align + k × slide``. A trigger action takes its triggers from the first
-    cutoff up to one ``slide`` after the last. Rows whose window (plus label delay) ends after ``data_end`` are
-    left out (unmatured). Rows are sorted by ``as_of, customer_id``.
+    A cutoff action takes one row per eligible customer at each of ``cutoffs`` (any times: a grid, calendar
+    months, an explicit list). A trigger action takes one row per trigger event visible in ``[min(cutoffs),
+    until)`` (``until`` default: the last cutoff + ``slide``), as of the moment it was visible, with the trigger's
+    ``event_id`` as ``trigger_id``; its ``label_end`` may come from the trigger (``horizon: until <field>``, read
+    in ``zone``). Rows whose window (plus label delay) ends after ``data_end`` are left out (unmatured). Rows are
+    sorted by ``as_of, customer_id`` (then ``trigger_id``). ``align`` is accepted for older callers and unused.
     """
+    del align
     empty = pa.table(
         {
             "customer_id": pa.array([], pa.string()),
-            "as_of": pa.array([], pa.timestamp("us", tz="UTC")),
+            "as_of": pa.array([], UTC_US),
             "label": pa.array([], pa.int8()),
-            "label_end": pa.array([], pa.timestamp("us", tz="UTC")),
+            "label_end": pa.array([], UTC_US),
             "campaign_id": pa.array([], pa.string()),
+            "trigger_id": pa.array([], pa.string()),
         }
     )
     if not cutoffs:
         return empty
-    slide_us = int(slide.total_seconds()) * 1_000_000
-    align_us = _us(align)
     if action.trigger is None:
-        ks = sorted((_us(c) - align_us) // slide_us for c in cutoffs)
-        if any((_us(c) - align_us) % slide_us for c in cutoffs) or ks != list(range(ks[0], ks[-1] + 1)):
-            raise ValueError("cutoffs must be consecutive points of the grid align + k × slide")
-        sql = _grid_query(action)
-        params = {"align": align_us, "slide": slide_us, "k0": ks[0], "k1": ks[-1]}
-        table = con.sql(sql, params=params).to_arrow_table()
-        table = table.append_column("campaign_id", pa.nulls(table.num_rows, pa.string()))
+        times = sorted({_us(c) for c in cutoffs})
+        cuts = pa.table({"k": pa.array(range(len(times)), pa.int64()), "t": pa.array(times, pa.int64())})
+        name = f"_cutoffs_{next(_COUNTER)}"
+        con.register(name, cuts)
+        try:
+            params = {"tmin": times[0], "tmax": times[-1]}
+            table = con.sql(_cutoff_query(action, name), params=params).to_arrow_table()
+        finally:
+            con.unregister(name)
+        as_of = table.column("as_of").cast(UTC_US)
+        window = pa.scalar((action.gap.seconds + action.horizon.seconds) * US, pa.int64())
+        end = pc.add(as_of.cast(pa.int64()), window).cast(UTC_US)
+        table = pa.table(
+            {
+                "customer_id": table.column("customer_id"),
+                "as_of": as_of,
+                "label": table.column("label"),
+                "label_end": end,
+                "campaign_id": pa.nulls(table.num_rows, pa.string()),
+                "trigger_id": pa.nulls(table.num_rows, pa.string()),
+            }
+        )
     else:
-        lo, hi = min(cutoffs), max(cutoffs) + slide
-        table = con.sql(_trigger_query(action), params={"lo": _us(lo), "hi": _us(hi)}).to_arrow_table()
+        if until is None and slide is None:
+            raise ValueError("a trigger action needs `until` (or `slide`): where its triggers stop")
+        lo = min(cutoffs)
+        hi = until if until is not None else max(cutoffs) + (slide or timedelta(0))
+        table = con.sql(_trigger_query(action, zone), params={"lo": _us(lo), "hi": _us(hi)}).to_arrow_table()
     if table.num_rows == 0:
         return empty
-    as_of = table.column("as_of").cast(pa.timestamp("us", tz="UTC"))
-    window = pa.scalar((action.gap.seconds + action.horizon.seconds) * 1_000_000, pa.int64())
-    end = pc.add(as_of.cast(pa.int64()), window).cast(pa.timestamp("us", tz="UTC"))
+    end = table.column("label_end").cast(UTC_US)
     matured = pc.less_equal(
-        pc.add(end.cast(pa.int64()), pa.scalar(action.label_delay.seconds * 1_000_000, pa.int64())),
+        pc.add(end.cast(pa.int64()), pa.scalar(action.label_delay.seconds * US, pa.int64())),
         pa.scalar(_us(data_end), pa.int64()),
     )
     out = pa.table(
         {
             "customer_id": table.column("customer_id").cast(pa.string()),
-            "as_of": as_of,
+            "as_of": table.column("as_of").cast(UTC_US),
             "label": table.column("label").cast(pa.int8()),
             "label_end": end,
             "campaign_id": table.column("campaign_id").cast(pa.string()),
+            "trigger_id": table.column("trigger_id").cast(pa.string()),
         }
     ).filter(matured)
-    return out.sort_by([("as_of", "ascending"), ("customer_id", "ascending")])
+    return out.sort_by([("as_of", "ascending"), ("customer_id", "ascending"), ("trigger_id", "ascending")])

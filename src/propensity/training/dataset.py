@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,20 @@ from propensity.events.log import DuckDBEventLog
 from propensity.features.offline import compute_features
 from propensity.labels.labels import build_labels
 from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
-from propensity.training.splits import SplitBoundaries, assign_splits, choose_boundaries, verify_no_overlap
+from propensity.training.splits import (
+    InsufficientDataError,
+    SplitBoundaries,
+    assign_splits,
+    choose_boundaries,
+    choose_row_boundaries,
+    group_times,
+    verify_no_overlap,
+)
 from propensity.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 ROUND_DIGITS = 6
-ROW_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id", "split")
+ROW_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id", "trigger_id", "split")
 
 
 @dataclass
@@ -112,23 +120,16 @@ def build_training_sets(
     t0 = time.perf_counter()
     with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
         dr = data_range(con, settings.spine)
-        grid = grid_cutoffs(settings.spine, dr.start, dr.end)
+        grid = grid_cutoffs(settings.spine, dr.start, dr.end, zone=spec.timezone)
         rows: dict[str, tuple[Action, pa.Table, SplitBoundaries, list[datetime]]] = {}
         for i, action in enumerate(chosen):
             if progress:
                 progress("labels", i, len(chosen))
             try:
-                cutoffs = matured_cutoffs(grid, action, dr.end)
-                labels = build_labels(
-                    con,
-                    action,
-                    cutoffs,
-                    slide=settings.spine.slide.timedelta,
-                    align=settings.spine.align,
-                    data_end=dr.end,
-                )
-                bounds = choose_boundaries(cutoffs, action.span.timedelta, settings.split, action=action.name)
-                labels = assign_splits(labels, bounds, purge=settings.split.purge, action=action.name)
+                if action.trigger is None:
+                    labels, bounds, cutoffs = _cutoff_rows(con, spec, action, grid, dr.end)
+                else:
+                    labels, bounds, cutoffs = _trigger_rows(con, spec, action, grid, dr.end)
                 verify_no_overlap(labels, action=action.name)
             except PropensityError as exc:
                 if errors is None:
@@ -150,18 +151,99 @@ def build_training_sets(
     return TrainingSets(sets, manifest, seconds=seconds)
 
 
+def _cutoff_rows(
+    con: duckdb.DuckDBPyConnection,
+    spec: ProjectSpec,
+    action: Action,
+    grid: list[datetime],
+    data_end: datetime,
+) -> tuple[pa.Table, SplitBoundaries, list[datetime]]:
+    """A cutoff action's rows at its matured cutoffs, split in time (periods: the cutoffs)."""
+    settings = spec.training
+    cutoffs = matured_cutoffs(grid, action, data_end)
+    labels = build_labels(con, action, cutoffs, data_end=data_end, zone=spec.timezone)
+    bounds = choose_boundaries(cutoffs, action.span.timedelta, settings.split, action=action.name)
+    labels = assign_splits(labels, bounds, purge=settings.split.purge, action=action.name)
+    return labels, bounds, cutoffs
+
+
+def _trigger_rows(
+    con: duckdb.DuckDBPyConnection,
+    spec: ProjectSpec,
+    action: Action,
+    grid: list[datetime],
+    data_end: datetime,
+) -> tuple[pa.Table, SplitBoundaries, list[datetime]]:
+    """A trigger action's rows: every trigger from the first cutoff to the data's end (or ``spine.end``) whose
+    label has matured, split on the rows' own times; with ``split.group_by`` a group's rows (a campaign's sends)
+    take the time of the group's first row, so a group never has rows on two sides of a boundary."""
+    settings = spec.training
+    if not grid:
+        raise InsufficientDataError(
+            f"{action.name}: no cutoff fits between the data's start + lookback and its end; use more history or "
+            "a shorter training.spine.lookback"
+        )
+    end = min(data_end, settings.spine.end or data_end)
+    labels = build_labels(
+        con, action, grid[:1], until=end + timedelta(microseconds=1), data_end=data_end, zone=spec.timezone
+    )
+    if labels.num_rows == 0:
+        raise InsufficientDataError(
+            f"{action.name}: no {', '.join(action.trigger.event_type if action.trigger else [])} event with a "
+            f"matured label between {grid[0].isoformat()} and {end.isoformat()}"
+        )
+    split_time = labels.column("as_of")
+    group = settings.split.group_by
+    if group is not None:
+        split_time = group_times(labels, _trigger_field(con, labels, group))
+    bounds = choose_row_boundaries(split_time, labels.column("label_end"), settings.split, action=action.name)
+    labels = assign_splits(
+        labels, bounds, purge=settings.split.purge, action=action.name, split_time=split_time
+    )
+    periods = sorted(set(pc.unique(split_time).to_pylist()))
+    return labels, bounds, periods
+
+
+def _trigger_field(con: duckdb.DuckDBPyConnection, labels: pa.Table, field: str) -> pa.ChunkedArray:
+    """The value of ``field`` on each row's trigger event (null when it has none), in row order."""
+    if field == "campaign_id":
+        return labels.column("campaign_id")
+    ids = pa.table(
+        {"r": pa.array(range(labels.num_rows), pa.int64()), "trigger_id": labels.column("trigger_id")}
+    )
+    con.register("_trigger_ids", ids)
+    try:
+        out = con.sql(
+            f"SELECT {_field_sql(field)} AS v FROM _trigger_ids i LEFT JOIN events e ON e.event_id = i.trigger_id "
+            "ORDER BY i.r"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_trigger_ids")
+    return out.column("v").cast(pa.string())
+
+
+def _field_sql(field: str) -> str:
+    if field.startswith("properties."):
+        return f"json_extract_string(e.properties, '$.{field[len('properties.') :]}')"
+    return f"CAST(e.{field} AS VARCHAR)"
+
+
 def _features_for(
     con: duckdb.DuckDBPyConnection, spec: ProjectSpec, tables: list[pa.Table], progress: Progress | None
 ) -> pa.Table:
     if not tables:
         return pa.table(
-            {"customer_id": pa.array([], pa.string()), "as_of": pa.array([], pa.timestamp("us", tz="UTC"))}
+            {
+                "customer_id": pa.array([], pa.string()),
+                "as_of": pa.array([], pa.timestamp("us", tz="UTC")),
+                "trigger_id": pa.array([], pa.string()),
+            }
         )
     mem = duckdb.connect()
     for i, t in enumerate(tables):
-        mem.register(f"t{i}", t.select(["customer_id", "as_of"]))
-    union = " UNION ".join(f"SELECT customer_id, as_of FROM t{i}" for i in range(len(tables)))
-    spine = mem.sql(f"SELECT * FROM ({union}) ORDER BY as_of, customer_id").to_arrow_table()
+        mem.register(f"t{i}", t.select(["customer_id", "as_of", "trigger_id"]))
+    union = " UNION ".join(f"SELECT customer_id, as_of, trigger_id FROM t{i}" for i in range(len(tables)))
+    spine = mem.sql(f"SELECT * FROM ({union}) ORDER BY as_of, customer_id, trigger_id").to_arrow_table()
     mem.close()
     if progress:
         progress("features", 0, spine.num_rows)
@@ -178,8 +260,9 @@ def _join(labels: pa.Table, features: pa.Table, names: list[str]) -> pa.Table:
     cols = ", ".join(f'f."{n}"' for n in names)
     sel = f", {cols}" if names else ""
     table = con.sql(
-        f"SELECT l.customer_id, l.as_of, l.label, l.label_end, l.campaign_id, l.split{sel} "
-        "FROM l JOIN f ON f.customer_id = l.customer_id AND f.as_of = l.as_of ORDER BY l.as_of, l.customer_id"
+        f"SELECT l.customer_id, l.as_of, l.label, l.label_end, l.campaign_id, l.trigger_id, l.split{sel} "
+        "FROM l JOIN f ON f.customer_id = l.customer_id AND f.as_of = l.as_of "
+        "AND f.trigger_id IS NOT DISTINCT FROM l.trigger_id ORDER BY l.as_of, l.customer_id, l.trigger_id"
     ).to_arrow_table()
     con.close()
     for col in ("as_of", "label_end"):

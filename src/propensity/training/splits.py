@@ -12,8 +12,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -74,11 +76,87 @@ def choose_boundaries(
     return SplitBoundaries(calibration_start=cal_start, test_start=test_start)
 
 
-def assign_splits(
-    table: pa.Table, boundaries: SplitBoundaries, *, purge: bool = True, action: str = "action"
-) -> pa.Table:
-    """Add a ``split`` column; drop (``purge``) or refuse rows whose label window crosses the next boundary."""
+def choose_row_boundaries(
+    split_time: pa.ChunkedArray | pa.Array,
+    label_end: pa.ChunkedArray | pa.Array,
+    settings: SplitSettings,
+    *,
+    action: str = "action",
+) -> SplitBoundaries:
+    """Boundaries for rows that each have their own time and label window (trigger actions: sends, whose windows
+    may end at a campaign's end), chosen on the rows rather than on a grid.
+
+    The test split is the latest ``settings.test`` share of rows (by split time). The calibration split starts at
+    the row time that keeps the most rows once label windows crossing a boundary are purged, balancing the kept
+    training and calibration rows against their shares (a long campaign that would straddle a boundary moves
+    it rather than being thrown away)."""
+    t = np.sort(_micros(split_time))
+    end = _micros(label_end)
+    when = _micros(split_time)
+    n = t.size
+    if n < 3:
+        raise InsufficientDataError(f"{action}: found {n} matured row(s); a time split needs more")
+    times = np.unique(t)
+    # test: the latest time with at least the test share of rows at or after it
+    at_or_after = n - np.searchsorted(t, times, side="left")
+    ok = np.flatnonzero(at_or_after >= max(1, round(settings.test * n)))
+    if ok.size == 0 or ok[-1] == 0:
+        raise InsufficientDataError(
+            f"{action}: all {n} matured row(s) share one time; a time split needs more"
+        )
+    test_start = times[ok[-1]]
+    candidates = times[times < test_start]
+    before = when < test_start
+    cal_pool = np.sort(when[before & (end <= test_start)])
+    kept_cal = cal_pool.size - np.searchsorted(cal_pool, candidates, side="left")
+    ends = np.sort(end[before])
+    kept_train = np.searchsorted(ends, candidates, side="right")
+    w_train = max(1e-9, 1.0 - settings.test - settings.calibration)
+    score = np.minimum(kept_train / w_train, kept_cal / settings.calibration)
+    best = int(np.argmax(score)) if candidates.size else -1
+    if best < 0 or kept_train[best] == 0 or kept_cal[best] == 0:
+        raise InsufficientDataError(
+            f"{action}: {n} matured row(s) cannot be split in time into training, calibration and test without "
+            "label windows crossing from one into the next; use more history or a shorter horizon"
+        )
+    return SplitBoundaries(calibration_start=_datetime(candidates[best]), test_start=_datetime(test_start))
+
+
+def _micros(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    arr = values.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _datetime(us: Any) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(us))
+
+
+def group_times(table: pa.Table, groups: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """Each row's split time: the earliest ``as_of`` of its group (``groups[i]``; a null group is the row alone).
+
+    Splitting by group time puts every row of a group (a campaign's sends) on one side of each boundary; rows of
+    a group whose label window then crosses a boundary are purged like any other."""
     as_of = table.column("as_of")
+    key = pc.if_else(pc.is_null(groups), pc.cast(pa.array(range(table.num_rows)), pa.string()), groups)
+    key = pc.binary_join_element_wise(pc.if_else(pc.is_null(groups), "row", "group"), key, "\x1f")
+    keyed = pa.table({"k": key, "t": as_of})
+    first = keyed.group_by("k").aggregate([("t", "min")])
+    index = pc.index_in(keyed.column("k"), value_set=first.column("k"))
+    return pa.chunked_array([pc.take(first.column("t_min"), index)]).cast(as_of.type)
+
+
+def assign_splits(
+    table: pa.Table,
+    boundaries: SplitBoundaries,
+    *,
+    purge: bool = True,
+    action: str = "action",
+    split_time: pa.ChunkedArray | pa.Array | None = None,
+) -> pa.Table:
+    """Add a ``split`` column; drop (``purge``) or refuse rows whose label window crosses the next boundary.
+
+    A row's split is decided by its ``as_of``, or by ``split_time`` when given (see :func:`group_times`)."""
+    as_of = table.column("as_of") if split_time is None else split_time
     end = table.column("label_end")
     cal = pa.scalar(boundaries.calibration_start, as_of.type)
     test = pa.scalar(boundaries.test_start, as_of.type)
