@@ -76,7 +76,12 @@ def _as_list(value: Any) -> Any:
 
 def _check_predicate(value: str | None) -> str | None:
     if value is not None:
-        parse_predicate(value)  # raises ExpressionError (a ValueError) naming the problem
+        pred = parse_predicate(value)  # raises ExpressionError (a ValueError) naming the problem
+        if "event_date" in pred.fields():
+            raise ValueError(
+                "event_date is for features (counting active days); compare event times with a horizon, gap "
+                "or the spine's cutoffs instead"
+            )
     return value
 
 

@@ -1,6 +1,6 @@
 """Feature definitions: the ``features:`` section of ``propensity.yaml`` as typed, validated models.
 
-Four kinds, chosen by ``kind:`` (``aggregate`` when absent):
+Five kinds, chosen by ``kind:`` (``aggregate`` when absent):
 
 ``aggregate``
     A windowed aggregate over one customer's events: ``count``, ``sum``, ``mean``, ``min``, ``max``,
@@ -14,6 +14,12 @@ Four kinds, chosen by ``kind:`` (``aggregate`` when absent):
     Arithmetic over other features (``expr: cart_adds_7d / page_views_7d``); null on division by zero.
 ``attribute``
     A customer attribute as of the time (``attribute: plan``), from the ``attributes`` table.
+``trigger``
+    A field of the row's trigger event (``field: properties.campaign_type``): what a campaign send says about
+    itself, for triggered actions (respond); null on rows without a trigger.
+
+The field ``event_date`` is the calendar date of an event in the project's time zone (``'YYYY-MM-DD'``):
+``aggregate: count_distinct, field: event_date`` counts the days a customer was active.
 
 >>> from pydantic import TypeAdapter
 >>> fs = TypeAdapter(list[FeatureDefinition]).validate_python([
@@ -41,13 +47,16 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from propensity.config.calendar import DEFAULT_ZONE, check_zone, context_zone
 from propensity.config.durations import Duration, FiniteDuration, WindowDuration
 from propensity.config.predicates import (
+    EVENT_DATE,
     Expr,
     ExpressionError,
     Predicate,
@@ -57,7 +66,7 @@ from propensity.config.predicates import (
 )
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
-RESERVED_NAMES = frozenset({"customer_id", "as_of"})
+RESERVED_NAMES = frozenset({"customer_id", "as_of", "trigger_id"})
 EXACT = "exact"
 
 # Bucket sizes a default may pick, smallest first. A finite window's default bucket is the largest of these
@@ -130,6 +139,30 @@ class _Filtered(_Feature):
     where: str | None = Field(
         default=None, description="A predicate over event properties, e.g. amount > 50."
     )
+    timezone: str | None = Field(
+        default=None,
+        description="The zone whose calendar dates event_date gives; the project's timezone when absent.",
+    )
+
+    @model_validator(mode="after")
+    def _project_zone(self, info: ValidationInfo) -> Any:
+        # A feature reading event_date keeps the zone it was declared under: its values (and version) depend on it.
+        if self.timezone is not None:
+            check_zone(self.timezone)
+        elif self.uses_event_date:
+            return self.model_copy(update={"timezone": context_zone(info)})
+        return self
+
+    @property
+    def uses_event_date(self) -> bool:
+        fields = set() if self.predicate is None else self.predicate.fields()
+        field = getattr(self, "field", None)
+        return EVENT_DATE in fields or field == EVENT_DATE
+
+    @property
+    def zone(self) -> str:
+        """The zone of event_date (UTC for a feature validated outside a project)."""
+        return self.timezone or DEFAULT_ZONE
 
     _event_type_list = field_validator("event_type", mode="before")(_event_types)
 
@@ -157,6 +190,10 @@ class _Filtered(_Feature):
             data["event_type"] = sorted(set(self.event_type))
         pred = self.predicate
         data["where"] = None if pred is None else pred.text()
+        # Only a feature that reads event_date depends on a zone (and older feature sets keep their version).
+        data.pop("timezone", None)
+        if self.uses_event_date:
+            data["timezone"] = self.zone
         return data
 
 
@@ -332,6 +369,47 @@ class AttributeFeature(_Feature):
     )
 
 
+class TriggerFeature(_Feature):
+    """A field of the row's trigger event (the campaign send a respond row is about): its campaign id, type,
+    number of offers, duration. Null on rows without a trigger (cutoff actions; a live request that names none).
+    """
+
+    kind: Literal["trigger"]
+    field: str = Field(
+        description="The trigger event's field: a typed one (campaign_id) or properties.<key>."
+    )
+    type: Literal["string", "number"] | None = Field(
+        default=None,
+        description="How the value is read: number parses text such as 4 or 2.5 (anything else is null); "
+        "default: number for amount and quantity, string otherwise.",
+    )
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, value: str) -> str:
+        field_kind(value)  # raises, naming the fields there are
+        if value == EVENT_DATE:
+            raise ValueError("a trigger's event_date is not a feature; use a typed field or properties.<key>")
+        return value
+
+    @model_validator(mode="after")
+    def _numbers_stay_numbers(self) -> TriggerFeature:
+        if self.type == "string" and field_kind(self.field) == "number":
+            _fail("type", f"{self.field} is a number; remove type or use type: number")
+        return self
+
+    @property
+    def value_type(self) -> str:
+        if self.type is not None:
+            return self.type
+        return "number" if field_kind(self.field) == "number" else "string"
+
+    def canonical(self) -> dict[str, Any]:
+        data = super().canonical()
+        data["type"] = self.value_type
+        return data
+
+
 def _kind_of(value: Any) -> str:
     kind = value.get("kind", "aggregate") if isinstance(value, dict) else getattr(value, "kind", None)
     return f"kind-{kind}"
@@ -341,16 +419,17 @@ FeatureDefinition = Annotated[
     Annotated[AggregateFeature, Tag("kind-aggregate")]
     | Annotated[SessionFeature, Tag("kind-session")]
     | Annotated[DerivedFeature, Tag("kind-derived")]
-    | Annotated[AttributeFeature, Tag("kind-attribute")],
+    | Annotated[AttributeFeature, Tag("kind-attribute")]
+    | Annotated[TriggerFeature, Tag("kind-trigger")],
     Discriminator(
         _kind_of,
         custom_error_type="unknown_kind",
-        custom_error_message="kind must be one of aggregate, session, derived, attribute",
+        custom_error_message="kind must be one of aggregate, session, derived, attribute, trigger",
     ),
 ]
 """One entry of ``features:``; ``kind`` picks the model (``aggregate`` when absent)."""
 
-AnyFeature = AggregateFeature | SessionFeature | DerivedFeature | AttributeFeature
+AnyFeature = AggregateFeature | SessionFeature | DerivedFeature | AttributeFeature | TriggerFeature
 
 
 def feature_set_version(features: Sequence[AnyFeature]) -> str:

@@ -88,15 +88,22 @@ def _unquote(token: str) -> str:
 # ---------------------------------------------------------------------------------------------- predicates
 
 
+# The calendar date of an event's event_time in the project's time zone, as 'YYYY-MM-DD' text: count_distinct
+# over it counts active days; it compares with dates in `where:` (event_date >= '2017-06-01').
+EVENT_DATE = "event_date"
+
+
 def field_kind(field: str) -> str:
     """``'number'`` or ``'text'`` for an event field usable in features; raise for an unknown one."""
+    if field == EVENT_DATE:
+        return "text"
     if field in NUMERIC_PROPERTIES:
         return "number"
     if field in TEXT_PROPERTIES:
         return "text"
     if field.startswith(PROPERTIES_PREFIX) and _PROPERTY_KEY.match(field[len(PROPERTIES_PREFIX) :]):
         return "text"
-    known = ", ".join((*NUMERIC_PROPERTIES, *TEXT_PROPERTIES))
+    known = ", ".join((*NUMERIC_PROPERTIES, *TEXT_PROPERTIES, EVENT_DATE))
     raise ExpressionError(f"{field!r} is not an event property; use one of {known} or properties.<key>")
 
 

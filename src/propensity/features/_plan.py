@@ -17,11 +17,12 @@ from propensity.config.features import (
     AttributeFeature,
     DerivedFeature,
     SessionFeature,
+    TriggerFeature,
     derived_order,
     feature_set_version,
     validate_features,
 )
-from propensity.config.predicates import Predicate, field_kind
+from propensity.config.predicates import ExpressionError, Predicate, field_kind
 
 US = 1_000_000
 
@@ -105,6 +106,8 @@ def output_type(f: AnyFeature) -> pa.DataType:
         return pa.float64() if f.aggregate == "duration" else pa.int64()
     if isinstance(f, AttributeFeature):
         return {"string": pa.string(), "boolean": pa.bool_()}.get(f.type, pa.float64())
+    if isinstance(f, TriggerFeature):
+        return pa.string() if f.value_type == "string" else pa.float64()
     return pa.float64()
 
 
@@ -120,7 +123,17 @@ class FeaturePlan:
         self.agg_groups: list[AggGroup] = []
         self.session_groups: list[SessionGroup] = []
         self.attributes: list[int] = []
+        self.triggers: list[int] = []
         self.derived: list[int] = derived_order(features)
+        zones = {
+            f.zone for f in features if isinstance(f, AggregateFeature | SessionFeature) and f.uses_event_date
+        }
+        if len(zones) > 1:
+            raise ExpressionError(
+                f"features read event_date in different time zones ({', '.join(sorted(zones))}); use one"
+            )
+        # The zone of event_date (None: no feature reads it).
+        self.zone: str | None = zones.pop() if zones else None
         # per aggregate feature: (group index); per session feature: (group index, bits)
         self.agg_group_of: dict[int, int] = {}
         self.session_bits: dict[int, tuple[int, int]] = {}  # feature -> (counted bit, before bit or -1)
@@ -160,6 +173,8 @@ class FeaturePlan:
                 self.session_bits[i] = (counted, before)
             elif isinstance(f, AttributeFeature):
                 self.attributes.append(i)
+            elif isinstance(f, TriggerFeature):
+                self.triggers.append(i)
             else:
                 assert isinstance(f, DerivedFeature)
 

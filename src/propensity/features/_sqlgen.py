@@ -16,14 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from propensity.config.features import AggregateFeature, AttributeFeature, DerivedFeature, SessionFeature
+from propensity.config.features import (
+    AggregateFeature,
+    AttributeFeature,
+    DerivedFeature,
+    SessionFeature,
+    TriggerFeature,
+)
 from propensity.config.predicates import (
     DATE_PATTERN,
     DATE_TZ_PATTERN,
+    EVENT_DATE,
     FALSE_WORDS,
     NUMBER_PATTERN,
     PROPERTIES_PREFIX,
     TRUE_WORDS,
+    field_kind,
 )
 from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, Window
 from propensity.features.dialects import DUCKDB, Dialect
@@ -31,6 +39,8 @@ from propensity.features.dialects import DUCKDB, Dialect
 
 def _event_column(alias: str, d: Dialect) -> Callable[[str], str]:
     def column(field: str) -> str:
+        if field == EVENT_DATE:
+            return f"{alias}._day"  # computed once per event in _e (the project's calendar date)
         if field.startswith(PROPERTIES_PREFIX):
             return d.json_text(f"{alias}.properties", field[len(PROPERTIES_PREFIX) :])
         return f"{alias}.{field}"
@@ -90,8 +100,10 @@ def build_query(
     events_table: str = "events",
     attributes_table: str = "attributes",
     dialect: Dialect = DUCKDB,
+    triggers: bool = False,
 ) -> str:
-    """SQL computing every feature of ``plan`` for each row of ``spine`` (``_rid, customer_id, as_of``)."""
+    """SQL computing every feature of ``plan`` for each row of ``spine`` (``_rid, customer_id, as_of``, and
+    ``trigger_id`` when ``triggers``: the event a trigger feature reads; without it trigger features are null)."""
     d = dialect
     ctes: list[str] = []
     base_cols: dict[
@@ -104,12 +116,14 @@ def build_query(
     )
     win_col = {w: f"_lo{i}" for i, w in enumerate(windows)}
     lo_cols = [f"{_window_start(w, '_t')} AS {win_col[w]}" for w in windows]
+    trig = ", trigger_id" if triggers else ""
     ctes.append(
-        f"_s0 AS (SELECT _rid, customer_id, {d.epoch_us('as_of')} AS _t FROM {spine})",
+        f"_s0 AS (SELECT _rid, customer_id, {d.epoch_us('as_of')} AS _t{trig} FROM {spine})",
     )
     ctes.append("_s AS (SELECT *" + "".join(", " + c for c in lo_cols) + " FROM _s0)")
+    day = "" if plan.zone is None else f", {d.local_date('ev.event_time', plan.zone)} AS _day"
     ctes.append(
-        f"_e AS (SELECT ev.*, {d.epoch_us('ev.event_time')} AS _et, {d.epoch_us('ev.available_at')} AS _av "
+        f"_e AS (SELECT ev.*, {d.epoch_us('ev.event_time')} AS _et, {d.epoch_us('ev.available_at')} AS _av{day} "
         f"FROM {events_table} ev WHERE ev.customer_id IN (SELECT customer_id FROM _s0))"
     )
     visible = "e.customer_id = s.customer_id AND e._et <= s._t AND e._av <= s._t"
@@ -257,6 +271,22 @@ def build_query(
         )
         joins.append("LEFT JOIN _at ON _at._rid = s._rid")
 
+    # --- trigger: fields of the row's trigger event (visible by as_of) -------------------------------------------
+    for i in plan.triggers:
+        base_cols[i] = "NULL"
+    if plan.triggers and triggers:
+        cols = []
+        for i in plan.triggers:
+            f = plan.features[i]
+            assert isinstance(f, TriggerFeature)
+            cols.append(f"{_trigger_value(f, _event_column('e', d)(f.field), d)} AS f{i}")
+            base_cols[i] = f"_tr.f{i}"
+        ctes.append(
+            f"_tr AS (SELECT s._rid, {', '.join(cols)} FROM _s0 s JOIN _e e ON e.event_id = s.trigger_id "
+            "AND e.customer_id = s.customer_id AND e._et <= s._t AND e._av <= s._t)"
+        )
+        joins.append("LEFT JOIN _tr ON _tr._rid = s._rid")
+
     # --- derived: inline the expressions of derived features they use ----------------------------------------
     index = {name: i for i, name in enumerate(plan.names)}
     for i in plan.derived:
@@ -272,6 +302,14 @@ def build_query(
         + "\n".join(joins)
         + ("\nORDER BY s._rid" if d.sorts_output else "")
     )
+
+
+def _trigger_value(f: TriggerFeature, column: str, d: Dialect) -> str:
+    if field_kind(f.field) == "number":
+        return d.to_double(column)
+    if f.value_type == "number":
+        return f"(CASE WHEN {d.full_match(column, NUMBER_PATTERN)} THEN {d.to_double(f'trim({column})')} END)"
+    return column
 
 
 def _attribute_cast(f: AttributeFeature, v: str, d: Dialect) -> str:

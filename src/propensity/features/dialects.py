@@ -70,6 +70,10 @@ class Dialect:
     def to_double(self, expr: str) -> str:
         return f"CAST({expr} AS DOUBLE)"
 
+    def local_date(self, expr: str, zone: str) -> str:
+        """The calendar date ('YYYY-MM-DD' text) in the IANA ``zone`` of a UTC timestamp."""
+        return f"strftime(timezone({self.literal(zone)}, {expr}), '%Y-%m-%d')"
+
     @property
     def semi_join(self) -> str:
         return "SEMI JOIN"
@@ -120,6 +124,9 @@ class SparkDialect(Dialect):
     def timestamp_us(self, text: str, with_zone: bool) -> str:
         # Without a zone the session time zone (UTC) applies, as DuckDB's TIMESTAMP (epoch_us reads it as UTC).
         return f"unix_micros(try_cast(replace({text}, 'Z', '+00:00') AS TIMESTAMP))"
+
+    def local_date(self, expr: str, zone: str) -> str:
+        return f"date_format(from_utc_timestamp({expr}, {self.literal(zone)}), 'yyyy-MM-dd')"
 
     def int_range(self, lo: str, hi: str) -> str:
         # sequence(a, b) counts down when b < a: an empty range must be spelled out.

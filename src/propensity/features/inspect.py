@@ -31,9 +31,11 @@ from propensity.config.features import (
     AttributeFeature,
     DerivedFeature,
     SessionFeature,
+    TriggerFeature,
 )
-from propensity.config.predicates import PROPERTIES_PREFIX
+from propensity.config.predicates import EVENT_DATE, PROPERTIES_PREFIX
 from propensity.features._plan import US, FeaturePlan, _window_of
+from propensity.features.dialects import DUCKDB
 from propensity.features.offline import compute_features
 from propensity.features.online import OnlineFeatureEngine, to_micros
 
@@ -172,7 +174,9 @@ def feature_vector(
     return {n: row[n] for n in plan.names}
 
 
-def _column_sql(field: str) -> str:
+def _column_sql(field: str, zone: str = "UTC") -> str:
+    if field == EVENT_DATE:
+        return DUCKDB.local_date("event_time", zone)
     if field.startswith(PROPERTIES_PREFIX):
         key = field[len(PROPERTIES_PREFIX) :]
         return f"json_extract_string(properties, '$.{key}')"
@@ -212,6 +216,10 @@ def explain_feature(
     if isinstance(feature, DerivedFeature):
         refs = ", ".join(sorted(feature.expression.refs()))
         return Explanation(feature.name, "derived", f"derived from {refs}: {' '.join(feature.expr.split())}")
+    if isinstance(feature, TriggerFeature):
+        return Explanation(
+            feature.name, "trigger", f"{feature.field} of the row's trigger event (null without a trigger)"
+        )
     if isinstance(feature, AttributeFeature):
         sql = (
             f"SELECT valid_from, available_at, value, source FROM {attributes_table} "
@@ -268,10 +276,11 @@ def explain_feature(
     if types is not None:
         conds.append("event_type IN (" + ", ".join("'" + t.replace("'", "''") + "'" for t in types) + ")")
         what.append("types " + ", ".join(types))
+    zone = feature.zone
     if pred is not None:
-        conds.append(pred.sql(_column_sql))
+        conds.append(pred.sql(lambda f: _column_sql(f, zone)))
         what.append(f"where {pred.text()}")
-    value_col = f", {_column_sql(field)} AS value" if field else ""
+    value_col = f", {_column_sql(field, zone)} AS value" if field else ""
     where = " AND ".join(conds)
     params_d = {"cid": customer_id, "t": t_us}
     (total,) = con.execute(f"SELECT count(*) FROM {events_table} WHERE {where}", params_d).fetchall()[0]
@@ -366,6 +375,8 @@ def describe_definition(feature: AnyFeature) -> str:
     if isinstance(feature, AttributeFeature):
         src = f" from {feature.source}" if feature.source else ""
         return f"attribute {feature.attribute}{src} ({feature.type})"
+    if isinstance(feature, TriggerFeature):
+        return f"trigger {feature.field} ({feature.value_type})"
     parts: list[str] = []
     if isinstance(feature, AggregateFeature):
         parts.append(feature.aggregate + (f"({feature.field})" if feature.field else ""))

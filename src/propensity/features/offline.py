@@ -39,6 +39,8 @@ from propensity.features._sqlgen import build_query
 _ADAPTER: TypeAdapter[list[AnyFeature]] = TypeAdapter(list[FeatureDefinition])
 _COUNTER = itertools.count()
 SPINE_COLUMNS = ("customer_id", "as_of")
+# Optional spine column: the event_id of the row's trigger (a campaign send), read by trigger features.
+TRIGGER_COLUMN = "trigger_id"
 
 
 def parse_features(data: Sequence[Any]) -> list[AnyFeature]:
@@ -75,7 +77,8 @@ def compute_features(
     """Every feature for every spine row, point in time.
 
     ``spine`` has ``customer_id`` (string) and ``as_of`` (timestamp; tz-naive values are read as UTC) and may
-    carry more columns. The result has the spine's rows in the spine's order: its columns (``as_of`` as
+    carry more columns; a ``trigger_id`` column names each row's trigger event for trigger features (null
+    without it). The result has the spine's rows in the spine's order: its columns (``as_of`` as
     ``timestamp[us, UTC]``) followed by one column per feature in declared order. The spine is computed
     ``chunk_rows`` rows at a time, which bounds memory on large spines.
     """
@@ -93,17 +96,21 @@ def compute_features(
         as_of = as_of.cast(pa.timestamp(as_of.type.unit)).cast(pa.timestamp(as_of.type.unit, tz="UTC"))
     as_of = as_of.cast(pa.timestamp("us", tz="UTC"))
     customer = spine.column("customer_id").cast(pa.string())
-    inner = pa.table(
-        {
-            "_rid": pa.array(range(spine.num_rows), pa.int64()),
-            "customer_id": customer,
-            "as_of": as_of,
-        }
-    )
+    columns_in: dict[str, Any] = {
+        "_rid": pa.array(range(spine.num_rows), pa.int64()),
+        "customer_id": customer,
+        "as_of": as_of,
+    }
+    triggers = bool(plan.triggers) and TRIGGER_COLUMN in spine.column_names
+    if triggers:
+        columns_in[TRIGGER_COLUMN] = spine.column(TRIGGER_COLUMN).cast(pa.string())
+    inner = pa.table(columns_in)
     if not plan.names:
         return spine.set_column(spine.column_names.index("as_of"), "as_of", as_of)
     name = f"_propensity_spine_{next(_COUNTER)}"
-    sql = build_query(plan, name, events_table=events_table, attributes_table=attributes_table)
+    sql = build_query(
+        plan, name, events_table=events_table, attributes_table=attributes_table, triggers=triggers
+    )
     parts = []
     # Chunks of the spine bound the join's memory (a 2M-row spine is computed in 4 passes by default).
     for start in range(0, max(inner.num_rows, 1), chunk_rows):

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -46,8 +47,9 @@ from propensity.config.features import (
     AttributeFeature,
     DerivedFeature,
     SessionFeature,
+    TriggerFeature,
 )
-from propensity.config.predicates import PROPERTIES_PREFIX, compile_expression
+from propensity.config.predicates import EVENT_DATE, PROPERTIES_PREFIX, compile_expression, field_kind
 from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, SessionGroup
 from propensity.features._sqlgen import DATE_PATTERN, DATE_TZ_PATTERN, FALSE_WORDS, NUMBER_PATTERN, TRUE_WORDS
 
@@ -87,7 +89,18 @@ def to_micros(value: Any) -> int:
     raise TypeError(f"expected a datetime or epoch microseconds, got {type(value).__name__}")
 
 
-def _getter(field: str) -> Callable[[tuple[Any, ...]], Any]:
+def _date_of(zone: str | None) -> Callable[[int], str]:
+    """Epoch microseconds → the calendar date in ``zone`` as 'YYYY-MM-DD' (exact: integer arithmetic)."""
+    if zone is None or zone == "UTC":
+        return lambda et: (_EPOCH + timedelta(microseconds=et)).date().isoformat()
+    z = ZoneInfo(zone)
+    return lambda et: (_EPOCH + timedelta(microseconds=et)).astimezone(z).date().isoformat()
+
+
+def _getter(field: str, zone: str | None = None) -> Callable[[tuple[Any, ...]], Any]:
+    if field == EVENT_DATE:
+        date_of = _date_of(zone)
+        return lambda ev: date_of(ev[_ET])
     if field.startswith(PROPERTIES_PREFIX):
         key = field[len(PROPERTIES_PREFIX) :]
 
@@ -100,8 +113,8 @@ def _getter(field: str) -> Callable[[tuple[Any, ...]], Any]:
     return lambda ev: ev[pos]
 
 
-def _python_filter(flt: EventFilter) -> Callable[[tuple[Any, ...]], bool] | None:
-    return None if flt.predicate is None else flt.predicate.python(_getter)
+def _python_filter(flt: EventFilter, zone: str | None = None) -> Callable[[tuple[Any, ...]], bool] | None:
+    return None if flt.predicate is None else flt.predicate.python(lambda field: _getter(field, zone))
 
 
 class _Window:
@@ -133,7 +146,7 @@ class _FilterGroup:
 
     def __init__(self, plan: FeaturePlan, groups: list[AggGroup]) -> None:
         self.types = groups[0].filter.event_types
-        self.pred = _python_filter(groups[0].filter)
+        self.pred = _python_filter(groups[0].filter, plan.zone)
         slots: dict[tuple[int, str], int] = {}
         next_slot = 3
         for g in groups:
@@ -146,7 +159,7 @@ class _FilterGroup:
                         slots[key] = next_slot
                         next_slot += 2 if key[0] in (_SUM, _LAST) else 1
         self.ops: tuple[tuple[int, int], ...] = tuple((code, slot) for (code, _), slot in slots.items())
-        self.getters = tuple(_getter(field) for (_, field) in slots)
+        self.getters = tuple(_getter(field, plan.zone) for (_, field) in slots)
         self.simple = not self.ops
         self.has_set = any(code == _SET for code, _ in self.ops)
         self.has_last = any(code == _LAST for code, _ in self.ops)
@@ -282,7 +295,11 @@ class _SessionGroup:
         self.horizon = g.horizon_us
         self.types = g.session_events
         self.filters = tuple(
-            (1 << bit, None if flt.event_types is None else frozenset(flt.event_types), _python_filter(flt))
+            (
+                1 << bit,
+                None if flt.event_types is None else frozenset(flt.event_types),
+                _python_filter(flt, plan.zone),
+            )
             for bit, flt in enumerate(g.filters)
         )
         feats: list[tuple[int, str, int, int, int]] = []
@@ -405,6 +422,17 @@ def _attribute_value(f: AttributeFeature, value: str | None, t: int) -> Any:
     return (t - ts) / 86_400_000_000.0
 
 
+def _trigger_value(f: TriggerFeature, v: Any) -> Any:
+    """A trigger field's value as the offline engine reads it (numbers from text as attributes do)."""
+    if v is None:
+        return None
+    if field_kind(f.field) == "number":
+        return float(v)
+    if f.value_type == "number":
+        return float(v.strip(" ")) if isinstance(v, str) and _NUMBER_RE.match(v) else None
+    return str(v)
+
+
 def _empty_value(f: AnyFeature) -> Any:
     """A feature's value over no events: 0 for counts, 0.0 for sums, null otherwise."""
     if isinstance(f, AggregateFeature):
@@ -438,6 +466,9 @@ class OnlineFeatureEngine:
             (i, f) for i in self.plan.attributes if isinstance(f := self.plan.features[i], AttributeFeature)
         ]
         self._attr_names = {f.attribute for _, f in self._attr_features}
+        self._trigger_features = [
+            (i, f) for i in self.plan.triggers if isinstance(f := self.plan.features[i], TriggerFeature)
+        ]
         index = {n: i for i, n in enumerate(self.plan.names)}
         self._derived: list[tuple[int, Callable[[Sequence[Any]], float | None]]] = []
         for i in self.plan.derived:
@@ -701,7 +732,12 @@ class OnlineFeatureEngine:
     # -------------------------------------------------------------------------------------------- reading
 
     def vector(
-        self, customer_id: str, as_of: datetime | int | None = None, *, at_floor: bool = False
+        self,
+        customer_id: str,
+        as_of: datetime | int | None = None,
+        *,
+        at_floor: bool = False,
+        trigger: Mapping[str, Any] | None = None,
     ) -> tuple[Any, ...]:
         """The features of one customer as of ``as_of`` (default: now), in declared order.
 
@@ -709,6 +745,11 @@ class OnlineFeatureEngine:
         include events the visibility rule would exclude), unless ``at_floor``: then it reads at the floor, the
         earliest time it can answer exactly (what serving wants when a future-dated event has raised the floor
         past the clock: the values already include that event).
+
+        ``trigger`` is the event the row is about (a campaign send; canonical field names, ``properties`` as a
+        mapping or JSON text): trigger features read it. Without one, or when it belongs to another customer or
+        is not yet visible at ``as_of`` (its ``event_time`` / ``available_at``, when given, are later), they are
+        null, as offline.
         """
         t = to_micros(as_of) if as_of is not None else int(time.time() * US)
         st = self._customers.get(customer_id)
@@ -726,13 +767,40 @@ class OnlineFeatureEngine:
                 self._promote(st, t)
             out = list(self._defaults)
             self._read(st, t, out)
+        if trigger is not None and self._trigger_features:
+            self._read_trigger(customer_id, trigger, t, out)
         for i, compute in self._derived:
             out[i] = compute(out)
         return tuple(out)
 
-    def vector_dict(self, customer_id: str, as_of: datetime | int | None = None) -> dict[str, Any]:
+    def _read_trigger(self, customer_id: str, trigger: Mapping[str, Any], t: int, out: list[Any]) -> None:
+        owner = trigger.get("customer_id")
+        if owner is not None and str(owner) != customer_id:
+            return
+        for key in ("event_time", "available_at"):
+            when = trigger.get(key)
+            if when is not None and to_micros(when) > t:
+                return
+        props = trigger.get("properties")
+        if isinstance(props, str):
+            props = json.loads(props)
+        for i, f in self._trigger_features:
+            if f.field.startswith(PROPERTIES_PREFIX):
+                v = None if not props else props.get(f.field[len(PROPERTIES_PREFIX) :])
+                v = v if isinstance(v, str) or v is None else json.dumps(v)
+            else:
+                v = trigger.get(f.field)
+            out[i] = _trigger_value(f, v)
+
+    def vector_dict(
+        self,
+        customer_id: str,
+        as_of: datetime | int | None = None,
+        *,
+        trigger: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """:meth:`vector` as a mapping of feature name to value."""
-        return dict(zip(self.feature_names, self.vector(customer_id, as_of), strict=True))
+        return dict(zip(self.feature_names, self.vector(customer_id, as_of, trigger=trigger), strict=True))
 
     def _read(self, st: _Customer, t: int, out: list[Any]) -> None:
         aggs = st.aggs
