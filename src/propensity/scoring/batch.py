@@ -89,7 +89,9 @@ def known_customers(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[str
     return [r[0] for r in rows]
 
 
-def eligible_customers(con: duckdb.DuckDBPyConnection, action: Action, as_of: datetime) -> pa.Array:
+def eligible_customers(
+    con: duckdb.DuckDBPyConnection, action: Action, as_of: datetime, *, zone: str = "UTC"
+) -> pa.Array:
     """The customers eligible for ``action`` as of ``as_of``, by the rules training applies at a cutoff.
 
     A cutoff action's conditions are those of :func:`propensity.labels.labels.build_labels` at the single
@@ -102,8 +104,10 @@ def eligible_customers(con: duckdb.DuckDBPyConnection, action: Action, as_of: da
         window = action.gap.timedelta + action.horizon.timedelta
         far = as_of + action.span.timedelta + timedelta(days=1)
         table = build_labels(
-            con, action, [as_of - window], slide=window + timedelta(microseconds=1), align=as_of, data_end=far
+            con, action, [as_of - window], until=as_of + timedelta(microseconds=1), data_end=far, zone=zone
         )
+        # The response window is still open (it may close early: horizon: until a campaign's end date).
+        table = table.filter(pc.greater(table.column("label_end"), pa.scalar(as_of, UTC_US)))
         ids = table.column("customer_id").cast(pa.string()).combine_chunks()
         return pc.unique(ids) if table.num_rows else pa.array([], pa.string())
     elig = action.eligibility
@@ -111,10 +115,12 @@ def eligible_customers(con: duckdb.DuckDBPyConnection, action: Action, as_of: da
     vis_us = "epoch_us(greatest(event_time, available_at))"
     sets = ["SELECT customer_id FROM known"]
     if elig.active_within is not None:
-        d = elig.active_within.seconds * 1_000_000
+        recent = ""
+        if not elig.active_within.is_lifetime:
+            recent = f" AND epoch_us(event_time) + {elig.active_within.seconds * 1_000_000} > {t_us}"
         sets.append(
             f"SELECT customer_id FROM events WHERE event_type IN ({_in(action.activity_types)})"
-            f" AND {vis_us} <= {t_us} AND epoch_us(event_time) + {d} > {t_us}"
+            f" AND {vis_us} <= {t_us}{recent}"
         )
     if elig.due is not None:
         # Due in the label window: a billing event e with e + cycle in (as_of + gap, as_of + gap + horizon].
@@ -327,7 +333,7 @@ def score_batch(
         t0 = time.perf_counter()
         eligible = {}
         for a, d in definitions.items():
-            hit = pc.is_in(id_array, value_set=eligible_customers(con, d, as_of))
+            hit = pc.is_in(id_array, value_set=eligible_customers(con, d, as_of, zone=spec.timezone))
             eligible[a] = np.asarray(hit.to_numpy(zero_copy_only=False), bool)
         timings["eligibility"] = time.perf_counter() - t0
         t0 = time.perf_counter()

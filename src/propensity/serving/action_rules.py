@@ -89,7 +89,15 @@ class ActionRules:
         fields: dict[str, Any] = {}
         elig = action.eligibility
         if elig.active_within is not None:
-            out.append(_count(p + "active", action.activity_types, elig.active_within.seconds))
+            if elig.active_within.is_lifetime:
+                out.append(
+                    AggregateFeature(
+                        name=p + "active", aggregate="count", event_type=list(action.activity_types),
+                        window="lifetime",
+                    )
+                )  # fmt: skip
+            else:
+                out.append(_count(p + "active", action.activity_types, elig.active_within.seconds))
             fields["active"] = p + "active"
         if elig.due is not None:
             gap, h, cycle = action.gap.seconds, action.horizon.seconds, elig.due.cycle.seconds
