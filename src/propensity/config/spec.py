@@ -110,6 +110,13 @@ class EventSource(StrictModel):
         description="How long after event_time the platform could have known the event (bulk history).",
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    dedupe: Literal["event_id", "content", "none"] | None = Field(
+        default=None,
+        description="Which rows are the same event: event_id (the source's id column; a row without one is "
+        "quarantined), content (identical content, whatever the id), none (every row is an event, identical "
+        "lines included: line-item files repeat lines legitimately). Default: event_id when the source has an "
+        "id column, else content. Re-ingesting a file adds nothing in every mode.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -24,7 +24,15 @@ from propensity.config.spec import AttributeSource, EventSource, ProjectSpec
 from propensity.core.errors import PropensityError
 from propensity.events.log import DuckDBEventLog, transaction
 from propensity.events.readers import BATCH_ROWS, ROW, UnreadableRecord, detect_format, read_batches
-from propensity.events.validate import define_macros, lit, q, raw_rows_sql, staging_sql, timestamp_expr
+from propensity.events.validate import (
+    dedupe_mode,
+    define_macros,
+    lit,
+    q,
+    raw_rows_sql,
+    staging_sql,
+    timestamp_expr,
+)
 from propensity.workspace import Workspace
 
 Progress = Callable[[int], None]
@@ -42,6 +50,28 @@ FROM staged s
 SEMI JOIN (SELECT min(row_number) AS first_row FROM staged WHERE reason IS NULL GROUP BY event_id) f
     ON s.row_number = f.first_row
 WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
+"""
+
+
+# dedupe: none. The k-th valid row (k >= 2) of a file with the same id (the source's, or the content hash) gets
+# "<id>#<k>", counting across the file's batches (_seen_ids): identical lines are all kept, and re-ingesting the
+# same file numbers them the same way, so it still adds nothing.
+KEEP_REPEATS = """
+WITH s AS ({sql}),
+numbered AS (
+    SELECT s.*, CASE WHEN s.reason IS NULL THEN coalesce(p.n, 0)
+                     + row_number() OVER (PARTITION BY s.event_id, s.reason IS NULL ORDER BY s.row_number) END AS _k
+    FROM s LEFT JOIN _seen_ids p ON p.base = s.event_id
+)
+SELECT * EXCLUDE (_k, event_id), CASE WHEN _k > 1 THEN event_id || '#' || _k ELSE event_id END AS event_id,
+       event_id AS _base, _k
+FROM numbered
+"""
+SEEN_IDS = """
+CREATE OR REPLACE TEMP TABLE _seen_ids AS
+SELECT base, max(n) AS n FROM (
+    SELECT base, n FROM _seen_ids UNION ALL SELECT _base, _k FROM staged WHERE _k IS NOT NULL
+) GROUP BY base
 """
 
 
@@ -185,11 +215,21 @@ def _ingest_batches(
     progress: Progress | None,
     live: bool,
 ) -> None:
+    try:
+        keep_all = dedupe_mode(source, schema) == "none"
+    except ValueError as exc:
+        raise IngestError(str(exc)) from None
     sql = staging_sql("chunk", schema, source, spec.events, now_sql="ingest_now()", live=live)
+    if keep_all:
+        con.execute("CREATE OR REPLACE TEMP TABLE _seen_ids (base VARCHAR, n BIGINT)").fetchall()
     for batch in batches:
         chunk = pa.Table.from_batches([batch])
         con.register("chunk", chunk)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
+        if keep_all:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {KEEP_REPEATS.format(sql=sql)}").fetchall()
+            con.execute(SEEN_IDS).fetchall()
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
         inserted = con.execute(INSERT_STAGED, [source.name]).fetchall()[0]
         counts = con.execute(
             "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) FROM staged"
@@ -222,6 +262,7 @@ def _ingest_batches(
             progress(batch.num_rows)
         _trace(report.path, report.rows_read)
     con.execute("DROP TABLE IF EXISTS staged").fetchall()
+    con.execute("DROP TABLE IF EXISTS _seen_ids").fetchall()
     if unreadable:
         _insert_quarantine(con, ingest_id, source.name, report.path, unreadable)
         report.rows_read += len(unreadable)

@@ -87,6 +87,19 @@ def _number_expr(column: str, dtype: pa.DataType) -> str:
     return f"TRY_CAST(trim(CAST({q(column)} AS VARCHAR)) AS DOUBLE)"
 
 
+def dedupe_mode(source: EventSource, schema: pa.Schema) -> str:
+    """The source's dedupe rule for a file with ``schema``: ``event_id``, ``content`` or ``none``."""
+    id_col = source.columns.get("event_id", "event_id")
+    has_id = id_col in schema.names
+    mode = source.dedupe or ("event_id" if has_id else "content")
+    if mode == "event_id" and not has_id:
+        raise ValueError(
+            f"source {source.name!r} has dedupe: event_id but the file has no {id_col!r} column; map the id "
+            "column under columns: {event_id: <name>}, or use dedupe: content (or none)"
+        )
+    return mode
+
+
 def staging_sql(
     relation: str,
     schema: pa.Schema,
@@ -170,12 +183,24 @@ def staging_sql(
     allowed_text = ", ".join(allowed) if len(allowed) <= 12 else ", ".join(allowed[:12]) + ", ..."
     delay_us = source.delay.seconds * 1_000_000
     max_future_us = rules.max_future.seconds * 1_000_000
-    id_col = column_for("event_id")
+    mode = dedupe_mode(source, schema)
+    id_col = column_for("event_id") if mode != "content" else None
     source_id = f"NULLIF(trim({raw_text[id_col]}), '')" if id_col else "CAST(NULL AS VARCHAR)"
     amount_text = "coalesce(amount_raw, CAST(amount AS VARCHAR))"
     quantity_text = "coalesce(quantity_raw, CAST(quantity AS VARCHAR))"
 
     checks: Sequence[tuple[str, str, str]] = [
+        *(
+            [
+                (
+                    "source_event_id IS NULL",
+                    "event_id: missing",
+                    "'event_id is missing or empty (dedupe: event_id)'",
+                )
+            ]
+            if mode == "event_id" and source.dedupe == "event_id"
+            else []
+        ),
         ("customer_id IS NULL", "customer_id: missing or empty", "'customer_id is missing or empty'"),
         ("event_type IS NULL", "event_type: missing", "'event_type is missing'"),
         (
