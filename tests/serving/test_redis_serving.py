@@ -111,7 +111,12 @@ def test_a_redis_outage_gives_503s_and_the_server_recovers(trained_workspace: Wo
         assert client.get("/healthz").status_code == 200
 
         redis_proc = _start_redis(port)  # back (empty: this Redis keeps nothing on disk)
-        r = client.get(f"/v1/predict?customer_id={customer}")
+        # The circuit breaker lets a trial through one redis_timeout after the last failure; until then
+        # requests fail at once (503) without touching Redis.
+        deadline = time.monotonic() + 10 * service.store.timeout  # type: ignore[attr-defined]
+        while (r := client.get(f"/v1/predict?customer_id={customer}")).status_code == 503:
+            assert time.monotonic() < deadline, "the server did not reconnect to Redis"
+            time.sleep(0.05)
         # The event appended while Redis was away was kept and applied once it came back.
         assert r.status_code == 200 and r.json()["cold_start"] is False
         assert client.post("/v1/events", json=event).json() == {"received": 1, "accepted": 0, "duplicates": 1}

@@ -264,7 +264,7 @@ def test_a_load_replaces_states_written_before_it(tmp_path: Path, stores: Any) -
     assert running.vector("c3")[0] == 1  # only the live purchase: the namespace was never loaded
     assert _log_store(ws, stores(ws.spec.features)) == 301
     _assert_same_as_memory(ws, running, [f"c{i}" for i in range(40)])
-    assert running.customers == 40
+    assert running.count_customers() == 40
 
 
 def test_two_stores_starting_at_once_load_the_log_once(tmp_path: Path, stores: Any) -> None:
@@ -327,3 +327,25 @@ def test_serve_refuses_an_unknown_store_and_an_unreachable_redis(tmp_path: Path)
     )
     assert down.returncode == 1 and "Traceback" not in down.stderr
     assert "online store (Redis at redis://127.0.0.1:" in down.stderr and "unavailable" in down.stderr
+
+
+def test_asynchronous_reads_equal_blocking_ones(stores: Any) -> None:
+    """The server's read path (one pipelined asyncio connection, hiredis) gives what vector()/knows() give."""
+    import asyncio
+
+    writer, reader = stores(SIMPLE), stores(SIMPLE)
+    writer.apply(simple_table([purchase("e1", "c1", T0, 10.0), purchase("e2", "c1", T0 + 1, 2.5, "b")]))
+
+    async def reads() -> tuple[Any, Any, Any]:
+        one = await reader.aread("c1", T0 + 10)
+        many = await reader.aread_many(["c1", "nobody", "c1"], T0 + 10)
+        # Concurrent reads share the connection; replies come back in order.
+        together = await asyncio.gather(*[reader.aread(c, T0 + 10) for c in ("c1", "nobody") * 20])
+        return one, many, together
+
+    one, many, together = asyncio.run(reads())
+    assert one == (reader.vector("c1", T0 + 10), True) == ((2, 12.5, 2), True)
+    assert many == ([(2, 12.5, 2), (0, 0.0, 0), (2, 12.5, 2)], [True, False, True])
+    assert together == [((2, 12.5, 2), True), ((0, 0.0, 0), False)] * 20
+    # A second event loop (a new connection) works as well.
+    assert asyncio.run(reader.aread("c1", T0 + 10)) == ((2, 12.5, 2), True)

@@ -9,6 +9,7 @@ import typer
 
 from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace
 from propensity.cli.app import app, console
+from propensity.workspace import Workspace
 
 
 @app.command()
@@ -44,6 +45,15 @@ def serve(
         help="JSON file of API keys with scopes (predict, ingest, admin); else $PROPENSITY_API_KEYS "
         "(name:scope+scope:key,...). With neither, authentication is off.",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Worker processes sharing the port, one per core you give the server. More than one needs the "
+        "Redis online store (--store redis://...), which they share; model moves reach every worker within "
+        "2 s, and the monitors run once, in the supervisor.",
+    ),
 ) -> None:
     """Serve real-time scores: GET/POST /v1/predict, POST /v1/events, models (list, promote, rollback), /healthz,
     /readyz, /metrics, /docs.
@@ -70,6 +80,10 @@ def serve(
 
     ws = open_workspace(workspace, require_spec=True)
     keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
+    if workers > 1:
+        _serve_workers(ws, workers, host=host, port=port, model=model, store=store, ttl_minutes=ttl_minutes,
+                       max_body_mb=max_body_mb, log_level=log_level, monitor=monitor, api_keys=api_keys)  # fmt: skip
+        return
     with console.status("loading online features and the model"):
         service, timings = build_service(
             ws,
@@ -130,3 +144,63 @@ def serve(
             monitors.stop()
         if realtime is not None:
             realtime.close()  # waits (bounded) for queued webhook deliveries; the outbox keeps the rest
+
+
+def _serve_workers(
+    ws: Workspace,
+    workers: int,
+    *,
+    host: str,
+    port: int,
+    model: str | None,
+    store: str | None,
+    ttl_minutes: float | None,
+    max_body_mb: float,
+    log_level: str,
+    monitor: bool,
+    api_keys: Path | None,
+) -> None:
+    """uvicorn's supervisor over ``workers`` processes (see :mod:`propensity.server.worker`)."""
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from propensity.server.worker import CONFIG_ENV, WorkerConfig
+
+    target = store or ws.spec.serving.online_store
+    if target == "memory":
+        console.print(
+            "[red]--workers needs a shared online store[/]: each process would hold its own in-memory state "
+            "and events posted to one would not reach the others. Add --store redis://127.0.0.1:6379/0 (or set "
+            "serving.online_store), or run one worker."
+        )
+        raise typer.Exit(2)
+    metrics_dir = tempfile.mkdtemp(prefix="propensity-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before any worker imports prometheus_client
+    os.environ[CONFIG_ENV] = WorkerConfig(
+        workspace=str(ws.root.resolve()), model=model, store=store, ttl_minutes=ttl_minutes,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), api_keys=str(api_keys.resolve()) if api_keys else None,
+        monitor=monitor,
+    ).to_env()  # fmt: skip
+    monitors = None
+    if monitor:
+        from propensity.monitoring.gauges import MonitorScheduler
+
+        monitors = MonitorScheduler(ws)
+        monitors.start(run_now=False)
+        console.print(
+            f"monitors: every {ws.spec.monitoring.interval} (in this supervisor), results on /metrics"
+        )
+    from propensity.serving.redis_store import redacted
+
+    console.print(f"[green]serving[/] on http://{host}:{port} with {workers} workers on {redacted(target)} "
+                  f"(API docs: http://{host}:{port}/docs)")  # fmt: skip
+    try:
+        uvicorn.run("propensity.server.worker:create_worker_app", factory=True, workers=workers, host=host,
+                    port=port, log_level=log_level, access_log=False)  # fmt: skip
+    finally:
+        if monitors is not None:
+            monitors.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.types import Lifespan
 
 from propensity.server import api, ops
 from propensity.server.endpoints import Endpoint, routes
@@ -26,14 +27,17 @@ from propensity.server.state import ServerState
 ENDPOINTS: list[Endpoint] = [*api.ENDPOINTS, *ops.ENDPOINTS]
 
 
-def create_app(state: ServerState, extra: Sequence[Endpoint] = ()) -> Starlette:
+def create_app(
+    state: ServerState, extra: Sequence[Endpoint] = (), *, lifespan: Lifespan[Starlette] | None = None
+) -> Starlette:
     """The app over ``state`` (see :func:`propensity.serving.startup.build_service`); ``extra`` endpoints (a
-    console, say) are served and documented alongside the API's."""
+    console, say) are served and documented alongside the API's; ``lifespan`` runs around the app's life."""
     endpoints = [*ENDPOINTS, *extra]
     app = Starlette(
         routes=routes(endpoints),
         middleware=[Middleware(MetricsMiddleware, metrics=state.metrics)],
         exception_handlers=exception_handlers(),
+        lifespan=lifespan,
     )
     app.state.server = state
     app.state.endpoints = endpoints

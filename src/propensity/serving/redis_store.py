@@ -21,11 +21,13 @@ Several processes may share one Redis freely.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +42,7 @@ from redis.retry import Retry
 from propensity.config.features import AnyFeature, AttributeFeature
 from propensity.features.online import OnlineFeatureEngine, to_micros
 from propensity.serving.ingest import LIVE_SOURCE
+from propensity.serving.redis_wire import Breaker, RedisWire
 from propensity.serving.state_codec import StateCodec
 from propensity.serving.store import StoreUnavailableError
 
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+POOL_SIZE = 2  # blocking connections per process, for writes (one apply at a time) and loads
+COUNT_EVERY_S = 5.0  # how often reads refresh the customer count shown on /metrics
 MAX_ATTEMPTS = 50  # compare-and-set rounds for one batch before giving up (only under extreme contention)
 MAX_OWED_ROWS = 1_000_000  # live events held in memory while Redis is away, to apply once it is back
 LOCK_SECONDS = 60  # the loader's lock expiry; refreshed while it works, so a crashed loader frees it soon
@@ -106,22 +111,34 @@ class RedisStore:
         *,
         prefix: str = "propensity",
         timeout: float = 1.0,
+        pool_size: int = POOL_SIZE,
     ) -> None:
-        # A scratch engine: it holds only the customers of the read or apply in progress.
+        # Scratch engines holding only the customers of the apply (``engine``, worker threads, one at a time) or
+        # the read (``_reader``, the event loop) in progress.
         self.engine = features if isinstance(features, OnlineFeatureEngine) else OnlineFeatureEngine(features)
+        self._reader = OnlineFeatureEngine(self.engine.plan)
         self.url = redacted(url)
         self.prefix = prefix
+        self.timeout = timeout
         self._codec = StateCodec(self.engine.state_layout())
-        # Typed loosely: redis-py's stubs do not model replies (bytes here: decode_responses is off).
-        self._redis: Any = redis.Redis.from_url(
+        # After a failure, calls fail at once for `timeout` seconds, then one trial goes through.
+        self.breaker = Breaker(cooldown=timeout)
+        # Writes and loads (worker threads): redis-py, hiredis parsing, a small blocking pool. Typed loosely:
+        # redis-py's stubs do not model replies (bytes here: decode_responses is off).
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=pool_size,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
-            # One retry (a connection broken by a Redis restart), not redis-py's default ten with backoff: a
-            # request must fail fast (503) rather than hold the event loop while Redis is away.
-            retry=Retry(NoBackoff(), 1),
         )
+        # One retry (a connection broken by a Redis restart), not redis-py's default ten with backoff: a call
+        # must fail fast (503) rather than hold a request while Redis is away.
+        self._redis: Any = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+        # Reads (the event loop): one pipelined connection with a deadline per command.
+        self._wire = RedisWire(url, timeout=timeout, breaker=self.breaker,
+                               describe=lambda doing: self._message(doing))  # fmt: skip
         self._base = f"{prefix}:{self.engine.version}"
         self._meta = f"{self._base}:meta"
         self._lock = f"{self._base}:lock"
@@ -134,6 +151,10 @@ class RedisStore:
         self._owed: list[pa.Table] = []
         self._owed_rows = 0
         self._customers = 0
+        self._counted_at = 0.0
+        self._applying = threading.RLock()
+
+    apply_blocks = True  # the server applies events in a worker thread and reads with aread()
 
     # ------------------------------------------------------------------------------------------ protocol
 
@@ -153,7 +174,7 @@ class RedisStore:
             self._settle()
         with self._unavailable("read features"):
             version, read = self._redis.hmget(self.key(customer_id), ("v", "r"))
-        return self._read(customer_id, version, read, as_of)
+        return self._read(customer_id, version, read, as_of, self._persist)
 
     def vectors(
         self, customer_ids: Sequence[str], as_of: datetime | int | None = None
@@ -168,34 +189,81 @@ class RedisStore:
             for cid in customer_ids:
                 pipe.hmget(self.key(cid), ("v", "r"))
             stored = pipe.execute()
-        return [self._read(c, v, r, as_of) for c, (v, r) in zip(customer_ids, stored, strict=True)]
+        return [
+            self._read(c, v, r, as_of, self._persist) for c, (v, r) in zip(customer_ids, stored, strict=True)
+        ]
+
+    async def aread(
+        self, customer_id: str, as_of: datetime | int | None = None
+    ) -> tuple[tuple[Any, ...], bool]:
+        """The customer's features and whether the store knows them, in one round trip that never blocks the
+        event loop (a hung Redis fails it within ``timeout``; see :mod:`propensity.serving.redis_wire`)."""
+        if self._owed:
+            await asyncio.to_thread(self._settle)
+        version, read = await self._wire.call(b"HMGET", self.key(customer_id), b"v", b"r")
+        self._count_now_and_then()
+        return self._read(customer_id, version, read, as_of, self._persist_nowait), read is not None
+
+    async def aread_many(
+        self, customer_ids: Sequence[str], as_of: datetime | int | None = None
+    ) -> tuple[list[tuple[Any, ...]], list[bool]]:
+        """:meth:`aread` of several customers, in one round trip."""
+        if self._owed:
+            await asyncio.to_thread(self._settle)
+        if as_of is None:
+            as_of = datetime.now(UTC)
+        stored = await self._wire.call_many([(b"HMGET", self.key(c), b"v", b"r") for c in customer_ids])
+        vectors = [self._read(c, v, r, as_of, self._persist_nowait)
+                   for c, (v, r) in zip(customer_ids, stored, strict=True)]  # fmt: skip
+        return vectors, [r is not None for _, r in stored]
 
     def _read(
-        self, customer_id: str, version: bytes | None, read: bytes | None, as_of: datetime | int | None
+        self,
+        customer_id: str,
+        version: bytes | None,
+        read: bytes | None,
+        as_of: datetime | int | None,
+        persist: Callable[[str, int, bytes], None],
     ) -> tuple[Any, ...]:
         if len(self._known) > 4096:
             self._known.clear()
         self._known[customer_id] = read is not None
-        engine = self.engine
+        engine = self._reader
         if read is None:
             return engine.vector(customer_id, as_of)  # the empty vector
         state = self._codec.decode(read)
         engine.import_customer(customer_id, state)
         try:
             out = engine.vector(customer_id, as_of, at_floor=True)
-            after = engine.export_customer(customer_id)
-            assert after is not None
-            if after.pending is not state.pending:
-                # The read took pending (future-dated) events in, as the in-memory engine does; keep that, so
-                # both stores hold the same state. Losing this race is harmless: the winner's state is valid.
-                with self._unavailable("write features"):
-                    self._cas(
-                        keys=[self.key(customer_id), self._meta],
-                        args=[int(version or 0), int(version or 0) + 1, self._codec.encode_read(after), ""],
-                    )
+            if state.pending:
+                after = engine.export_customer(customer_id)
+                assert after is not None
+                if after.pending is not state.pending:
+                    # The read took pending (future-dated) events in, as the in-memory engine does; keep that,
+                    # so both stores hold the same state. Losing this race is harmless: the winner's state is
+                    # valid.
+                    persist(customer_id, int(version or 0), self._codec.encode_read(after))
         finally:
             engine.drop_customer(customer_id)
         return out
+
+    def _persist(self, customer_id: str, version: int, read: bytes) -> None:
+        with self._unavailable("write features"):
+            self._cas(keys=[self.key(customer_id), self._meta], args=[version, version + 1, read, ""])
+
+    def _persist_nowait(self, customer_id: str, version: int, read: bytes) -> None:
+        self._wire.send_nowait(
+            b"EVAL", _CAS, 2, self.key(customer_id), self._meta, version, version + 1, read, b""
+        )
+
+    def _count_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._counted_at > COUNT_EVERY_S:
+            self._counted_at = now
+            self._wire.send_nowait(b"HGET", self._meta, b"customers", then=self._counted)
+
+    def _counted(self, reply: Any) -> None:
+        self._customers = int(reply or 0)
 
     def knows(self, customer_id: str) -> bool:
         known = self._known.pop(customer_id, None)
@@ -209,17 +277,16 @@ class RedisStore:
         and applied before anything else once it is back, and :class:`StoreUnavailableError` is raised."""
         if events.num_rows == 0:
             return 0
-        try:
-            self._settle()
-        except StoreUnavailableError:
-            self._owe(events)
-            raise
-        try:
-            applied = self._apply_events(events)
-            self._raise_watermark("live_watermark", events)
-        except redis.RedisError as exc:
-            self._owe(events)
-            raise self._error("apply events", exc) from exc
+        with self._applying:
+            try:
+                self._settle()
+                with self._unavailable("apply events"):
+                    applied = self._apply_events(events)
+                    self._raise_watermark("live_watermark", events)
+                    self._customers = int(self._redis.hget(self._meta, "customers") or 0)
+            except StoreUnavailableError:
+                self._owe(events)
+                raise
         return applied
 
     def rebuild(self, con: duckdb.DuckDBPyConnection) -> int:
@@ -251,18 +318,18 @@ class RedisStore:
 
     @property
     def customers(self) -> int:
-        """Customers with a state in Redis (the last known count if Redis is away)."""
-        with suppress(redis.RedisError):
+        """Customers with a state in Redis, as last seen (refreshed by applies, and by reads every few seconds;
+        never a call to Redis, so a metrics scrape cannot hang on it)."""
+        return self._customers
+
+    def count_customers(self) -> int:
+        """Customers with a state in Redis, asked of Redis now (blocking)."""
+        with self._unavailable("count customers"):
             self._customers = int(self._redis.hget(self._meta, "customers") or 0)
         return self._customers
 
-    def ping(self) -> bool:
-        try:
-            return bool(self._redis.ping())
-        except redis.RedisError:
-            return False
-
     def close(self) -> None:
+        self._wire.close()
         self._redis.close()
 
     # ---------------------------------------------------------------------------------------- applying
@@ -356,14 +423,15 @@ class RedisStore:
 
     def _settle(self) -> None:
         """Apply the live events kept while Redis was away, oldest first."""
-        while self._owed:
-            batch = self._owed[0]
-            with self._unavailable("apply events kept while Redis was away"):
-                self._apply_events(batch)
-                self._raise_watermark("live_watermark", batch)
-            self._owed.pop(0)
-            self._owed_rows -= batch.num_rows
-            log.info("applied %d live events kept while Redis was away", batch.num_rows)
+        with self._applying:
+            while self._owed:
+                batch = self._owed[0]
+                with self._unavailable("apply events kept while Redis was away"):
+                    self._apply_events(batch)
+                    self._raise_watermark("live_watermark", batch)
+                self._owed.pop(0)
+                self._owed_rows -= batch.num_rows
+                log.info("applied %d live events kept while Redis was away", batch.num_rows)
 
     # -------------------------------------------------------------------------------- loading the log
 
@@ -448,18 +516,26 @@ class RedisStore:
 
     # --------------------------------------------------------------------------------------------- errors
 
-    def _error(self, doing: str, exc: Exception) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"the online store (Redis at {self.url}) is unavailable: could not {doing} ({type(exc).__name__}); "
-            "retry shortly"
-        )
+    def _message(self, doing: str) -> str:
+        return f"the online store (Redis at {self.url}) is unavailable: could not {doing}; retry shortly"
 
     @contextmanager
     def _unavailable(self, doing: str) -> Iterator[None]:
+        """Redis calls inside fail as :class:`StoreUnavailableError`, at once while the breaker is open."""
+        if not self.breaker.allow():
+            raise StoreUnavailableError(self._message(f"{doing} (Redis did not answer recently)"))
+        ok = False
         try:
             yield
+            ok = True
         except redis.RedisError as exc:
-            raise self._error(doing, exc) from exc
+            self.breaker.failure()
+            raise StoreUnavailableError(self._message(f"{doing} ({type(exc).__name__})")) from exc
+        finally:
+            if ok:
+                self.breaker.success()
+            else:
+                self.breaker.release()
 
 
 def _log_watermark(con: duckdb.DuckDBPyConnection) -> int | None:
