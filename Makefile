@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint typecheck unit bench clean venv services java
+.PHONY: quickstart test lint typecheck unit bench bench-tools clean venv services java
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,14 @@ java:
 # pytest exits 5 when it collected nothing; that is a failure here, as is any other non-zero code.
 test: lint typecheck unit
 
-bench: $(STAMP)
+# The HTTP benchmark drives the server with wrk (Debian's package).
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk for the HTTP benchmark (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+bench: $(STAMP) bench-tools services
 	$(BIN)/python -m benchmarks.run_all
 
 clean:

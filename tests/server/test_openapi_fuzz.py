@@ -1,5 +1,6 @@
-"""Schemathesis against the served OpenAPI document: generated requests (valid and invalid) to every operation
-never get a 5xx, and every response conforms to the documented status codes, content types and schemas."""
+"""Schemathesis against a live server's OpenAPI document: generated requests (valid and invalid) to every
+operation never get a 5xx, and every response conforms to the documented status codes, content types and
+schemas."""
 
 from __future__ import annotations
 
@@ -14,11 +15,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from starlette.applications import Starlette
+from tests.serve_process import serve_process
 
-from propensity.server import ServerState, create_app
-from propensity.serving.auth import KeyRing
-from propensity.serving.startup import build_service
 from propensity.workspace import Workspace
 
 pytestmark = pytest.mark.slow
@@ -26,18 +24,20 @@ _KEY = "fuzz-test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starlette]:
-    # A copy of the trained workspace: fuzzed events and model moves must not leak into other tests.
+def live_server(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `propensity serve` on a loopback port over a copy of the trained workspace (fuzzed events and
+    model moves must not leak into other tests), with an API key and a 64 KiB body limit."""
     root = Path(tmp_path_factory.mktemp("fuzz")) / "ws"
-    shutil.copytree(workspace.root, root)
+    shutil.copytree(workspace.root, root, ignore=shutil.ignore_patterns("write.lock"))
     ws = Workspace.open(root)
-    service, _ = build_service(ws)
-    keys = KeyRing.parse_env(f"fuzz:predict+ingest+admin:{_KEY}")
-    yield create_app(ServerState(service=service, workspace=ws, keys=keys, max_body_bytes=64 * 1024))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROPENSITY_API_KEYS", f"fuzz:predict+ingest+admin:{_KEY}")
+        with serve_process(ws, "--no-monitor", "--max-body-mb", str(64 / 1024)) as (base, _):
+            yield base
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzz_app: Starlette) -> schemathesis.schemas.BaseSchema:
+def api_schema(live_server: str) -> schemathesis.schemas.BaseSchema:
     # A body over the server's limit is refused with 413 before it is read: a correct rejection of bad input.
     config = SchemathesisConfig.from_dict(
         {
@@ -48,7 +48,7 @@ def api_schema(fuzz_app: Starlette) -> schemathesis.schemas.BaseSchema:
             }
         }
     )
-    return schemathesis.openapi.from_asgi("/openapi.json", fuzz_app, config=config)
+    return schemathesis.openapi.from_url(f"{live_server}/openapi.json", config=config)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -37,7 +37,9 @@ def test_workers_share_state_metrics_and_model_moves(
         # Whichever worker answers, the event is there.
         assert all(call(f"{base}/v1/predict?customer_id=w-new")[1]["cold_start"] is False for _ in range(20))
         text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
-        served = re.search(r'^propensity_http_requests_total\{route="predict",status="200"\} ([0-9.e+]+)$', text, re.M)
+        served = re.search(
+            r'^propensity_http_requests_total\{route="predict",status="200"\} ([0-9.e+]+)$', text, re.M
+        )
         assert served is not None and float(served.group(1)) == 60  # the sum over both workers
         assert "propensity_events_accepted_total 1.0" in text
         for line in text.splitlines():
@@ -51,7 +53,9 @@ def test_workers_share_state_metrics_and_model_moves(
         after = Registry(ws).production()
         if after != before:
             deadline = time.monotonic() + 10
-            while {call(f"{base}/v1/predict?customer_id=x")[1]["model_version"] for _ in range(10)} != {after}:
+            while {call(f"{base}/v1/predict?customer_id=x")[1]["model_version"] for _ in range(10)} != {
+                after
+            }:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
 
