@@ -143,3 +143,15 @@ def test_the_openapi_document_is_generated_valid_and_honest(client: TestClient) 
     predict = doc["paths"]["/v1/predict"]["get"]
     assert [p["name"] for p in predict["parameters"]] == ["customer_id", "actions", "explain"]
     assert {"200", "401", "403", "422", "503"} <= set(predict["responses"])
+
+
+def test_metrics_speak_openmetrics_when_asked_and_carry_process_metrics(client: TestClient) -> None:
+    client.get("/v1/predict", params={"customer_id": "om-1"})
+    text = client.get("/metrics")
+    assert text.headers["content-type"].startswith("text/plain")
+    assert "process_cpu_seconds_total" in text.text or "process_" in text.text
+    om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.rstrip().endswith("# EOF")
+    assert 'propensity_http_requests_total{route="predict",status="200"}' in om.text
+    assert "propensity_http_request_duration_seconds_bucket" in om.text
