@@ -9,11 +9,12 @@ import pytest
 from propensity.cli.project import example_spec_text
 from propensity.datasets.completejourney import export_completejourney
 from propensity.events.ingest import ingest_attributes, ingest_files
-from propensity.events.log import connect
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("event_storage", ["duckdb"], indirect=True)  # 1.5M events: once is enough for CI
 def test_complete_journey_ingests_with_its_real_counts(tmp_path: Path) -> None:
     (tmp_path / "propensity.yaml").write_text(example_spec_text("completejourney"), encoding="utf-8")
     export_completejourney(tmp_path / "data" / "completejourney")
@@ -24,16 +25,13 @@ def test_complete_journey_ingests_with_its_real_counts(tmp_path: Path) -> None:
     for attribute_source in ws.spec.attributes:
         ingest_attributes(ws, attribute_source)
 
-    con = connect(ws.db_path)
-    try:
+    with open_event_log(ws).connection(read_only=True) as con:
         by_type = dict(con.execute("SELECT event_type, count(*) FROM events GROUP BY 1").fetchall())
         households = con.execute("SELECT count(DISTINCT customer_id) FROM events").fetchall()[0][0]
         first, last = con.execute(
             "SELECT min(event_time) FILTER (WHERE event_type = 'purchase'), max(event_time) FROM events"
         ).fetchall()[0]
         demographics = con.execute("SELECT count(DISTINCT customer_id) FROM attributes").fetchall()[0][0]
-    finally:
-        con.close()
     assert by_type == {"purchase": 1_469_307, "campaign_sent": 6_589, "coupon_redemption": 2_102}
     assert households == 2_469 and demographics == 801
     assert (first.year, first.month, first.day) == (2017, 1, 1) and (last.year, last.month, last.day) == (

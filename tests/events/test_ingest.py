@@ -12,16 +12,13 @@ import pytest
 from tests.conftest import canonical_events, write_parquet, write_spec
 
 from propensity.events.ingest import IngestError, ingest_files, ingest_table
-from propensity.events.log import DuckDBEventLog, connect
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 
 def rows(ws: Workspace, sql: str) -> list[tuple]:
-    con = connect(ws.db_path)
-    try:
+    with open_event_log(ws).connection() as con:
         return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -212,7 +209,7 @@ def test_live_table_ingest_stamps_availability_now(workspace: Workspace) -> None
 
 def test_reads_by_customer_and_time(workspace: Workspace, tmp_path: Path) -> None:
     ingest_files(workspace, [write_parquet(canonical_events(500, customers=10), tmp_path / "e.parquet")])
-    log = DuckDBEventLog(workspace.db_path)
+    log = open_event_log(workspace)
     start = datetime(2024, 3, 1, 1, tzinfo=UTC)
     got = log.read(customer_ids=["c3"], start=start, end=start + timedelta(hours=2))
     assert got.num_rows == 12 and set(got.column("customer_id").to_pylist()) == {"c3"}

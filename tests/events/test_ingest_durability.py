@@ -13,20 +13,17 @@ import pyarrow as pa
 import pytest
 from tests.conftest import canonical_events, write_parquet
 
-from propensity.events.log import connect
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 INGEST = [sys.executable, "-m", "propensity.cli.__main__"]
 
 
 def _count(ws: Workspace) -> tuple[int, int]:
-    con = connect(ws.db_path)
-    try:
+    with open_event_log(ws).connection() as con:
         events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
         ingests = con.execute("SELECT count(*) FROM ingests").fetchall()[0][0]
         return int(events), int(ingests)
-    finally:
-        con.close()
 
 
 @pytest.mark.slow

@@ -94,13 +94,13 @@ def show(
 
         propensity features show c42 --as-of 2025-10-06 --explain --events 3 -w demo
     """
-    from propensity.events.log import DuckDBEventLog
+    from propensity.events.log import open_event_log
     from propensity.features import FeaturePlan
     from propensity.features.inspect import explain_feature, feature_vector
 
     ws = open_workspace(workspace, require_spec=True)
     plan = FeaturePlan(_require_features(ws))
-    with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
+    with open_event_log(ws).connection(read_only=True) as con:
         t = parse_as_of(as_of, ws.spec.timezone) if as_of else _latest(con)
         (known,) = con.execute(
             "SELECT (SELECT count(*) FROM events WHERE customer_id = $c) "
@@ -159,13 +159,13 @@ def describe(
 
         propensity features describe --sample 5000 --as-of 2025-10-06 -w demo
     """
-    from propensity.events.log import DuckDBEventLog
+    from propensity.events.log import open_event_log
     from propensity.features import FeaturePlan
     from propensity.features.inspect import describe_definition, describe_features
 
     ws = open_workspace(workspace, require_spec=True)
     plan = FeaturePlan(_require_features(ws))
-    with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
+    with open_event_log(ws).connection(read_only=True) as con:
         t = parse_as_of(as_of, ws.spec.timezone) if as_of else _latest(con)
         table, stats = describe_features(con, plan, as_of=t, sample=sample, seed=seed)
     console.print(

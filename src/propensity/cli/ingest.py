@@ -11,7 +11,7 @@ from rich.table import Table
 from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
 from propensity.cli.app import app, console
 from propensity.events.ingest import IngestReport, ingest_attributes, ingest_files
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 events_app = typer.Typer(help="Inspect the event log and its quarantine.", no_args_is_help=True)
@@ -120,7 +120,7 @@ def ingest(
 def events_summary(workspace: Path = WorkspaceOption) -> None:
     """Counts by event type, the time range, customers, and quarantine totals."""
     ws = open_workspace(workspace)
-    log = DuckDBEventLog(ws.db_path)
+    log = open_event_log(ws)
     with ws.write_lock(), log.connection() as con:
         rows = con.execute(
             """SELECT event_type, count(*), count(DISTINCT customer_id), min(event_time), max(event_time),
@@ -155,7 +155,7 @@ def events_quarantine(
 ) -> None:
     """Show quarantined rows: source file, row number, reason and the raw row."""
     ws = open_workspace(workspace)
-    log = DuckDBEventLog(ws.db_path)
+    log = open_event_log(ws)
     with ws.write_lock(), log.connection() as con:
         rows = con.execute(
             """SELECT source_file, row_number, detail, raw FROM quarantine
@@ -169,3 +169,53 @@ def events_quarantine(
     for file, row, detail, raw in rows:
         table.add_row(Path(file).name if file else "", str(row), detail, (raw or "")[:200])
     console.print(table)
+
+
+@events_app.command("export")
+def events_export(
+    to: str = typer.Option(..., "--to", help="The storage to copy the event log into: parquet."),
+    path: str = typer.Option(
+        ".propensity/events",
+        "--path",
+        help="The Parquet store's folder (relative to the workspace) or an object-store URI (s3://...).",
+    ),
+    workspace: Path = WorkspaceOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
+) -> None:
+    """Copy the workspace's DuckDB event log (events, attributes, quarantine) into a Parquet event store.
+
+    The files are partitioned by event date and committed by one manifest, so DuckDB and Spark read the same
+    data. The DuckDB tables are kept; point the project at the copy by adding to propensity.yaml:
+
+        storage: {events: parquet, path: .propensity/events}
+
+    Examples:
+
+        propensity events export --to parquet -w demo
+        propensity events export --to parquet --path s3://lake/propensity/events -w demo
+    """
+    import json
+
+    from propensity.events.parquet_log import ParquetEventLog, export_to_parquet
+
+    if to != "parquet":
+        raise typer.BadParameter(f"{to!r} is not a storage to export to; use --to parquet", param_hint="--to")
+    ws = open_workspace(workspace)
+    uri = path if "://" in path else str(ws.spec.resolve(path))
+    target = ParquetEventLog(uri, ws.db_path)
+    with ws.write_lock():
+        try:
+            manifest = export_to_parquet(ws.db_path, target)
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    counts = {t: manifest.rows(t) for t in ("events", "attributes", "quarantine")}
+    if as_json:
+        print(json.dumps({"path": target.location, "version": manifest.version, "rows": counts}))
+        return
+    console.print(
+        f"[green]Exported[/green] {fmt_int(counts['events'])} events, {fmt_int(counts['attributes'])} attribute "
+        f"rows and {fmt_int(counts['quarantine'])} quarantined rows to {target.location} "
+        f"({len(manifest.tables['events'])} files, manifest version {manifest.version})."
+    )
+    console.print(f"Next: add to propensity.yaml  [bold]storage: {{events: parquet, path: {path}}}[/bold]")

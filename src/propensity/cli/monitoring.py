@@ -98,11 +98,11 @@ def monitor(
 
 
 def _write(ws: Any, folder: Path | None, runs: int | None = None, *, latest: Any = None) -> dict[str, Path]:
-    from propensity.events.log import DuckDBEventLog
+    from propensity.events.log import open_event_log
     from propensity.monitoring.report import write_report
     from propensity.monitoring.store import load_runs
 
-    with ws.write_lock(), DuckDBEventLog(ws.db_path).connection() as con:
+    with ws.write_lock(), open_event_log(ws).connection() as con:
         stored = load_runs(con, limit=runs)
     return write_report(
         folder or ws.state_dir / "reports", stored, project=ws.spec.project or "", latest=latest

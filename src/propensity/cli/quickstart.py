@@ -15,7 +15,7 @@ from propensity.cli.app import app, console
 from propensity.cli.ingest import print_report, run_ingest
 from propensity.cli.project import example_spec_text
 from propensity.config.spec import SPEC_FILENAME
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def quickstart(
     print_report(report)
 
     console.rule("3. summary")
-    log = DuckDBEventLog(ws.db_path)
+    log = open_event_log(ws)
     with ws.write_lock(), log.connection() as con:
         by_type = con.execute("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
         totals = con.execute(

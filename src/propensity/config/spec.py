@@ -23,6 +23,7 @@ from propensity.config.calendar import zone_of
 from propensity.config.decisions import PolicySettings, SegmentSettings
 from propensity.config.destinations import DestinationSpec, GateSettings
 from propensity.config.durations import Duration, FiniteDuration
+from propensity.config.engine import Engine, SparkSettings, StorageSettings
 from propensity.config.errors import SpecError, from_validation_error
 from propensity.config.experiments import ExperimentSettings
 from propensity.config.features import FeatureDefinition, check_feature_set
@@ -192,6 +193,10 @@ class ProjectSpec(StrictModel):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
     retraining: RetrainSettings = Field(default_factory=RetrainSettings)
+    # What computes offline features, labels, training sets and batch scores: duckdb (one machine) or spark.
+    engine: Engine = "duckdb"
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     # Where the spec was read from; relative source paths resolve against it. Not part of the file.
     root: Path = Field(default=Path("."), exclude=True)

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from propensity.config.spec import AttributeSource, EventSource, ProjectSpec
 from propensity.core.errors import PropensityError
-from propensity.events.log import DuckDBEventLog, transaction
+from propensity.events.log import EventLog, open_event_log, transaction
 from propensity.events.readers import BATCH_ROWS, ROW, UnreadableRecord, detect_format, read_batches
 from propensity.events.validate import (
     dedupe_mode,
@@ -73,6 +73,11 @@ SELECT base, max(n) AS n FROM (
     SELECT base, n FROM _seen_ids UNION ALL SELECT _base, _k FROM staged WHERE _k IS NOT NULL
 ) GROUP BY base
 """
+
+
+def insert_staged_sql(log: EventLog) -> str:
+    """:data:`INSERT_STAGED` into the table the log appends to (``events``, or a Parquet store's staging)."""
+    return INSERT_STAGED.replace("INSERT INTO events", f"INSERT INTO {log.target('events')}", 1)
 
 
 class IngestError(PropensityError):
@@ -181,7 +186,12 @@ def _source_for(spec: ProjectSpec, path: Path, source_name: str | None) -> Event
 
 
 def _insert_quarantine(
-    con: duckdb.DuckDBPyConnection, ingest_id: str, source: str, file: str, records: list[UnreadableRecord]
+    con: duckdb.DuckDBPyConnection,
+    ingest_id: str,
+    source: str,
+    file: str,
+    records: list[UnreadableRecord],
+    target: str = "quarantine",
 ) -> None:
     if not records:
         return
@@ -195,7 +205,7 @@ def _insert_quarantine(
     )
     con.register("unreadable_rows", table)
     con.execute(
-        """INSERT INTO quarantine SELECT ?, ?, ?, row_number, reason, detail, raw, now() FROM unreadable_rows u
+        f"""INSERT INTO {target} SELECT ?, ?, ?, row_number, reason, detail, raw, now() FROM unreadable_rows u
            WHERE NOT EXISTS (SELECT 1 FROM quarantine o WHERE o.source_file = ? AND o.row_number = u.row_number
                              AND o.raw = u.raw)""",
         [ingest_id, source, file, file],
@@ -214,12 +224,14 @@ def _ingest_batches(
     unreadable: list[UnreadableRecord],
     progress: Progress | None,
     live: bool,
+    log: EventLog,
 ) -> None:
     try:
         keep_all = dedupe_mode(source, schema) == "none"
     except ValueError as exc:
         raise IngestError(str(exc)) from None
     sql = staging_sql("chunk", schema, source, spec.events, now_sql="ingest_now()", live=live)
+    insert = insert_staged_sql(log)
     if keep_all:
         con.execute("CREATE OR REPLACE TEMP TABLE _seen_ids (base VARCHAR, n BIGINT)").fetchall()
     for batch in batches:
@@ -230,7 +242,7 @@ def _ingest_batches(
             con.execute(SEEN_IDS).fetchall()
         else:
             con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
-        inserted = con.execute(INSERT_STAGED, [source.name]).fetchall()[0]
+        inserted = con.execute(insert, [source.name]).fetchall()[0]
         counts = con.execute(
             "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) FROM staged"
         ).fetchall()[0]
@@ -251,7 +263,8 @@ def _ingest_batches(
                 "WHERE staged.row_number = r.row_number"
             ).fetchall()
             con.execute(
-                """INSERT INTO quarantine SELECT ?, ?, ?, row_number, reason, detail, raw, ingest_now()
+                f"""INSERT INTO {log.target("quarantine")} SELECT ?, ?, ?, row_number, reason, detail, raw,
+                   ingest_now()
                    FROM staged s WHERE reason IS NOT NULL AND NOT EXISTS (
                        SELECT 1 FROM quarantine o WHERE o.source_file = ? AND o.row_number = s.row_number
                        AND o.raw = s.raw)""",
@@ -264,7 +277,7 @@ def _ingest_batches(
     con.execute("DROP TABLE IF EXISTS staged").fetchall()
     con.execute("DROP TABLE IF EXISTS _seen_ids").fetchall()
     if unreadable:
-        _insert_quarantine(con, ingest_id, source.name, report.path, unreadable)
+        _insert_quarantine(con, ingest_id, source.name, report.path, unreadable, log.target("quarantine"))
         report.rows_read += len(unreadable)
         report.quarantined += len(unreadable)
         for record in unreadable:
@@ -298,7 +311,7 @@ def ingest_files(
     spec = workspace.spec
     files = expand_paths(paths, root=Path.cwd())
     report = IngestReport()
-    log = DuckDBEventLog(workspace.db_path)
+    log = open_event_log(workspace)
     for path in files:
         chosen = _source_for(spec, path, source)
         file_report = FileReport(path=str(path), source=chosen.name)
@@ -338,8 +351,10 @@ def ingest_files(
             with transaction(con):
                 define_macros(con)
                 _ingest_batches(
-                    con, schema, batches, chosen, spec, file_report, ingest_id, unreadable, tick, live=False
-                )
+                    con, schema, batches, chosen, spec, file_report, ingest_id, unreadable, tick, live=False,
+                    log=log,
+                )  # fmt: skip
+                log.commit(con)
                 con.execute(
                     "INSERT INTO ingests VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?, now())",
                     [
@@ -365,13 +380,14 @@ def ingest_table(
     file_report = FileReport(path="<table>", source=chosen.name)
     report = IngestReport([file_report])
     started = time.perf_counter()
-    log = DuckDBEventLog(workspace.db_path)
+    log = open_event_log(workspace)
     with workspace.write_lock(), log.connection() as con:
         ingest_id = uuid.uuid4().hex
         with transaction(con):
             define_macros(con)
             _ingest_batches(con, table.schema, table.to_batches(), chosen, spec, file_report, ingest_id, [],
-                            None, live=live)  # fmt: skip
+                            None, live=live, log=log)  # fmt: skip
+            log.commit(con)
             con.execute(
                 "INSERT INTO ingests VALUES (?, 'events', ?, '<table>', NULL, ?, ?, ?, ?, ?, now())",
                 [ingest_id, chosen.name, file_report.rows_read, file_report.accepted, file_report.duplicates,
@@ -416,10 +432,10 @@ def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -
     """
     spec = workspace.spec
     paths = expand_paths([attribute_source.path], root=spec.root)
-    log = DuckDBEventLog(workspace.db_path)
+    log = open_event_log(workspace)
     written = 0
     with workspace.write_lock(), log.connection() as con, transaction(con):
-        con.execute("DELETE FROM attributes WHERE source = ?", [attribute_source.name]).fetchall()
+        log.replace_source(con, attribute_source.name)
         for path in paths:
             fmt = attribute_source.format if attribute_source.format != "auto" else detect_format(path)
             schema, batches = read_batches(
@@ -465,7 +481,7 @@ def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -
                 con.register("chunk", chunk)
                 result = con.execute(
                     f"""
-                    INSERT INTO attributes
+                    INSERT INTO {log.target("attributes")}
                     WITH base AS (
                         SELECT NULLIF(trim(CAST({q(attribute_source.customer_id)} AS VARCHAR)), '') AS cid,
                                {vf} AS vf, *
@@ -478,6 +494,7 @@ def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -
                 ).fetchall()[0]
                 con.unregister("chunk")
                 written += int(result[0]) if result else 0
+        log.commit(con)
     return written
 
 

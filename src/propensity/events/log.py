@@ -1,22 +1,32 @@
 """The event log: append-only storage of canonical events, and the reads later stages need.
 
-:class:`EventLog` is the small interface every backend honours; :class:`DuckDBEventLog` is the embedded default,
-a table in the workspace's DuckDB file. Appends are transactional: a batch (a whole file, for bulk ingest) is in
-the log completely or not at all, even if the process is killed mid-write.
+:class:`EventLog` is the small interface every backend honours; :class:`DuckDBEventLog` is the embedded default
+(the reference implementation), tables in the workspace's DuckDB file; :class:`~propensity.events.parquet_log.
+ParquetEventLog` keeps the same tables as Parquet files that Spark reads too. :func:`open_event_log` gives a
+workspace's log, as its spec's ``storage:`` says. Appends are transactional: a batch (a whole file, for bulk
+ingest) is in the log completely or not at all, even if the process is killed mid-write.
+
+Every backend hands out DuckDB connections (:meth:`EventLog.connection`) in which ``events``, ``attributes`` and
+``quarantine`` can be read, so the SQL of later stages runs unchanged on any of them; appends insert into
+:meth:`EventLog.target` and become visible to other readers at :meth:`EventLog.commit`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import duckdb
 import pyarrow as pa
 
 from propensity.core.event import ATTRIBUTES_DDL, EVENTS_DDL
+
+if TYPE_CHECKING:
+    from propensity.events.parquet_log import ParquetEventLog
+    from propensity.workspace import Workspace
 
 QUARANTINE_DDL = """
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -75,9 +85,39 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl).fetchall()
 
 
+def read_events(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    customer_ids: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    available_before: datetime | None = None,
+) -> pa.Table:
+    """Events in ``[start, end)`` of event_time (either bound optional), for some customers or all,
+    optionally only those available by ``available_before``; ordered by customer, event_time and event_id."""
+    where: list[str] = []
+    params: list[object] = []
+    if customer_ids is not None:
+        where.append("customer_id IN (SELECT unnest(?))")
+        params.append(list(customer_ids))
+    if start is not None:
+        where.append("event_time >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("event_time < ?")
+        params.append(end)
+    if available_before is not None:
+        where.append("available_at <= ?")
+        params.append(available_before)
+    clause = ("WHERE " + " AND ".join(where)) if where else ""
+    return con.sql(
+        f"SELECT * FROM events {clause} ORDER BY customer_id, event_time, event_id", params=params
+    ).to_arrow_table()
+
+
 @runtime_checkable
 class EventLog(Protocol):
-    """What every event log backend offers."""
+    """What every event log backend offers (the DuckDB tables, the Parquet store)."""
 
     def count(self) -> int: ...
 
@@ -89,6 +129,23 @@ class EventLog(Protocol):
         end: datetime | None = None,
         available_before: datetime | None = None,
     ) -> pa.Table: ...
+
+    def connection(self, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection to the workspace's state where ``events``, ``attributes``, ``quarantine`` read
+        this log."""
+        ...
+
+    def target(self, table: str) -> str:
+        """The table appends to ``events`` / ``attributes`` / ``quarantine`` insert into, in such a connection."""
+        ...
+
+    def replace_source(self, con: duckdb.DuckDBPyConnection, source: str) -> None:
+        """Forget one attribute source's rows (a reload replaces them), as of the next commit."""
+        ...
+
+    def commit(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Make the rows appended in ``con`` visible to every reader (with the surrounding transaction)."""
+        ...
 
 
 class DuckDBEventLog:
@@ -109,6 +166,15 @@ class DuckDBEventLog:
         finally:
             con.close()
 
+    def target(self, table: str) -> str:
+        return table
+
+    def replace_source(self, con: duckdb.DuckDBPyConnection, source: str) -> None:
+        con.execute("DELETE FROM attributes WHERE source = ?", [source]).fetchall()
+
+    def commit(self, con: duckdb.DuckDBPyConnection) -> int:
+        return 0  # the surrounding DuckDB transaction is the commit
+
     def count(self) -> int:
         with self.connection(read_only=True) as con:
             row = con.execute("SELECT count(*) FROM events").fetchall()[0]
@@ -124,22 +190,29 @@ class DuckDBEventLog:
     ) -> pa.Table:
         """Events in ``[start, end)`` of event_time (either bound optional), for some customers or all,
         optionally only those available by ``available_before``; ordered by customer and event_time."""
-        where: list[str] = []
-        params: list[object] = []
-        if customer_ids is not None:
-            where.append("customer_id IN (SELECT unnest(?))")
-            params.append(list(customer_ids))
-        if start is not None:
-            where.append("event_time >= ?")
-            params.append(start)
-        if end is not None:
-            where.append("event_time < ?")
-            params.append(end)
-        if available_before is not None:
-            where.append("available_at <= ?")
-            params.append(available_before)
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
         with self.connection(read_only=True) as con:
-            return con.sql(
-                f"SELECT * FROM events {clause} ORDER BY customer_id, event_time, event_id", params=params
-            ).to_arrow_table()
+            return read_events(
+                con, customer_ids=customer_ids, start=start, end=end, available_before=available_before
+            )
+
+
+def storage_of(workspace: Workspace) -> str:
+    """``duckdb`` or ``parquet``: the spec's ``storage.events``, or ``PROPENSITY_EVENTS_STORAGE`` when the spec
+    has no ``storage:`` section."""
+    from propensity.events.parquet_log import environ_storage
+
+    spec = workspace.spec
+    if "storage" in spec.model_fields_set:
+        return spec.storage.events
+    return environ_storage() or spec.storage.events
+
+
+def open_event_log(workspace: Workspace) -> DuckDBEventLog | ParquetEventLog:
+    """The workspace's event log, as its spec's ``storage:`` says (DuckDB tables by default)."""
+    from propensity.events.parquet_log import ParquetEventLog
+
+    if storage_of(workspace) == "parquet":
+        path = workspace.spec.storage.path
+        uri = path if "://" in path else str(workspace.spec.resolve(path))
+        return ParquetEventLog(uri, workspace.db_path)
+    return DuckDBEventLog(workspace.db_path)

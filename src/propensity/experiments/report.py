@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from propensity.core.errors import PropensityError
 from propensity.core.holdout import TREATMENT
 from propensity.core.html import COLORS, CSS, W, axes, legend, line, table
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.experiments.lift import Lift, lift_by_segment
 from propensity.experiments.outcomes import data_end, outcomes
 from propensity.experiments.uplift import UpliftDataError, UpliftResult, evaluate_uplift
@@ -91,7 +91,7 @@ def experiment_report(
 ) -> dict[str, Any]:
     """The report's numbers (the JSON) for one scoring run's rows."""
     spec = workspace.spec
-    with DuckDBEventLog(workspace.db_path).connection(read_only=True) as con:
+    with open_event_log(workspace).connection(read_only=True) as con:
         end = data_end(con, spec)
         covered = [a for a in sorted(set(score_rows.column("action").to_pylist()))
                    if spec.experiments.holdout_for(a) is not None]  # fmt: skip

@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from propensity.config.features import AnyFeature, AttributeFeature, DerivedFeature
 from propensity.core.errors import PropensityError
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.features._plan import FeaturePlan
 from propensity.features.offline import compute_features
 from propensity.workspace import Workspace
@@ -523,7 +523,7 @@ def audit_workspace(
     chosen = [spec.action(a) for a in actions] if actions else list(spec.actions)
     settings = spec.training.spine
     snapshots = [a.name for a in spec.attributes if a.valid_from is None]
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         dr = data_range(con, settings)
         grid = (
             sorted(c.astimezone(UTC) for c in cutoffs)

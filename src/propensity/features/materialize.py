@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from propensity.config.features import AggregateFeature, AnyFeature, SessionFeature
 from propensity.core.errors import PropensityError
-from propensity.events.log import DuckDBEventLog, transaction
+from propensity.events.log import open_event_log, transaction
 from propensity.features._plan import FeaturePlan
 from propensity.features.offline import compute_features
 from propensity.workspace import Workspace
@@ -273,7 +273,7 @@ def materialize(
     started = datetime.now(UTC)
     run_id = uuid.uuid4().hex[:16]
     spine = spine.select(["customer_id", "as_of"])
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con, transaction(con):
+    with workspace.write_lock(), open_event_log(workspace).connection() as con, transaction(con):
         rebuilt = _ensure_table(con, plan)
         hwm = high_water_mark(con)
         values = compute_features(con, plan, spine)
@@ -379,7 +379,7 @@ def backfill(
     t0 = time.perf_counter()
     started = datetime.now(UTC)
     run_id = uuid.uuid4().hex[:16]
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         con.execute(RUNS_DDL).fetchall()
         existing = _existing_columns(con)
         if existing is None:
@@ -518,7 +518,7 @@ def _added_rows(con: duckdb.DuckDBPyConnection, plan: FeaturePlan) -> pa.Table:
 
 def read_feature_values(workspace: Workspace) -> pa.Table:
     """The whole ``feature_values`` table, ordered by as_of and customer (empty when nothing is materialised)."""
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         if _existing_columns(con) is None:
             return pa.table({})
         return con.sql(f"SELECT * FROM {TABLE} ORDER BY as_of, customer_id").to_arrow_table()
@@ -535,7 +535,7 @@ def materialize_grid(
     """Materialise the project's features for every known customer at cutoffs ``align + k × every`` (the
     training grid's ``align``) from ``start`` (default: the first event) to ``end`` (default: the last)."""
     plan = _plan(features if features is not None else workspace.spec.features)
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         cutoffs = grid_cutoffs(con, every, align=workspace.spec.training.spine.align, start=start, end=end)
         spine = grid_spine(con, cutoffs)
     return materialize(workspace, plan, spine, grid=True)

@@ -177,11 +177,11 @@ def _default_run(workspace: Workspace) -> MonitorRun:
 
 
 def _stored_latest(workspace: Workspace) -> MonitorRun | None:
-    from propensity.events.log import DuckDBEventLog
+    from propensity.events.log import open_event_log
     from propensity.monitoring.store import load_runs
 
     if not workspace.db_path.exists():
         return None
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         runs = load_runs(con, limit=1, order="finished_at")
     return runs[-1] if runs else None

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from propensity.config.actions import Action
 from propensity.config.monitoring import AlertSettings, MonitoringSettings
 from propensity.core.errors import PropensityError
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.features.offline import compute_features, parse_features
 from propensity.labels.labels import build_labels
 from propensity.monitoring import monitors as m
@@ -74,7 +74,7 @@ def run_monitors(
     notes: list[str] = []
     # The score store takes the workspace lock itself: read it before this run takes it.
     stored = latest_stored_scores(workspace, as_of, notes)
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         if not con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
             raise NoMonitorDataError(f"{workspace.root}: the event log is empty; ingest events first")
         step = _Steps(progress)

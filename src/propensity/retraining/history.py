@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from propensity.events.log import DuckDBEventLog, transaction
+from propensity.events.log import open_event_log, transaction
 from propensity.workspace import Workspace
 
 TABLE_DDL = """
@@ -43,7 +43,7 @@ def record_decision(workspace: Workspace, decision: dict[str, Any]) -> None:
     folder = workspace.state_dir / "retraining"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{data['id']}.json").write_text(text, encoding="utf-8")
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         con.execute(TABLE_DDL).fetchall()
         with transaction(con):
             con.execute(
@@ -58,7 +58,7 @@ def history(workspace: Workspace, *, limit: int | None = None) -> list[dict[str,
     """Recorded decisions, oldest first (the latest ``limit`` when given)."""
     if not workspace.db_path.exists():
         return []
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         con.execute(TABLE_DDL).fetchall()
         sql = "SELECT record FROM retrain_decisions ORDER BY decided_at DESC, decision_id DESC"
         if limit is not None:
@@ -71,7 +71,7 @@ def last_decision_time(workspace: Workspace) -> datetime | None:
     """When the last non-dry-run retrain was decided (what the schedule counts from)."""
     if not workspace.db_path.exists():
         return None
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         con.execute(TABLE_DDL).fetchall()
         row = con.execute("SELECT max(decided_at) FROM retrain_decisions WHERE NOT dry_run").fetchall()
     value: datetime | None = row[0][0] if row else None

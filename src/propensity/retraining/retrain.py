@@ -32,7 +32,7 @@ from propensity.config.features import FeatureDefinition
 from propensity.config.retraining import RetrainSettings
 from propensity.config.training import PromotionSettings
 from propensity.core.errors import PropensityError
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.registry.bundle import Bundle
 from propensity.registry.gate import GateCheck
 from propensity.registry.registry import Registry
@@ -134,7 +134,7 @@ def _production_rows(
     from propensity.features.offline import compute_features
 
     spine = rows.select(["customer_id", "as_of"])
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         feats: pa.Table = compute_features(con, _definitions(production), spine)
     return feats
 

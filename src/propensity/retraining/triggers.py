@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 ALERT = "alert"
@@ -21,7 +21,7 @@ def latest_monitor_run(workspace: Workspace) -> dict[str, Any] | None:
     (``name`` / ``subject`` of each result at status alert); None when monitoring never ran."""
     if not workspace.db_path.exists():
         return None
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         tables = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('monitor_runs', 'monitor_results')"
         ).fetchall()[0][0]

@@ -42,7 +42,7 @@ from propensity.core.contract import ContractError, load_contract, validate_rows
 from propensity.core.errors import PropensityError
 from propensity.core.holdout import groups_for
 from propensity.core.score_row import SCORE_ROW_SCHEMA, UTC_US
-from propensity.events.log import connect
+from propensity.events.log import open_event_log
 from propensity.features.offline import compute_features
 from propensity.labels.labels import attribute_condition_sql, build_labels
 from propensity.scoring.compiled import ModelFormatError
@@ -324,7 +324,8 @@ def score_batch(
             progress(stage, done, total)
 
     timings["load_model"] = time.perf_counter() - t_start
-    con = connect(workspace.db_path, read_only=True)
+    opened = open_event_log(workspace).connection(read_only=True)
+    con = opened.__enter__()
     try:
         t0 = time.perf_counter()
         ids = list(dict.fromkeys(customers)) if customers is not None else known_customers(con, as_of)
@@ -378,7 +379,7 @@ def score_batch(
             timings["fallback"] += time.perf_counter() - tb
             tick("score", start + len(chunk), n)
     finally:
-        con.close()
+        opened.__exit__(None, None, None)
 
     t2 = time.perf_counter()
     consent = consent_json(consent_values, ids)

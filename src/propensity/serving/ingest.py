@@ -24,8 +24,8 @@ import pyarrow as pa
 from propensity.config.spec import EventSource
 from propensity.core.errors import PropensityError
 from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS
-from propensity.events.ingest import INSERT_STAGED
-from propensity.events.log import DuckDBEventLog, transaction
+from propensity.events.ingest import INSERT_STAGED, insert_staged_sql
+from propensity.events.log import open_event_log, transaction
 from propensity.events.readers import ROW
 from propensity.events.validate import define_macros, staging_sql
 from propensity.workspace import Workspace
@@ -147,7 +147,8 @@ def append_live(
     sql = staging_sql(
         "chunk", table.schema, LIVE_SOURCE, workspace.spec.events, now_sql="ingest_now()", live=True
     )
-    log = DuckDBEventLog(workspace.db_path)
+    log = open_event_log(workspace)
+    insert = _INSERT.replace(INSERT_STAGED, insert_staged_sql(log), 1)
     with workspace.write_lock(), log.connection() as con, transaction(con):
         define_macros(con)
         con.register("chunk", table)
@@ -160,7 +161,8 @@ def append_live(
                 [FieldError(int(r) - 1, str(reason).split(":")[0], str(detail)) for r, reason, detail in bad]
             )
         # As Arrow: turning the returned timestamps into Python datetimes cost more than the insert.
-        inserted = con.sql(_INSERT, params=[LIVE_SOURCE.name]).to_arrow_table()
+        inserted = con.sql(insert, params=[LIVE_SOURCE.name]).to_arrow_table()
+        log.commit(con)
         accepted = inserted.num_rows
         con.execute(
             "INSERT INTO ingests VALUES (?, 'events', ?, '<api>', NULL, ?, ?, ?, 0, ?, now())",

@@ -13,7 +13,7 @@ from propensity.config.actions import Action
 from propensity.config.features import AnyFeature
 from propensity.config.serving import ServingSettings
 from propensity.core.errors import PropensityError
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.serving.action_rules import ActionRules
 from propensity.serving.model import ServingModel
 from propensity.serving.service import ScoringService
@@ -103,7 +103,7 @@ def build_service(
     if workspace.db_path.exists():
         # Under the workspace lock: another server process on this workspace may be appending live events, and
         # DuckDB refuses a reader while another process writes.
-        with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection(read_only=True) as con:
+        with workspace.write_lock(), open_event_log(workspace).connection(read_only=True) as con:
             applied = store.rebuild(con)
         log.info("online store loaded: %d events applied", applied)
     timings["store_rebuild"] = time.perf_counter() - t0

@@ -28,7 +28,7 @@ from propensity.config.actions import Action
 from propensity.config.features import feature_set_version
 from propensity.config.spec import ProjectSpec
 from propensity.core.errors import PropensityError
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.features.offline import compute_features
 from propensity.labels.labels import build_labels
 from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
@@ -118,7 +118,7 @@ def build_training_sets(
     settings = spec.training
     sets: dict[str, TrainingSet] = {}
     t0 = time.perf_counter()
-    with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection() as con:
+    with workspace.write_lock(), open_event_log(workspace).connection() as con:
         dr = data_range(con, settings.spine)
         grid = grid_cutoffs(settings.spine, dr.start, dr.end, zone=spec.timezone)
         rows: dict[str, tuple[Action, pa.Table, SplitBoundaries, list[datetime]]] = {}

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 
@@ -30,7 +30,7 @@ class WorkspaceAttributes:
         if ids.num_rows == 0 or not names:
             return {}
         as_of = self.as_of or datetime.now(UTC)
-        log = DuckDBEventLog(self.workspace.db_path)
+        log = open_event_log(self.workspace)
         with self.workspace.write_lock(), log.connection() as con:
             con.register("wanted_ids", ids)
             rows = con.execute(
