@@ -11,26 +11,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from propensity.events.ingest import ingest_files
-from propensity.events.log import connect
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 
 def _quarantine(ws: Workspace, path: Path) -> list[tuple[str, str]]:
-    con = connect(ws.db_path)
-    try:
+    with open_event_log(ws).connection() as con:
         return con.execute(
             "SELECT reason, detail FROM quarantine WHERE source_file = ? ORDER BY row_number", [str(path)]
         ).fetchall()
-    finally:
-        con.close()
 
 
 def _customers(ws: Workspace) -> set[str]:
-    con = connect(ws.db_path)
-    try:
+    with open_event_log(ws).connection() as con:
         return {r[0] for r in con.execute("SELECT DISTINCT customer_id FROM events").fetchall()}
-    finally:
-        con.close()
 
 
 def test_columns_differing_only_in_case_are_quarantined_naming_both(

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from propensity.events.schema import ATTRIBUTES_DDL, EVENT_SCHEMA, EVENTS_DDL, UTC_TS
+from propensity.core.event import ATTRIBUTES_DDL, EVENT_SCHEMA, EVENTS_DDL, UTC_TS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
