@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,8 +28,24 @@ WorkspaceOption = typer.Option(
 )
 
 
-def open_workspace(path: Path, *, require_spec: bool = False) -> Workspace:
-    return Workspace.open(path, require_spec=require_spec)
+def open_workspace(path: Path, *, require_spec: bool = False, engine: str | None = None) -> Workspace:
+    """The workspace; ``engine`` (``--engine``) overrides its spec's ``engine:`` for this command."""
+    ws = Workspace.open(path, require_spec=require_spec)
+    if engine is not None:
+        if engine not in ("duckdb", "spark"):
+            raise typer.BadParameter(
+                f"{engine!r} is not an engine; use duckdb or spark", param_hint="--engine"
+            )
+        ws = dataclasses.replace(ws, spec=ws.spec.model_copy(update={"engine": engine}))
+    return ws
+
+
+EngineOption = typer.Option(
+    None,
+    "--engine",
+    help="What computes features, labels and scores: duckdb (one machine) or spark (spark.master in the spec, "
+    "or PROPENSITY_SPARK_MASTER; local[*] by default). Default: the spec's engine.",
+)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace
+from propensity.cli._common import EngineOption, WorkspaceOption, fmt_int, open_workspace
 from propensity.cli.app import console
 from propensity.cli.features import features_app, parse_as_of
 from propensity.config.durations import Duration
@@ -44,6 +44,7 @@ def audit(
     out: Path = typer.Option(
         None, "--out", "-o", help="Folder for the JSON report (default .propensity/reports)."
     ),
+    engine: str | None = EngineOption,
 ) -> None:
     """Look for leakage in the training spine: features reading past as_of, attribute snapshots loaded after
     the fact, dates in the future, and features that look like the label (single-feature AUC).
@@ -54,7 +55,7 @@ def audit(
     """
     from propensity.features.audit import LEAK_FLAGS, audit_workspace, write_audit_report
 
-    ws = open_workspace(workspace, require_spec=True)
+    ws = open_workspace(workspace, require_spec=True, engine=engine)
     when = [
         parse_as_of(p, ws.spec.timezone) for c in cutoffs or [] for p in c.split(",") if p.strip()
     ] or None
@@ -144,7 +145,7 @@ def materialize_cmd(
 
 
 @features_app.command("backfill")
-def backfill_cmd(workspace: Path = WorkspaceOption) -> None:
+def backfill_cmd(workspace: Path = WorkspaceOption, engine: str | None = EngineOption) -> None:
     """Recompute the materialised rows that late or corrected events (ingested since they were computed) can
     change, and only those; late events that were not yet available at a row's as_of change nothing.
 
@@ -154,7 +155,7 @@ def backfill_cmd(workspace: Path = WorkspaceOption) -> None:
     """
     from propensity.features.materialize import backfill
 
-    ws = open_workspace(workspace, require_spec=True)
+    ws = open_workspace(workspace, require_spec=True, engine=engine)
     with console.status("back-filling features…"):
         report = backfill(ws)
     table = Table(title=f"backfill · {report.feature_set_version}")

@@ -11,7 +11,14 @@ import pyarrow.compute as pc
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, parse_time, progress_bar
+from propensity.cli._common import (
+    EngineOption,
+    WorkspaceOption,
+    fmt_int,
+    open_workspace,
+    parse_time,
+    progress_bar,
+)
 from propensity.cli.app import app, console
 
 if TYPE_CHECKING:
@@ -76,6 +83,7 @@ def score(
         None, "--customers", help="Score only the customer ids in this file (one per line)."
     ),
     bundle: str | None = typer.Option(None, "--bundle", help="A bundle id or prefix instead of production."),
+    engine: str | None = EngineOption,
 ) -> None:
     """Score every known customer for every action into the score table, as one new run.
 
@@ -90,11 +98,13 @@ def score(
         propensity score -w demo
 
         propensity score -w demo --as-of 2025-06-30 --action buy_7d
+
+        propensity score -w demo --engine spark    # features and model scores on Spark (mapInArrow)
     """
     from propensity.activation.policy import read_id_file
     from propensity.scoring.batch import score_and_store
 
-    ws = open_workspace(workspace, require_spec=True)
+    ws = open_workspace(workspace, require_spec=True, engine=engine)
     ids = sorted(read_id_file(customers_file)) if customers_file is not None else None
     with progress_bar() as bar:
         result = score_and_store(

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
+from propensity.cli._common import EngineOption, WorkspaceOption, fmt_int, open_workspace, progress_bar
 from propensity.cli.app import app, console
 
 _STAGES = {
@@ -58,6 +58,7 @@ def print_summary(report: dict[str, Any]) -> None:
 def train(
     workspace: Path = WorkspaceOption,
     action: list[str] = typer.Option(None, "--action", "-a", help="Train only this action (repeatable)."),
+    engine: str | None = EngineOption,
 ) -> None:
     """Build training sets, train a calibrated LightGBM model and a logistic baseline per action, and register
     the result as a candidate bundle; writes the evaluation report.
@@ -65,10 +66,12 @@ def train(
     Example:
 
         propensity train -w demo
+
+        propensity train -w demo --engine spark    # labels and features on Spark; the same training sets
     """
     from propensity.training.pipeline import train_project
 
-    ws = open_workspace(workspace, require_spec=True)
+    ws = open_workspace(workspace, require_spec=True, engine=engine)
     with progress_bar() as bar:
         result = train_project(ws, actions=action or None, progress=training_progress(bar))
     print_summary(result.report_json)

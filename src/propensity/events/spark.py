@@ -91,3 +91,38 @@ def spark_session(
 def arrow_to_frame(spark: SparkSession, table: Any) -> DataFrame:
     """An Arrow table as a Spark DataFrame (types kept: timestamps with a zone become TimestampType)."""
     return spark.createDataFrame(table)
+
+
+def log_frames(workspace: Any, spark: SparkSession) -> tuple[DataFrame, DataFrame]:
+    """The workspace's events and attributes as Spark DataFrames.
+
+    A Parquet event store is read by Spark directly (every executor reads its share of the files); a DuckDB log
+    is handed over through Arrow by the driver, which suits small projects only (export it with
+    ``propensity events export --to parquet`` for anything large).
+    """
+    from propensity.events.log import open_event_log
+    from propensity.events.parquet_log import ParquetEventLog
+
+    log = open_event_log(workspace)
+    if isinstance(log, ParquetEventLog):
+        return log.spark_frames(spark)
+    with log.connection(read_only=True) as con:
+        events = con.sql(
+            "SELECT * REPLACE (CAST(properties AS VARCHAR) AS properties) FROM events"
+        ).to_arrow_table()
+        attributes = con.sql("SELECT * FROM attributes").to_arrow_table()
+    return spark.createDataFrame(events), spark.createDataFrame(attributes)
+
+
+def workspace_session(workspace: Any) -> SparkSession:
+    """The Spark session a workspace's spec asks for (``spark.master``, ``spark.conf``)."""
+    settings = workspace.spec.spark
+    return spark_session(settings.master, dict(settings.conf))
+
+
+def engine_of(workspace: Any, override: str | None = None) -> str:
+    """``duckdb`` or ``spark``: ``override`` (``--engine``), else the spec's ``engine``."""
+    engine = override or workspace.spec.engine
+    if engine not in ("duckdb", "spark"):
+        raise PropensityError(f"--engine: {engine!r} is not an engine; use duckdb or spark")
+    return str(engine)

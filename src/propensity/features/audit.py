@@ -288,6 +288,7 @@ def audit_features(
     snapshot_sources: Sequence[str] = (),
     examples: int = 3,
     cut_rows: int | None = DEFAULT_CUT_ROWS,
+    compute: Any = None,
 ) -> AuditReport:
     """Audit ``features`` on ``spine`` (customer_id, as_of) against the ``events`` / ``attributes`` of ``con``.
 
@@ -303,7 +304,9 @@ def audit_features(
     if spine.num_rows == 0:
         raise AuditError("the spine is empty; nothing to audit (ingest events, or widen --cutoffs)")
     spine = spine.select(["customer_id", "as_of"])
-    prod = compute_features(con, plan, spine)
+    # The production values on the project's engine (DuckDB or Spark); the checks' views of the log run on
+    # DuckDB over the same data.
+    prod = compute(plan, spine) if compute is not None else compute_features(con, plan, spine)
     deps = _depends_on(plan)
     audits = [FeatureAudit(f.name, f.kind, deps.get(f.name, [])) for f in plan.features]
     n = next(_COUNTER)
@@ -514,6 +517,7 @@ def audit_workspace(
     With no action declared, the spine is every known customer at each grid cutoff (no label-likeness).
     """
     from propensity.features.materialize import grid_spine
+    from propensity.features.spark import feature_function
     from propensity.labels.labels import build_labels
     from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
 
@@ -573,6 +577,7 @@ def audit_workspace(
             threshold=threshold,
             snapshot_sources=snapshots,
             examples=examples,
+            compute=feature_function(workspace, con),
         )
 
 

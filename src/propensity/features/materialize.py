@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -393,14 +394,21 @@ def backfill(
                 f"({plan.version}); the definitions changed, so run `propensity features materialize` again"
             )
         with transaction(con):
-            report = _backfill_in_transaction(con, plan, run_id, started)
+            from propensity.features.spark import feature_function
+
+            report = _backfill_in_transaction(con, plan, run_id, started, feature_function(workspace, con))
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _backfill_in_transaction(
-    con: duckdb.DuckDBPyConnection, plan: FeaturePlan, run_id: str, started: datetime
+    con: duckdb.DuckDBPyConnection,
+    plan: FeaturePlan,
+    run_id: str,
+    started: datetime,
+    compute: Any = None,
 ) -> BackfillReport:
+    compute = compute or (lambda features, spine: compute_features(con, features, spine))
     hwm = high_water_mark(con)
     lo_seen, last_as_of = con.execute(
         f"SELECT min(seen_until), max(as_of) FROM {TABLE} WHERE feature_set_version = ?", [plan.version]
@@ -434,7 +442,7 @@ def _backfill_in_transaction(
     todo = pa.concat_tables([_utc_as_of(affected), _utc_as_of(added)])
     changed = customers_changed = customers = 0
     if todo.num_rows:
-        new = compute_features(con, plan, todo)
+        new = compute(plan, todo)
         con.register("_bf_new", new)
         try:
             changed, customers_changed = con.execute(

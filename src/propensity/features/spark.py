@@ -122,3 +122,18 @@ def compute_features_spark(
         return spine.set_column(spine.column_names.index("as_of"), "as_of", as_of)
     frame = feature_frame(spark, plan, spark.createDataFrame(inner), events, attributes)
     return frame_to_features(plan, spine, as_of, frame.toArrow())
+
+
+def feature_function(workspace: Any, con: Any) -> Any:
+    """``compute(features, spine) -> table`` on the workspace's engine: DuckDB over ``con``, or Spark (the spec's
+    ``engine: spark``, or ``--engine spark``) over the event log read as Spark DataFrames."""
+    from propensity.events.spark import engine_of, log_frames, workspace_session
+    from propensity.features.offline import compute_features
+
+    if engine_of(workspace) != "spark":
+        return lambda features, spine: compute_features(con, features, spine)
+    spark = workspace_session(workspace)
+    events, attributes = log_frames(workspace, spark)
+    return lambda features, spine: compute_features_spark(
+        spark, features, spine, events=events, attributes=attributes
+    )

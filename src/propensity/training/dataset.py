@@ -29,7 +29,6 @@ from propensity.config.features import feature_set_version
 from propensity.config.spec import ProjectSpec
 from propensity.core.errors import PropensityError
 from propensity.events.log import open_event_log
-from propensity.features.offline import compute_features
 from propensity.labels.labels import build_labels
 from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
 from propensity.training.splits import (
@@ -107,18 +106,28 @@ def build_training_sets(
     actions: Sequence[str] | None = None,
     progress: Progress | None = None,
     errors: dict[str, str] | None = None,
+    engine: str | None = None,
 ) -> TrainingSets:
     """Build (but do not store) the training sets of the project's actions (or the named ones).
 
     An action whose data cannot be split is skipped when ``errors`` is given (its message recorded there),
-    otherwise its :class:`~propensity.training.splits.InsufficientDataError` propagates.
+    otherwise its :class:`~propensity.training.splits.InsufficientDataError` propagates. ``engine`` (``duckdb``
+    or ``spark``; default: the spec's ``engine``) computes the features (labels are computed by DuckDB, which reads the same log); the sets are the same.
     """
+    from propensity.events.spark import engine_of
+    from propensity.labels.engines import DuckDBEngine, OfflineEngine, SparkEngine
+
     spec = workspace.spec
     chosen = [spec.action(a) for a in actions] if actions else list(spec.actions)
     settings = spec.training
     sets: dict[str, TrainingSet] = {}
     t0 = time.perf_counter()
     with workspace.write_lock(), open_event_log(workspace).connection() as con:
+        offline: OfflineEngine = (
+            SparkEngine.for_workspace(workspace)
+            if engine_of(workspace, engine) == "spark"
+            else DuckDBEngine(con)
+        )
         dr = data_range(con, settings.spine)
         grid = grid_cutoffs(settings.spine, dr.start, dr.end, zone=spec.timezone)
         rows: dict[str, tuple[Action, pa.Table, SplitBoundaries, list[datetime]]] = {}
@@ -140,7 +149,7 @@ def build_training_sets(
         if progress:
             progress("labels", len(chosen), len(chosen))
         t1 = time.perf_counter()
-        features = _features_for(con, spec, [t for _, t, _, _ in rows.values()], progress)
+        features = _features_for(offline, spec, [t for _, t, _, _ in rows.values()], progress)
         t2 = time.perf_counter()
     names = [f.name for f in spec.features]
     for name, (action, labels, bounds, cutoffs) in rows.items():
@@ -229,7 +238,7 @@ def _field_sql(field: str) -> str:
 
 
 def _features_for(
-    con: duckdb.DuckDBPyConnection, spec: ProjectSpec, tables: list[pa.Table], progress: Progress | None
+    offline: Any, spec: ProjectSpec, tables: list[pa.Table], progress: Progress | None
 ) -> pa.Table:
     if not tables:
         return pa.table(
@@ -247,7 +256,7 @@ def _features_for(
     mem.close()
     if progress:
         progress("features", 0, spine.num_rows)
-    out = compute_features(con, spec.features, spine) if spec.features else spine
+    out = offline.features(spec.features, spine) if spec.features else spine
     if progress:
         progress("features", spine.num_rows, spine.num_rows)
     return out
