@@ -10,6 +10,7 @@ local runs. ``master`` comes from the spec (``spark.master``), else ``PROPENSITY
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,20 @@ def spark_session(
         for key, value in REQUIRED_CONF.items():
             active.conf.set(key, value)
         return active
-    builder = SparkSession.builder.master(resolve_master(master)).appName(app_name)
+    url = resolve_master(master)
+    if url.startswith("local"):
+        # A local session talks to itself only: keep the driver on loopback.
+        # Python workers run this interpreter (the one with propensity installed), not whatever python3 is first
+        # on the PATH.
+        settings = {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.pyspark.python": sys.executable,
+            "spark.pyspark.driver.python": sys.executable,
+            **settings,
+        }
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(url).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
@@ -93,12 +107,13 @@ def arrow_to_frame(spark: SparkSession, table: Any) -> DataFrame:
     return spark.createDataFrame(table)
 
 
-def log_frames(workspace: Any, spark: SparkSession) -> tuple[DataFrame, DataFrame]:
+def log_frames(workspace: Any, spark: SparkSession, con: Any = None) -> tuple[DataFrame, DataFrame]:
     """The workspace's events and attributes as Spark DataFrames.
 
     A Parquet event store is read by Spark directly (every executor reads its share of the files); a DuckDB log
     is handed over through Arrow by the driver, which suits small projects only (export it with
-    ``propensity events export --to parquet`` for anything large).
+    ``propensity events export --to parquet`` for anything large). ``con``: an open connection of the log to
+    read through (DuckDB allows one configuration per file and process).
     """
     from propensity.events.log import open_event_log
     from propensity.events.parquet_log import ParquetEventLog
@@ -106,11 +121,13 @@ def log_frames(workspace: Any, spark: SparkSession) -> tuple[DataFrame, DataFram
     log = open_event_log(workspace)
     if isinstance(log, ParquetEventLog):
         return log.spark_frames(spark)
-    with log.connection(read_only=True) as con:
-        events = con.sql(
-            "SELECT * REPLACE (CAST(properties AS VARCHAR) AS properties) FROM events"
-        ).to_arrow_table()
-        attributes = con.sql("SELECT * FROM attributes").to_arrow_table()
+    if con is None:
+        with log.connection(read_only=True) as own:
+            return log_frames(workspace, spark, own)
+    events = con.sql(
+        "SELECT * REPLACE (CAST(properties AS VARCHAR) AS properties) FROM events"
+    ).to_arrow_table()
+    attributes = con.sql("SELECT * FROM attributes").to_arrow_table()
     return spark.createDataFrame(events), spark.createDataFrame(attributes)
 
 

@@ -66,7 +66,7 @@ def feature_frame(
     return spark.sql(sql)
 
 
-def _inner_spine(spine: pa.Table) -> tuple[pa.Table, pa.ChunkedArray]:
+def inner_spine(spine: pa.Table) -> tuple[pa.Table, pa.ChunkedArray]:
     missing = [c for c in ("customer_id", "as_of") if c not in spine.column_names]
     if missing:
         raise ValueError(f"the spine needs columns customer_id and as_of; missing: {', '.join(missing)}")
@@ -117,7 +117,7 @@ def compute_features_spark(
     clash = sorted(set(spine.column_names) & set(plan.names))
     if clash:
         raise ValueError(f"spine columns clash with feature names: {', '.join(clash)}")
-    inner, as_of = _inner_spine(spine)
+    inner, as_of = inner_spine(spine)
     if not plan.names:
         return spine.set_column(spine.column_names.index("as_of"), "as_of", as_of)
     frame = feature_frame(spark, plan, spark.createDataFrame(inner), events, attributes)
@@ -133,7 +133,7 @@ def feature_function(workspace: Any, con: Any) -> Any:
     if engine_of(workspace) != "spark":
         return lambda features, spine: compute_features(con, features, spine)
     spark = workspace_session(workspace)
-    events, attributes = log_frames(workspace, spark)
+    events, attributes = log_frames(workspace, spark, con)
     return lambda features, spine: compute_features_spark(
         spark, features, spine, events=events, attributes=attributes
     )

@@ -65,7 +65,7 @@ class SparkEngine:
         from propensity.events.spark import log_frames, workspace_session
 
         spark = workspace_session(workspace)
-        events, attributes = log_frames(workspace, spark)
+        events, attributes = log_frames(workspace, spark, con)
         return cls(spark, events, attributes, con)
 
     def features(self, features: Sequence[AnyFeature] | FeaturePlan, spine: pa.Table) -> pa.Table:

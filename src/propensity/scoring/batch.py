@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -43,6 +44,7 @@ from propensity.core.errors import PropensityError
 from propensity.core.holdout import groups_for
 from propensity.core.score_row import SCORE_ROW_SCHEMA, UTC_US
 from propensity.events.log import open_event_log
+from propensity.events.spark import engine_of
 from propensity.features.offline import compute_features
 from propensity.labels.labels import attribute_condition_sql, build_labels
 from propensity.scoring.compiled import ModelFormatError
@@ -260,7 +262,7 @@ def _bundle_actions(manifest_actions: dict[str, Any], spec_actions: Sequence[Act
     return out
 
 
-def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel, dict[str, Any]]:
+def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel, dict[str, Any], Path]:
     from propensity.registry.bundle import read_manifest
     from propensity.registry.registry import Registry
 
@@ -272,7 +274,7 @@ def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel,
             "(`propensity models promote <id>`), or pass --bundle <id>"
         )
     path = registry.path(bundle_id)
-    return ServingModel.from_bundle_dir(path), read_manifest(path)
+    return ServingModel.from_bundle_dir(path), read_manifest(path), path
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -299,7 +301,7 @@ def score_batch(
     as_of = _utc(as_of) if as_of is not None else scored_at
     expiration_at = scored_at + settings.ttl.timedelta
     run_id = new_run_id(scored_at)
-    model, manifest = _load_model(workspace, bundle)
+    model, manifest, bundle_dir = _load_model(workspace, bundle)
     trained = _bundle_actions(manifest.get("actions", {}), spec.actions)
     declared = {a.name: a for a in spec.actions}
     wanted = list(actions) if actions else list(dict.fromkeys([*model.action_names, *declared]))
@@ -352,19 +354,35 @@ def score_batch(
         batch = settings.batch_size
         for k in ("features", "model", "fallback"):
             timings[k] = 0.0
+        on_spark = engine_of(workspace) == "spark" and not missing_features and n > 0
+        if on_spark:
+            # Features and model scores for every customer in one Spark job (mapInArrow: one scorer per
+            # executor process); the passes below slice its result.
+            from propensity.scoring.spark import spark_features_and_scores
+
+            tf = time.perf_counter()
+            everyone = pa.table({"customer_id": id_array, "as_of": pa.array([as_of] * n, UTC_US)})
+            spark_feats, spark_probs = spark_features_and_scores(
+                workspace, bundle_dir, model, spec.features, everyone, con
+            )
+            timings["features"] += time.perf_counter() - tf
+            batch = max(n, 1)
         for start in range(0, max(n, 1), batch):
             chunk = id_array.slice(start, batch)
             if len(chunk) == 0:
                 break
             spine = pa.table({"customer_id": chunk, "as_of": pa.array([as_of] * len(chunk), UTC_US)})
             tf = time.perf_counter()
-            feats = compute_features(con, spec.features, spine)
+            if on_spark:
+                feats = spark_feats.slice(start, len(chunk))
+            else:
+                feats = compute_features(con, spec.features, spine)
             timings["features"] += time.perf_counter() - tf
             tm = time.perf_counter()
             sl = slice(start, start + len(chunk))
             if not missing_features:
                 x = encode(model, feats)
-                probs = model.probabilities_many(x)
+                probs = spark_probs[sl] if on_spark else model.probabilities_many(x)
                 for a in wanted:
                     if a in model_index:
                         scores[a][sl] = probs[:, model_index[a]]

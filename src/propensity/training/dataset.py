@@ -124,7 +124,7 @@ def build_training_sets(
     t0 = time.perf_counter()
     with workspace.write_lock(), open_event_log(workspace).connection() as con:
         offline: OfflineEngine = (
-            SparkEngine.for_workspace(workspace)
+            SparkEngine.for_workspace(workspace, con)
             if engine_of(workspace, engine) == "spark"
             else DuckDBEngine(con)
         )
