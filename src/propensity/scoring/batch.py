@@ -262,6 +262,11 @@ def _bundle_actions(manifest_actions: dict[str, Any], spec_actions: Sequence[Act
     return out
 
 
+def load_bundle_model(path: Path) -> ServingModel:
+    """A bundle folder's model as serving loads it (what each Spark worker loads once, see scoring.spark)."""
+    return ServingModel.from_bundle_dir(path)
+
+
 def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel, dict[str, Any], Path]:
     from propensity.registry.bundle import read_manifest
     from propensity.registry.registry import Registry

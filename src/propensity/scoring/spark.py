@@ -15,23 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-if TYPE_CHECKING:
-    from propensity.serving.model import ServingModel
-
-_MODELS: dict[str, ServingModel] = {}
+_MODELS: dict[str, Any] = {}
 
 
-def _model(bundle_dir: str) -> ServingModel:
+def _model(bundle_dir: str) -> Any:
+    """The bundle's model, loaded once per Python worker process (a ``ServingModel``)."""
     model = _MODELS.get(bundle_dir)
     if model is None:
-        from propensity.serving.model import ServingModel
+        from propensity.scoring.batch import load_bundle_model
 
-        model = _MODELS[bundle_dir] = ServingModel.from_bundle_dir(Path(bundle_dir))
+        model = _MODELS[bundle_dir] = load_bundle_model(Path(bundle_dir))
     return model
 
 
@@ -57,7 +55,7 @@ def score_arrow_batches(bundle_dir: str, batches: Iterator[pa.RecordBatch]) -> I
 def spark_features_and_scores(
     workspace: Any,
     bundle_dir: Path,
-    model: ServingModel,
+    model: Any,
     features: Sequence[Any],
     spine: pa.Table,
     con: Any = None,
