@@ -10,7 +10,7 @@ from tests.conftest import write_spec
 
 from propensity.config.errors import SpecError
 from propensity.events.ingest import IngestError, ingest_files
-from propensity.events.log import connect
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 # Two identical lines (the same product twice in one basket), a third line, then the first line again.
@@ -43,11 +43,8 @@ def ingest(ws: Workspace, text: str, *, force: bool = False) -> tuple[int, int, 
 
 
 def amounts(ws: Workspace) -> list[float]:
-    con = connect(ws.db_path)
-    try:
+    with open_event_log(ws).connection() as con:
         return [r[0] for r in con.execute("SELECT amount FROM events ORDER BY amount, event_id").fetchall()]
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize(("mode", "kept"), [(None, 2), ("content", 2), ("none", 4)])
