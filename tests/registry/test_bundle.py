@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,16 @@ def test_a_corrupted_bundle_is_refused(trained: tuple[Workspace, TrainingResult]
 def test_promote_gate_force_and_rollback(trained: tuple[Workspace, TrainingResult]) -> None:
     ws, good = trained
     registry = Registry(ws)
-    promote(ws, good.bundle_id)
+    # Promoting from the CLI also compiles the bundle's trees, beside it, so no server start pays for that.
+    compiled = registry.path(good.bundle_id) / "compiled"
+    shutil.rmtree(compiled, ignore_errors=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "propensity", "models", "promote", good.bundle_id, "-w", str(ws.root)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "compiled the scorer" in out.stdout, out.stdout + out.stderr
+    assert len(list(compiled.glob("pf-*.so"))) == 1
     assert registry.production() == good.bundle_id
     # A much weaker candidate: one-leaf stumps and a handful of rounds.
     weak_ws = _set_training(

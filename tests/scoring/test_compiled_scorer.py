@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import logging
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,28 +176,86 @@ def test_many_models_over_one_shared_vector_with_column_maps() -> None:
     np.testing.assert_allclose(one, raw[5], rtol=0, atol=0)
 
 
-def test_numpy_fallback_with_a_warning_when_no_compiler(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(_native, "_compiler", lambda: None)
+_NO_COMPILER = """
+import json, logging, sys
+import numpy as np, lightgbm as lgb
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from propensity.scoring import _native
+from propensity.scoring.compiled import CompiledScorer
+assert _native.compiler() is None, "a compiler is on the PATH"
+text, bundle = sys.argv[1], sys.argv[2]
+scorer = CompiledScorer.from_texts([open(text).read()], cache_dir=bundle)
+x = np.random.default_rng(0).normal(size=(300, 6))
+x[::7, 1] = np.nan
+want = lgb.Booster(model_str=open(text).read()).predict(x, raw_score=True)
+print(json.dumps({"backend": scorer.backend, "equal": bool(np.array_equal(scorer.raw(x)[:, 0], want)),
+                  "one": bool(scorer.raw_one(x[3].tolist())[0] == want[3])}))
+"""
+
+
+def _without_compiler(text: str, bundle: Path, tmp_path: Path) -> tuple[dict[str, object], str]:
+    """Score in a fresh interpreter whose PATH holds no C compiler (nothing but an empty folder)."""
+    model = tmp_path / "model.txt"
+    model.write_text(text)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "CC"} | {"PATH": str(empty)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_COMPILER, str(model), str(bundle)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+def test_numpy_fallback_with_a_warning_when_no_compiler(tmp_path: Path) -> None:
+    """No C compiler and nothing compiled yet: the numpy evaluator, the same numbers, and a warning saying why."""
     text = _train({}, seed=3, rounds=5)
-    with caplog.at_level(logging.WARNING, logger="propensity.scoring._native"):
-        scorer = CompiledScorer.from_texts([text])
-    assert scorer.backend == "numpy"
-    assert "no C compiler" in caplog.text
+    result, log = _without_compiler(text, tmp_path / "bundle-a" / "compiled", tmp_path)
+    assert result == {"backend": "numpy", "equal": True, "one": True}
+    assert "no C compiler found" in log and "numpy" in log
+
+
+def test_native_is_refused_clearly_when_it_cannot_be_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native, "compiler", lambda: None)
     with pytest.raises(RuntimeError, match="not available"):
-        CompiledScorer.from_texts([text], backend="native")
+        CompiledScorer.from_texts([_train({}, seed=7, rounds=2)], backend="native")
 
 
-def test_native_library_is_cached_by_source_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROPENSITY_CACHE_DIR", str(tmp_path))
+def test_a_bundle_compiled_where_a_compiler_was_loads_where_none_is(tmp_path: Path) -> None:
+    """Compiled at promotion on a machine with a compiler, served by one without: the cached library is used."""
+    text = _train({}, seed=5, rounds=4)
+    bundle = tmp_path / "bundle" / "compiled"
+    CompiledScorer.from_texts([text], backend="native", cache_dir=bundle)
+    assert len(list(bundle.glob("pf-*.so"))) == 1
+    result, _ = _without_compiler(text, bundle, tmp_path)
+    assert result == {"backend": "native", "equal": True, "one": True}
+
+
+def test_compiled_models_are_cached_beside_the_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROPENSITY_CACHE_DIR", str(tmp_path / "user-cache"))
     text = _train({}, seed=4, rounds=3)
-    CompiledScorer.from_texts([text], backend="native")
-    libs = list((tmp_path / "scorer").glob("pf-*.so"))
+    bundle = tmp_path / "bundle" / "compiled"
+    CompiledScorer.from_texts([text], backend="native", cache_dir=bundle)
+    libs = list(bundle.glob("pf-*.so"))
     assert len(libs) == 1
+    assert not list((tmp_path / "user-cache").rglob("pf-*.so"))  # nothing compiled elsewhere
     mtime = libs[0].stat().st_mtime_ns
-    CompiledScorer.from_texts([text], backend="native")
+    _native._loaded.clear()  # as a new process would: found on disk, not rebuilt
+    CompiledScorer.from_texts([text], backend="native", cache_dir=bundle)
     assert libs[0].stat().st_mtime_ns == mtime
+
+
+def test_an_unwritable_bundle_compiles_into_the_user_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROPENSITY_CACHE_DIR", str(tmp_path / "user-cache"))
+    blocked = tmp_path / "bundle"
+    blocked.write_text("a file where the folder would be: nothing can be written beneath it")
+    scorer = CompiledScorer.from_texts([_train({}, seed=6, rounds=3)], cache_dir=blocked / "compiled")
+    assert scorer.backend == "native"
+    assert len(list((tmp_path / "user-cache" / "scorer").glob("pf-*.so"))) == 1
 
 
 def test_bad_models_and_inputs_are_refused_clearly() -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from propensity.cli._common import WorkspaceOption, open_workspace
 from propensity.cli.app import app, console
+from propensity.workspace import Workspace
 
 models_app = typer.Typer(help="Model bundles: list, show, promote (gated), roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -105,6 +106,28 @@ def promote(
         console.print(f"  [dim]{note}[/]")
     forced = " [yellow](forced)[/]" if not gate.passed else ""
     console.print(f"[bold green]promoted[/] {bundle} to production{forced}")
+    compile_production(ws)
+
+
+def compile_production(ws: Workspace) -> None:
+    """Compile the production bundle's trees now, beside the bundle, so no server pays for it at start."""
+    import time
+
+    from propensity.registry.registry import Registry
+    from propensity.serving.model import ServingModel
+
+    registry = Registry(ws)
+    bundle_id = registry.production()
+    if bundle_id is None:
+        return
+    started = time.perf_counter()
+    with console.status("compiling the production models"):
+        model = ServingModel.from_bundle_dir(registry.path(bundle_id))
+    took = time.perf_counter() - started
+    if model.scorer.backend == "native":
+        console.print(f"  compiled the scorer in {took:.1f} s (kept beside the bundle)")
+    else:
+        console.print("  [yellow]no C compiler: this bundle is served by the slower numpy evaluator[/]")
 
 
 @models_app.command()

@@ -161,12 +161,14 @@ def _train(ws: Workspace) -> TrainingResult | None:
 
 def _promote_first(ws: Workspace, trained: TrainingResult) -> None:
     """Put the quickstart's bundle in production when there is none (the first one needs no gate)."""
+    from propensity.cli.models import compile_production
     from propensity.registry.gate import promote
     from propensity.registry.registry import Registry
 
     if Registry(ws).production() is None:
         promote(ws, trained.bundle_id)
         console.print(f"promoted [bold]{trained.bundle_id}[/] to production")
+        compile_production(ws)
     else:
         console.print(
             f"production stays {Registry(ws).production()}; promote the new candidate with "

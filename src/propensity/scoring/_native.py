@@ -1,13 +1,19 @@
-"""The native tree evaluator: a small C function compiled once per machine, loaded with ctypes.
+"""Native code for the scorer: finding a C compiler, building shared libraries, caching and loading them.
 
-The C code is generic: it walks flat node arrays that any LightGBM model is packed into (see
-:mod:`propensity.scoring.compiled`), so nothing is compiled per model and nothing is compiled on a request path.
-The shared library is cached under ``$PROPENSITY_CACHE_DIR`` (default ``~/.cache/propensity``) in
-``scorer/<hash>.so``, where the hash covers the C source, the compiler command and the platform; compiling takes
-about a second the first time. Measured choices: 8 trees walked in lockstep (independent dependency chains the
-CPU overlaps; 16 was no faster, 4 slower), rare node kinds off the hot step (1.4× faster), ``-O2`` on purpose
-(``-O3`` measured 2.5× slower on such code). No fast-math: NaN tests must stay exact. When no C compiler is found (or compiling fails) :func:`load_native` returns ``None`` and the
-caller falls back to the numpy evaluator with a warning.
+Two kinds of library are built here, both with the system C compiler and loaded with ctypes:
+
+* **per model** (:func:`load_program`): the code :mod:`propensity.scoring._codegen` generates for one bundle's
+  models, built once per bundle (at promotion or first load, never per request) and cached beside the bundle
+  (``<bundle>/compiled/``), or in the user cache when the bundle folder is read-only;
+* **generic** (:func:`load_native`): a small walker of flat node arrays, compiled once per machine, used for the
+  path attributions behind reason codes (:meth:`CompiledScorer.contributions`).
+
+The user cache is ``$PROPENSITY_CACHE_DIR`` (default ``~/.cache/propensity``)``/scorer``. A library's file name is
+a hash of its source, the compiler command and the platform, so a changed model, compiler or machine never loads a
+stale one; a library is published with an atomic rename, so concurrent processes see none or a whole one.
+``-O2`` on purpose (``-O3`` measured 2.5x slower on such code); no fast-math (NaN tests must stay exact). When no C
+compiler is found (``$CC``, ``cc``, ``gcc``, ``clang``) or compiling fails, the loaders return ``None`` with a
+warning and the caller falls back to the numpy evaluator.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,8 +38,7 @@ C_SOURCE = r"""
 #include <stdint.h>
 
 /* One node (24 bytes). child[0] is the left child, child[1] the right. Leaves are nodes too: both children point
-   at the leaf itself and `thr` holds the leaf value, so a walk of a fixed number of steps (the tree's depth) ends
-   on the leaf whatever the path; that lets several trees be walked in lockstep without branches on "done".
+   at the leaf itself and `thr` holds the leaf value, so a walk stops when the next node is the current one.
    flags: LightGBM's decision_type bits (1 categorical, 2 default left, (flags >> 2) & 3 the missing type:
    0 none, 1 zero, 2 NaN), bit 4 "NaN goes left" (precomputed when packing: the default side for the NaN missing
    type, `0 <= thr` otherwise, since LightGBM then reads NaN as 0), bit 5 leaf, bit 6 "slow" (categorical or
@@ -49,10 +56,9 @@ typedef struct {
     int64_t n_cols;              /* the row stride of the input */
 } pf_set;
 
+
 /* LightGBM's kZeroThreshold (1e-35f as a double): smaller magnitudes are read as 0. */
 #define PF_ZERO 1.0000000180025095e-35
-#define PF_LANES 8   /* trees walked in lockstep: independent chains the CPU overlaps */
-#define PF_BLOCK 32  /* rows per block in batch mode (a tree group's nodes stay in cache across them) */
 #define PF_SLOW 64   /* flags bit: categorical or zero-as-missing, handled off the hot path by pf_slow */
 
 static int32_t pf_categorical(const pf_node *nd, const uint32_t *bits, double v) {
@@ -84,41 +90,6 @@ static inline int32_t pf_next(const pf_node *nd, const uint32_t *bits, const dou
 
 static inline void pf_prepare(const double *x, double *xz, int64_t n) {
     for (int64_t j = 0; j < n; j++) xz[j] = fabs(x[j]) <= PF_ZERO ? 0.0 : x[j];
-}
-
-/* Adds trees [t0, t1) (at most PF_LANES) of one row to *acc, in tree order. */
-static inline void pf_group(const pf_set *s, int32_t t0, int32_t t1, const double *xr, double *acc) {
-    int32_t idx[PF_LANES];
-    int32_t steps = 0;
-    for (int32_t j = 0; j < PF_LANES; j++) {
-        int32_t t = t0 + j;
-        idx[j] = t < t1 ? s->roots[t] : 0;
-        if (t < t1 && s->depth[t] > steps) steps = s->depth[t];
-    }
-    for (int32_t k = 0; k < steps; k++)
-        for (int32_t j = 0; j < PF_LANES; j++) idx[j] = pf_next(s->nodes + idx[j], s->bits, xr);
-    double a = *acc;
-    for (int32_t j = 0; j < PF_LANES && t0 + j < t1; j++) a += s->nodes[idx[j]].thr;
-    *acc = a;
-}
-
-/* out[r * n_models + m] = raw score of model m on row r (trees summed in order, as LightGBM does).
-   work: PF_BLOCK * n_cols doubles of scratch. */
-void pf_eval(const pf_set *s, const double *x, int64_t n_rows, double *out, double *work) {
-    double acc[PF_BLOCK];
-    for (int64_t r0 = 0; r0 < n_rows; r0 += PF_BLOCK) {
-        int64_t nb = n_rows - r0 < PF_BLOCK ? n_rows - r0 : PF_BLOCK;
-        for (int64_t r = 0; r < nb; r++) pf_prepare(x + (r0 + r) * s->n_cols, work + r * s->n_cols, s->n_cols);
-        for (int64_t m = 0; m < s->n_models; m++) {
-            int32_t end = s->model_start[m + 1];
-            for (int64_t r = 0; r < nb; r++) acc[r] = 0.0;
-            for (int32_t t = s->model_start[m]; t < end; t += PF_LANES) {
-                int32_t t1 = t + PF_LANES < end ? t + PF_LANES : end;
-                for (int64_t r = 0; r < nb; r++) pf_group(s, t, t1, work + r * s->n_cols, &acc[r]);
-            }
-            for (int64_t r = 0; r < nb; r++) out[(r0 + r) * s->n_models + m] = acc[r];
-        }
-    }
 }
 
 /* Path attributions (Saabas) of model m: out[r * n_cols + feat] += values[child] - values[node] along each
@@ -156,56 +127,102 @@ def cache_dir() -> Path:
     return Path(root) / "scorer"
 
 
-def _compiler() -> str | None:
+def compiler() -> str | None:
+    """The C compiler to use: ``$CC``, else ``cc``, ``gcc`` or ``clang`` on the PATH; None when there is none."""
     for cand in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if cand and shutil.which(cand):
             return cand
     return None
 
 
-def _compile(cc: str, target: Path) -> None:
+def library_name(source: str) -> str:
+    """The cache file name of ``source`` built here: a hash of the source, the flags and the platform (not the
+    compiler: a library built elsewhere on the same platform loads where no compiler is installed)."""
+    key = hashlib.sha256("\0".join([source, *CFLAGS, platform.machine(), platform.system()]).encode())
+    return f"pf-{key.hexdigest()[:24]}.so"
+
+
+def build(cc: str, source: str, target: Path) -> None:
+    """Compile ``source`` into the shared library ``target``, published atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pf-build-") as tmp:
-        src = Path(tmp) / "pf_eval.c"
-        src.write_text(C_SOURCE)
-        out = Path(tmp) / "pf_eval.so"
+        src = Path(tmp) / "pf.c"
+        src.write_text(source)
+        out = Path(tmp) / "pf.so"
         proc = subprocess.run(
-            [cc, *CFLAGS, "-o", str(out), str(src), "-lm"], capture_output=True, text=True, timeout=120
+            [cc, *CFLAGS, "-o", str(out), str(src), "-lm"], capture_output=True, text=True, timeout=900
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-2000:]}")
-        # Atomic publish: a concurrent process either sees no file or a complete one.
-        staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        staged = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         shutil.copyfile(out, staged)
         os.replace(staged, target)
 
 
-def load_native() -> ctypes.CDLL | None:
-    """The compiled evaluator (compiled and cached on first use), or ``None`` with a warning when impossible."""
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def load_program(source: str, folders: Sequence[Path]) -> ctypes.CDLL | None:
+    """The library built from generated ``source``: found in one of ``folders`` or the user cache, else built
+    into the first writable one. None, with a warning, when it is not there and cannot be built (no compiler)."""
     if os.environ.get("PROPENSITY_SCORER") == "numpy":
         return None
-    cc = _compiler()
-    if cc is None:
-        log.warning("no C compiler found (set CC); the scorer falls back to the slower numpy evaluator")
+    name = library_name(source)
+    candidates = [*folders, cache_dir()]
+    with _lock:
+        for folder in candidates:
+            if str(folder / name) in _loaded:
+                return _loaded[str(folder / name)]
+        found = next((f / name for f in candidates if (f / name).exists()), None)
+        try:
+            if found is None:
+                cc = compiler()
+                if cc is None:
+                    log.warning(
+                        "no C compiler found (set CC) and the models are not compiled yet; the scorer falls back "
+                        "to the slower numpy evaluator"
+                    )
+                    return None
+                writable = next((f for f in candidates if _writable(f)), None)
+                if writable is None:
+                    raise RuntimeError("no writable folder for the compiled scorer (bundle folder, cache)")
+                found = writable / name
+                started = time.perf_counter()
+                build(cc, source, found)
+                log.info("compiled the scorer into %s in %.1f s", found, time.perf_counter() - started)
+            lib = ctypes.CDLL(str(found))
+            lib.pf_rows.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_void_p] * 2
+            lib.pf_rows.restype = None
+            lib.pf_row.restype = None  # no argtypes: called with ctypes arrays only (the cheapest call)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            log.warning("could not build the compiled scorer (%s); falling back to the numpy evaluator", exc)
+            return None
+        _loaded[str(found)] = lib
+        return lib
+
+
+def load_native() -> ctypes.CDLL | None:
+    """The generic walker (compiled and cached on first use), or ``None`` with a warning when impossible."""
+    if os.environ.get("PROPENSITY_SCORER") == "numpy":
         return None
-    key = hashlib.sha256("\0".join([C_SOURCE, cc, *CFLAGS, platform.machine(), platform.system()]).encode())
-    target = cache_dir() / f"pf-{key.hexdigest()[:20]}.so"
+    target = cache_dir() / library_name(C_SOURCE)
     with _lock:
         if str(target) in _loaded:
             return _loaded[str(target)]
         lib: ctypes.CDLL | None = None
         try:
             if not target.exists():
-                _compile(cc, target)
+                cc = compiler()
+                if cc is None:
+                    log.warning("no C compiler found (set CC); attributions fall back to the numpy evaluator")
+                    return None
+                build(cc, C_SOURCE, target)
             lib = ctypes.CDLL(str(target))
-            lib.pf_eval.argtypes = [
-                ctypes.c_void_p,
-                ctypes.c_void_p,
-                ctypes.c_int64,
-                ctypes.c_void_p,
-                ctypes.c_void_p,
-            ]
-            lib.pf_eval.restype = None
             lib.pf_contrib.argtypes = [
                 ctypes.c_void_p,
                 ctypes.c_void_p,

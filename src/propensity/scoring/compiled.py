@@ -1,21 +1,24 @@
 """The compiled fast scorer: LightGBM text models evaluated without LightGBM, for one row or millions.
 
-Models are parsed from LightGBM's text format (our own parser, :mod:`propensity.scoring._lgbm_text`) and packed
-into flat arrays; several models (one per action) are packed together over one shared input vector, so scoring
-a customer for every action is one call. Two evaluators walk the same arrays:
+Models are parsed from LightGBM's text format (our own parser, :mod:`propensity.scoring._lgbm_text`); several
+models (one per action) are scored together over one shared input vector, so scoring a customer for every action
+is one call. Two evaluators give the same numbers:
 
-* **native** (default): a ~50-line C function compiled once per machine with the system C compiler and cached
-  (:mod:`propensity.scoring._native`), called through ctypes. One row of five 200-tree models takes tens of
-  microseconds; batches run the same code (optionally on several threads: ctypes releases the GIL).
+* **native** (default): the trees compiled per model to C (:mod:`propensity.scoring._codegen`: a branch-free
+  lockstep walk, every split one comparison), built once per bundle with the system C compiler and cached beside
+  the bundle (``cache_dir``) or in the user cache (:mod:`propensity.scoring._native`); called through ctypes. One
+  row of five 200-tree models takes tens of microseconds; batches run the same code on several threads (ctypes
+  releases the GIL).
 * **numpy**: a vectorised evaluator over (rows × trees), used when no C compiler exists (with a warning) or
   when ``PROPENSITY_SCORER=numpy``.
 
 Both reproduce LightGBM's prediction exactly (the tests compare them with ``Booster.predict`` on thousands of
-rows), including its missing-value rules: inputs with ``|x| ≤ 1e-35`` read as 0; for a numerical split, NaN
-goes the default way when the split's missing type is NaN and is read as 0 otherwise, and with the zero missing
-type (``zero_as_missing``) 0 goes the default way; for a categorical split the value is truncated to an integer
-and NaN, negative or unlisted categories go right. Linear trees and multi-class models are refused with
-:class:`ModelFormatError`.
+rows and on random tree structures), including its missing-value rules: inputs with ``|x| ≤ 1e-35`` read as 0;
+for a numerical split, NaN goes the default way when the split's missing type is NaN and is read as 0 otherwise,
+and with the zero missing type (``zero_as_missing``) 0 goes the default way; for a categorical split the value is
+truncated to an integer and NaN, negative or unlisted categories go right; trees are summed in order, and an
+averaged model's (random forest) sum is divided by the number of trees, as LightGBM's prediction does. Linear trees and multi-class models are refused
+with :class:`ModelFormatError`.
 
 >>> import numpy as np, lightgbm as lgb
 >>> rng = np.random.default_rng(0)
@@ -30,14 +33,17 @@ from __future__ import annotations
 
 import ctypes
 import math
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from propensity.scoring import _codegen
 from propensity.scoring._lgbm_text import CATEGORICAL_MASK, ModelFormatError, ParsedModel, parse_model
-from propensity.scoring._native import load_native
+from propensity.scoring._native import load_native, load_program
 
 __all__ = ["CompiledScorer", "ModelFormatError", "parse_model"]
 
@@ -48,7 +54,7 @@ ZERO_THRESHOLD = 1.0000000180025095e-35  # LightGBM's kZeroThreshold (1e-35f)
 _NAN_LEFT = 16  # packed flag: a NaN input goes left at this numerical split
 _LEAF = 32  # packed flag: a leaf (self-loop node whose thr is the leaf value)
 _SLOW = 64  # packed flag: categorical or zero-as-missing split (the native evaluator's slow path)
-_BLOCK = 32  # rows per block in the native evaluator (PF_BLOCK): its scratch is _BLOCK × n_columns doubles
+_MIN_ROWS_PER_THREAD = 1024
 _NUMPY_CHUNK_CELLS = 1 << 21  # rows × trees per numpy step
 
 
@@ -86,6 +92,7 @@ class CompiledScorer:
         *,
         n_columns: int | None = None,
         backend: Literal["auto", "native", "numpy"] = "auto",
+        cache_dir: Path | str | None = None,
     ) -> None:
         if not models:
             raise ValueError("CompiledScorer needs at least one model")
@@ -107,22 +114,23 @@ class CompiledScorer:
         self.n_columns = width
         self.n_models = len(models)
         self._pack(columns)
-        self._lib = None if backend == "numpy" else load_native()
-        if backend == "native" and self._lib is None:
+        self._program: _codegen.Program | None = None
+        self._prog_lib: ctypes.CDLL | None = None
+        if backend != "numpy":
+            program = _codegen.generate(self.models, columns, self.n_columns)
+            folders = [Path(cache_dir)] if cache_dir is not None else []
+            self._prog_lib = load_program(program.source, folders)
+            if self._prog_lib is not None:
+                self._program = program
+                self._node_ptrs = (ctypes.c_void_p * self.n_models)(*(a.ctypes.data for a in program.nodes))
+                self._row_fn = self._prog_lib.pf_row
+                self._rows_fn = self._prog_lib.pf_rows
+                self._tls = threading.local()
+        if backend == "native" and self._prog_lib is None:
             raise RuntimeError("the native scorer is not available (no working C compiler)")
-        self.backend: Literal["native", "numpy"] = "native" if self._lib is not None else "numpy"
-        if self._lib is not None:
-            self._set = _PfSet(
-                self._nodes.ctypes.data,
-                self._bits.ctypes.data,
-                self._roots.ctypes.data,
-                self._depth.ctypes.data,
-                self._model_start.ctypes.data,
-                self.n_models,
-                self.n_columns,
-            )
-            self._set_ptr = ctypes.addressof(self._set)
-            self._fn = self._lib.pf_eval
+        self.backend: Literal["native", "numpy"] = "native" if self._prog_lib is not None else "numpy"
+        self._generic: ctypes.CDLL | None = None
+        self._set_ptr = 0
 
     @classmethod
     def from_texts(
@@ -132,9 +140,17 @@ class CompiledScorer:
         *,
         n_columns: int | None = None,
         backend: Literal["auto", "native", "numpy"] = "auto",
+        cache_dir: Path | str | None = None,
     ) -> CompiledScorer:
-        """Parse LightGBM text models (``Booster.model_to_string()``) and pack them."""
-        return cls([parse_model(t) for t in texts], columns, n_columns=n_columns, backend=backend)
+        """Parse LightGBM text models (``Booster.model_to_string()``) and compile them (or load them compiled
+        from ``cache_dir``, a bundle's ``compiled/`` folder)."""
+        return cls(
+            [parse_model(t) for t in texts],
+            columns,
+            n_columns=n_columns,
+            backend=backend,
+            cache_dir=cache_dir,
+        )
 
     # -- packing -------------------------------------------------------------------------------------------
     def _pack(self, columns: Sequence[Sequence[int]]) -> None:
@@ -209,15 +225,19 @@ class CompiledScorer:
         self._depth = np.asarray(depths, dtype=np.int32)
         self._model_start = np.asarray(model_start, dtype=np.int32)
         self._max_depth = max(depths, default=0)
-        self._scale = np.array(
-            [1.0 / max(1, len(m.trees)) if m.average_output else 1.0 for m in self.models], dtype=np.float64
+        # An averaged model (random forest): the raw score here is what LightGBM's prediction converts, the sum
+        # of the trees divided by their number (LightGBM's raw_score output skips that division).
+        self._divisor = np.array(
+            [float(max(1, len(m.trees))) if m.average_output else 1.0 for m in self.models], dtype=np.float64
         )
-        self._averaged = bool((self._scale != 1.0).any())
+        self._scale = 1.0 / self._divisor
+        self._averaged = bool((self._divisor != 1.0).any())
         self._sigmoid = np.array([m.sigmoid if m.objective == "binary" else 0.0 for m in self.models])
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def raw(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
-        """Raw scores, ``rows × models``, for a ``rows × n_columns`` float matrix (NaN = missing)."""
+        """Raw scores, ``rows × models``, for a ``rows × n_columns`` float matrix (NaN = missing); ``threads``
+        splits the rows between that many threads (native only)."""
         x = np.ascontiguousarray(x, dtype=np.float64)
         if x.ndim == 1:
             x = x.reshape(1, -1)
@@ -227,30 +247,26 @@ class CompiledScorer:
         out = np.empty((n, self.n_models), dtype=np.float64)
         if n == 0:
             return out
-        if self._lib is None:
+        if self._program is None:
             self._raw_numpy(x, out)
-        elif threads <= 1 or n < 2048:
-            work = np.empty(_BLOCK * self.n_columns)
-            self._fn(self._set_ptr, x.ctypes.data, n, out.ctypes.data, work.ctypes.data)
         else:
+            threads = max(1, min(threads, n // _MIN_ROWS_PER_THREAD))
             bounds = np.linspace(0, n, threads + 1).astype(np.int64)
-            row_bytes, out_bytes = x.strides[0], out.strides[0]
+            width = self._program.width
+            fn, nodes = self._rows_fn, self._node_ptrs
 
             def run(i: int) -> None:
                 a, b = int(bounds[i]), int(bounds[i + 1])
-                work = np.empty(_BLOCK * self.n_columns)
-                self._fn(
-                    self._set_ptr,
-                    x.ctypes.data + a * row_bytes,
-                    b - a,
-                    out.ctypes.data + a * out_bytes,
-                    work.ctypes.data,
-                )
+                work = np.empty(width)
+                fn(nodes, x[a:b].ctypes.data, b - a, out[a:b].ctypes.data, work.ctypes.data)
 
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(run, range(threads)))
+            if threads == 1:
+                run(0)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(run, range(threads)))
         if self._averaged:
-            out *= self._scale
+            out /= self._divisor
         return out
 
     def predict(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
@@ -258,17 +274,24 @@ class CompiledScorer:
         return self._transform(self.raw(x, threads=threads))
 
     def raw_one(self, row: Sequence[float] | np.ndarray) -> list[float]:
-        """Raw scores of every model for one input vector (the serving path; no numpy work when native)."""
+        """Raw scores of every model for one input vector (the serving path: no numpy work when native)."""
         if len(row) != self.n_columns:
             raise ValueError(f"expected {self.n_columns} values, got {len(row)}")
-        if self._lib is None:
+        if self._program is None:
             return [float(v) for v in self.raw(np.asarray(row, dtype=np.float64))[0]]
-        buf = (ctypes.c_double * self.n_columns)(*row)
-        out = (ctypes.c_double * self.n_models)()
-        self._fn(self._set_ptr, buf, 1, out, (ctypes.c_double * self.n_columns)())
+        tls = self._tls
+        try:
+            buf, out, work = tls.buffers
+        except AttributeError:
+            buf = (ctypes.c_double * self.n_columns)()
+            out = (ctypes.c_double * self.n_models)()
+            work = (ctypes.c_double * self._program.width)()
+            tls.buffers = (buf, out, work)
+        buf[:] = row
+        self._row_fn(self._node_ptrs, buf, out, work)
         if self._averaged:
-            return [v * s for v, s in zip(out, self._scale.tolist(), strict=True)]
-        return list(out)
+            return [v / d for v, d in zip(out, self._divisor.tolist(), strict=True)]
+        return out[:]
 
     def predict_one(self, row: Sequence[float] | np.ndarray) -> list[float]:
         raw = self.raw_one(row)
@@ -337,6 +360,27 @@ class CompiledScorer:
                 out[lo : lo + xc.shape[0], m] = acc
 
     # -- explanations --------------------------------------------------------------------------------------
+    def _contrib_lib(self) -> ctypes.CDLL | None:
+        """The generic native walker for attributions (loaded on first use), None on the numpy backend."""
+        if self._program is None:
+            return None
+        if self._generic is None:
+            lib = load_native()
+            if lib is None:
+                return None
+            self._set = _PfSet(
+                self._nodes.ctypes.data,
+                self._bits.ctypes.data,
+                self._roots.ctypes.data,
+                self._depth.ctypes.data,
+                self._model_start.ctypes.data,
+                self.n_models,
+                self.n_columns,
+            )
+            self._set_ptr = ctypes.addressof(self._set)
+            self._generic = lib
+        return self._generic
+
     def contributions(self, x: np.ndarray, model: int) -> np.ndarray:
         """Path attributions (as :meth:`contributions_one`, without the bias column) of model ``model`` for many
         rows: ``rows × n_columns`` in raw-score units. Native when available (batch reason codes for millions
@@ -348,10 +392,11 @@ class CompiledScorer:
         out = np.zeros((n, self.n_columns))
         if n == 0:
             return out
-        if self._lib is not None:
+        lib = self._contrib_lib()
+        if lib is not None:
             values = np.ascontiguousarray(self._node_values, dtype=np.float64)
             work = np.empty(self.n_columns)
-            self._lib.pf_contrib(
+            lib.pf_contrib(
                 self._set_ptr, values.ctypes.data, x.ctypes.data, n, model, out.ctypes.data, work.ctypes.data
             )
             return out * float(self._scale[model])

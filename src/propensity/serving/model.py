@@ -26,6 +26,7 @@ import numpy as np
 from propensity.config.actions import Action
 from propensity.scoring.compiled import CompiledScorer
 
+COMPILED_DIR = "compiled"  # a bundle's compiled scorer, beside it (not part of its checksummed files)
 CALIBRATION_EPS = 1e-6  # the training calibrators clip to [EPS, 1 - EPS]
 _NAN = float("nan")
 
@@ -141,7 +142,13 @@ class ServingModel:
     """Every action of one bundle, compiled together. Immutable once built (hot swap replaces the object)."""
 
     def __init__(
-        self, version: str, feature_set_version: str, actions: Sequence[ActionModel], *, backend: str = "auto"
+        self,
+        version: str,
+        feature_set_version: str,
+        actions: Sequence[ActionModel],
+        *,
+        backend: str = "auto",
+        cache_dir: Path | None = None,
     ) -> None:
         if not actions:
             raise ValueError("a serving model needs at least one action")
@@ -172,6 +179,7 @@ class ServingModel:
             col_maps,
             n_columns=max(1, len(keys)),
             backend=backend,  # type: ignore[arg-type]
+            cache_dir=cache_dir,
         )
         self._calibrators = [a.calibrator for a in actions]
         self._quantiles = [a.score_quantiles for a in actions]
@@ -179,7 +187,9 @@ class ServingModel:
     # ----------------------------------------------------------------------------------------------- build
     @classmethod
     def from_bundle_dir(cls, path: Path, *, backend: str = "auto") -> ServingModel:
-        """Load a bundle folder after verifying its checksums (see :mod:`propensity.registry.bundle`)."""
+        """Load a bundle folder after verifying its checksums (see :mod:`propensity.registry.bundle`). Its
+        models are compiled once and kept beside it, in ``compiled/`` (the first load of a bundle not compiled
+        at promotion compiles it: seconds, never per request)."""
         from propensity.registry.bundle import verify_bundle
 
         manifest = verify_bundle(path)
@@ -206,7 +216,11 @@ class ServingModel:
                 )
             )
         return cls(
-            str(manifest["id"]), str(manifest.get("feature_set_version", "")), actions, backend=backend
+            str(manifest["id"]),
+            str(manifest.get("feature_set_version", "")),
+            actions,
+            backend=backend,
+            cache_dir=path / COMPILED_DIR,
         )
 
     def encoder_for(self, feature_names: Sequence[str]) -> RowEncoder:
