@@ -65,7 +65,7 @@ def workspace(
     train_ws = Workspace.open(train_root)
     bundle_id = Registry(train_ws).production()
     if bundle_id is None:
-        from propensity.training.pipeline import train_project
+        from propensity.registry.train import train_project
 
         bundle_id = train_project(train_ws, write_report=False).bundle_id
         Registry(train_ws).set_production(bundle_id, forced=True, reason="batch scoring benchmark")

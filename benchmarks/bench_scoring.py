@@ -87,8 +87,8 @@ def build(
 
     from propensity.config.actions import Action
     from propensity.features.offline import parse_features
+    from propensity.scoring.model import ActionModel, ServingModel
     from propensity.serving.action_rules import PREFIX, ActionRules
-    from propensity.serving.model import ActionModel, ServingModel
     from propensity.serving.store import InMemoryStore
     from propensity.training.encoding import FeatureEncoder
 
@@ -156,7 +156,7 @@ def main() -> None:
 
     from benchmarks._branchless_floor import BranchlessFloor
     from propensity.scoring import _native
-    from propensity.serving.model import ServingModel, calibrate
+    from propensity.scoring.model import ServingModel, calibrate
     from propensity.serving.service import ScoringService
 
     t0 = time.perf_counter()

@@ -203,7 +203,7 @@ def cj_workspace() -> Path:
 TRAIN = """
 import json
 from propensity.workspace import Workspace
-from propensity.training.pipeline import train_project
+from propensity.registry.train import train_project
 r = train_project(Workspace.open({root!r}))
 out = {{"bundle": r.bundle_id, "seconds": r.seconds, "skipped": r.skipped,
         "rows": {{a: sum(v["rows"] for v in res.counts.values()) for a, res in r.results.items()}},

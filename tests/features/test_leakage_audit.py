@@ -20,11 +20,11 @@ from propensity.features.audit import (
     LEAK_FLAGS,
     AuditReport,
     audit_features,
-    audit_workspace,
     label_strength,
     roc_auc,
     write_audit_report,
 )
+from propensity.labels.audit import audit_workspace
 from propensity.workspace import Workspace
 
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -17,7 +17,7 @@ from tests.training.synthetic_project import build_workspace
 from propensity.registry.bundle import CorruptBundleError, load_bundle
 from propensity.registry.gate import PromotionRefusedError, promote
 from propensity.registry.registry import Registry, RegistryError
-from propensity.training.pipeline import TrainingResult, train_project
+from propensity.registry.train import TrainingResult, train_project
 from propensity.workspace import Workspace
 
 

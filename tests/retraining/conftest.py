@@ -10,7 +10,7 @@ import pytest
 import yaml
 from tests.training.synthetic_project import build_workspace
 
-from propensity.training.pipeline import train_project
+from propensity.registry.train import train_project
 from propensity.workspace import Workspace
 
 # The weak model sees one attribute only: the same rows, far less signal.

@@ -32,8 +32,8 @@ from propensity.scoring.batch import (
     score_batch,
 )
 from propensity.scoring.fallback import fallback_scores
+from propensity.scoring.model import ServingModel, percentile_of
 from propensity.scoring.score_store import ParquetScoreStore, open_score_store
-from propensity.serving.model import ServingModel, percentile_of
 from propensity.workspace import Workspace
 
 

@@ -18,8 +18,8 @@ from propensity.events.log import DuckDBEventLog
 from propensity.features.offline import compute_features
 from propensity.labels.labels import build_labels
 from propensity.scoring.fallback import fallback_scores
+from propensity.scoring.model import ServingModel
 from propensity.serving.action_rules import ActionRules
-from propensity.serving.model import ServingModel
 from propensity.serving.service import ScoringService
 from propensity.serving.startup import production_model
 from propensity.serving.store import InMemoryStore

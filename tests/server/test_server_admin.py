@@ -15,10 +15,10 @@ import yaml
 from starlette.testclient import TestClient
 
 from propensity.registry.registry import Registry
+from propensity.registry.train import train_project
 from propensity.server import ServerState, create_app
 from propensity.serving.auth import KeyConfigError, KeyRing
 from propensity.serving.startup import build_service
-from propensity.training.pipeline import train_project
 from propensity.workspace import Workspace
 
 KEYS = "web:predict:pk-123,feeder:ingest:ik-456,ops:admin+predict:ak-789"

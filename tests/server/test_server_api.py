@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 from propensity.events.log import DuckDBEventLog
 from propensity.registry.bundle import load_bundle
 from propensity.registry.registry import Registry
+from propensity.scoring.model import ServingModel
 from propensity.server import ServerState, create_app
-from propensity.serving.model import ServingModel
 from propensity.serving.service import ScoringService
 from propensity.serving.startup import build_service
 from propensity.workspace import Workspace

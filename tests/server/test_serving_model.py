@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from propensity.features.offline import parse_features
-from propensity.serving.model import ActionModel, ServingModel, calibrate, percentile_of, segment_of
+from propensity.scoring.model import ActionModel, ServingModel, calibrate, percentile_of, segment_of
 from propensity.serving.store import InMemoryStore, OnlineStore
 from propensity.training.calibration import Calibrator
 from propensity.training.encoding import FeatureEncoder
@@ -167,7 +167,7 @@ def test_actions_with_different_category_vocabularies_share_one_model() -> None:
     ],
 )
 def test_batch_calibration_equals_the_single_row_calibration(calibrator: dict[str, Any]) -> None:
-    from propensity.serving.model import calibrate, calibrate_many
+    from propensity.scoring.model import calibrate, calibrate_many
 
     raw = np.concatenate([np.random.default_rng(0).normal(0, 3, 5000), [np.nan, -1e300, 1e300, 0.0, -0.5]])
     many = calibrate_many(calibrator, raw)

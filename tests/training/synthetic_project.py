@@ -118,7 +118,7 @@ def trained_workspace(
     """:func:`build_workspace`, with the sections in ``spec`` replacing the generated spec's, then trained (all
     actions, or ``train_actions``) and the bundle put in production: a small project ready to score and serve."""
     from propensity.registry.registry import Registry
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
 
     build_workspace(root, customers=customers, days=days, seed=seed)
     data = yaml.safe_load((root / "propensity.yaml").read_text())

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 from tests.training.synthetic_project import START, build_workspace
 
-from propensity.training.pipeline import TrainingResult, train_project
+from propensity.registry.train import TrainingResult, train_project
 from propensity.workspace import Workspace
 
 DAYS = 210

@@ -1,1 +1,1 @@
-"""Activation: the canonical score table's contract, segments, decision policies, and destinations."""
+"""Activation: validation gates, destinations, delivery and real-time activation of the canonical score rows."""

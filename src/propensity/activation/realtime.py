@@ -176,7 +176,7 @@ class RealtimeActivator:
         return report
 
     def _decide(self, rows: pa.Table) -> pa.Table:
-        from propensity.activation.policy import DecisionContext, decide
+        from propensity.scoring.policy import DecisionContext, decide
 
         return decide(rows, self.workspace.spec.policies, context=DecisionContext())
 

@@ -143,7 +143,7 @@ def report(
 # ------------------------------------------------------------------------------------------- retrain
 def _trainer(bar: Any) -> Any:
     from propensity.cli.training import training_progress
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
 
     def train(ws: Any) -> str:
         return train_project(ws, progress=training_progress(bar)).bundle_id

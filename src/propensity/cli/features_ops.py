@@ -53,7 +53,8 @@ def audit(
 
         propensity features audit -w demo --action churn_30d --sample 1000 --strict
     """
-    from propensity.features.audit import LEAK_FLAGS, audit_workspace, write_audit_report
+    from propensity.features.audit import LEAK_FLAGS, write_audit_report
+    from propensity.labels.audit import audit_workspace
 
     ws = open_workspace(workspace, require_spec=True, engine=engine)
     when = [

@@ -114,7 +114,7 @@ def compile_production(ws: Workspace) -> None:
     import time
 
     from propensity.registry.registry import Registry
-    from propensity.serving.model import ServingModel
+    from propensity.scoring.model import ServingModel
 
     registry = Registry(ws)
     bundle_id = registry.production()

@@ -19,7 +19,7 @@ from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 if TYPE_CHECKING:
-    from propensity.training.pipeline import TrainingResult
+    from propensity.registry.train import TrainingResult
 
 
 @app.command()
@@ -144,7 +144,7 @@ def quickstart(
 def _train(ws: Workspace) -> TrainingResult | None:
     """Train every action and write the report, when the project declares features and actions."""
     from propensity.cli.training import print_summary, training_progress
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
 
     if not ws.spec.features or not ws.spec.actions:
         console.print("[yellow]the project declares no features or actions yet: skipping training[/]")

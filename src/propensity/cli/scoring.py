@@ -22,8 +22,8 @@ from propensity.cli._common import (
 from propensity.cli.app import app, console
 
 if TYPE_CHECKING:
+    from propensity.registry.train import TrainingResult
     from propensity.scoring.batch import BatchResult
-    from propensity.training.pipeline import TrainingResult
     from propensity.workspace import Workspace
 
 
@@ -101,8 +101,8 @@ def score(
 
         propensity score -w demo --engine spark    # features and model scores on Spark (mapInArrow)
     """
-    from propensity.activation.policy import read_id_file
     from propensity.scoring.batch import score_and_store
+    from propensity.scoring.policy import read_id_file
 
     ws = open_workspace(workspace, require_spec=True, engine=engine)
     ids = sorted(read_id_file(customers_file)) if customers_file is not None else None

@@ -69,7 +69,7 @@ def train(
 
         propensity train -w demo --engine spark    # labels and features on Spark; the same training sets
     """
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
 
     ws = open_workspace(workspace, require_spec=True, engine=engine)
     with progress_bar() as bar:

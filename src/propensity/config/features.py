@@ -35,8 +35,6 @@ The field ``event_date`` is the calendar date of an event in the project's time 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -64,6 +62,7 @@ from propensity.config.predicates import (
     parse_expression,
     parse_predicate,
 )
+from propensity.core.hashing import content_hash
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 RESERVED_NAMES = frozenset({"customer_id", "as_of", "trigger_id"})
@@ -438,8 +437,7 @@ def feature_set_version(features: Sequence[AnyFeature]) -> str:
     Two sets with the same features in the same order have the same version; any change to a definition
     that can change a value (a window, a bucket, a predicate, an order of columns) changes it.
     """
-    payload = json.dumps([f.canonical() for f in features], sort_keys=True, separators=(",", ":"))
-    return "fs-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+    return "fs-" + content_hash([f.canonical() for f in features])
 
 
 def check_feature_set(

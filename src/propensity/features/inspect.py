@@ -34,6 +34,7 @@ from propensity.config.features import (
     TriggerFeature,
 )
 from propensity.config.predicates import EVENT_DATE, PROPERTIES_PREFIX
+from propensity.core.hashing import sample_key_sql
 from propensity.features._plan import US, FeaturePlan, _window_of
 from propensity.features.dialects import DUCKDB
 from propensity.features.offline import compute_features
@@ -338,8 +339,8 @@ def describe_features(
         as_of = latest
     rows = con.execute(
         "SELECT customer_id FROM (SELECT DISTINCT customer_id FROM events) "
-        "ORDER BY hash(customer_id || ?::VARCHAR), customer_id LIMIT ?",
-        [str(seed), int(sample)],
+        f"ORDER BY {sample_key_sql('customer_id', f'features-sample-{int(seed)}')}, customer_id LIMIT ?",
+        [int(sample)],
     ).fetchall()
     ids = [r[0] for r in rows]
     spine = pa.table(

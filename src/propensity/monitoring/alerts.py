@@ -8,7 +8,6 @@ retried with backoff, dead-lettered), the same guarantees as the activation webh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 import httpx
 
 from propensity.config.monitoring import AlertSettings, WebhookSink
+from propensity.core.hashing import digest
 from propensity.monitoring.monitors import SEVERITY, MonitorResult, finite_or_none
 from propensity.monitoring.store import MonitorRun
 from propensity.workspace import Workspace
@@ -116,8 +116,9 @@ class WebhookAlertSink:
         from propensity.activation.delivery import Outbox
 
         self.sink = sink
-        digest = hashlib.sha256(sink.url.encode()).hexdigest()[:12]
-        self.outbox = Outbox(workspace.state_dir / "monitoring" / f"alerts-{digest}.outbox.sqlite")
+        self.outbox = Outbox(
+            workspace.state_dir / "monitoring" / f"alerts-{digest(sink.url.encode())[:12]}.outbox.sqlite"
+        )
         self._client = client
         self.last_report: Any = None
 

@@ -17,7 +17,6 @@ What each monitor looks at:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import pyarrow.compute as pc
 from propensity.config.actions import Action
 from propensity.config.monitoring import AlertSettings, MonitoringSettings
 from propensity.core.errors import PropensityError
+from propensity.core.hashing import content_hash, sample_key_sql
 from propensity.events.log import open_event_log
 from propensity.features.offline import compute_features, parse_features
 from propensity.labels.labels import build_labels
@@ -193,7 +193,7 @@ def known_customers(con: duckdb.DuckDBPyConnection, as_of: datetime, limit: int)
     """Customers with an event available by ``as_of``: a seeded hash sample of at most ``limit``."""
     rows = con.execute(
         "SELECT customer_id FROM (SELECT DISTINCT customer_id FROM events "
-        "WHERE available_at <= $t AND event_time <= $t) ORDER BY md5(customer_id || '|monitor') LIMIT $n",
+        f"WHERE available_at <= $t AND event_time <= $t) ORDER BY {sample_key_sql('customer_id', 'monitor')}, customer_id LIMIT $n",
         {"t": as_of, "n": limit},
     ).fetchall()
     return sorted(r[0] for r in rows)
@@ -250,7 +250,7 @@ def feature_reference(
     defs = [f.canonical() for f in features]
     key_body = {"v": REFERENCE_VERSION, "features": defs, "times": [t.isoformat() for t in times],
                 "sample": settings.sample_customers, "bins": settings.bins}  # fmt: skip
-    key = hashlib.sha256(json.dumps(key_body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = content_hash(key_body)
     path = workspace.state_dir / "monitoring" / "references" / f"{key}.json"
     if path.exists():
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -354,7 +354,7 @@ class _PeriodCache:
 
     def __init__(self, workspace: Workspace, bundle_id: str, key: dict[str, Any]) -> None:
         self.folder = workspace.state_dir / "monitoring" / "periods" / bundle_id
-        self.suffix = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        self.suffix = content_hash(key, 12)
 
     def _path(self, action: str, period: datetime) -> Path:
         return self.folder / action / f"{period.strftime('%Y%m%dT%H%M%SZ')}-{self.suffix}.json"

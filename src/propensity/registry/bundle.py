@@ -10,7 +10,6 @@ bundle with :class:`CorruptBundleError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,9 @@ import numpy as np
 import pyarrow as pa
 
 from propensity.core.errors import PropensityError
+from propensity.core.hashing import content_hash, digest
 from propensity.core.version import __version__
+from propensity.training.artifacts import ActionArtifacts
 from propensity.training.calibration import Calibrator
 from propensity.training.encoding import FeatureEncoder
 from propensity.training.trainers import LightGBMModel, LogisticBaseline
@@ -39,10 +40,6 @@ class CorruptBundleError(PropensityError):
 
 class BundleNotFoundError(PropensityError):
     """No bundle with that id (or prefix) in the workspace."""
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _canonical(obj: Any) -> bytes:
@@ -60,18 +57,6 @@ def code_version() -> str:
         return __version__
 
 
-@dataclass
-class ActionArtifacts:
-    """What a bundle stores for one action (its metrics and description go into the manifest)."""
-
-    encoder: FeatureEncoder
-    model: LightGBMModel
-    calibrator: Calibrator
-    baseline: LogisticBaseline
-    baseline_calibrator: Calibrator
-    info: dict[str, Any]
-
-
 def _files_for(art: ActionArtifacts) -> dict[str, bytes]:
     return {
         "model.txt": art.model.to_text().encode("utf-8"),
@@ -84,7 +69,7 @@ def _files_for(art: ActionArtifacts) -> dict[str, bytes]:
 
 def _bundle_id(manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k not in ("id", "created_at")}
-    return "m-" + _sha256(_canonical(body))[:16]
+    return "m-" + content_hash(body)
 
 
 def write_bundle(models_dir: Path, actions: dict[str, ActionArtifacts], meta: dict[str, Any]) -> str:
@@ -98,7 +83,7 @@ def write_bundle(models_dir: Path, actions: dict[str, ActionArtifacts], meta: di
         **meta,
         "code_version": meta.get("code_version", code_version()),
         "actions": {name: art.info for name, art in sorted(actions.items())},
-        "files": {path: _sha256(data) for path, data in sorted(files.items())},
+        "files": {path: digest(data) for path, data in sorted(files.items())},
     }
     bundle_id = _bundle_id(manifest)
     manifest = {"id": bundle_id, "created_at": datetime.now(UTC).isoformat(), **manifest}
@@ -164,11 +149,11 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     """Check every file against the manifest and the manifest against the id; return the manifest."""
     manifest = read_manifest(path)
     problems = []
-    for rel, digest in manifest.get("files", {}).items():
+    for rel, expected in manifest.get("files", {}).items():
         f = path / rel
         if not f.exists():
             problems.append(f"{rel} is missing")
-        elif _sha256(f.read_bytes()) != digest:
+        elif digest(f.read_bytes()) != expected:
             problems.append(f"{rel} does not match its checksum")
     if manifest.get("id") != path.name or _bundle_id(manifest) != path.name:
         problems.append(f"{MANIFEST} does not match the bundle id (it was edited)")

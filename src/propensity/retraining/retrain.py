@@ -211,7 +211,7 @@ def due(workspace: Workspace, *, now: datetime | None = None) -> str | None:
 
 # -------------------------------------------------------------------------------------------- retrain
 def _default_train(workspace: Workspace) -> str:
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
 
     return train_project(workspace).bundle_id
 

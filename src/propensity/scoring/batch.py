@@ -6,8 +6,8 @@ them, scored by the production bundle's compiled scorer (:meth:`ServingModel.pro
 calibrators. Each action's eligibility is evaluated as of ``as_of`` with the rules training uses
 (:func:`propensity.labels.labels.build_labels`): an ineligible customer gets a row with ``eligible = false`` and
 no score. An action the bundle lacks is scored by the rule-based fallback (``fallback = true``). Then
-percentiles (from the bundle's test-score quantiles), segments (:mod:`propensity.activation.segments`), reason
-codes, holdout groups, consent and the decision policy (:mod:`propensity.activation.policy`).
+percentiles (from the bundle's test-score quantiles), segments (:mod:`propensity.scoring.segments`), reason
+codes, holdout groups, consent and the decision policy (:mod:`propensity.scoring.policy`).
 
 :func:`score_batch` computes a run; :func:`score_and_store` also checks it against the data contract and writes
 it to the workspace's score store (``propensity score`` does that).
@@ -28,15 +28,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.activation.policy import (
-    DecisionContext,
-    attribute_values,
-    consent_json,
-    decide,
-    recent_activations,
-    suppression_lists,
-)
-from propensity.activation.segments import Segmentation, assign, find_segments
 from propensity.config.actions import Action, describe_action
 from propensity.config.predicates import sql_literal
 from propensity.core.contract import ContractError, load_contract, validate_rows
@@ -49,8 +40,17 @@ from propensity.features.offline import compute_features
 from propensity.labels.labels import attribute_condition_sql, build_labels
 from propensity.scoring.compiled import ModelFormatError
 from propensity.scoring.fallback import fallback_scores
+from propensity.scoring.model import ServingModel
+from propensity.scoring.policy import (
+    DecisionContext,
+    attribute_values,
+    consent_json,
+    decide,
+    recent_activations,
+    suppression_lists,
+)
 from propensity.scoring.score_store import ScoreStore, ScoringRun, conform, new_run_id, open_score_store
-from propensity.serving.model import ServingModel
+from propensity.scoring.segments import Segmentation, assign, find_segments
 from propensity.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
@@ -147,7 +147,7 @@ def eligible_customers(
 # ------------------------------------------------------------------------------------------ model input
 def encode(model: ServingModel, features: pa.Table) -> np.ndarray:
     """Offline feature columns → the model's input matrix, as its encoders encode them (see
-    :class:`~propensity.serving.model.RowEncoder`): numbers as floats, null → NaN, booleans 0/1, text → its
+    :class:`~propensity.scoring.model.RowEncoder`): numbers as floats, null → NaN, booleans 0/1, text → its
     category code (unseen or missing → NaN). A column the feature table lacks is all NaN."""
     n = features.num_rows
     out = np.full((n, max(1, len(model.columns))), np.nan, dtype=np.float64)
@@ -230,7 +230,7 @@ def reason_codes_for(
 
 
 def percentiles(quantiles: Sequence[float] | None, scores: np.ndarray) -> np.ndarray:
-    """:func:`propensity.serving.model.percentile_of` for an array (NaN where there are no quantiles)."""
+    """:func:`propensity.scoring.model.percentile_of` for an array (NaN where there are no quantiles)."""
     if not quantiles:
         return np.full(scores.shape, np.nan)
     q = np.asarray(quantiles, dtype=np.float64)

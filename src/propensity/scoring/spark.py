@@ -3,7 +3,7 @@
 The features are the plan in Spark SQL (:mod:`propensity.features.spark`), partitioned by customer; each
 partition's Arrow batches go through :func:`score_arrow_batches`, which loads the bundle once per Python worker
 (one scorer per executor process, cached by bundle folder) and scores a whole batch with
-:meth:`~propensity.serving.model.ServingModel.probabilities_many`: no Python per row. The driver gets back the
+:meth:`~propensity.scoring.model.ServingModel.probabilities_many`: no Python per row. The driver gets back the
 features and one probability column per model action, and batch scoring goes on exactly as on DuckDB
 (eligibility, percentiles, segments, decisions, reason codes, the score store), so the run is the same.
 

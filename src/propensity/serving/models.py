@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from propensity.core.errors import PropensityError
-from propensity.serving.model import ServingModel
+from propensity.scoring.model import ServingModel
 from propensity.workspace import Workspace
 
 

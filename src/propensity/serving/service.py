@@ -1,6 +1,6 @@
 """The scoring service: features from the online store → the serving model → a response, in microseconds.
 
-One object holds the online store, the current :class:`~propensity.serving.model.ServingModel` and, optionally,
+One object holds the online store, the current :class:`~propensity.scoring.model.ServingModel` and, optionally,
 a canary model. Swapping a model replaces one reference: a request reads it once at its start, so in-flight
 requests finish on the model they began with and none fails. Responses are plain dicts (the HTTP layer
 serialises them).
@@ -33,9 +33,9 @@ import orjson
 import pyarrow as pa
 
 from propensity.core.hashing import in_share
+from propensity.scoring.model import RowEncoder, ServingModel, segment_of
 from propensity.serving.action_rules import PREFIX as RULE_PREFIX
 from propensity.serving.action_rules import ActionRules
-from propensity.serving.model import RowEncoder, ServingModel, segment_of
 from propensity.serving.store import OnlineStore
 
 DEFAULT_TTL = timedelta(minutes=15)

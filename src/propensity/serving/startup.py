@@ -14,8 +14,8 @@ from propensity.config.features import AnyFeature
 from propensity.config.serving import ServingSettings
 from propensity.core.errors import PropensityError
 from propensity.events.log import open_event_log
+from propensity.scoring.model import ServingModel
 from propensity.serving.action_rules import ActionRules
-from propensity.serving.model import ServingModel
 from propensity.serving.service import ScoringService
 from propensity.serving.store import InMemoryStore, OnlineStore
 from propensity.workspace import Workspace

@@ -9,7 +9,6 @@ version, spine, data range, action definitions, split boundaries), so any model 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from propensity.config.actions import Action
 from propensity.config.features import feature_set_version
 from propensity.config.spec import ProjectSpec
 from propensity.core.errors import PropensityError
+from propensity.core.hashing import content_hash, in_share_sql
 from propensity.events.log import open_event_log
 from propensity.labels.labels import build_labels
 from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
@@ -84,20 +84,19 @@ class TrainingSets:
 
 
 def _sample(table: pa.Table, max_rows: int | None, seed: int) -> pa.Table:
-    """Keep at most about ``max_rows`` rows, chosen by a seeded hash of the customer (whole customers)."""
+    """Keep at most about ``max_rows`` rows, chosen by the sampling hash of the customer (whole customers; the
+    salt is ``training-sample-<seed>``)."""
     if max_rows is None or table.num_rows <= max_rows:
         return table
     frac = max_rows / table.num_rows
     con = duckdb.connect()
     con.register("tbl", table)
-    keep = con.sql(f"SELECT hash(customer_id || '|{seed}') % 1000000 < {int(frac * 1_000_000)} AS k FROM tbl")
+    keep = con.sql(
+        f"SELECT {in_share_sql('customer_id', f'training-sample-{int(seed)}', frac)} AS k FROM tbl"
+    )
     mask = keep.to_arrow_table().column("k")
     con.close()
     return table.filter(mask)
-
-
-def _hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def build_training_sets(
@@ -308,7 +307,7 @@ def _manifest(
             for name, ts in sets.items()
         },
     }
-    return {"id": "ts-" + _hash(body), "created_at": datetime.now(UTC).isoformat(), **body}
+    return {"id": "ts-" + content_hash(body), "created_at": datetime.now(UTC).isoformat(), **body}
 
 
 def store_training_sets(workspace: Workspace, sets: TrainingSets) -> Path:

@@ -1,7 +1,8 @@
-"""``train_project``: training sets → models per action → a candidate bundle → the report, in one call.
+"""``fit_project``: training sets → models per action → each action's artifacts and the bundle's metadata.
 
-This is what ``propensity train`` and ``propensity quickstart`` run. Actions that cannot be trained (too little
-data, too short a history) are skipped with their reason; the others still produce a bundle.
+:func:`propensity.registry.train.train_project` writes the result into a candidate bundle and its report (what
+``propensity train`` and ``propensity quickstart`` run). Actions that cannot be trained (too little data, too
+short a history) are skipped with their reason; the others still produce artifacts.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from propensity.config.features import feature_set_version
 from propensity.core.errors import PropensityError
-from propensity.registry.bundle import ActionArtifacts, write_bundle
-from propensity.registry.registry import Registry
+from propensity.training.artifacts import ActionArtifacts
 from propensity.training.dataset import build_training_sets, store_training_sets
 from propensity.training.fit import ActionResult, fit_action
 from propensity.training.oracle import compare_with_oracle, find_oracle
@@ -31,27 +30,26 @@ class NothingTrainedError(PropensityError):
 
 
 @dataclass
-class TrainingResult:
-    """What one training run produced: the bundle, per-action results, skipped actions, report paths."""
+class FittedProject:
+    """What fitting a project produced: per-action artifacts (the bundle's files and manifest entries), the
+    bundle's metadata, per-action results, skipped actions (with why) and timings."""
 
-    bundle_id: str
     training_set: str
+    artifacts: dict[str, ActionArtifacts]
+    meta: dict[str, Any]
     results: dict[str, ActionResult]
     skipped: dict[str, str]
     oracle: dict[str, dict[str, Any]] = field(default_factory=dict)
-    report_json: dict[str, Any] = field(default_factory=dict)
-    report_paths: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def train_project(
+def fit_project(
     workspace: Workspace,
     *,
     actions: Sequence[str] | None = None,
     progress: Progress | None = None,
-    write_report: bool = True,
-) -> TrainingResult:
-    """Train every action of the workspace's project (or the named ones) and register a candidate bundle.
+) -> FittedProject:
+    """Fit every action of the workspace's project (or the named ones).
 
     ``progress(stage, done, total)`` is called as work advances (stages: ``labels``, ``features``, ``train``).
     Raises :class:`NothingTrainedError` when no action could be trained.
@@ -138,15 +136,6 @@ def train_project(
         "data": sets.manifest["data"],
         "seed": spec.training.seed,
     }
-    bundle_id = write_bundle(workspace.state_dir / "models", artifacts, meta)
-    Registry(workspace).register(bundle_id)
-    seconds["bundle"] = time.perf_counter() - t3
-    result = TrainingResult(bundle_id, sets.id, results, skipped, oracle, seconds=seconds)
-    if write_report:
-        from propensity.training.report import write_reports
-
-        t4 = time.perf_counter()
-        write_reports(workspace, result)
-        seconds["report"] = time.perf_counter() - t4
-    seconds["total"] = time.perf_counter() - t0
-    return result
+    seconds["artifacts"] = time.perf_counter() - t3
+    seconds["fit_total"] = time.perf_counter() - t0
+    return FittedProject(sets.id, artifacts, meta, results, skipped, oracle, seconds=seconds)

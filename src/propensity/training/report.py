@@ -16,7 +16,6 @@ from typing import Any
 
 from propensity.core.html import COLORS, CSS, W, axes, legend, line, table, xy
 from propensity.training.metrics import HEADLINE, headline
-from propensity.workspace import Workspace
 
 
 def report_json(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -248,15 +247,4 @@ def write_report_files(
         latest = folder / f"report.{kind}"
         latest.write_text(paths[kind].read_text(encoding="utf-8"), encoding="utf-8")
         paths[f"latest_{kind}"] = latest
-    return paths
-
-
-def write_reports(workspace: Workspace, result: Any) -> dict[str, Path]:
-    """Write the report of a :class:`~propensity.training.pipeline.TrainingResult` (its bundle's manifest)."""
-    from propensity.registry.bundle import read_manifest
-
-    manifest = read_manifest(workspace.state_dir / "models" / result.bundle_id)
-    paths = write_report_files(workspace.state_dir / "reports", manifest, result.skipped)
-    result.report_paths = paths
-    result.report_json = report_json(manifest)
     return paths

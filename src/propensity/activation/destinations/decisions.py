@@ -6,13 +6,13 @@ and segment), not the raw score, so a customer whose score moves within the same
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+
+from propensity.core.hashing import content_hash
 
 
 def decisions(rows: pa.Table) -> Iterator[dict[str, Any]]:
@@ -51,7 +51,7 @@ def fingerprint(decision: dict[str, Any]) -> str:
             a: [s.get("eligible"), s.get("segment")] for a, s in sorted(decision.get("scores", {}).items())
         },
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return content_hash(key, 32, spaced=True)
 
 
 def _iso(value: datetime) -> str:

@@ -14,7 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.scoring.test_score_store import make_run
 
-from propensity.activation.policy import (
+from propensity.config.decisions import PolicySettings
+from propensity.config.errors import SpecError
+from propensity.config.spec import parse_spec
+from propensity.core.event import ATTRIBUTES_DDL
+from propensity.scoring.policy import (
     DecisionContext,
     PolicyError,
     attribute_values,
@@ -24,10 +28,6 @@ from propensity.activation.policy import (
     recent_activations,
     suppression_lists,
 )
-from propensity.config.decisions import PolicySettings
-from propensity.config.errors import SpecError
-from propensity.config.spec import parse_spec
-from propensity.core.event import ATTRIBUTES_DDL
 from propensity.scoring.score_store import ParquetScoreStore
 
 ACTIONS = ("buy_7d", "churn_30d", "upgrade_30d")

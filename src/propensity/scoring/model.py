@@ -1,4 +1,5 @@
-"""The serving model: a bundle's actions compiled for single-row scoring, with their encoders and calibrators.
+"""A bundle loaded for scoring: its actions compiled for one row (serving) or many (batch), with their encoders
+and calibrators.
 
 Loading a bundle verifies its checksums, parses every action's LightGBM text model and packs them all into one
 :class:`~propensity.scoring.compiled.CompiledScorer` over the union of their features, so scoring one customer

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from propensity.activation.segments import Segmentation, assign, find_segments, find_valley, tier_index
 from propensity.config.decisions import SegmentSettings
 from propensity.config.errors import SpecError
 from propensity.config.spec import parse_spec
+from propensity.scoring.segments import Segmentation, assign, find_segments, find_valley, tier_index
 
 scores_strategy = arrays(
     np.float64,

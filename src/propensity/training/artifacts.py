@@ -1,0 +1,23 @@
+"""What training produces for one action, before the registry writes it into a bundle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from propensity.training.calibration import Calibrator
+from propensity.training.encoding import FeatureEncoder
+from propensity.training.trainers import LightGBMModel, LogisticBaseline
+
+
+@dataclass
+class ActionArtifacts:
+    """One action's fitted objects (stored as the bundle's files) and ``info`` (its manifest entry: definition,
+    feature order, metrics, calibration, importance, score quantiles)."""
+
+    encoder: FeatureEncoder
+    model: LightGBMModel
+    calibrator: Calibrator
+    baseline: LogisticBaseline
+    baseline_calibrator: Calibrator
+    info: dict[str, Any]
