@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 from propensity.activation.destinations import state_dir
 from propensity.activation.run import activate, activate_every
-from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
 from propensity.scoring.score_store import open_score_store
 from propensity.workspace import Workspace

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from propensity.cli._common import parse_as_of
 from propensity.cli.app import app
-from propensity.cli.features import features_app, parse_as_of
+from propensity.cli.features import features_app
 from propensity.events.ingest import ingest_attributes, ingest_files
 from propensity.events.log import DuckDBEventLog
 from propensity.features import compute_features

@@ -12,7 +12,6 @@ import pytest
 from tests.conftest import canonical_events, write_spec
 from typer.testing import CliRunner
 
-import propensity.cli.commands  # noqa: F401  (registers every command)
 from propensity.cli.app import app
 from propensity.events.ingest import ingest_attributes, ingest_table
 from propensity.events.log import DuckDBEventLog, open_event_log

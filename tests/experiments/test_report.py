@@ -12,7 +12,6 @@ import pytest
 from tests.experiments.eventlog import make_workspace, score_rows
 from typer.testing import CliRunner
 
-from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
 from propensity.config.experiments import Holdout
 from propensity.core.holdout import group

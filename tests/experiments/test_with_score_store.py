@@ -11,7 +11,6 @@ import pytest
 from tests.training.synthetic_project import trained_workspace
 from typer.testing import CliRunner
 
-from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
 from propensity.scoring.batch import score_and_store
 

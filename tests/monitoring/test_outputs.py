@@ -11,7 +11,6 @@ from pathlib import Path
 from tests.monitoring.drift_project import END
 from typer.testing import CliRunner
 
-from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
 from propensity.events.log import DuckDBEventLog
 from propensity.monitoring.gauges import MonitorScheduler, render_gauges

@@ -11,7 +11,6 @@ import yaml
 from tests.retraining.conftest import train_full, train_weak
 from typer.testing import CliRunner
 
-from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
 from propensity.events.log import DuckDBEventLog
 from propensity.registry.registry import Registry

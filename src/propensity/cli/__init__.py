@@ -1,7 +1,1 @@
-"""The ``propensity`` command. Each command group lives in its own module and is registered here."""
-
-from __future__ import annotations
-
-from propensity.cli.app import app, main
-
-__all__ = ["app", "main"]
+"""The ``propensity`` command: :mod:`propensity.cli.app` composes one Typer sub-app per command module."""

@@ -1,4 +1,5 @@
-"""Pieces every command shares: the workspace option, progress bars, number formatting."""
+"""Pieces every command shares: the consoles, the workspace option, --as-of parsing, progress bars, number
+formatting. Command modules import from here, never from :mod:`propensity.cli.app` (which imports them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,8 +22,11 @@ from rich.progress import (
 )
 
 from propensity.config.calendar import local_time
-from propensity.config.errors import PropensityError
+from propensity.core.errors import PropensityError
 from propensity.workspace import Workspace
+
+console = Console()
+err_console = Console(stderr=True)
 
 WorkspaceOption = typer.Option(
     Path("."), "--workspace", "-w", help="The project folder (holding propensity.yaml).", show_default=True
@@ -77,3 +82,10 @@ def parse_time(value: str | None, zone: str = "UTC", option: str = "--as-of") ->
 
 def fmt_int(n: Any) -> str:
     return f"{int(n):,}"
+
+
+def parse_as_of(text: str, zone: str = "UTC") -> datetime:
+    """An ISO date or datetime; without an offset, a wall-clock time in ``zone`` (the project's)."""
+    t = parse_time(text.strip(), zone)
+    assert t is not None
+    return t

@@ -12,15 +12,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
-from propensity.cli.app import app, console
+from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace, progress_bar
 from propensity.config.durations import Duration
+
+app = typer.Typer()
 
 destinations_app = typer.Typer(
     help="The destinations declared in propensity.yaml, and how their last deliveries went.",
     no_args_is_help=True,
 )
-app.add_typer(destinations_app, name="destinations")
 
 
 def print_result(result: Any) -> None:

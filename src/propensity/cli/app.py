@@ -1,17 +1,34 @@
-"""The root Typer application and the error handling every command shares."""
+"""The root Typer application: every command module's sub-app, composed with ``add_typer``, and the error
+handling every command shares.
+
+Each module under ``propensity.cli`` declares its own Typer app (top-level commands, merged here) and its
+command groups (added here by name); none imports this module, so the CLI has no import cycle (import-linter
+checks it).
+"""
 
 from __future__ import annotations
 
 import sys
 
 import typer
-from rich.console import Console
 
+from propensity.cli import (
+    activation,
+    datasets,
+    experiments,
+    features,
+    ingest,
+    models,
+    monitoring,
+    project,
+    quickstart,
+    scoring,
+    serve,
+    training,
+)
+from propensity.cli._common import console, err_console
 from propensity.core.errors import PropensityError
 from propensity.core.version import __version__
-
-console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="propensity",
@@ -24,6 +41,19 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
+
+# Top-level commands, in the order `propensity --help` lists them.
+for module in (ingest, project, quickstart, serve, training, activation, scoring):
+    app.add_typer(module.app)
+# Command groups.
+app.add_typer(datasets.datasets_app, name="datasets")
+app.add_typer(features.features_app, name="features")
+app.add_typer(ingest.events_app, name="events")
+app.add_typer(models.models_app, name="models")
+app.add_typer(activation.destinations_app, name="destinations")
+app.add_typer(experiments.experiments_app, name="experiments")
+app.add_typer(experiments.retrain_app, name="retrain")
+app.add_typer(monitoring.monitor_app, name="monitor")
 
 
 def _version(value: bool) -> None:
@@ -46,8 +76,6 @@ def main() -> None:
 
     Usage errors (a bad option) exit with 2, as Click does; anything unexpected keeps its traceback.
     """
-    from propensity.cli import commands  # noqa: F401  (registers the commands)
-
     try:
         app()
     except PropensityError as exc:

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from propensity.cli._common import fmt_int, progress_bar
-from propensity.cli.app import app, console
+from propensity.cli._common import console, fmt_int, progress_bar
 
 datasets_app = typer.Typer(help="Generate or load the example data sets.", no_args_is_help=True)
-app.add_typer(datasets_app, name="datasets")
 
 
 @datasets_app.command("synthetic")

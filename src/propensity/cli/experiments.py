@@ -10,19 +10,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
-from propensity.cli.app import app, console
+from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace, progress_bar
 from propensity.core.errors import PropensityError
 
 experiments_app = typer.Typer(
     help="Holdout (control) groups, measured lift with 95% intervals, and uplift models.",
     no_args_is_help=True,
 )
-app.add_typer(experiments_app, name="experiments")
 
 # No help= here: the callback's docstring (with its examples) is the command's help.
 retrain_app = typer.Typer(invoke_without_command=True)
-app.add_typer(retrain_app, name="retrain")
 
 
 # ------------------------------------------------------------------------------------------- experiments

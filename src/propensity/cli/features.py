@@ -3,8 +3,8 @@
 ``show`` computes one customer's vector with the offline engine (the same query training uses), and with
 ``--explain`` lists, per feature, the events that fed it (visible as of the time, inside the feature's window,
 passing its filter). ``describe`` prints the definitions, the feature-set version and summary statistics over
-a sample of customers. Other commands (``audit``, ``materialize``, ``backfill``) register on ``features_app``
-from their own modules.
+a sample of customers. ``audit``, ``materialize`` and ``backfill`` come from :mod:`propensity.cli.features_ops`
+and are merged into this group.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, open_workspace, parse_time
-from propensity.cli.app import app, console
+from propensity.cli import features_ops
+from propensity.cli._common import WorkspaceOption, console, open_workspace, parse_as_of
 from propensity.core.errors import PropensityError
 
 features_app = typer.Typer(
@@ -32,7 +32,7 @@ features_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
-app.add_typer(features_app, name="features")
+features_app.add_typer(features_ops.app)
 
 AsOfOption = typer.Option(
     None,
@@ -41,13 +41,6 @@ AsOfOption = typer.Option(
     "an offset). "
     "Default: the latest available_at in the event log.",
 )
-
-
-def parse_as_of(text: str, zone: str = "UTC") -> datetime:
-    """An ISO date or datetime; without an offset, a wall-clock time in ``zone`` (the project's)."""
-    t = parse_time(text.strip(), zone)
-    assert t is not None
-    return t
 
 
 def _fmt(value: Any) -> str:

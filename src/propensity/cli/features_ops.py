@@ -10,11 +10,19 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from propensity.cli._common import EngineOption, WorkspaceOption, fmt_int, open_workspace
-from propensity.cli.app import console
-from propensity.cli.features import features_app, parse_as_of
+from propensity.cli._common import (
+    EngineOption,
+    WorkspaceOption,
+    console,
+    fmt_int,
+    open_workspace,
+    parse_as_of,
+)
 from propensity.config.durations import Duration
 from propensity.core.errors import PropensityError
+
+# Merged into `propensity features` by cli/features.py.
+app = typer.Typer()
 
 
 def _pct(share: float | None) -> str:
@@ -25,7 +33,7 @@ def _pct(share: float | None) -> str:
     return f"{share:.1%}" if share >= 0.001 else "<0.1%"
 
 
-@features_app.command("audit")
+@app.command("audit")
 def audit(
     workspace: Path = WorkspaceOption,
     action: list[str] = typer.Option(
@@ -106,7 +114,7 @@ def audit(
         raise typer.Exit(1)
 
 
-@features_app.command("materialize")
+@app.command("materialize")
 def materialize_cmd(
     workspace: Path = WorkspaceOption,
     every: str = typer.Option("7d", "--every", help="Between as-of times, e.g. 1d or 7d."),
@@ -145,7 +153,7 @@ def materialize_cmd(
     )
 
 
-@features_app.command("backfill")
+@app.command("backfill")
 def backfill_cmd(workspace: Path = WorkspaceOption, engine: str | None = EngineOption) -> None:
     """Recompute the materialised rows that late or corrected events (ingested since they were computed) can
     change, and only those; late events that were not yet available at a row's as_of change nothing.

@@ -8,14 +8,14 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace, progress_bar
-from propensity.cli.app import app, console
+from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace, progress_bar
 from propensity.events.ingest import IngestReport, ingest_attributes, ingest_files
 from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
+app = typer.Typer()
+
 events_app = typer.Typer(help="Inspect the event log and its quarantine.", no_args_is_help=True)
-app.add_typer(events_app, name="events")
 
 
 def run_ingest(

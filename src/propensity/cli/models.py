@@ -8,12 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, open_workspace
-from propensity.cli.app import app, console
+from propensity.cli._common import WorkspaceOption, console, open_workspace
 from propensity.workspace import Workspace
 
 models_app = typer.Typer(help="Model bundles: list, show, promote (gated), roll back.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")

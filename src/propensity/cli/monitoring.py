@@ -8,15 +8,13 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, open_workspace, parse_time, progress_bar
-from propensity.cli.app import app, console
-from propensity.config.errors import PropensityError
+from propensity.cli._common import WorkspaceOption, console, open_workspace, parse_time, progress_bar
+from propensity.core.errors import PropensityError
 
 monitor_app = typer.Typer(
     invoke_without_command=True,
     rich_markup_mode="markdown",
 )
-app.add_typer(monitor_app, name="monitor")
 
 _STYLE = {"ok": "green", "warning": "yellow", "alert": "bold red"}
 _STEPS = {"sources": "sources: freshness and volume", "features": "features: drift against the reference",

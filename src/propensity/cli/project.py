@@ -9,9 +9,11 @@ from typing import Any
 import typer
 import yaml
 
-from propensity.cli.app import app, console
+from propensity.cli._common import console
 from propensity.config.spec import SPEC_FILENAME
 from propensity.core.errors import PropensityError
+
+app = typer.Typer()
 
 EXAMPLES = ("blank", "synthetic", "completejourney")
 

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 import typer
 from rich.panel import Panel
 
-from propensity.cli._common import fmt_int, progress_bar
-from propensity.cli.app import app, console
+from propensity.cli._common import console, fmt_int, progress_bar
 from propensity.cli.ingest import print_report, run_ingest
 from propensity.cli.project import example_spec_text
 from propensity.config.spec import SPEC_FILENAME
 from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
+
+app = typer.Typer()
 
 if TYPE_CHECKING:
     from propensity.registry.train import TrainingResult

@@ -14,12 +14,15 @@ from rich.table import Table
 from propensity.cli._common import (
     EngineOption,
     WorkspaceOption,
+    console,
     fmt_int,
     open_workspace,
     parse_time,
     progress_bar,
 )
-from propensity.cli.app import app, console
+
+app = typer.Typer()
+
 
 if TYPE_CHECKING:
     from propensity.registry.train import TrainingResult

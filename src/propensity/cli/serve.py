@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from propensity.cli._common import WorkspaceOption, fmt_int, open_workspace
-from propensity.cli.app import app, console
+from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace
 from propensity.workspace import Workspace
+
+app = typer.Typer()
 
 
 @app.command()

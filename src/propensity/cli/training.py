@@ -8,8 +8,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import EngineOption, WorkspaceOption, fmt_int, open_workspace, progress_bar
-from propensity.cli.app import app, console
+from propensity.cli._common import (
+    EngineOption,
+    WorkspaceOption,
+    console,
+    fmt_int,
+    open_workspace,
+    progress_bar,
+)
+
+app = typer.Typer()
 
 _STAGES = {
     "labels": "labels and eligibility",
