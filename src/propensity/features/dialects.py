@@ -70,6 +70,18 @@ class Dialect:
     def to_double(self, expr: str) -> str:
         return f"CAST({expr} AS DOUBLE)"
 
+    def wall_clock_us(self, text: str, zone: str, *, next_day: bool = False) -> str:
+        """Microseconds of a wall-clock time in ``zone`` held as text; with ``next_day``, the text is a date and
+        the result is the midnight that ends it (in ``zone``, so a DST day has 23 or 25 hours). NULL when
+        unparseable."""
+        z = self.literal(zone)
+        wall = (
+            f"CAST(TRY_CAST({text} AS DATE) + INTERVAL 1 DAY AS TIMESTAMP)"
+            if next_day
+            else f"TRY_CAST({text} AS TIMESTAMP)"
+        )
+        return f"epoch_us(timezone({z}, {wall}))"
+
     def local_date(self, expr: str, zone: str) -> str:
         """The calendar date ('YYYY-MM-DD' text) in the IANA ``zone`` of a UTC timestamp."""
         return f"strftime(timezone({self.literal(zone)}, {expr}), '%Y-%m-%d')"
@@ -127,6 +139,14 @@ class SparkDialect(Dialect):
 
     def local_date(self, expr: str, zone: str) -> str:
         return f"date_format(from_utc_timestamp({expr}, {self.literal(zone)}), 'yyyy-MM-dd')"
+
+    def wall_clock_us(self, text: str, zone: str, *, next_day: bool = False) -> str:
+        wall = (
+            f"CAST(date_add(try_cast({text} AS DATE), 1) AS TIMESTAMP)"
+            if next_day
+            else f"try_cast({text} AS TIMESTAMP)"
+        )
+        return f"unix_micros(to_utc_timestamp({wall}, {self.literal(zone)}))"
 
     def int_range(self, lo: str, hi: str) -> str:
         # sequence(a, b) counts down when b < a: an empty range must be spelled out.

@@ -1,23 +1,25 @@
-"""The offline engines behind one small interface: point-in-time features for a spine.
+"""The offline engines behind one small interface: point-in-time features for a spine, labels for an action.
 
 :class:`DuckDBEngine` (the reference) runs the generated SQL on the workspace's DuckDB connection;
 :class:`SparkEngine` runs the same plan in Spark SQL over the event log as Spark DataFrames. Training sets,
 backfills, the leakage audit and batch scoring take either (``engine: spark`` in propensity.yaml, or
-``--engine spark``), and the parity tests hold them to the same answers. Labels still run on DuckDB under
-both (over the same log).
+``--engine spark``), and the parity tests hold them to the same answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import pyarrow as pa
 
+from propensity.config.actions import Action
 from propensity.config.features import AnyFeature
 from propensity.features import FeaturePlan
 from propensity.features.offline import compute_features
+from propensity.labels.labels import build_labels, build_labels_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -30,6 +32,10 @@ class OfflineEngine(Protocol):
 
     def features(self, features: Sequence[AnyFeature] | FeaturePlan, spine: pa.Table) -> pa.Table: ...
 
+    def labels(self, action: Action, cutoffs: Sequence[datetime], **options: Any) -> pa.Table:
+        """:func:`propensity.labels.labels.build_labels` (``data_end``, ``until``, ``slide``, ``zone``)."""
+        ...
+
 
 class DuckDBEngine:
     """The reference: DuckDB on one machine, over the connection's ``events`` and ``attributes``."""
@@ -41,6 +47,9 @@ class DuckDBEngine:
 
     def features(self, features: Sequence[AnyFeature] | FeaturePlan, spine: pa.Table) -> pa.Table:
         return compute_features(self.con, features, spine)
+
+    def labels(self, action: Action, cutoffs: Sequence[datetime], **options: Any) -> pa.Table:
+        return build_labels(self.con, action, cutoffs, **options)
 
 
 class SparkEngine:
@@ -74,3 +83,6 @@ class SparkEngine:
         return compute_features_spark(
             self.spark, features, spine, events=self.events, attributes=self.attributes
         )
+
+    def labels(self, action: Action, cutoffs: Sequence[datetime], **options: Any) -> pa.Table:
+        return build_labels_spark(self.spark, self.events, self.attributes, action, cutoffs, **options)

@@ -7,6 +7,9 @@ billing event's due date. Cutoff actions take rows at a list of cutoffs (a grid,
 dates): each event is range-joined to the few cutoffs it affects instead of joining every event with every
 cutoff; trigger actions (respond) take one row per trigger event, as of the moment it was visible, and their
 window may end at a time the trigger carries (``horizon: until properties.end_date``).
+
+The SQL is written once and spelt for DuckDB or Spark SQL by a :class:`~propensity.features.dialects.Dialect`:
+:func:`build_labels` runs it on DuckDB, :func:`build_labels_spark` on Spark (the parity test holds them equal).
 """
 
 from __future__ import annotations
@@ -14,24 +17,30 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.config.actions import Action, AttributeCondition, EventFilter
-from propensity.config.predicates import DATE_PATTERN, DATE_TZ_PATTERN, PROPERTIES_PREFIX, sql_literal
+from propensity.config.predicates import DATE_PATTERN, DATE_TZ_PATTERN, PROPERTIES_PREFIX
+from propensity.features.dialects import DUCKDB, SPARK, Dialect
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
 
 LABEL_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id", "trigger_id")
 UTC_US = pa.timestamp("us", tz="UTC")
 US = 1_000_000
+DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 _COUNTER = itertools.count()
 
 
-def _column(field: str) -> str:
+def _column(field: str, d: Dialect = DUCKDB) -> str:
     if field.startswith(PROPERTIES_PREFIX):
-        key = field[len(PROPERTIES_PREFIX) :]
-        return f"json_extract_string(properties, '$.{key}')"
+        return d.json_text("properties", field[len(PROPERTIES_PREFIX) :])
     return field
 
 
@@ -43,85 +52,94 @@ def _us(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)
 
 
-def _types(types: Sequence[str]) -> str:
-    return "(" + ", ".join(sql_literal(t) for t in sorted(set(types))) + ")"
+def _types(types: Sequence[str], d: Dialect = DUCKDB) -> str:
+    return "(" + ", ".join(d.literal(t) for t in sorted(set(types))) + ")"
 
 
-def event_filter_sql(f: EventFilter, *, types: Sequence[str] | None = None) -> str:
+def event_filter_sql(f: EventFilter, *, types: Sequence[str] | None = None, dialect: Dialect = DUCKDB) -> str:
     """A WHERE condition selecting the filter's events."""
-    cond = f"event_type IN {_types(types or f.event_type)}"
+    d = dialect
+    cond = f"event_type IN {_types(types or f.event_type, d)}"
     pred = f.predicate
     if pred is not None:
-        cond += f" AND {pred.sql(_column)}"
+        cond += f" AND {pred.sql(lambda field: _column(field, d), d.literal)}"
     return cond
 
 
-def attribute_condition_sql(cond: AttributeCondition, rows: str) -> str:
-    """Rows of ``rows`` (customer_id, as_of) whose attribute as of as_of satisfies ``cond``."""
+def attribute_condition_sql(cond: AttributeCondition, rows: str, dialect: Dialect = DUCKDB) -> str:
+    """Rows of ``rows`` (customer_id, as_of) whose attribute as of as_of satisfies ``cond``: the version known
+    latest by as_of (``greatest(valid_from, available_at)``; ties: the greater value) has an allowed value."""
+    d = dialect
     values = cond.in_ if cond.in_ is not None else cond.not_in
     assert values is not None
     test = "IN" if cond.in_ is not None else "NOT IN"
+    key = d.row("a.known_from", "COALESCE(a.value, '')", "a.value IS NOT NULL")
     return f"""
-        SELECT r.customer_id, r.as_of FROM {rows} r
-        ASOF JOIN (
-            SELECT customer_id, greatest(valid_from, available_at) AS known_from, value
-            FROM attributes WHERE attribute = {sql_literal(cond.name)}
-        ) a ON a.customer_id = r.customer_id AND a.known_from <= r.as_of
-        WHERE a.value IS NOT NULL AND a.value {test} {_types(values)}
+        SELECT customer_id, as_of FROM (
+            SELECT r.customer_id, r.as_of, {d.arg_max(d.struct_v("a.value"), key)} AS latest
+            FROM {rows} r JOIN (
+                SELECT customer_id, greatest(valid_from, available_at) AS known_from, value
+                FROM attributes WHERE attribute = {d.literal(cond.name)}
+            ) a ON a.customer_id = r.customer_id AND a.known_from <= r.as_of
+            GROUP BY r.customer_id, r.as_of
+        ) WHERE latest.v IS NOT NULL AND latest.v {test} {_types(values, d)}
     """
 
 
-def _cutoff_query(action: Action, cuts: str) -> str:
+def _cutoff_query(action: Action, cuts: str, tmin: int, tmax: int, d: Dialect = DUCKDB) -> str:
     """SQL for a cutoff action at the cutoffs of relation ``cuts`` (``k``: index, ``t``: epoch µs).
 
     Each event is joined to the few cutoffs it affects (a range join on the small cutoffs table), so any list of
-    cutoffs works: a weekly grid, calendar months, or explicit dates. ``$tmin`` / ``$tmax``: first / last cutoff.
+    cutoffs works: a weekly grid, calendar months, or explicit dates. ``tmin`` / ``tmax``: first / last cutoff.
     """
     gap, h = action.gap.seconds * US, action.horizon.seconds * US
-    ev_us = "epoch_us(event_time)"
-    vis_us = "epoch_us(greatest(event_time, available_at))"
+    ev_us = d.epoch_us("event_time")
+    vis_us = d.epoch_us("greatest(event_time, available_at)")
     parts = [
         f"""
         known AS (
             SELECT customer_id, min(first_us) AS first_us FROM (
-                SELECT customer_id, min({vis_us}) AS first_us FROM events GROUP BY 1
+                SELECT customer_id, min({vis_us}) AS first_us FROM events GROUP BY customer_id
                 UNION ALL
-                SELECT customer_id, min(epoch_us(greatest(valid_from, available_at))) FROM attributes GROUP BY 1
-            ) GROUP BY 1
+                SELECT customer_id, min({d.epoch_us("greatest(valid_from, available_at)")}) FROM attributes
+                GROUP BY customer_id
+            ) GROUP BY customer_id
         ),
         base AS (SELECT kn.customer_id, c.k, c.t FROM known kn JOIN {cuts} c ON c.t >= kn.first_us),
         hits AS (
             SELECT DISTINCT e.customer_id, c.k FROM (
                 SELECT customer_id, {ev_us} AS et FROM events
-                WHERE {event_filter_sql(action.target)} AND {ev_us} > $tmin + {gap} AND {ev_us} <= $tmax + {gap + h}
+                WHERE {event_filter_sql(action.target, dialect=d)} AND {ev_us} > {tmin + gap}
+                  AND {ev_us} <= {tmax + gap + h}
             ) e JOIN {cuts} c ON c.t >= e.et - {gap + h} AND c.t < e.et - {gap}
         )"""
     ]
     filters = []
     elig = action.eligibility
     if elig.active_within is not None:
-        types = _types(action.activity_types)
+        types = _types(action.activity_types, d)
         if elig.active_within.is_lifetime:
             parts.append(
                 f"""
         active AS (
             SELECT e.customer_id, c.k FROM (
-                SELECT customer_id, min({vis_us}) AS vis FROM events WHERE event_type IN {types} GROUP BY 1
+                SELECT customer_id, min({vis_us}) AS vis FROM events WHERE event_type IN {types}
+                GROUP BY customer_id
             ) e JOIN {cuts} c ON c.t >= e.vis
         )"""
             )
         else:
-            d = elig.active_within.seconds * US
+            dur = elig.active_within.seconds * US
             parts.append(
                 f"""
         active AS (
             SELECT DISTINCT e.customer_id, c.k FROM (
                 SELECT customer_id, {ev_us} AS et, {vis_us} AS vis FROM events
-                WHERE event_type IN {types} AND {vis_us} <= $tmax AND {ev_us} + {d} > $tmin
-            ) e JOIN {cuts} c ON c.t >= e.vis AND c.t < e.et + {d}
+                WHERE event_type IN {types} AND {vis_us} <= {tmax} AND {ev_us} + {dur} > {tmin}
+            ) e JOIN {cuts} c ON c.t >= e.vis AND c.t < e.et + {dur}
         )"""
             )
-        filters.append("(b.customer_id, b.k) IN (SELECT customer_id, k FROM active)")
+        filters.append("EXISTS (SELECT 1 FROM active x WHERE x.customer_id = b.customer_id AND x.k = b.k)")
     if elig.due is not None:
         cycle = elig.due.cycle.seconds * US
         parts.append(
@@ -129,116 +147,156 @@ def _cutoff_query(action: Action, cuts: str) -> str:
         due AS (
             SELECT DISTINCT e.customer_id, c.k FROM (
                 SELECT customer_id, {ev_us} AS et, {vis_us} AS vis FROM events
-                WHERE event_type IN {_types(elig.due.event_type)} AND {vis_us} <= $tmax
-                  AND {ev_us} + {cycle - gap} > $tmin
+                WHERE event_type IN {_types(elig.due.event_type, d)} AND {vis_us} <= {tmax}
+                  AND {ev_us} + {cycle - gap} > {tmin}
             ) e JOIN {cuts} c ON c.t >= greatest(e.vis, e.et + {cycle - gap - h}) AND c.t < e.et + {cycle - gap}
         )"""
         )
-        filters.append("(b.customer_id, b.k) IN (SELECT customer_id, k FROM due)")
+        filters.append("EXISTS (SELECT 1 FROM due x WHERE x.customer_id = b.customer_id AND x.k = b.k)")
     occurs = "h.k IS NOT NULL"
     label = occurs if action.outcome == "occurs" else f"NOT ({occurs})"
     where = " AND ".join(filters) or "TRUE"
     sql = f"""
         WITH {",".join(parts)},
         rows AS (
-            SELECT b.customer_id, CAST(make_timestamp(b.t) AS TIMESTAMPTZ) AS as_of,
+            SELECT b.customer_id, {d.timestamp_of_us("b.t")} AS as_of,
                    CAST({label} AS TINYINT) AS label
             FROM base b LEFT JOIN hits h ON h.customer_id = b.customer_id AND h.k = b.k
             WHERE {where}
         )
     """
     if elig.attribute is not None:
-        sql += f", elig AS ({attribute_condition_sql(elig.attribute, 'rows')})"
-        sql += """
-        SELECT r.* FROM rows r SEMI JOIN elig e ON e.customer_id = r.customer_id AND e.as_of = r.as_of
+        sql += f", elig AS ({attribute_condition_sql(elig.attribute, 'rows', d)})"
+        sql += f"""
+        SELECT r.* FROM rows r {d.semi_join} elig e ON e.customer_id = r.customer_id AND e.as_of = r.as_of
         """
     else:
         sql += " SELECT * FROM rows"
     return sql
 
 
-def until_sql(text: str, zone: str) -> str:
-    """SQL: the end of a label window held as text (``horizon: until <field>``), as TIMESTAMPTZ, or NULL.
+def until_sql(text: str, zone: str, dialect: Dialect = DUCKDB) -> str:
+    """SQL: the end of a label window held as text (``horizon: until <field>``), in epoch µs, or NULL.
 
     A date alone (``2017-11-05``) is the end of that day in ``zone`` (its last microsecond); a time with
     an offset is that instant; a time without one is a wall-clock time in ``zone``."""
-    z = sql_literal(zone)
+    d = dialect
     return f"""(CASE
-        WHEN regexp_full_match({text}, '^\\d{{4}}-\\d{{2}}-\\d{{2}}$')
-            THEN timezone({z}, CAST(TRY_CAST({text} AS DATE) + INTERVAL 1 DAY AS TIMESTAMP)) - INTERVAL 1 MICROSECOND
-        WHEN regexp_full_match({text}, {sql_literal(DATE_TZ_PATTERN)})
-            THEN TRY_CAST(replace({text}, 'Z', '+00:00') AS TIMESTAMPTZ)
-        WHEN regexp_full_match({text}, {sql_literal(DATE_PATTERN)})
-            THEN timezone({z}, TRY_CAST({text} AS TIMESTAMP))
+        WHEN {d.full_match(text, DAY_PATTERN)}
+            THEN {d.wall_clock_us(text, zone, next_day=True)} - 1
+        WHEN {d.full_match(text, DATE_TZ_PATTERN)}
+            THEN {d.timestamp_us(text, True)}
+        WHEN {d.full_match(text, DATE_PATTERN)}
+            THEN {d.wall_clock_us(text, zone)}
     END)"""
 
 
-def _trigger_query(action: Action, zone: str) -> str:
-    """SQL for a trigger action: one row per trigger event visible in [$lo, $hi)."""
+def _trigger_query(action: Action, zone: str, lo: int, hi: int, d: Dialect = DUCKDB) -> str:
+    """SQL for a trigger action: one row per trigger event visible in [lo, hi) (epoch µs)."""
     assert action.trigger is not None
-    gap, h = action.gap.seconds, action.gap.seconds + action.horizon.seconds
+    gap, h = action.gap.seconds * US, (action.gap.seconds + action.horizon.seconds) * US
     same = "AND t.campaign_id = g.campaign_id" if action.target.same_campaign else ""
     occurs = "count(g.customer_id) > 0"
     label = occurs if action.outcome == "occurs" else f"NOT ({occurs})"
-    cap = f"as_of + INTERVAL '{h} seconds'"
-    start = f"as_of + INTERVAL '{gap} seconds'"
+    vis = d.epoch_us("greatest(event_time, available_at)")
+    cap = f"{vis} + {h}"
+    start = f"{vis} + {gap}"
     if action.horizon_until is not None:
         # The window ends at the trigger's own end (a campaign's end date), never after the cap, never before
         # it starts; an unreadable value leaves the cap.
-        until = until_sql(_column(action.horizon_until), zone)
+        until = until_sql(_column(action.horizon_until, d), zone, d)
         end = f"least({cap}, greatest({start}, coalesce({until}, {cap})))"
     else:
         end = cap
-    vis = "greatest(event_time, available_at)"
     sql = f"""
         WITH trig AS (
-            SELECT event_id AS trigger_id, customer_id, {vis} AS as_of, campaign_id,
-                   {start.replace("as_of", vis)} AS w_lo, {end.replace("as_of", vis)} AS w_hi
-            FROM events WHERE {event_filter_sql(action.trigger)}
-              AND {vis} >= CAST(make_timestamp($lo) AS TIMESTAMPTZ)
-              AND {vis} < CAST(make_timestamp($hi) AS TIMESTAMPTZ)
+            SELECT event_id AS trigger_id, customer_id, greatest(event_time, available_at) AS as_of,
+                   {vis} AS _t, campaign_id, {start} AS w_lo, {end} AS w_hi
+            FROM events WHERE {event_filter_sql(action.trigger, dialect=d)}
+              AND {vis} >= {lo} AND {vis} < {hi}
         ),
-        tgt AS (SELECT customer_id, event_time, campaign_id FROM events WHERE {event_filter_sql(action.target)}),
+        tgt AS (SELECT customer_id, {d.epoch_us("event_time")} AS _et, campaign_id FROM events
+                WHERE {event_filter_sql(action.target, dialect=d)}),
         rows AS (
-            SELECT t.trigger_id, t.customer_id, t.as_of, t.campaign_id, t.w_hi AS label_end,
+            SELECT t.trigger_id, t.customer_id, t.as_of, t._t, t.campaign_id, t.w_hi,
                    CAST({label} AS TINYINT) AS label
             FROM trig t LEFT JOIN tgt g ON g.customer_id = t.customer_id {same}
-                 AND g.event_time > t.w_lo AND g.event_time <= t.w_hi
-            GROUP BY ALL
+                 AND g._et > t.w_lo AND g._et <= t.w_hi
+            GROUP BY t.trigger_id, t.customer_id, t.as_of, t._t, t.campaign_id, t.w_hi
         )
     """
     elig = action.eligibility
     filters = []
+    ev_us = d.epoch_us("e.event_time")
     if elig.active_within is not None:
         lower = ""
         if not elig.active_within.is_lifetime:
-            lower = f"AND e.event_time > r.as_of - INTERVAL '{int(elig.active_within.seconds)} seconds'"
+            lower = f"AND {ev_us} > r._t - {elig.active_within.seconds * US}"
         filters.append(
             f"""EXISTS (SELECT 1 FROM events e WHERE e.customer_id = r.customer_id
-                AND e.event_type IN {_types(action.activity_types)}
+                AND e.event_type IN {_types(action.activity_types, d)}
                 AND e.available_at <= r.as_of AND e.event_time <= r.as_of {lower})"""
         )
     if elig.due is not None:
-        cycle = elig.due.cycle.seconds
+        cycle = elig.due.cycle.seconds * US
         # Due within the label window: the last billing event e has e + cycle in (as_of + gap, as_of + gap + h],
         # the same rule as the cutoff query's [e + cycle - gap - h, e + cycle - gap) on cutoffs.
-        lo, hi = cycle - h, cycle - gap
+        lo_d, hi_d = cycle - h, cycle - gap
         filters.append(
             f"""EXISTS (SELECT 1 FROM events e WHERE e.customer_id = r.customer_id
-                AND e.event_type IN {_types(elig.due.event_type)}
+                AND e.event_type IN {_types(elig.due.event_type, d)}
                 AND e.available_at <= r.as_of AND e.event_time <= r.as_of
-                AND e.event_time > r.as_of - INTERVAL '{hi} seconds'
-                AND e.event_time <= r.as_of - INTERVAL '{lo} seconds')"""
+                AND {ev_us} > r._t - {hi_d} AND {ev_us} <= r._t - {lo_d})"""
         )
     if elig.attribute is not None:
         filters.append(
-            f"(r.customer_id, r.as_of) IN (SELECT customer_id, as_of FROM ({attribute_condition_sql(elig.attribute, 'rows')}))"
+            f"EXISTS (SELECT 1 FROM ({attribute_condition_sql(elig.attribute, 'rows', d)}) x "
+            "WHERE x.customer_id = r.customer_id AND x.as_of = r.as_of)"
         )
     where = " AND ".join(filters) or "TRUE"
     return sql + (
-        " SELECT r.customer_id, r.as_of, r.label, r.label_end, r.campaign_id, r.trigger_id FROM rows r "
-        f"WHERE {where}"
+        f" SELECT r.customer_id, r.as_of, r.label, {d.timestamp_of_us('r.w_hi')} AS label_end, r.campaign_id, "
+        f"r.trigger_id FROM rows r WHERE {where}"
     )
+
+
+class _Runner(Protocol):
+    """Runs the label SQL on one engine."""
+
+    def cutoffs(self, action: Action, cuts: pa.Table, tmin: int, tmax: int) -> pa.Table: ...
+
+    def triggers(self, action: Action, zone: str, lo: int, hi: int) -> pa.Table: ...
+
+
+class _DuckDBRunner:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def cutoffs(self, action: Action, cuts: pa.Table, tmin: int, tmax: int) -> pa.Table:
+        name = f"_cutoffs_{next(_COUNTER)}"
+        self.con.register(name, cuts)
+        try:
+            return self.con.sql(_cutoff_query(action, name, tmin, tmax)).to_arrow_table()
+        finally:
+            self.con.unregister(name)
+
+    def triggers(self, action: Action, zone: str, lo: int, hi: int) -> pa.Table:
+        return self.con.sql(_trigger_query(action, zone, lo, hi)).to_arrow_table()
+
+
+class _SparkRunner:
+    def __init__(self, spark: SparkSession, events: DataFrame, attributes: DataFrame) -> None:
+        self.spark = spark
+        events.createOrReplaceTempView("events")
+        attributes.createOrReplaceTempView("attributes")
+
+    def cutoffs(self, action: Action, cuts: pa.Table, tmin: int, tmax: int) -> pa.Table:
+        name = f"_cutoffs_{next(_COUNTER)}"
+        self.spark.createDataFrame(cuts).createOrReplaceTempView(name)
+        return self.spark.sql(_cutoff_query(action, name, tmin, tmax, SPARK)).toArrow()
+
+    def triggers(self, action: Action, zone: str, lo: int, hi: int) -> pa.Table:
+        return self.spark.sql(_trigger_query(action, zone, lo, hi, SPARK)).toArrow()
 
 
 def build_labels(
@@ -251,6 +309,7 @@ def build_labels(
     align: datetime | None = None,
     until: datetime | None = None,
     zone: str = "UTC",
+    engine: _Runner | None = None,
 ) -> pa.Table:
     """Eligible rows of ``action`` with matured labels: ``customer_id, as_of, label, label_end, campaign_id,
     trigger_id``.
@@ -261,8 +320,10 @@ def build_labels(
     ``event_id`` as ``trigger_id``; its ``label_end`` may come from the trigger (``horizon: until <field>``, read
     in ``zone``). Rows whose window (plus label delay) ends after ``data_end`` are left out (unmatured). Rows are
     sorted by ``as_of, customer_id`` (then ``trigger_id``). ``align`` is accepted for older callers and unused.
+    ``engine``: where the SQL runs (default: DuckDB over ``con``; :func:`build_labels_spark` passes Spark).
     """
     del align
+    run = engine or _DuckDBRunner(con)
     empty = pa.table(
         {
             "customer_id": pa.array([], pa.string()),
@@ -278,13 +339,7 @@ def build_labels(
     if action.trigger is None:
         times = sorted({_us(c) for c in cutoffs})
         cuts = pa.table({"k": pa.array(range(len(times)), pa.int64()), "t": pa.array(times, pa.int64())})
-        name = f"_cutoffs_{next(_COUNTER)}"
-        con.register(name, cuts)
-        try:
-            params = {"tmin": times[0], "tmax": times[-1]}
-            table = con.sql(_cutoff_query(action, name), params=params).to_arrow_table()
-        finally:
-            con.unregister(name)
+        table = run.cutoffs(action, cuts, times[0], times[-1])
         as_of = table.column("as_of").cast(UTC_US)
         window = pa.scalar((action.gap.seconds + action.horizon.seconds) * US, pa.int64())
         end = pc.add(as_of.cast(pa.int64()), window).cast(UTC_US)
@@ -303,7 +358,7 @@ def build_labels(
             raise ValueError("a trigger action needs `until` (or `slide`): where its triggers stop")
         lo = min(cutoffs)
         hi = until if until is not None else max(cutoffs) + (slide or timedelta(0))
-        table = con.sql(_trigger_query(action, zone), params={"lo": _us(lo), "hi": _us(hi)}).to_arrow_table()
+        table = run.triggers(action, zone, _us(lo), _us(hi))
     if table.num_rows == 0:
         return empty
     end = table.column("label_end").cast(UTC_US)
@@ -322,3 +377,28 @@ def build_labels(
         }
     ).filter(matured)
     return out.sort_by([("as_of", "ascending"), ("customer_id", "ascending"), ("trigger_id", "ascending")])
+
+
+def build_labels_spark(
+    spark: SparkSession,
+    events: DataFrame,
+    attributes: DataFrame,
+    action: Action,
+    cutoffs: Sequence[datetime],
+    *,
+    data_end: datetime,
+    slide: timedelta | None = None,
+    until: datetime | None = None,
+    zone: str = "UTC",
+) -> pa.Table:
+    """:func:`build_labels` on Spark: the same SQL in Spark's spelling over ``events`` / ``attributes``."""
+    return build_labels(
+        None,  # type: ignore[arg-type]
+        action,
+        cutoffs,
+        data_end=data_end,
+        slide=slide,
+        until=until,
+        zone=zone,
+        engine=_SparkRunner(spark, events, attributes),
+    )

@@ -29,7 +29,6 @@ from propensity.config.spec import ProjectSpec
 from propensity.core.errors import PropensityError
 from propensity.core.hashing import content_hash, in_share_sql
 from propensity.events.log import open_event_log
-from propensity.labels.labels import build_labels
 from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
 from propensity.training.splits import (
     InsufficientDataError,
@@ -111,7 +110,7 @@ def build_training_sets(
 
     An action whose data cannot be split is skipped when ``errors`` is given (its message recorded there),
     otherwise its :class:`~propensity.training.splits.InsufficientDataError` propagates. ``engine`` (``duckdb``
-    or ``spark``; default: the spec's ``engine``) computes the features (labels are computed by DuckDB, which reads the same log); the sets are the same.
+    or ``spark``; default: the spec's ``engine``) computes the labels and features; the sets are the same.
     """
     from propensity.events.spark import engine_of
     from propensity.labels.engines import DuckDBEngine, OfflineEngine, SparkEngine
@@ -135,9 +134,9 @@ def build_training_sets(
                 progress("labels", i, len(chosen))
             try:
                 if action.trigger is None:
-                    labels, bounds, cutoffs = _cutoff_rows(con, spec, action, grid, dr.end)
+                    labels, bounds, cutoffs = _cutoff_rows(offline, spec, action, grid, dr.end)
                 else:
-                    labels, bounds, cutoffs = _trigger_rows(con, spec, action, grid, dr.end)
+                    labels, bounds, cutoffs = _trigger_rows(offline, spec, action, grid, dr.end, con)
                 verify_no_overlap(labels, action=action.name)
             except PropensityError as exc:
                 if errors is None:
@@ -160,7 +159,7 @@ def build_training_sets(
 
 
 def _cutoff_rows(
-    con: duckdb.DuckDBPyConnection,
+    offline: Any,
     spec: ProjectSpec,
     action: Action,
     grid: list[datetime],
@@ -169,18 +168,19 @@ def _cutoff_rows(
     """A cutoff action's rows at its matured cutoffs, split in time (periods: the cutoffs)."""
     settings = spec.training
     cutoffs = matured_cutoffs(grid, action, data_end)
-    labels = build_labels(con, action, cutoffs, data_end=data_end, zone=spec.timezone)
+    labels = offline.labels(action, cutoffs, data_end=data_end, zone=spec.timezone)
     bounds = choose_boundaries(cutoffs, action.span.timedelta, settings.split, action=action.name)
     labels = assign_splits(labels, bounds, purge=settings.split.purge, action=action.name)
     return labels, bounds, cutoffs
 
 
 def _trigger_rows(
-    con: duckdb.DuckDBPyConnection,
+    offline: Any,
     spec: ProjectSpec,
     action: Action,
     grid: list[datetime],
     data_end: datetime,
+    con: duckdb.DuckDBPyConnection,
 ) -> tuple[pa.Table, SplitBoundaries, list[datetime]]:
     """A trigger action's rows: every trigger from the first cutoff to the data's end (or ``spine.end``) whose
     label has matured, split on the rows' own times; with ``split.group_by`` a group's rows (a campaign's sends)
@@ -192,8 +192,8 @@ def _trigger_rows(
             "a shorter training.spine.lookback"
         )
     end = min(data_end, settings.spine.end or data_end)
-    labels = build_labels(
-        con, action, grid[:1], until=end + timedelta(microseconds=1), data_end=data_end, zone=spec.timezone
+    labels = offline.labels(
+        action, grid[:1], until=end + timedelta(microseconds=1), data_end=data_end, zone=spec.timezone
     )
     if labels.num_rows == 0:
         raise InsufficientDataError(
