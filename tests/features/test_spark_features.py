@@ -44,7 +44,7 @@ def test_the_spark_query_is_the_plan_in_spark_spelling() -> None:
 
 
 @settings(
-    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 @given(batch=st.lists(streams(), min_size=15, max_size=15), data=st.data())
 def test_spark_equals_duckdb_on_random_logs(spark: Any, batch: list[Any], data: st.DataObject) -> None:

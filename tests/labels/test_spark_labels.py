@@ -100,9 +100,9 @@ def logs(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[tuple[str, str, st
 @settings(
     max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-@given(batch=st.lists(logs(), min_size=6, max_size=6))
+@given(batch=st.lists(logs(), min_size=8, max_size=8))
 def test_spark_labels_equal_duckdb_labels(spark: Any, batch: Any) -> None:
-    # Six random logs per example, each with its own customers: one Spark job per action covers them all.
+    # Eight random logs per example, each with its own customers: one Spark job per action covers them all.
     events = [{**e, "customer_id": f"{k}{e['customer_id']}"} for k, (evs, _) in enumerate(batch) for e in evs]
     attrs = [(f"{k}{c}", *rest) for k, (_, ats) in enumerate(batch) for c, *rest in ats]
     con = log(events, attrs)
