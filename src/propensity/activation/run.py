@@ -188,6 +188,11 @@ def activate(
             continue
         spec = specs.get(dest.name)
         subset = select_actions(fresh, getattr(spec, "actions", None))
+        target = getattr(spec, "target", None)
+        if target is not None:
+            from propensity.activation.targets import select_target, target_named
+
+            subset = select_target(subset, target_named(workspace.spec, target))
         try:
             outcome = dest.publish(publish_run, subset)
         except Exception as exc:  # one destination's failure must not keep the others from their run

@@ -25,6 +25,7 @@ from propensity.cli import (
     scoring,
     serve,
     training,
+    web,
 )
 from propensity.cli._common import console, err_console
 from propensity.core.errors import PropensityError
@@ -43,7 +44,7 @@ app = typer.Typer(
 )
 
 # Top-level commands, in the order `propensity --help` lists them.
-for module in (ingest, project, quickstart, serve, training, activation, scoring):
+for module in (ingest, project, quickstart, serve, web, training, activation, scoring):
     app.add_typer(module.app)
 # Command groups.
 app.add_typer(datasets.datasets_app, name="datasets")

@@ -46,6 +46,11 @@ def serve(
         help="JSON file of API keys with scopes (predict, ingest, admin); else $PROPENSITY_API_KEYS "
         "(name:scope+scope:key,...). With neither, authentication is off.",
     ),
+    console_pages: bool = typer.Option(
+        True,
+        "--console/--no-console",
+        help="Serve the web console at /console (sign in with a key that has the console or admin scope).",
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -57,7 +62,7 @@ def serve(
     ),
 ) -> None:
     """Serve real-time scores: GET/POST /v1/predict, POST /v1/events, models (list, promote, rollback), /healthz,
-    /readyz, /metrics, /docs.
+    /readyz, /metrics, /docs, and the web console at /console.
 
     At start the online features are loaded from the event log and the production model is compiled for
     single-row scoring. With the in-memory store each process holds its own state: run one server per workspace.
@@ -83,7 +88,8 @@ def serve(
     keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
     if workers > 1:
         _serve_workers(ws, workers, host=host, port=port, model=model, store=store, ttl_minutes=ttl_minutes,
-                       max_body_mb=max_body_mb, log_level=log_level, monitor=monitor, api_keys=api_keys)  # fmt: skip
+                       max_body_mb=max_body_mb, log_level=log_level, monitor=monitor, api_keys=api_keys,
+                       console_pages=console_pages)  # fmt: skip
         return
     with console.status("loading online features and the model"):
         service, timings = build_service(
@@ -137,9 +143,15 @@ def serve(
         realtime=realtime,
         monitors=monitors,
     )
-    console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    extra = []
+    if console_pages:
+        from propensity.server.console import ENDPOINTS as CONSOLE
+
+        extra = CONSOLE
+    console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs"
+                  + (f", console: http://{host}:{port}/console)" if console_pages else ")"))  # fmt: skip
     try:
-        uvicorn.run(create_app(state), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(create_app(state, extra), host=host, port=port, log_level=log_level, access_log=False)
     finally:
         if monitors is not None:
             monitors.stop()
@@ -160,6 +172,7 @@ def _serve_workers(
     log_level: str,
     monitor: bool,
     api_keys: Path | None,
+    console_pages: bool = True,
 ) -> None:
     """uvicorn's supervisor over ``workers`` processes (see :mod:`propensity.server.worker`)."""
     import os
@@ -183,7 +196,7 @@ def _serve_workers(
     os.environ[CONFIG_ENV] = WorkerConfig(
         workspace=str(ws.root.resolve()), model=model, store=store, ttl_minutes=ttl_minutes,
         max_body_bytes=int(max_body_mb * 1024 * 1024), api_keys=str(api_keys.resolve()) if api_keys else None,
-        monitor=monitor,
+        monitor=monitor, console=console_pages,
     ).to_env()  # fmt: skip
     monitors = None
     if monitor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from propensity.config.base import StrictModel
 from propensity.config.durations import Duration, FiniteDuration
@@ -113,3 +113,47 @@ class PolicySettings(StrictModel):
 
     def for_action(self, action: str) -> ActionPolicy:
         return self.actions.get(action, self.default)
+
+
+class TargetSettings(StrictModel):
+    """A named target: who one action is sent to, chosen on the console's targeting page (or written by hand).
+
+    The customers of a run a target selects are those eligible for ``action``, not in a control group, and
+    either scored at or above ``threshold`` or among the ``top_share`` highest scores (ties at the cut are all
+    in). A destination with ``target: <name>`` publishes only those rows. ``cost_per_contact`` and
+    ``value_per_conversion`` are the economics the target was chosen with (expected profit = Σ score × value −
+    contacts × cost); ``saved_by`` / ``saved_at`` record who chose it and when.
+
+    >>> TargetSettings.model_validate({"name": "buy_q4", "action": "buy_7d", "threshold": 0.2}).rule()
+    'score >= 0.2'
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)
+    action: str
+    # Exactly one of the two: a score threshold, or the top share of the eligible, treated customers.
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_share: float | None = Field(default=None, gt=0.0, le=1.0)
+    cost_per_contact: float = Field(default=0.0, ge=0.0)
+    value_per_conversion: float = Field(default=0.0, ge=0.0)
+    note: str | None = Field(default=None, max_length=1000)
+    saved_by: str | None = None
+    saved_at: str | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> TargetSettings:
+        if (self.threshold is None) == (self.top_share is None):
+            raise ValueError(
+                f"target {self.name!r}: give exactly one of threshold (a score, 0-1) or top_share (0-1, the "
+                "share of eligible customers with the highest scores)"
+            )
+        return self
+
+    @field_validator("saved_at", mode="before")
+    @classmethod
+    def _text_time(cls, value: object) -> object:
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
+    def rule(self) -> str:
+        if self.threshold is not None:
+            return f"score >= {self.threshold:g}"
+        return f"top {self.top_share:.1%} by score"

@@ -41,6 +41,9 @@ class _Destination(StrictModel):
     actions: list[str] | None = None
     # Send decisions to this destination as customers are rescored on ingest (webhook and profile only).
     realtime: bool = False
+    # Only the customers this named target (targets:) selects: its action's eligible, treated rows at or above
+    # its threshold (or in its top share). Set by the console's targeting page, or by hand.
+    target: str | None = None
 
     @field_validator("name")
     @classmethod

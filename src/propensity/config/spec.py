@@ -20,7 +20,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from propensity.config.actions import Action, check_actions
 from propensity.config.base import StrictModel
 from propensity.config.calendar import zone_of
-from propensity.config.decisions import PolicySettings, SegmentSettings
+from propensity.config.decisions import PolicySettings, SegmentSettings, TargetSettings
 from propensity.config.destinations import DestinationSpec, GateSettings
 from propensity.config.durations import Duration, FiniteDuration
 from propensity.config.engine import Engine, SparkSettings, StorageSettings
@@ -187,6 +187,11 @@ class ProjectSpec(StrictModel):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     policies: PolicySettings = Field(default_factory=PolicySettings)
+    targets: list[TargetSettings] = Field(
+        default_factory=list,
+        description="Named targets (an action, a threshold or top share, the economics it was chosen with), "
+        "saved from the console's targeting page; a destination with target: <name> publishes only them.",
+    )
     gates: GateSettings = Field(default_factory=GateSettings)
     destinations: list[DestinationSpec] = Field(default_factory=list)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
@@ -252,6 +257,23 @@ class ProjectSpec(StrictModel):
                     for loc, message in feature_problems
                 ],
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_targets(self) -> ProjectSpec:
+        actions = {a.name for a in self.actions}
+        names = [t.name for t in self.targets]
+        for i, t in enumerate(self.targets):
+            if names.count(t.name) > 1:
+                raise ValueError(f"targets[{i}].name: {t.name!r} is used twice; target names must be unique")
+            if actions and t.action not in actions:
+                raise ValueError(
+                    f"targets[{i}].action: {t.action!r} is not a declared action; known: {', '.join(sorted(actions))}"
+                )
+        for i, d in enumerate(self.destinations):
+            if d.target is not None and d.target not in names:
+                known = ", ".join(names) or "(none saved)"
+                raise ValueError(f"destinations[{i}].target: no target named {d.target!r}; known: {known}")
         return self
 
     @model_validator(mode="after")

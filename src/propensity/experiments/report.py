@@ -254,3 +254,40 @@ def headline(lift: Lift) -> str:
     return (
         f"{100 * lift.absolute:+.2f}% [{100 * lift.absolute_ci[0]:+.2f}%, {100 * lift.absolute_ci[1]:+.2f}%]"
     )
+
+
+def experiments_view(workspace: Workspace) -> dict[str, Any]:
+    """The console's experiments page: lift per experiment with 95% intervals on the newest complete scoring run
+    that has matured outcomes (computed now, without uplift), and the uplift curves of the latest stored report
+    (``propensity experiments report``), which fits the uplift models and is too slow for a page load."""
+    from propensity.scoring.score_store import open_score_store
+
+    stored = None
+    path = workspace.state_dir / "reports" / "experiments.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+    live = None
+    if workspace.spec.experiments.holdouts:
+        store = open_score_store(workspace)
+        for run in store.runs()[:10]:  # newest first: the first with any matured outcome
+            if run.status != "complete":
+                continue
+            _, rows = load_score_rows(workspace, run.run_id)
+            report = experiment_report(workspace, rows, run_id=run.run_id, with_uplift=False)
+            live = report
+            if any(a.get("matured_rows") for a in report["actions"].values()):
+                break
+    uplift = {}
+    if stored is not None:
+        for name, entry in (stored.get("actions") or {}).items():
+            uplift[name] = entry.get("uplift")
+    return {
+        "holdouts": [h.model_dump() for h in workspace.spec.experiments.holdouts],
+        "lift": live,
+        "uplift": uplift,
+        "uplift_run": None if stored is None else (stored.get("_meta") or {}).get("scoring_run"),
+        "method": LIFT_METHOD,
+    }

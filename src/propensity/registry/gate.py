@@ -108,7 +108,9 @@ def evaluate_gate(
     return result
 
 
-def promote(workspace: Workspace, ref: str, *, force: bool = False, reason: str | None = None) -> GateResult:
+def promote(
+    workspace: Workspace, ref: str, *, force: bool = False, reason: str | None = None, by: str | None = None
+) -> GateResult:
     """Promote a candidate to production through the gate; ``force`` needs a ``reason`` (recorded)."""
     if force and not (reason and reason.strip()):
         raise RegistryError("--force needs --reason: say why the gate is overridden (it is recorded)")
@@ -133,7 +135,9 @@ def promote(workspace: Workspace, ref: str, *, force: bool = False, reason: str 
             + "; ".join(lines)
             + ". Fix the model, or override with --force --reason '...'"
         )
-    registry.set_production(bundle_id, forced=force and not gate.passed, reason=reason, gate=gate.to_json())
+    registry.set_production(
+        bundle_id, forced=force and not gate.passed, reason=reason, gate=gate.to_json(), by=by
+    )
     return gate
 
 

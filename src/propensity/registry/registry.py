@@ -114,7 +114,7 @@ class Registry:
             self._write(state)
 
     def set_production(self, bundle_id: str, *, forced: bool = False, reason: str | None = None,
-                       gate: dict[str, Any] | None = None) -> None:  # fmt: skip
+                       gate: dict[str, Any] | None = None, by: str | None = None) -> None:  # fmt: skip
         with self.workspace.write_lock():
             state = self._read()
             entry = state["bundles"].get(bundle_id)
@@ -130,12 +130,16 @@ class Registry:
                 state["bundles"][previous]["stage"] = "archived"
             entry["stage"] = "production"
             state["production"] = bundle_id
-            state["history"].append({"at": _now(), "event": "promote", "bundle": bundle_id, "previous": previous,
-                                     "forced": forced, "reason": reason, "gate": gate})  # fmt: skip
+            event = {"at": _now(), "event": "promote", "bundle": bundle_id, "previous": previous,
+                     "forced": forced, "reason": reason, "gate": gate}  # fmt: skip
+            if by is not None:
+                event["by"] = by
+            state["history"].append(event)
             self._write(state)
 
-    def rollback(self) -> tuple[str, str]:
-        """Move production back to the bundle that was production before; return (from, to)."""
+    def rollback(self, *, reason: str | None = None, by: str | None = None) -> tuple[str, str]:
+        """Move production back to the bundle that was production before; return (from, to). ``reason`` and
+        ``by`` (who) are recorded in the history when given."""
         with self.workspace.write_lock():
             state = self._read()
             current = state["production"]
@@ -154,9 +158,15 @@ class Registry:
             state["bundles"][previous]["stage"] = "production"
             state["production"] = previous
             before = self._previous_of(state, previous)
-            state["history"].append(
-                {"at": _now(), "event": "rollback", "bundle": previous, "previous": before, "from": current}
-            )
+            event = {
+                "at": _now(),
+                "event": "rollback",
+                "bundle": previous,
+                "previous": before,
+                "from": current,
+            }
+            event.update({k: v for k, v in (("reason", reason), ("by", by)) if v is not None})
+            state["history"].append(event)
             self._write(state)
             return current, previous
 

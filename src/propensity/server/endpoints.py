@@ -44,6 +44,11 @@ class Endpoint:
     responses: Mapping[int, tuple[str, Any]] = field(default_factory=dict)
     raw: bool = False
     tags: Sequence[str] = ()
+    # Who may call it, when not an API key in a header: ``guard(request, scope)`` raises (401, or a redirect to a
+    # login page) unless the caller may use ``scope`` (the console's session cookie, server/console/).
+    guard: Callable[[Request, str], Awaitable[None]] | None = None
+    # Listed in the OpenAPI document (the console's pages and data endpoints are not part of the API).
+    in_schema: bool = True
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -55,11 +60,17 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key")
 
 
-def _guarded(handler: Handler, scope: str) -> Handler:
+async def _key_guard(request: Request, scope: str) -> None:
+    keys = request.app.state.server.keys
+    if keys.enabled:
+        keys.check(presented_key(request.headers), scope)
+
+
+def _guarded(
+    handler: Handler, scope: str, guard: Callable[[Request, str], Awaitable[None]] = _key_guard
+) -> Handler:
     async def guarded(request: Request) -> Response:
-        keys = request.app.state.server.keys
-        if keys.enabled:
-            keys.check(presented_key(request.headers), scope)
+        await guard(request, scope)
         return await handler(request)
 
     guarded.__name__ = guarded.__qualname__ = getattr(handler, "__name__", "endpoint")
@@ -71,6 +82,6 @@ def routes(endpoints: Sequence[Endpoint]) -> list[Route]:
     out = []
     for e in endpoints:
         app: ASGIApp | Handler
-        app = e.handler if e.raw or e.scope is None else _guarded(e.handler, e.scope)
+        app = e.handler if e.raw or e.scope is None else _guarded(e.handler, e.scope, e.guard or _key_guard)
         out.append(Route(e.path, app, methods=[e.method], name=e.name, include_in_schema=False))
     return out

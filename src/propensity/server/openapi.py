@@ -105,7 +105,8 @@ def openapi_document(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
     schemas.of(Error)
     paths: dict[str, dict[str, Any]] = {}
     for e in endpoints:
-        paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, schemas)
+        if e.in_schema:
+            paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "propensity", "version": __version__, "description": _DESCRIPTION},

@@ -43,6 +43,7 @@ class WorkerConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     api_keys: str | None = None
     monitor: bool = True
+    console: bool = True
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -105,4 +106,9 @@ def create_worker_app() -> Starlette:
             if realtime is not None:
                 realtime.close()
 
-    return create_app(state, lifespan=lifespan)
+    extra = []
+    if config.console:
+        from propensity.server.console import ENDPOINTS as CONSOLE
+
+        extra = CONSOLE
+    return create_app(state, extra, lifespan=lifespan)

@@ -1,4 +1,6 @@
-"""API keys with scopes: ``predict`` (scores), ``ingest`` (events), ``admin`` (models: list, promote, rollback).
+"""API keys with scopes: ``predict`` (scores), ``ingest`` (events), ``admin`` (models: list, promote, rollback),
+and for the web console ``console`` (sign in, read-only), ``customers`` (look one customer up) and
+``identifiers`` (see customer ids and identifying attributes unmasked); ``admin`` is the console's admin role.
 
 Keys come from a JSON file (``propensity serve --api-keys keys.json``) or the ``PROPENSITY_API_KEYS`` variable:
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from propensity.core.errors import PropensityError
 
-SCOPES = ("predict", "ingest", "admin")
+SCOPES = ("predict", "ingest", "admin", "console", "customers", "identifiers")
 
 
 class KeyConfigError(PropensityError):
@@ -133,6 +135,23 @@ class KeyRing:
         if env:
             return cls.parse_env(env)
         return cls()
+
+    def identify(self, presented: str | None) -> ApiKey:
+        """The configured key ``presented`` is (compared with every digest); raises 401 when none."""
+        if not presented:
+            raise UnauthorizedError("an API key is required")
+        digest = _digest(presented)
+        found: ApiKey | None = None
+        for k in self.keys:
+            if hmac.compare_digest(k.digest, digest):
+                found = k
+        if found is None:
+            raise UnauthorizedError("the API key is not valid")
+        return found
+
+    def named(self, name: str) -> ApiKey | None:
+        """The key called ``name`` (sessions hold the name; a key removed from the ring ends its sessions)."""
+        return next((k for k in self.keys if k.name == name), None)
 
     def check(self, presented: str | None, scope: str) -> str | None:
         """The name of the key allowed ``scope``; raises 401/403 errors. ``None`` when authentication is off."""

@@ -33,7 +33,7 @@ def registry_entries(workspace: Workspace) -> list[dict[str, Any]]:
 
 
 def promote_and_load(
-    workspace: Workspace, ref: str, *, force: bool = False, reason: str | None = None
+    workspace: Workspace, ref: str, *, force: bool = False, reason: str | None = None, by: str | None = None
 ) -> tuple[ServingModel, dict[str, Any]]:
     """Load ``ref``, then promote it through the gate; returns the model and the gate's result."""
     from propensity.registry.bundle import BundleNotFoundError, CorruptBundleError
@@ -44,7 +44,7 @@ def promote_and_load(
     try:
         bundle_id = registry.resolve(ref)
         model = ServingModel.from_bundle_dir(registry.path(bundle_id))
-        gate = promote(workspace, bundle_id, force=force, reason=reason)
+        gate = promote(workspace, bundle_id, force=force, reason=reason, by=by)
     except BundleNotFoundError as exc:
         raise ModelMoveError(str(exc), status=404, code="not_found") from None
     except PromotionRefusedError as exc:
@@ -56,14 +56,16 @@ def promote_and_load(
     return model, gate.to_json()
 
 
-def rollback_and_load(workspace: Workspace) -> ServingModel:
-    """Move production back one step in the registry and load that bundle."""
+def rollback_and_load(
+    workspace: Workspace, *, reason: str | None = None, by: str | None = None
+) -> ServingModel:
+    """Move production back one step in the registry (recording ``reason`` and ``by``) and load that bundle."""
     from propensity.registry.bundle import CorruptBundleError
     from propensity.registry.registry import Registry, RegistryError
 
     registry = Registry(workspace)
     try:
-        _, to = registry.rollback()
+        _, to = registry.rollback(reason=reason, by=by)
         return ServingModel.from_bundle_dir(registry.path(to))
     except (RegistryError, CorruptBundleError) as exc:
         raise ModelMoveError(str(exc)) from None
