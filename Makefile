@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint typecheck unit bench bench-tools clean venv services java
+.PHONY: quickstart test lint typecheck unit bench bench-tools clean venv services java browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) services java
+unit: $(STAMP) services java browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Service tests start their own redis-server and PostgreSQL on loopback; install the binaries when missing.
@@ -42,6 +42,13 @@ java:
 	  echo "installing a Java runtime for the Spark tests (apt: openjdk-17-jre-headless)"; \
 	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
+# The console's browser tests drive Debian's chromium through Playwright (its own browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-headless-shell >/dev/null 2>&1 || { \
+	  echo "installing chromium for the console's browser tests (apt)"; \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # pytest exits 5 when it collected nothing; that is a failure here, as is any other non-zero code.
 test: lint typecheck unit

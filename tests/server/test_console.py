@@ -13,13 +13,20 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from tests.server.console_fixtures import ADMIN, LOOKUP, OUTPUT, VIEWER, browser, build_console_workspace, serve
+from tests.server.console_fixtures import (
+    ADMIN,
+    LOOKUP,
+    OUTPUT,
+    VIEWER,
+    browser,
+    build_console_workspace,
+    serve,
+)
 
 from propensity.experiments.targeting import profit, targeting_view
 from propensity.registry.registry import Registry
@@ -54,7 +61,9 @@ def timings() -> Iterator[dict[str, float]]:
     (SHOTS / "load-times.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
-def _request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def _request(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
@@ -102,9 +111,16 @@ def test_no_data_without_a_session_on_any_route(base: str, console_ws: tuple[Wor
     assert len(guarded) >= 14
     cookies = [None, "propensity_console=not-a-session"]
     for e in guarded:
-        url = base + _concrete(e.path, production) + ("?customer_id=c1&action=buy_7d" if e.method == "GET" else "")
+        url = (
+            base
+            + _concrete(e.path, production)
+            + ("?customer_id=c1&action=buy_7d" if e.method == "GET" else "")
+        )
         for cookie in cookies:
-            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN}"}  # an API key is no session
+            headers = {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {ADMIN}",
+            }  # an API key is no session
             if cookie:
                 headers["Cookie"] = cookie
             status, head, body = _request(url, method=e.method, headers=headers,
@@ -136,7 +152,7 @@ def test_sign_in_and_every_page(base: str, context: Any, console_ws: tuple[Works
     cookie = next(c for c in context.cookies() if c["name"] == "propensity_console")
     assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
     assert page.evaluate("document.cookie") == ""  # not readable by scripts
-    ws, production, candidate = console_ws
+    _ws, production, _candidate = console_ws
     for path, name in [("/console", "overview"), ("/console/models", "models"), (f"/console/models/{production}", "model"),
                        ("/console/monitoring", "monitoring"), ("/console/experiments", "experiments"),
                        ("/console/targeting?action=buy_7d", "targeting")]:  # fmt: skip
@@ -160,16 +176,23 @@ def _pool_scores(ws: Workspace, action: str) -> np.ndarray:
     store = open_score_store(ws)
     rows = store.read_run(store.latest_run(status="complete").run_id)
     rows = rows.filter(pc.equal(rows.column("action"), action))
-    rows = rows.filter(pc.and_(pc.fill_null(rows.column("eligible"), False), pc.is_valid(rows.column("score"))))
+    rows = rows.filter(
+        pc.and_(pc.fill_null(rows.column("eligible"), False), pc.is_valid(rows.column("score")))
+    )
     rows = rows.filter(pc.invert(pc.fill_null(pc.equal(rows.column("holdout_group"), "control"), False)))
     return rows.column("score").to_numpy(zero_copy_only=False)
 
 
 def _numbers(page: Any) -> dict[str, float]:
-    return {k: float(page.get_attribute(f"#out-{k}", "data-value")) for k in ("threshold", "reached", "expected", "profit")}
+    return {
+        k: float(page.get_attribute(f"#out-{k}", "data-value"))
+        for k in ("threshold", "reached", "expected", "profit")
+    }
 
 
-def test_targeting_slider_matches_the_score_table(base: str, context: Any, console_ws: tuple[Workspace, str, str]) -> None:
+def test_targeting_slider_matches_the_score_table(
+    base: str, context: Any, console_ws: tuple[Workspace, str, str]
+) -> None:
     ws = console_ws[0]
     scores = _pool_scores(ws, "buy_7d")
     page = context.new_page()
@@ -210,7 +233,9 @@ def test_targeting_slider_matches_the_score_table(base: str, context: Any, conso
     page.close()
 
 
-def test_saved_target_is_what_activate_publishes(base: str, context: Any, console_ws: tuple[Workspace, str, str]) -> None:
+def test_saved_target_is_what_activate_publishes(
+    base: str, context: Any, console_ws: tuple[Workspace, str, str]
+) -> None:
     ws = console_ws[0]
     page = context.new_page()
     _sign_in(page, base, ADMIN, next_path="/console/targeting?action=buy_7d")
@@ -245,7 +270,9 @@ def test_saved_target_is_what_activate_publishes(base: str, context: Any, consol
     assert all(float(r["score"]) >= n["threshold"] - 1e-12 and r["holdout_group"] != "control" for r in rows)
 
 
-def test_promote_and_roll_back_as_admin(base: str, context: Any, console_ws: tuple[Workspace, str, str]) -> None:
+def test_promote_and_roll_back_as_admin(
+    base: str, context: Any, console_ws: tuple[Workspace, str, str]
+) -> None:
     ws, production, candidate = console_ws
     page = context.new_page()
     _sign_in(page, base, ADMIN, next_path=f"/console/models/{candidate}")
@@ -258,7 +285,11 @@ def test_promote_and_roll_back_as_admin(base: str, context: Any, console_ws: tup
     registry = Registry(ws)
     assert registry.production() == candidate
     event = registry.history()[-1]
-    assert event["event"] == "promote" and event["by"] == "ana" and event["reason"] == "console test: the seed-11 model"
+    assert (
+        event["event"] == "promote"
+        and event["by"] == "ana"
+        and event["reason"] == "console test: the seed-11 model"
+    )
     served = json.loads(_request(f"{base}/readyz")[2])
     assert served["model_version"] == candidate  # swapped into the running server
     page.goto(f"{base}/console/models")
@@ -273,7 +304,9 @@ def test_promote_and_roll_back_as_admin(base: str, context: Any, console_ws: tup
     page.close()
 
 
-def test_read_only_and_lookup_roles_are_refused(base: str, context: Any, console_ws: tuple[Workspace, str, str]) -> None:
+def test_read_only_and_lookup_roles_are_refused(
+    base: str, context: Any, console_ws: tuple[Workspace, str, str]
+) -> None:
     ws, production, candidate = console_ws
     page = context.new_page()
     _sign_in(page, base, VIEWER, next_path=f"/console/models/{candidate}")

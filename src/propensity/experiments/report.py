@@ -260,6 +260,7 @@ def experiments_view(workspace: Workspace) -> dict[str, Any]:
     """The console's experiments page: lift per experiment with 95% intervals on the newest complete scoring run
     that has matured outcomes (computed now, without uplift), and the uplift curves of the latest stored report
     (``propensity experiments report``), which fits the uplift models and is too slow for a page load."""
+    from propensity.scoring.reading import run_rows
     from propensity.scoring.score_store import open_score_store
 
     stored = None
@@ -272,14 +273,20 @@ def experiments_view(workspace: Workspace) -> dict[str, Any]:
     live = None
     if workspace.spec.experiments.holdouts:
         store = open_score_store(workspace)
-        for run in store.runs()[:10]:  # newest first: the first with any matured outcome
-            if run.status != "complete":
-                continue
-            _, rows = load_score_rows(workspace, run.run_id)
-            report = experiment_report(workspace, rows, run_id=run.run_id, with_uplift=False)
-            live = report
-            if any(a.get("matured_rows") for a in report["actions"].values()):
-                break
+        with open_event_log(workspace).connection(read_only=True) as con:
+            end = data_end(con, workspace.spec)
+        longest = max((a.gap.timedelta + a.horizon.timedelta + a.label_delay.timedelta for a in workspace.spec.actions),
+                      default=None)  # fmt: skip
+        complete = [r for r in store.runs() if r.status == "complete"]
+        # The newest run whose every action has matured, else the newest (some actions may have matured).
+        run = next((r for r in complete if end is not None and longest is not None and r.as_of + longest <= end),
+                   complete[0] if complete else None)  # fmt: skip
+        if run is not None:
+            rows = run_rows(store, run.run_id)
+            rows = rows.append_column(
+                "as_of", pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+            )
+            live = experiment_report(workspace, rows, run_id=run.run_id, with_uplift=False)
     uplift = {}
     if stored is not None:
         for name, entry in (stored.get("actions") or {}).items():

@@ -34,6 +34,7 @@ from propensity.activation.targets import reachable
 from propensity.core.errors import PropensityError
 from propensity.events.log import open_event_log
 from propensity.experiments.outcomes import data_end, outcomes
+from propensity.scoring.reading import latest, run_rows
 from propensity.workspace import Workspace
 
 MAX_POINTS = 2000
@@ -88,28 +89,30 @@ _realised_cache: dict[tuple[str, str, str], dict[str, Any] | None] = {}
 _cache_lock = threading.Lock()
 
 
-def _matured_run(workspace: Workspace, store: Any, action: str, end: Any) -> Any:
+def _matured_run(workspace: Workspace, runs: list[Any], action: str, end: Any) -> Any:
     spec_action = workspace.spec.action(action)
     span = spec_action.gap.timedelta + spec_action.horizon.timedelta + spec_action.label_delay.timedelta
-    for run in store.runs():  # newest first
+    for run in runs:  # newest first
         if run.status == "complete" and end is not None and run.as_of + span <= end:
             return run
     return None
 
 
-def realised_by_bucket(workspace: Workspace, store: Any, action: str) -> dict[str, Any] | None:
+def realised_by_bucket(
+    workspace: Workspace, store: Any, action: str, runs: list[Any] | None = None
+) -> dict[str, Any] | None:
     """Realised outcome rate per score bucket on the latest matured run (see the module docstring); None when
     no run has matured."""
     with open_event_log(workspace).connection(read_only=True) as con:
         end = data_end(con, workspace.spec)
-        run = _matured_run(workspace, store, action, end)
+        run = _matured_run(workspace, store.runs() if runs is None else runs, action, end)
         if run is None:
             return None
         key = (run.run_id, action, str(end))
         with _cache_lock:
             if key in _realised_cache:
                 return _realised_cache[key]
-        rows = store.read_run(run.run_id)
+        rows = run_rows(store, run.run_id)
         rows = rows.filter(pc.equal(rows.column("action"), action))
         rows = rows.append_column(
             "as_of", pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
@@ -187,10 +190,11 @@ def targeting_view(
     from propensity.scoring.score_store import open_score_store
 
     store = open_score_store(workspace)
-    run = store.get_run(run_id) if run_id else store.latest_run(status="complete")
+    runs = store.runs()
+    run = next((r for r in runs if r.run_id == run_id), None) if run_id else latest(runs)
     if run is None:
         raise NoRunError("there is no complete scoring run yet; run `propensity score` first")
-    rows = store.read_run(run.run_id)
+    rows = run_rows(store, run.run_id)
     actions = sorted(set(rows.column("action").to_pylist()))
     if not actions:
         raise NoRunError(f"scoring run {run.run_id} has no rows")
@@ -204,7 +208,7 @@ def targeting_view(
     holdout = workspace.spec.experiments.holdout_for(action)
     policy = workspace.spec.policies.for_action(action)
     try:
-        realised = realised_by_bucket(workspace, store, action)
+        realised = realised_by_bucket(workspace, store, action, runs)
     except PropensityError:
         realised = None
     if realised is None:

@@ -16,7 +16,7 @@ loads in well under a second on the quickstart workspace.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from propensity.core.errors import PropensityError
 from propensity.events.log import open_event_log
 from propensity.monitoring.store import MonitorRun, load_runs
+from propensity.scoring.reading import latest, run_rows
 from propensity.workspace import Workspace
 
 SEVERITY = {"alert": 2, "warning": 1, "ok": 0}
@@ -102,15 +103,20 @@ def _bundles(workspace: Workspace, canary: dict[str, Any] | None, now: datetime)
 def _sources(workspace: Workspace, now: datetime) -> dict[str, Any]:
     try:
         with open_event_log(workspace).connection(read_only=True) as con:
-            rows = con.execute(
-                """
-                WITH s AS (SELECT source, max(available_at) AS last FROM events GROUP BY source)
-                SELECT e.source, s.last, count(*) AS total,
-                       count(*) FILTER (WHERE e.available_at > s.last - INTERVAL 1 DAY) AS last_day,
-                       max(e.event_time) AS newest_event
-                FROM events e JOIN s USING (source) GROUP BY e.source, s.last ORDER BY e.source
-                """
+            heads = con.execute(
+                "SELECT source, max(available_at), count(*), max(event_time) FROM events GROUP BY source ORDER BY source"
             ).fetchall()
+            rows = []
+            for source, last, total, newest in heads:
+                day = (
+                    con.execute(
+                        "SELECT count(*) FROM events WHERE source = ? AND available_at > ?",
+                        [source, last - timedelta(days=1)],
+                    ).fetchall()[0][0]
+                    if last is not None
+                    else 0
+                )
+                rows.append((source, last, total, day, newest))
     except Exception as exc:  # no event log yet, or a store that cannot be read: say so, not a 500
         return {"sources": [], "note": f"event log not readable: {type(exc).__name__}"}
     out = []
@@ -145,7 +151,7 @@ def rank_alerts(run: MonitorRun | None) -> list[dict[str, Any]]:
     threshold each value is (value ÷ the threshold it crossed)."""
     if run is None:
         return []
-    out = []
+    out: list[dict[str, Any]] = []
     for r in run.firing("warning"):
         limit = r.alert if r.status == "alert" else r.warning
         over = _finite(r.value)
@@ -161,7 +167,12 @@ def rank_alerts(run: MonitorRun | None) -> list[dict[str, Any]]:
                 "ratio": ratio if math.isfinite(ratio) else None,
             }
         )
-    out.sort(key=lambda a: (-SEVERITY[a["status"]], -(a["ratio"] if a["ratio"] is not None else math.inf)))
+
+    def severity(a: dict[str, Any]) -> tuple[int, float]:
+        ratio = a["ratio"]
+        return -SEVERITY[str(a["status"])], -(float(ratio) if ratio is not None else math.inf)
+
+    out.sort(key=severity)
     return out
 
 
@@ -181,10 +192,10 @@ def overview(
     from propensity.scoring.score_store import open_score_store
 
     now = now or datetime.now(UTC)
-    latest = _latest_monitor_run(workspace)
-    run = latest[-1] if latest else None
-    store = open_score_store(workspace)
-    last, complete = store.latest_run(), store.latest_run(status="complete")
+    monitored = _latest_monitor_run(workspace)
+    run = monitored[-1] if monitored else None
+    runs = open_score_store(workspace).runs()
+    last, complete = latest(runs, None), latest(runs)
     scoring = None
     if last is not None:
         scoring = {
@@ -306,7 +317,7 @@ def _now_histogram(workspace: Workspace, bundle_id: str) -> dict[str, Any]:
     run = next((r for r in store.runs() if r.status == "complete" and r.model_version == bundle_id), None)
     if run is None:
         return {"run_id": None, "actions": {}}
-    rows = store.read_run(run.run_id)
+    rows = run_rows(store, run.run_id)
     rows = rows.filter(
         pc.and_(pc.fill_null(rows.column("eligible"), False), pc.is_valid(rows.column("score")))
     )
@@ -406,10 +417,10 @@ def monitoring_view(workspace: Workspace, *, limit: int = 60) -> dict[str, Any]:
     psi = series("feature_psi")
     last = {k: v[-1] for k, v in psi.items() if v and v[-1] is not None}
     top = sorted(last, key=lambda k: -(last[k] or 0.0))[:8]
-    latest = runs[-1] if runs else None
+    newest = runs[-1] if runs else None
     performance: dict[str, Any] = {}
-    if latest is not None:
-        for r in latest.results:
+    if newest is not None:
+        for r in newest.results:
             if r.name in ("calibration_ece", "auc_drop", "expected_auc_drop"):
                 d = r.details or {}
                 perf = performance.setdefault(r.subject, {"periods": [], "expected": None})
@@ -448,7 +459,7 @@ def monitoring_view(workspace: Workspace, *, limit: int = 60) -> dict[str, Any]:
         "expected_auc_drop": series("expected_auc_drop"),
         "performance": performance,
         "history": history,
-        "open": rank_alerts(latest),
+        "open": rank_alerts(newest),
     }
 
 

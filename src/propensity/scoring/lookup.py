@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from propensity.config.spec import ProjectSpec
 from propensity.core.masking import mask
 from propensity.events.log import open_event_log
+from propensity.scoring.reading import latest, run_rows
 from propensity.workspace import Workspace
 
 RECENT_EVENTS = 25
@@ -81,10 +82,10 @@ def customer_view(workspace: Workspace, customer_id: str, *, reveal: bool = Fals
     declared = identifying_names(spec)
     shown_id = customer_id if reveal else mask(customer_id)
     store = open_score_store(workspace)
-    run = store.latest_run(status="complete")
+    run = latest(store.runs())
     scores: list[dict[str, Any]] = []
     if run is not None:
-        rows = store.read_run(run.run_id)
+        rows = run_rows(store, run.run_id)
         mine = rows.filter(pc.equal(rows.column("customer_id"), customer_id)).to_pylist()
         for r in sorted(mine, key=lambda r: r["action"]):
             codes = r.get("reason_codes")

@@ -105,15 +105,33 @@
       })));
       const u = new uPlot({
         width, height: opts.height || 240,
-        scales: { x: { time: !!opts.time }, y: opts.yrange ? { range: opts.yrange } : {} },
+        scales: { x: opts.xrange ? { time: false, range: opts.xrange } : { time: !!opts.time }, y: opts.yrange ? { range: opts.yrange } : {} },
         axes: [{ label: opts.xlabel, values: opts.xticks }, { label: opts.ylabel, size: 60 }],
         series, bands: opts.bands, legend: { live: false },
-        hooks: opts.hooks,
+        hooks: opts.whiskers ? { draw: [(u) => whiskers(u, opts.x, opts.whiskers)] } : opts.hooks,
       }, [opts.x, ...opts.series.map((s) => s.y)], plot);
       fig.uplot = u;
       if (opts.onready) opts.onready(u);
     });
     return fig;
+  }
+  // Vertical interval bars (95% intervals) drawn over a chart at each x.
+  function whiskers(u, xs, w) {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.strokeStyle = "#1f5fa8";
+    ctx.lineWidth = 2 * devicePixelRatio;
+    xs.forEach((x, i) => {
+      if (w.lo[i] === null || w.hi[i] === null) return;
+      const px = u.valToPos(x, "x", true), lo = u.valToPos(w.lo[i], "y", true), hi = u.valToPos(w.hi[i], "y", true);
+      const cap = 6 * devicePixelRatio;
+      ctx.beginPath();
+      ctx.moveTo(px, lo); ctx.lineTo(px, hi);
+      ctx.moveTo(px - cap, lo); ctx.lineTo(px + cap, lo);
+      ctx.moveTo(px - cap, hi); ctx.lineTo(px + cap, hi);
+      ctx.stroke();
+    });
+    ctx.restore();
   }
   function timeChart(title, times, series, ylabel) {
     const x = times.map((t) => Date.parse(t) / 1000);
@@ -447,13 +465,13 @@
           table(`${action}: treated vs control, 95% intervals`, ["segment", "treated (converted / n)", "control", "treated rate", "control rate", "absolute lift", "relative lift"], rows)];
         const ok = segs.filter(([, l]) => l.absolute !== null && l.absolute_ci);
         if (ok.length) parts.push(chart(`${action}: absolute lift per segment with 95% interval`, {
-          x: ok.map((_, i) => i + 1), xlabel: "segment", ylabel: "absolute lift", xfmt: (i) => ok[i - 1] ? ok[i - 1][0] : String(i),
+          x: ok.map((_, i) => i + 1), xrange: [0.5, ok.length + 0.5], xlabel: "segment", ylabel: "absolute lift", xfmt: (i) => ok[i - 1] ? ok[i - 1][0] : String(i),
           xticks: (u, vals) => vals.map((v) => (Number.isInteger(v) && ok[v - 1] ? ok[v - 1][0] : "")),
-          series: [{ label: "lift", y: ok.map(([, l]) => l.absolute), points: true, size: 9 },
-            { label: "95% low", y: ok.map(([, l]) => l.absolute_ci[0]), dash: [3, 3], color: "#999", points: true, size: 4 },
-            { label: "95% high", y: ok.map(([, l]) => l.absolute_ci[1]), dash: [3, 3], color: "#999", points: true, size: 4 },
-            { label: "no effect", y: ok.map(() => 0), color: "#c0392b", width: 1 }],
-          bands: [{ series: [3, 2], fill: "rgba(31,95,168,0.12)" }] }));
+          series: [{ label: "absolute lift (bars: 95% interval)", y: ok.map(([, l]) => l.absolute), points: true, size: 9 },
+            { label: "no effect", y: ok.map(() => 0), color: "#c0392b", width: 1 },
+            { label: "95% low", y: ok.map(([, l]) => l.absolute_ci[0]), points: true, size: 1, color: "rgba(0,0,0,0)" },
+            { label: "95% high", y: ok.map(([, l]) => l.absolute_ci[1]), points: true, size: 1, color: "rgba(0,0,0,0)" }],
+          whiskers: { lo: ok.map(([, l]) => l.absolute_ci[0]), hi: ok.map(([, l]) => l.absolute_ci[1]) } }));
         const up = d.uplift[action];
         if (up && up.curve) {
           const cv = up.curve;
