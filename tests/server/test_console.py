@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +26,7 @@ from tests.server.console_fixtures import (
     serve,
 )
 
+from propensity.activation.run import activate
 from propensity.experiments.targeting import profit, targeting_view
 from propensity.registry.registry import Registry
 from propensity.scoring.score_store import open_score_store
@@ -259,9 +258,8 @@ def test_saved_target_is_what_activate_publishes(
     assert target.threshold == pytest.approx(n["threshold"]) and target.saved_by == "ana"
     assert spec.destinations[0].target == "buy_console"
     assert spec.policies.actions["buy_7d"].threshold == pytest.approx(n["threshold"])
-    done = subprocess.run([sys.executable, "-m", "propensity", "activate", "-w", str(ws.root)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    result = activate(Workspace.open(ws.root))  # what `propensity activate` runs, with the spec as saved
+    assert result.ok, result.to_json()
     run_id = open_score_store(ws).latest_run(status="complete").run_id
     with (ws.root / "exports" / "campaign" / run_id / "scores.csv").open() as f:
         rows = list(csv.DictReader(f))
