@@ -37,7 +37,9 @@ def _workspace(path: Path | None) -> Path:
         return path
     root = Path(__file__).parent / ".data" / "console-qs"
     if not (root / ".propensity" / "models" / "registry.json").exists():
-        subprocess.run([sys.executable, "-m", "propensity", "quickstart", "-w", str(root), "--no-serve"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "propensity", "quickstart", "-w", str(root), "--no-serve"], check=True
+        )
     return root
 
 
@@ -92,7 +94,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         _wait(base, proc)
         with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True, args=FLAGS)
+            ctx = p.chromium.launch_persistent_context(
+                profile, executable_path=chromium, headless=True, args=FLAGS
+            )
             page = ctx.new_page()
             page.goto(f"{base}/console/login")
             page.fill("#key", KEY)
@@ -125,11 +129,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "target_s": 1.0,
-        "pages": {name: {"median_s": round(statistics.median(v), 3), "max_s": round(max(v), 3),
-                         "first_s": round(first[name], 3) if name in first else None,
-                         "over_floor": round(statistics.median(v) / floor, 1) if floor else None,
-                         "meets_target": statistics.median(v) < 1.0}
-                  for name, v in times.items()},  # fmt: skip
+        "pages": {
+            name: {
+                "median_s": round(statistics.median(v), 3),
+                "max_s": round(max(v), 3),
+                "first_s": round(first[name], 3) if name in first else None,
+                "over_floor": round(statistics.median(v) / floor, 1) if floor else None,
+                "meets_target": statistics.median(v) < 1.0,
+            }
+            for name, v in times.items()
+        },
     }
     save("console", result)
     for name, r in result["pages"].items():
