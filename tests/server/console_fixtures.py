@@ -42,7 +42,7 @@ def build_console_workspace(shared: Workspace, root: Path) -> tuple[Workspace, s
     from propensity.monitoring.runner import run_monitors
     from propensity.registry.registry import Registry
     from propensity.scoring.batch import score_and_store
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
 
     shutil.copytree(shared.root, root, ignore=shutil.ignore_patterns("write.lock", "exports", "console"))
     spec = yaml.safe_load((root / "propensity.yaml").read_text())

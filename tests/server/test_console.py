@@ -334,3 +334,28 @@ def test_read_only_and_lookup_roles_are_refused(
     assert "c1" not in page.inner_text("#status") and "••" in page.inner_text("#status")
     page.context.clear_cookies()
     page.close()
+
+
+def test_propensity_console_alone(console_ws: tuple[Workspace, str, str]) -> None:
+    """``propensity console``'s app: the same pages and sign-in, without a scoring service."""
+    from starlette.testclient import TestClient
+    from tests.server.console_fixtures import KEYS
+
+    from propensity.server.console import create_console_app
+    from propensity.serving.auth import KeyRing
+
+    ws = console_ws[0]
+    with TestClient(create_console_app(ws, KeyRing.parse_env(KEYS)), base_url="https://testserver") as c:
+        assert c.get("/console/api/overview").status_code == 401
+        r = c.post("/console/login", data={"key": VIEWER, "next": "/console/models"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/console/models"
+        assert "httponly" in r.headers["set-cookie"].lower() and "secure" in r.headers["set-cookie"].lower()
+        body = c.get("/console/api/overview").json()
+        assert body["served"] is None and body["bundles"]["actions"]
+        assert c.get("/console/api/customers", params={"customer_id": "c1"}).status_code == 403
+        c.post("/console/logout")
+        assert c.get("/console/api/overview").status_code == 401  # the session is gone
+    # Without keys, authentication is off: a local admin, as for the API.
+    with TestClient(create_console_app(ws, KeyRing()), base_url="https://testserver") as c:
+        assert c.get("/console/api/session").json() == {
+            "name": "local", "role": "admin", "scopes": ["admin", "console", "customers", "identifiers"], "local": True}  # fmt: skip
