@@ -41,8 +41,8 @@ def build_console_workspace(shared: Workspace, root: Path) -> tuple[Workspace, s
     from propensity.events.log import open_event_log
     from propensity.monitoring.runner import run_monitors
     from propensity.registry.registry import Registry
-    from propensity.scoring.batch import score_and_store
     from propensity.registry.train import train_project
+    from propensity.scoring.batch import score_and_store
 
     shutil.copytree(shared.root, root, ignore=shutil.ignore_patterns("write.lock", "exports", "console"))
     spec = yaml.safe_load((root / "propensity.yaml").read_text())
