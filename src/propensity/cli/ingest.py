@@ -25,8 +25,8 @@ def run_ingest(
     spec = workspace.spec
     if not paths:
         targets: list[tuple[str | None, list[str]]] = [
-            (s.name, [str(spec.resolve(s.path))]) for s in spec.sources
-        ]
+            (s.name, [str(spec.resolve(s.path))]) for s in spec.sources if s.path
+        ]  # stream sources (kafka, redis_stream) are consumed by `propensity stream`
         if not targets and not spec.attributes:
             raise typer.BadParameter(
                 "no files given and the project declares no sources; pass files, or declare `sources:` in "

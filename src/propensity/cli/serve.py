@@ -40,6 +40,21 @@ def serve(
         help="Run the monitors every monitoring.interval (first run one interval after start) and export "
         "their latest results on /metrics.",
     ),
+    snapshot_minutes: float = typer.Option(
+        5.0,
+        min=0.0,
+        help="Snapshot the in-memory online store this often (and at shutdown), so a restart replays only the "
+        "event log after it; 0: only at shutdown.",
+    ),
+    snapshots: bool = typer.Option(
+        True, "--snapshots/--no-snapshots", help="Start from the newest snapshot (else replay the whole log)."
+    ),
+    streams: bool = typer.Option(
+        False,
+        "--streams/--no-streams",
+        help="Also consume the project's stream sources (kafka:, redis_stream:) in this process, applying each "
+        "batch to the online store once it is durable (as `propensity stream` does).",
+    ),
     api_keys: Path | None = typer.Option(
         None,
         "--api-keys",
@@ -82,7 +97,10 @@ def serve(
 
     from propensity.server import ServerState, create_app
     from propensity.serving.auth import KeyRing
-    from propensity.serving.startup import build_service
+    from propensity.serving.live import LivePath
+    from propensity.serving.snapshot import snapshot_dir, write_snapshot_async
+    from propensity.serving.startup import start_serving
+    from propensity.serving.store import InMemoryStore
 
     ws = open_workspace(workspace, require_spec=True)
     keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
@@ -92,17 +110,38 @@ def serve(
                        console_pages=console_pages)  # fmt: skip
         return
     with console.status("loading online features and the model"):
-        service, timings = build_service(
+        serving = start_serving(
             ws,
             model_ref=model,
             ttl=None if ttl_minutes is None else timedelta(minutes=ttl_minutes),
             online_store=store,
+            snapshots=snapshots,
         )
+    service, timings, started = serving.service, serving.timings, serving.startup
+    snapshotter = None
+    if isinstance(service.store, InMemoryStore):
+        engine, folder, index = service.store.engine, snapshot_dir(ws.state_dir), serving.index
+
+        def snapshotter(watermark: int) -> object:
+            return write_snapshot_async(engine, folder, watermark, index)
+
+    live = LivePath(
+        ws,
+        service.store,
+        watermark_us=started.watermark_us,
+        index=serving.index,
+        snapshot_interval=snapshot_minutes * 60 if snapshot_minutes > 0 else float("inf"),
+        snapshotter=snapshotter,
+    )
+    if streams:
+        from propensity.serving.streaming import stream_sources
+
+        live.add_streams(stream_sources(ws))
+        console.print(f"streams: consuming {', '.join(c.event_source.name for c in live.streams)}")
     store_customers = getattr(service.store, "customers", 0)
     where = getattr(service.store, "url", "in memory")
     console.print(
-        f"online store ({where}): [bold]{fmt_int(store_customers)}[/] customers, "
-        f"loaded in {timings['store_rebuild']:.1f}s"
+        f"online store ({where}): [bold]{fmt_int(store_customers)}[/] customers, {started.describe()}"
     )
     if service.model is None:
         console.print(
@@ -142,6 +181,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         realtime=realtime,
         monitors=monitors,
+        live=live,
     )
     extra = []
     if console_pages:

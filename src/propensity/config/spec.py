@@ -91,11 +91,55 @@ class CsvOptions(StrictModel):
     quote: str = '"'
 
 
+class KafkaSource(StrictModel):
+    """A Kafka topic of JSON events (one object per message), consumed with a consumer group. Any Kafka-protocol
+    cluster works; the servers are read from an environment variable so the file never holds them."""
+
+    bootstrap_servers_env: str = Field(
+        default="KAFKA_BOOTSTRAP_SERVERS",
+        description="Environment variable holding the bootstrap servers (host:port,host:port).",
+    )
+    topic: str
+    group: str = Field(default="propensity", description="Consumer group; offsets are committed there.")
+    format: Literal["json"] = "json"
+    start: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a new group starts reading (later runs resume at its offsets)."
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings (security.protocol, sasl.mechanism, ...); secrets belong in the "
+        "environment: a value `env:NAME` is read from $NAME.",
+    )
+
+
+class RedisStreamSource(StrictModel):
+    """A Redis stream of JSON events, consumed with a consumer group (XREADGROUP, XACK after the durable
+    append)."""
+
+    url_env: str = Field(default="REDIS_URL", description="Environment variable holding the Redis URL.")
+    stream: str = Field(description="The stream's key.")
+    group: str = Field(
+        default="propensity", description="Consumer group (created at the stream's start if new)."
+    )
+    field: str | None = Field(
+        default="event",
+        description="The entry field holding the JSON event; null: the entry's fields are the event's fields.",
+    )
+    format: Literal["json"] = "json"
+
+
 class EventSource(StrictModel):
-    """A file (or glob of files) of events and how to map its columns onto the canonical event."""
+    """Where events come from: a file (or glob of files), a Kafka topic or a Redis stream, and how to map its
+    fields onto the canonical event."""
 
     name: str
-    path: str = Field(description="A file, directory or glob, relative to the spec's folder.")
+    path: str = Field(default="", description="A file, directory or glob, relative to the spec's folder.")
+    kafka: KafkaSource | None = Field(
+        default=None, description="Consume a Kafka topic (`propensity stream`)."
+    )
+    redis_stream: RedisStreamSource | None = Field(
+        default=None, description="Consume a Redis stream (`propensity stream`)."
+    )
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical field → the source's column name (identity when absent)."
@@ -128,6 +172,21 @@ class EventSource(StrictModel):
     @classmethod
     def _valid_zone(cls, value: str) -> str:
         return _check_zone(value)
+
+    @property
+    def is_stream(self) -> bool:
+        return self.kafka is not None or self.redis_stream is not None
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> EventSource:
+        given = [
+            k
+            for k, v in (("path", self.path), ("kafka", self.kafka), ("redis_stream", self.redis_stream))
+            if v
+        ]
+        if len(given) > 1:
+            raise ValueError(f"give one of path, kafka, redis_stream (got {', '.join(given)})")
+        return self
 
     @field_validator("columns")
     @classmethod

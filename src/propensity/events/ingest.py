@@ -177,6 +177,8 @@ def _source_for(spec: ProjectSpec, path: Path, source_name: str | None) -> Event
     if source_name is not None:
         return spec.source(source_name)
     for source in spec.sources:
+        if not source.path:
+            continue  # a stream
         pattern = str(spec.resolve(source.path))
         if path.resolve() == Path(pattern).resolve() or Path(path).resolve().match(pattern):
             return source
@@ -501,4 +503,5 @@ def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -
 def iter_declared_paths(spec: ProjectSpec) -> Iterator[tuple[EventSource, list[Path]]]:
     """Each declared event source with the files its path currently matches."""
     for source in spec.sources:
-        yield source, expand_paths([source.path], root=spec.root)
+        if source.path:  # streams are consumed by `propensity stream`
+            yield source, expand_paths([source.path], root=spec.root)

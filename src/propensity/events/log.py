@@ -23,6 +23,9 @@ import duckdb
 import pyarrow as pa
 
 from propensity.core.event import ATTRIBUTES_DDL, EVENTS_DDL
+from propensity.events.spool import SPOOL_PROGRESS_DDL, pending_segments, spool_dir
+from propensity.events.spool import move_spools as move_spool_segments
+from propensity.workspace import LOCK_FILENAME, WorkspaceLockedError, file_lock
 
 if TYPE_CHECKING:
     from propensity.events.parquet_log import ParquetEventLog
@@ -81,7 +84,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    for ddl in (EVENTS_DDL, ATTRIBUTES_DDL, QUARANTINE_DDL, INGESTS_DDL):
+    for ddl in (EVENTS_DDL, ATTRIBUTES_DDL, QUARANTINE_DDL, INGESTS_DDL, SPOOL_PROGRESS_DDL):
         con.execute(ddl).fetchall()
 
 
@@ -149,19 +152,47 @@ class EventLog(Protocol):
 
 
 class DuckDBEventLog:
-    """The embedded default: the ``events`` table of a DuckDB file (see :mod:`propensity.workspace`)."""
+    """The embedded default: the ``events`` table of a DuckDB file (see :mod:`propensity.workspace`).
+
+    DuckDB lets one process write a file, or several read it, not both; so readers hold the workspace lock shared
+    and writers exclusive (:meth:`connection` takes the shared hold itself; writers take
+    ``workspace.write_lock()`` around it). A read-write connection first moves the live spools into the log
+    (:mod:`propensity.events.spool`), and so does a read-only one when it can have the lock exclusively for a
+    moment, so whoever opens the log sees every acknowledged live event.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path.parent / LOCK_FILENAME
+
+    @property
+    def spool_dir(self) -> Path:
+        return spool_dir(self.path.parent)
+
     @contextmanager
-    def connection(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connection(
+        self, *, read_only: bool = False, move_spools: bool = True, timeout_s: float = 600.0
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the log. Read-write: the caller holds the workspace's write lock. Read-only: this
+        takes the lock shared (waiting up to ``timeout_s`` for a writer to finish)."""
         if read_only and not self.path.exists():
-            read_only = False  # nothing to read yet: create the empty schema
-        con = connect(self.path, read_only=read_only)
+            with file_lock(self.lock_path, exclusive=True, timeout_s=timeout_s):
+                self._open_write(move_spools=False).close()  # nothing to read yet: create the empty schema
+        if read_only:
+            if move_spools and pending_segments(self.spool_dir):
+                self._try_move()
+            with file_lock(self.lock_path, exclusive=False, timeout_s=timeout_s):
+                con = connect(self.path, read_only=True)
+                try:
+                    yield con
+                finally:
+                    con.close()
+            return
+        con = self._open_write(move_spools=move_spools)
         try:
-            if not read_only:
-                ensure_schema(con)
             yield con
         finally:
             con.close()
@@ -174,6 +205,25 @@ class DuckDBEventLog:
 
     def commit(self, con: duckdb.DuckDBPyConnection) -> int:
         return 0  # the surrounding DuckDB transaction is the commit
+
+    def _open_write(self, *, move_spools: bool) -> duckdb.DuckDBPyConnection:
+        con = connect(self.path)
+        try:
+            ensure_schema(con)
+            if move_spools and pending_segments(self.spool_dir):
+                move_spool_segments(con, self.spool_dir)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _try_move(self) -> None:
+        """Move the spools in if the lock is free right now (a reader must not wait for it)."""
+        try:
+            with file_lock(self.lock_path, exclusive=True, timeout_s=0):
+                self._open_write(move_spools=True).close()
+        except (WorkspaceLockedError, duckdb.IOException, duckdb.ConnectionException):
+            pass
 
     def count(self) -> int:
         with self.connection(read_only=True) as con:
@@ -216,3 +266,20 @@ def open_event_log(workspace: Workspace) -> DuckDBEventLog | ParquetEventLog:
         uri = path if "://" in path else str(workspace.spec.resolve(path))
         return ParquetEventLog(uri, workspace.db_path)
     return DuckDBEventLog(workspace.db_path)
+
+
+@contextmanager
+def open_moved(workspace: Workspace, *, move: bool = True) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
+    """A read-write connection to the workspace's event store with every live spool moved in first (the caller
+    holds the workspace's write lock); yields it and the events the move inserted."""
+    from propensity.events.spool import move_spools
+
+    store = open_event_log(workspace)
+    if isinstance(store, DuckDBEventLog):
+        with store.connection(move_spools=False) as con:
+            inserted = move_spools(con, store.spool_dir).inserted if move else 0
+            yield con, inserted
+        return
+    with store.connection() as con:
+        inserted = move_spools(con, spool_dir(workspace.state_dir), log=store).inserted if move else 0
+        yield con, inserted

@@ -924,6 +924,12 @@ class OnlineFeatureEngine:
     def drop_customer(self, customer_id: str) -> None:
         self._customers.pop(customer_id, None)
 
+    def clear(self) -> None:
+        """Forget every customer (back to an empty engine)."""
+        self._customers.clear()
+        self.watermark = _NEG_INF
+        self.events_applied = 0
+
     def state_layout(self) -> tuple[StateLayout, ...]:
         """The shape of each aggregate state, by index in ``CustomerState.aggs``."""
         layout: list[StateLayout | None] = [None] * self._n_states

@@ -289,7 +289,7 @@ class DuckDBScoreStore(_RunLookups):
 
         if not write and not self.path.exists():
             write = True
-        with self._lock() if write else contextlib.nullcontext():
+        with self._lock() if write else self._read_lock():
             con = connect(self.path, read_only=not write)
             try:
                 if write:
@@ -298,6 +298,12 @@ class DuckDBScoreStore(_RunLookups):
                 yield con
             finally:
                 con.close()
+
+    def _read_lock(self) -> contextlib.AbstractContextManager[None]:
+        # Readers hold the lock shared, so a writer (a server moving live events in) never meets an open reader.
+        from propensity.workspace import LOCK_FILENAME, file_lock
+
+        return file_lock(self.path.parent / LOCK_FILENAME, exclusive=False)
 
     def _has_tables(self, con: Any) -> bool:
         rows = con.execute(

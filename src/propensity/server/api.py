@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from propensity.events.live import RejectedBatch
+from propensity.events.spool import SpoolError
 from propensity.server.endpoints import Endpoint, presented_key
 from propensity.server.errors import JSON, ApiError
 from propensity.server.schemas import (
@@ -40,7 +42,6 @@ from propensity.server.schemas import (
     event_name_problems,
 )
 from propensity.server.state import ServerState
-from propensity.serving.ingest import RejectedBatch, append_live
 from propensity.serving.models import load_canary, promote_and_load, registry_entries, rollback_and_load
 
 if TYPE_CHECKING:
@@ -184,27 +185,37 @@ def _activate_safely(activator: RealtimeActivator, ids: list[str], predictions: 
 
 
 async def events(request: Request) -> Response:
-    """``POST /v1/events``: validated, durably appended to the event log, applied online, then answered."""
+    """``POST /v1/events``: validated, durable in the server's spool, applied online, then answered."""
     state = _state(request)
     if state.workspace is None:
         raise ApiError(503, "ingest_disabled", "this server was started without a workspace to write to")
     batch = _event_list(await read_json(request, state.max_body_bytes))
+    if state.live is None:
+        from propensity.serving.live import LivePath
+
+        state.live = await run_in_threadpool(LivePath.attach, state.workspace, state.service.store)
+    live = state.live
     try:
-        result = await run_in_threadpool(append_live, state.workspace, batch)
+        result = await run_in_threadpool(live.accept, batch)
     except RejectedBatch:
         state.metrics.batches_rejected.inc()
         raise
-    # Durable now; apply to the online store before answering, so the next prediction reflects it.
-    await state.service.apply(result.inserted)
-    state.metrics.events_applied(result.inserted, result.accepted, result.duplicates)
-    response = json_response(
-        {"received": result.received, "accepted": result.accepted, "duplicates": result.duplicates}
-    )
+    except SpoolError as exc:
+        log.error("live spool write failed: %s", exc)
+        raise ApiError(503, "spool_unavailable", "the events could not be made durable; retry") from None
+    # Durable now (in the spool); apply to the online store before answering, so the next prediction reflects
+    # it. A shared store (Redis) may know ids this server has not seen (another replica took them): what it
+    # applied is what was new.
+    accepted = await state.service.apply(result.events) if result.events.num_rows else 0
+    live.remember(result.hashes)
+    duplicates = result.received - accepted
+    state.metrics.events_applied(result.events, accepted, duplicates)
+    response = json_response({"received": result.received, "accepted": accepted, "duplicates": duplicates})
     realtime = state.realtime
-    if realtime is not None and realtime.destinations and result.accepted:
+    if realtime is not None and realtime.destinations and accepted:
         # Rescore the customers the events touched now, then hand the decisions to the activator after the
         # answer is sent (it sends only changed ones).
-        ids = list(dict.fromkeys(str(c) for c in result.inserted.column("customer_id").to_pylist()))
+        ids = list(dict.fromkeys(str(c) for c in result.events.column("customer_id").to_pylist()))
         predictions = {c: await state.service.apredict(c) for c in ids}
         response.background = BackgroundTask(_activate_safely, realtime, ids, predictions)
     return response

@@ -9,7 +9,8 @@ backend never holds the loop (``/healthz`` keeps answering at once). Customer id
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 from starlette.applications import Starlette
@@ -33,11 +34,30 @@ def create_app(
     """The app over ``state`` (see :func:`propensity.serving.startup.build_service`); ``extra`` endpoints (a
     console, say) are served and documented alongside the API's; ``lifespan`` runs around the app's life."""
     endpoints = [*ENDPOINTS, *extra]
+
+    given = lifespan
+
+    @contextlib.asynccontextmanager
+    async def live_lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The live path's background sync (spools into the log, others' events into the store, snapshots),
+        # around the caller's own lifespan.
+        if state.live is not None:
+            state.live.start()
+        try:
+            if given is None:
+                yield
+            else:
+                async with given(app):
+                    yield
+        finally:
+            if state.live is not None:
+                await state.live.stop()
+
     app = Starlette(
         routes=routes(endpoints),
         middleware=[Middleware(MetricsMiddleware, metrics=state.metrics)],
         exception_handlers=exception_handlers(),
-        lifespan=lifespan,
+        lifespan=live_lifespan,
     )
     app.state.server = state
     app.state.endpoints = endpoints

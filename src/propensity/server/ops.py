@@ -61,8 +61,9 @@ def _monitor_gauges(state: ServerState) -> str:
 
 def _render(state: ServerState, accept: str | None) -> tuple[bytes, str]:
     customers = getattr(state.service.store, "customers", None)
+    extra = _monitor_gauges(state) + (state.live.metrics() if state.live is not None else "")
     return state.metrics.render(
-        accept, state.service, _monitor_gauges(state), customers if isinstance(customers, int) else None
+        accept, state.service, extra, customers if isinstance(customers, int) else None
     )
 
 

@@ -14,6 +14,7 @@ from propensity.workspace import Workspace
 if TYPE_CHECKING:
     from propensity.activation.realtime import RealtimeActivator
     from propensity.monitoring.gauges import MonitorScheduler
+    from propensity.serving.live import LivePath
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -34,3 +35,6 @@ class ServerState:
     monitors: MonitorScheduler | None = None
     # With several worker processes the monitors run in the supervisor; workers export the stored latest run.
     stored_monitor_gauges: bool = False
+    # Live events: durable in this server's spool, moved into the log by a background sync (None: made on the
+    # first event post, with no background sync; the next process to open the log moves the spool in).
+    live: LivePath | None = None

@@ -74,26 +74,31 @@ async def _follow_registry(ws: Workspace, service: ScoringService) -> None:
 
 def create_worker_app() -> Starlette:
     """The app of one worker, from the supervisor's options (uvicorn calls this in each worker process)."""
-    from propensity.serving.startup import build_service
+    from propensity.serving.live import LivePath
+    from propensity.serving.startup import start_serving
 
     config = WorkerConfig.from_env()
     ws = Workspace.open(Path(config.workspace))
     keys = KeyRing.configured(
         Path(config.api_keys) if config.api_keys else None, os.environ.get("PROPENSITY_API_KEYS")
     )
-    service, _ = build_service(
+    serving = start_serving(
         ws,
         model_ref=config.model,
         ttl=None if config.ttl_minutes is None else timedelta(minutes=config.ttl_minutes),
         online_store=config.store,
     )
+    service = serving.service
+    # Each worker spools its own live events; its sync moves every spool into the log (whichever worker gets
+    # the workspace first) and applies to the shared store what the others' syncs have not.
+    live = LivePath(ws, service.store, watermark_us=serving.startup.watermark_us, index=serving.index)
     realtime = None
     if any(d.realtime for d in ws.spec.destinations):
         from propensity.activation.realtime import RealtimeActivator
 
         realtime = RealtimeActivator(ws)
     state = ServerState(service=service, workspace=ws, keys=keys, max_body_bytes=config.max_body_bytes,
-                        realtime=realtime, stored_monitor_gauges=config.monitor)  # fmt: skip
+                        realtime=realtime, stored_monitor_gauges=config.monitor, live=live)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,4 +1,8 @@
-"""Live ingest: events sent to the API, validated by the bulk ingest's rules, appended durably, all or nothing.
+"""Live ingest straight into the event log: one batch, validated by the bulk ingest's rules, appended in one
+transaction of the workspace's DuckDB file, all or nothing.
+
+The server no longer takes this path (it spools: :mod:`propensity.events.live`, :mod:`propensity.serving.live`);
+it stays as the Python API's one-call append and as the benchmark's reference.
 
 The difference from bulk ingest (:func:`propensity.events.ingest.ingest_table`) is what happens to a bad row:
 bulk ingest quarantines it and keeps the rest; a live batch with any invalid event is rejected whole (nothing is
@@ -10,57 +14,44 @@ Duplicates (an ``event_id`` already in the log or repeated in the batch) are acc
 
 from __future__ import annotations
 
-import json
-import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from propensity.config.spec import EventSource
-from propensity.core.errors import PropensityError
-from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS
 from propensity.events.ingest import INSERT_STAGED, insert_staged_sql
+from propensity.events.live import (  # re-exported: they used to live here
+    LIVE_SOURCE,
+    MAX_BATCH,
+    FieldError,
+    RejectedBatch,
+    events_table,
+)
 from propensity.events.log import open_event_log, transaction
 from propensity.events.readers import ROW
 from propensity.events.validate import define_macros, staging_sql
 from propensity.workspace import Workspace
 
-LIVE_SOURCE = EventSource(name="api", path="")
-MAX_BATCH = 10_000
-_KNOWN = frozenset((*CORE_FIELDS, *PROPERTY_FIELDS))
-# Extra keys become columns of the staging SQL (then keys of `properties`): no empty or control-character names.
-_FIELD_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+__all__ = [
+    "LIVE_SOURCE",
+    "MAX_BATCH",
+    "FieldError",
+    "LiveIngestResult",
+    "RejectedBatch",
+    "append_live",
+    "events_table",
+]
+
 _INSERT = (
     INSERT_STAGED
     + """RETURNING event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
           category, campaign_id, channel, plan, properties
 """
 )
-
-
-@dataclass
-class FieldError:
-    index: int  # the event's position in the batch (0-based)
-    field: str
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "field": self.field, "message": self.message}
-
-
-class RejectedBatch(PropensityError):
-    """A live batch with invalid events: nothing was written. ``errors`` name each event and field."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = errors
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"event {first.index}: {first.field}: {first.message}{more}; nothing was written")
 
 
 @dataclass
@@ -71,66 +62,6 @@ class LiveIngestResult:
     inserted: pa.Table  # the new events, in the log's columns (to apply to the online store)
     seconds: float = 0.0
     event_ids: list[str] = field(default_factory=list)
-
-
-def _cell(index: int, name: str, value: Any, errors: list[FieldError]) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return repr(value)
-    if name not in _KNOWN:
-        return json.dumps(value, separators=(",", ":"))  # nested extras are kept as JSON text
-    errors.append(FieldError(index, name, f"must be a string or a number, got {type(value).__name__}"))
-    return None
-
-
-def events_table(events: Sequence[Any]) -> pa.Table:
-    """JSON events → a table of text columns (the shape of a CSV), checking only the JSON-level shape.
-
-    Typed fields are parsed by the shared validation SQL; keys of a ``properties`` object and unknown top-level
-    keys become extra columns, which the log keeps in ``properties``.
-    """
-    errors: list[FieldError] = []
-    columns: dict[str, list[str | None]] = {}
-    n = len(events)
-    for i, ev in enumerate(events):
-        if not isinstance(ev, Mapping):
-            errors.append(FieldError(i, "event", f"must be a JSON object, got {type(ev).__name__}"))
-            continue
-        flat: dict[str, Any] = {}
-        for k, v in ev.items():
-            if k == "properties":
-                if v is None:
-                    continue
-                if not isinstance(v, Mapping):
-                    errors.append(FieldError(i, "properties", "must be a JSON object"))
-                    continue
-                for pk, pv in v.items():
-                    if pk in _KNOWN or pk == "properties":
-                        errors.append(
-                            FieldError(i, f"properties.{pk}", "clashes with a top-level event field")
-                        )
-                    else:
-                        flat[str(pk)] = pv
-            elif k in ("available_at", "ingested_at", "source"):
-                errors.append(FieldError(i, k, "is set by the platform for live events; leave it out"))
-            else:
-                flat[str(k)] = v
-        for k, v in flat.items():
-            if not _FIELD_NAME.match(k):
-                errors.append(FieldError(i, repr(k)[1:-1] or "(empty)", "field names must be 1–128 printable "
-                                         "characters"))  # fmt: skip
-                continue
-            columns.setdefault(k, [None] * n)[i] = _cell(i, k, v, errors)
-    if errors:
-        raise RejectedBatch(errors)
-    if not columns:
-        columns["customer_id"] = [None] * n
-    return pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()})
 
 
 def append_live(

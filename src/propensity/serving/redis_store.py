@@ -40,8 +40,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from propensity.config.features import AnyFeature, AttributeFeature
+from propensity.events.live import LIVE_SOURCE
 from propensity.features.online import OnlineFeatureEngine, to_micros
-from propensity.serving.ingest import LIVE_SOURCE
 from propensity.serving.redis_wire import Breaker, RedisWire
 from propensity.serving.state_codec import StateCodec
 from propensity.serving.store import StoreUnavailableError
@@ -410,6 +410,13 @@ class RedisStore:
         latest = pc.max(events.column(column)).as_py()
         if latest is not None:
             self._raise(keys=[self._meta], args=[field, to_micros(latest)])
+
+    def advance_watermark(self, ingested_at_us: int) -> None:
+        """Record that every event of the log ingested up to this time has been applied (a server's sync applies
+        what others appended), so the next start does not apply it again."""
+        with self._unavailable("record the watermark"):
+            for field in ("watermark", "live_watermark"):
+                self._raise(keys=[self._meta], args=[field, int(ingested_at_us)])
 
     def _owe(self, events: pa.Table) -> None:
         if self._owed_rows + events.num_rows > MAX_OWED_ROWS:

@@ -6,21 +6,30 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from propensity.config.actions import Action
 from propensity.config.features import AnyFeature
 from propensity.config.serving import ServingSettings
 from propensity.core.errors import PropensityError
-from propensity.events.log import open_event_log
+from propensity.events.live import EventIdIndex
+from propensity.events.log import open_moved
 from propensity.scoring.model import ServingModel
 from propensity.serving.action_rules import ActionRules
+from propensity.serving.live import log_watermark
 from propensity.serving.service import ScoringService
+from propensity.serving.snapshot import load_snapshot, snapshot_dir
 from propensity.serving.store import InMemoryStore, OnlineStore
 from propensity.workspace import Workspace
 
 log = logging.getLogger(__name__)
+_NEG = -(1 << 62)
 
 
 def production_model(workspace: Workspace, ref: str | None = None) -> ServingModel | None:
@@ -72,14 +81,121 @@ def served_actions(workspace: Workspace, models: Sequence[ServingModel | None]) 
     return list(by_name.values())
 
 
-def build_service(
+@dataclass
+class StartupReport:
+    """How the online store started: from a snapshot plus the log's tail, from the whole log, or (Redis) from the
+    state already there plus what the log gained. ``events_replayed`` were applied at start."""
+
+    how: str  # "snapshot", "log", "redis", "empty"
+    events_replayed: int = 0
+    seconds: float = 0.0
+    customers: int = 0
+    snapshot: str | None = None
+    snapshot_age_seconds: float | None = None
+    watermark_us: int = _NEG
+    ids_indexed: int = 0
+
+    def describe(self) -> str:
+        if self.how == "snapshot":
+            return (f"from snapshot {self.snapshot} ({_age(self.snapshot_age_seconds or 0.0)} old) + "
+                    f"{self.events_replayed:,} events replayed, in {self.seconds:.1f}s")  # fmt: skip
+        if self.how == "redis":
+            return f"Redis state reused + {self.events_replayed:,} events caught up, in {self.seconds:.1f}s"
+        return f"{self.events_replayed:,} events replayed from the event log, in {self.seconds:.1f}s"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class Serving:
+    """What :func:`start_serving` built: the service, step timings, how the store started, the live path."""
+
+    service: ScoringService
+    timings: dict[str, float]
+    startup: StartupReport
+    index: EventIdIndex = field(default_factory=EventIdIndex)
+
+
+def load_online_state(
+    workspace: Workspace, store: OnlineStore, index: EventIdIndex, *, snapshots: bool = True
+) -> StartupReport:
+    """Bring ``store`` up to date with the event log (moving any live spools in first) and fill ``index`` with
+    the log's event ids. An in-process store starts from the newest usable snapshot and replays only the events
+    ingested after its watermark; without one it replays the log."""
+    started = time.perf_counter()
+    report = StartupReport("empty")
+    # Under the workspace lock: nothing is appended to the log meanwhile (live events wait in the spools).
+    with workspace.write_lock(), open_moved(workspace) as (con, _):
+        latest = log_watermark(con)
+        report.watermark_us = _NEG if latest is None else latest
+        if isinstance(store, InMemoryStore):
+            info = (
+                load_snapshot(snapshot_dir(workspace.state_dir), store.engine, index) if snapshots else None
+            )
+            if info is not None:
+                report.how, report.snapshot = "snapshot", info.path.name
+                report.snapshot_age_seconds = info.age_seconds
+                report.events_replayed = replay_tail(con, store, info.watermark_us, index)
+            else:
+                report.how = "log" if latest is not None else "empty"
+                report.events_replayed = store.rebuild(con)
+                index.load(con)
+        else:
+            report.how = "redis"
+            report.events_replayed = store.rebuild(con)
+            index.load(con)
+    report.customers = int(getattr(store, "customers", 0) or 0)
+    report.ids_indexed = len(index)
+    report.seconds = time.perf_counter() - started
+    log.info("online store started: %s", report.describe())
+    return report
+
+
+def replay_tail(con: Any, store: OnlineStore, watermark_us: int, index: EventIdIndex | None = None) -> int:
+    """Apply the events and attribute versions ingested after ``watermark_us``; returns the events applied."""
+    relation = con.sql(
+        "SELECT * EXCLUDE (ingested_at), hash(event_id) AS id_hash FROM events "
+        f"WHERE epoch_us(ingested_at) > {int(watermark_us)} ORDER BY available_at, event_id"
+    )
+    applied = 0
+    for batch in relation.to_arrow_reader(200_000):
+        table = pa.Table.from_batches([batch])
+        if index is not None:
+            index.add_sorted(np.sort(table.column("id_hash").to_numpy().astype(np.uint64)))
+        applied += store.apply(table.drop_columns(["id_hash"]))
+    rows = con.execute(
+        "SELECT customer_id, attribute, value, source, epoch_us(valid_from) AS valid_from, "
+        "epoch_us(available_at) AS available_at FROM attributes WHERE epoch_us(ingested_at) > ? "
+        "ORDER BY available_at",
+        [int(watermark_us)],
+    ).fetchall()
+    if rows:
+        names = ("customer_id", "attribute", "value", "source", "valid_from", "available_at")
+        apply_attributes = getattr(store, "apply_attributes", None)
+        if apply_attributes is not None:
+            apply_attributes([dict(zip(names, r, strict=True)) for r in rows])
+    return applied
+
+
+def start_serving(
     workspace: Workspace,
     *,
     model_ref: str | None = None,
     ttl: timedelta | None = None,
     online_store: str | None = None,
-) -> tuple[ScoringService, dict[str, float]]:
-    """The scoring service of a workspace, ready to serve, and how long each step took (seconds).
+    snapshots: bool = True,
+) -> Serving:
+    """The scoring service of a workspace, ready to serve, how long each step took (seconds) and how its online
+    store started.
 
     ``online_store`` overrides the spec's ``serving.online_store``, ``ttl`` its ``serving.score_ttl``. A canary
     declared in ``serving.canary`` is loaded too.
@@ -100,13 +216,10 @@ def build_service(
     t0 = time.perf_counter()
     rules = ActionRules(served_actions(workspace, [model, canary]))
     store = build_store(workspace, online_store, rules.features)
-    if workspace.db_path.exists():
-        # Under the workspace lock: another server process on this workspace may be appending live events, and
-        # DuckDB refuses a reader while another process writes.
-        with workspace.write_lock(), open_event_log(workspace).connection(read_only=True) as con:
-            applied = store.rebuild(con)
-        log.info("online store loaded: %d events applied", applied)
+    index = EventIdIndex()
+    report = load_online_state(workspace, store, index, snapshots=snapshots)
     timings["store_rebuild"] = time.perf_counter() - t0
+    timings["events_replayed"] = float(report.events_replayed)
     service = ScoringService(store, model, ttl=ttl or settings.score_ttl.timedelta, rules=rules)
     if canary is not None:
         service.set_canary(canary, settings.canary.share)
@@ -118,4 +231,16 @@ def build_service(
                 "rule-based fallback until a model trained on the current features is promoted: %s",
                 model.version, len(missing), ", ".join(missing[:10]),
             )  # fmt: skip
-    return service, timings
+    return Serving(service, timings, report, index)
+
+
+def build_service(
+    workspace: Workspace,
+    *,
+    model_ref: str | None = None,
+    ttl: timedelta | None = None,
+    online_store: str | None = None,
+) -> tuple[ScoringService, dict[str, float]]:
+    """:func:`start_serving`'s service and timings (the older, smaller signature)."""
+    serving = start_serving(workspace, model_ref=model_ref, ttl=ttl, online_store=online_store)
+    return serving.service, serving.timings

@@ -22,6 +22,8 @@ from propensity.training.metrics import evaluate, headline
 def find_oracle(spec: ProjectSpec) -> Path | None:
     """``oracle.parquet`` beside a declared source's files (the synthetic data layout), if there is one."""
     for source in spec.sources:
+        if not source.path:
+            continue
         path = spec.resolve(source.path)
         for folder in (path.parent, path.parent.parent):
             candidate = folder / "oracle.parquet"
