@@ -118,7 +118,7 @@ def test_kill_9_of_the_consumer_loses_nothing_and_counts_nothing_twice(
     tmp_path: Path, broker: Broker
 ) -> None:
     ws = _spec(tmp_path, broker)
-    n = 20000
+    n = 10000
     broker.produce([_event(i, with_id=i % 3 != 0) for i in range(n)])
     env = {**os.environ, **broker.env}
     rng = random.Random(11)
