@@ -213,10 +213,19 @@ class EventIdIndex:
         self.add_sorted(np.asarray(hashes, dtype=np.uint64))
         return len(hashes)
 
-    def add_sorted(self, hashes: np.ndarray) -> None:
-        merged = np.unique(np.concatenate([self._base, np.asarray(hashes, np.uint64)]))
+    def add_sorted(self, hashes: np.ndarray, *, unique: bool = False) -> None:
+        """Merge many hashes in at once (a load, a snapshot, a replay); ``unique``: already sorted and unique."""
+        hashes = np.asarray(hashes, np.uint64)
+        merged = hashes if unique and not len(self._base) else np.unique(np.concatenate([self._base, hashes]))
         with self._lock:
             self._base = merged
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Note a few hashes (a sync's worth); merged into the sorted array when many have gathered."""
+        with self._lock:
+            self._recent.update(np.asarray(hashes, np.uint64).tolist())
+        if len(self._recent) > 2_000_000:
+            self._compact()
 
     @property
     def sorted_hashes(self) -> np.ndarray:

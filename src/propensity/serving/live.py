@@ -167,7 +167,7 @@ class LivePath:
             result.skipped = True
             return None, [], self.watermark_us, result
         hashes = new.column("id_hash").to_numpy().astype(np.uint64, copy=False)
-        self.index.add_sorted(np.sort(hashes))
+        self.index.add(hashes)
         if self._own:
             mine = np.fromiter((h in self._own for h in hashes.tolist()), bool, len(hashes))
             self._own.difference_update(hashes[mine].tolist())

@@ -253,6 +253,6 @@ def _load(path: Path, engine: OnlineFeatureEngine, index: EventIdIndex | None) -
     engine.watermark = max(engine.watermark, int(header.get("engine_watermark", engine.watermark)))
     engine.events_applied = int(header.get("events_applied", 0))
     if index is not None and hashes is not None:
-        index.add_sorted(hashes)
+        index.add_sorted(hashes, unique=True)
     return SnapshotInfo(path, header["feature_set_version"], int(header["watermark_us"]),
                         int(header["created_us"]), customers)  # fmt: skip

@@ -167,11 +167,13 @@ def replay_tail(con: Any, store: OnlineStore, watermark_us: int, index: EventIdI
         f"WHERE epoch_us(ingested_at) > {int(watermark_us)} ORDER BY available_at, event_id"
     )
     applied = 0
+    hashes = []
     for batch in relation.to_arrow_reader(200_000):
         table = pa.Table.from_batches([batch])
-        if index is not None:
-            index.add_sorted(np.sort(table.column("id_hash").to_numpy().astype(np.uint64)))
+        hashes.append(table.column("id_hash").to_numpy().astype(np.uint64))
         applied += store.apply(table.drop_columns(["id_hash"]))
+    if index is not None and hashes:
+        index.add_sorted(np.concatenate(hashes))
     rows = con.execute(
         "SELECT customer_id, attribute, value, source, epoch_us(valid_from) AS valid_from, "
         "epoch_us(available_at) AS available_at FROM attributes WHERE epoch_us(ingested_at) > ? "
