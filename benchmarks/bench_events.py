@@ -303,6 +303,47 @@ def stream_part(args: argparse.Namespace, tmp: Path, kind: str) -> dict[str, Any
     }
 
 
+def stream_visible_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Kafka → visible: a server consuming a topic (`serve --streams`); one event produced for a fresh customer,
+    then `GET /v1/predict` polled until it shows it. Time from the produce call's return (the broker has it) to
+    the first prediction that reflects it."""
+    import httpx
+    from confluent_kafka import Producer
+    from tests.services import start_kafka
+
+    broker = start_kafka()
+    name = f"visible{uuid.uuid4().hex[:8]}"
+    try:
+        broker.create_topic(name, partitions=2)
+        root = tmp / "stream-visible"
+        _workspace(root, [{"name": "web", "kafka": {"topic": name, "group": "visible"}}])
+        proc, base = _start(root, "--streams", env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap})
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+        visible_ms: list[float] = []
+        try:
+            with httpx.Client(base_url=base, timeout=30) as client:
+                for i in range(-3, args.probes):  # the first three warm the consumer's assignment up
+                    cid = f"kv-{i}"
+                    value = orjson.dumps({"event_id": f"kv{i}", "customer_id": cid, "event_type": "page_view",
+                                          "event_time": datetime.now(UTC).isoformat()})  # fmt: skip
+                    producer.produce(name, value=value)
+                    producer.flush(10)
+                    t0 = time.perf_counter()
+                    deadline = t0 + 60
+                    while client.get("/v1/predict", params={"customer_id": cid}).json()["cold_start"]:
+                        if time.perf_counter() > deadline:
+                            sys.exit("a produced event never became visible")
+                    if i >= 0:
+                        visible_ms.append((time.perf_counter() - t0) * 1000)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    finally:
+        broker.process.terminate()
+        broker.process.wait(30)
+    return {"produced_to_visible": _pct(visible_ms)}
+
+
 def _kafka_floor(bootstrap: str, topic: str, n: int) -> float:
     from confluent_kafka import Consumer
 
@@ -345,7 +386,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--probes", type=int, default=300)
     parser.add_argument("--stream-events", type=int, default=300_000)
-    parser.add_argument("--parts", default="http,kafka,redis")
+    parser.add_argument("--parts", default="http,kafka,redis,visible")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
     load_before = os.getloadavg()
@@ -359,6 +400,9 @@ def main() -> None:
             if kind in parts:
                 result[kind] = stream_part(args, tmp, kind)
                 print(f"{kind}:", result[kind])
+        if "visible" in parts:
+            result["kafka_visible"] = stream_visible_part(args, tmp)
+            print("kafka_visible:", result["kafka_visible"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["load_average_after"] = os.getloadavg()
