@@ -60,7 +60,9 @@ class KafkaStreamSource:
 
     def poll(self, max_messages: int, timeout: float) -> list[Message]:
         out = []
-        for msg in self._consumer.consume(max_messages, timeout):
+        # librdkafka's consume() waits for a full batch or the timeout: a short wait keeps a trickle of events
+        # flowing at once (~20 ms), while a busy topic still fills the batch.
+        for msg in self._consumer.consume(max_messages, min(timeout, 0.02)):
             error = msg.error()
             if error is not None:
                 if error.code() == -191:  # _PARTITION_EOF: not an error
