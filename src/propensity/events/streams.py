@@ -109,7 +109,7 @@ class StreamConsumer:
         """One batch: returns the messages handled (0 when the stream had none within the poll timeout)."""
         messages = self.source.poll(self.max_batch, self.poll_timeout)
         now = time.monotonic()
-        if now - self._lag_checked > 1.0 or not messages:
+        if now - self._lag_checked > 1.0:  # a few broker round trips: at most once a second
             self._lag_checked = now
             try:
                 self.stats.lag = self.source.lag()
