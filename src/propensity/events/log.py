@@ -222,7 +222,7 @@ class DuckDBEventLog:
         try:
             with file_lock(self.lock_path, exclusive=True, timeout_s=0):
                 self._open_write(move_spools=True).close()
-        except (WorkspaceLockedError, duckdb.IOException, duckdb.ConnectionException):
+        except (WorkspaceLockedError, duckdb.Error):  # busy, or this process has the file open already
             pass
 
     def count(self) -> int:
