@@ -22,7 +22,7 @@ import redis
 from tests.conftest import write_spec
 from tests.services import KafkaBroker, RedisServer
 
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import DuckDBEventLog, open_event_log
 from propensity.serving.streaming import run_streams, stream_sources
 from propensity.workspace import Workspace
 
@@ -81,7 +81,7 @@ def _event(i: int, *, with_id: bool = True) -> bytes:
 
 
 def _log(ws: Workspace) -> tuple[list[Any], list[Any]]:
-    with DuckDBEventLog(ws.db_path).connection(read_only=True) as con:
+    with open_event_log(ws).connection(read_only=True) as con:  # either event store (tests/events/conftest.py)
         ids = con.execute("SELECT event_id, source FROM events").fetchall()
         quarantine = con.execute(
             "SELECT source, source_file, row_number, reason, detail FROM quarantine"
