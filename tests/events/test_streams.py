@@ -114,6 +114,7 @@ def test_a_stream_lands_once_with_bad_messages_quarantined(tmp_path: Path, broke
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("event_storage", ["duckdb"], indirect=True)  # the transports matter here, not the store
 def test_kill_9_of_the_consumer_loses_nothing_and_counts_nothing_twice(
     tmp_path: Path, broker: Broker
 ) -> None:
