@@ -81,7 +81,9 @@ def _event(i: int, *, with_id: bool = True) -> bytes:
 
 
 def _log(ws: Workspace) -> tuple[list[Any], list[Any]]:
-    with open_event_log(ws).connection(read_only=True) as con:  # either event store (tests/events/conftest.py)
+    with open_event_log(ws).connection(
+        read_only=True
+    ) as con:  # either event store (tests/events/conftest.py)
         ids = con.execute("SELECT event_id, source FROM events").fetchall()
         quarantine = con.execute(
             "SELECT source, source_file, row_number, reason, detail FROM quarantine"
@@ -114,7 +116,9 @@ def test_a_stream_lands_once_with_bad_messages_quarantined(tmp_path: Path, broke
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("event_storage", ["duckdb"], indirect=True)  # the transports matter here, not the store
+@pytest.mark.parametrize(
+    "event_storage", ["duckdb"], indirect=True
+)  # the transports matter here, not the store
 def test_kill_9_of_the_consumer_loses_nothing_and_counts_nothing_twice(
     tmp_path: Path, broker: Broker
 ) -> None:
