@@ -39,6 +39,7 @@ def build_console_workspace(shared: Workspace, root: Path) -> tuple[Workspace, s
     """Copy ``shared`` into ``root``; add an experiment and a file destination; score as of 40 days before the
     data's end (matured) and as of its end; train a second (candidate) bundle; run the monitors once."""
     from propensity.events.log import open_event_log
+    from propensity.experiments.report import experiment_report, load_score_rows, write_report
     from propensity.monitoring.runner import run_monitors
     from propensity.registry.registry import Registry
     from propensity.registry.train import train_project
@@ -59,9 +60,13 @@ def build_console_workspace(shared: Workspace, root: Path) -> tuple[Workspace, s
     assert production is not None
     with open_event_log(ws).connection(read_only=True) as con:
         end = con.execute("SELECT max(event_time) FROM events").fetchall()[0][0]
-    score_and_store(ws, as_of=end - timedelta(days=40))
+    matured = score_and_store(ws, as_of=end - timedelta(days=40)).run.run_id
     score_and_store(ws, as_of=end)
+    run_monitors(ws, as_of=end - timedelta(days=7))
     run_monitors(ws, as_of=end)
+    # The stored experiment report (with uplift curves) of the matured run, as `propensity experiments report`.
+    _, rows = load_score_rows(ws, matured)
+    write_report(ws, experiment_report(ws, rows, run_id=matured))
     candidate = train_project(ws, actions=["buy_7d"], write_report=False).bundle_id
     assert candidate != production
     return ws, production, candidate

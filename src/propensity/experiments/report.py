@@ -256,6 +256,9 @@ def headline(lift: Lift) -> str:
     )
 
 
+_lift_cache: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
 def experiments_view(workspace: Workspace) -> dict[str, Any]:
     """The console's experiments page: lift per experiment with 95% intervals on the newest complete scoring run
     that has matured outcomes (computed now, without uplift), and the uplift curves of the latest stored report
@@ -275,6 +278,7 @@ def experiments_view(workspace: Workspace) -> dict[str, Any]:
         store = open_score_store(workspace)
         with open_event_log(workspace).connection(read_only=True) as con:
             end = data_end(con, workspace.spec)
+            events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
         longest = max((a.gap.timedelta + a.horizon.timedelta + a.label_delay.timedelta for a in workspace.spec.actions),
                       default=None)  # fmt: skip
         complete = [r for r in store.runs() if r.status == "complete"]
@@ -282,11 +286,22 @@ def experiments_view(workspace: Workspace) -> dict[str, Any]:
         run = next((r for r in complete if end is not None and longest is not None and r.as_of + longest <= end),
                    complete[0] if complete else None)  # fmt: skip
         if run is not None:
-            rows = run_rows(store, run.run_id)
-            rows = rows.append_column(
-                "as_of", pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+            # A run's lift changes only when events arrive (late ones too) or the experiments change.
+            key = (
+                str(workspace.root),
+                run.run_id,
+                str(end),
+                str(events),
+                workspace.spec.experiments.model_dump_json(),
             )
-            live = experiment_report(workspace, rows, run_id=run.run_id, with_uplift=False)
+            live = _lift_cache.get(key)
+            if live is None:
+                rows = run_rows(store, run.run_id)
+                as_of = pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
+                live = experiment_report(workspace, rows.append_column("as_of", as_of), run_id=run.run_id,
+                                         with_uplift=False)  # fmt: skip
+                _lift_cache.clear()
+                _lift_cache[key] = live
     uplift = {}
     if stored is not None:
         for name, entry in (stored.get("actions") or {}).items():

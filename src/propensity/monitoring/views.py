@@ -100,23 +100,21 @@ def _bundles(workspace: Workspace, canary: dict[str, Any] | None, now: datetime)
     }
 
 
-def _sources(workspace: Workspace, now: datetime) -> dict[str, Any]:
+def _sources(workspace: Workspace, now: datetime, con: Any) -> dict[str, Any]:
+    """Per source: the last available event, its silence, the events of its last day of data, the total."""
     try:
-        with open_event_log(workspace).connection(read_only=True) as con:
-            heads = con.execute(
-                "SELECT source, max(available_at), count(*), max(event_time) FROM events GROUP BY source ORDER BY source"
-            ).fetchall()
-            rows = []
-            for source, last, total, newest in heads:
-                day = (
-                    con.execute(
-                        "SELECT count(*) FROM events WHERE source = ? AND available_at > ?",
-                        [source, last - timedelta(days=1)],
-                    ).fetchall()[0][0]
-                    if last is not None
-                    else 0
-                )
-                rows.append((source, last, total, day, newest))
+        heads = con.execute(
+            "SELECT source, max(available_at), count(*), max(event_time) FROM events GROUP BY source ORDER BY source"
+        ).fetchall()
+        rows = []
+        for source, last, total, newest in heads:
+            day = 0
+            if last is not None:
+                day = con.execute(
+                    "SELECT count(*) FROM events WHERE source = ? AND available_at > ?",
+                    [source, last - timedelta(days=1)],
+                ).fetchall()[0][0]
+            rows.append((source, last, total, day, newest))
     except Exception as exc:  # no event log yet, or a store that cannot be read: say so, not a 500
         return {"sources": [], "note": f"event log not readable: {type(exc).__name__}"}
     out = []
@@ -176,10 +174,12 @@ def rank_alerts(run: MonitorRun | None) -> list[dict[str, Any]]:
     return out
 
 
-def _latest_monitor_run(workspace: Workspace, limit: int | None = 1) -> list[MonitorRun]:
+def _latest_monitor_run(workspace: Workspace, limit: int | None = 1, con: Any = None) -> list[MonitorRun]:
     try:
-        with open_event_log(workspace).connection(read_only=True) as con:
+        if con is not None:
             return load_runs(con, limit=limit, order="finished_at" if limit == 1 else "as_of")
+        with open_event_log(workspace).connection(read_only=True) as own:
+            return load_runs(own, limit=limit, order="finished_at" if limit == 1 else "as_of")
     except Exception:  # a workspace whose monitors never ran (no tables), or an unreadable file
         return []
 
@@ -192,7 +192,9 @@ def overview(
     from propensity.scoring.score_store import open_score_store
 
     now = now or datetime.now(UTC)
-    monitored = _latest_monitor_run(workspace)
+    with open_event_log(workspace).connection(read_only=True) as con:
+        monitored = _latest_monitor_run(workspace, 1, con)
+        sources = _sources(workspace, now, con)
     run = monitored[-1] if monitored else None
     runs = open_score_store(workspace).runs()
     last, complete = latest(runs, None), latest(runs)
@@ -235,7 +237,7 @@ def overview(
         "project": workspace.spec.project,
         "now": now.isoformat(),
         "bundles": _bundles(workspace, canary, now),
-        "events": _sources(workspace, now),
+        "events": sources,
         "alerts": {
             "run_id": run.run_id if run else None,
             "as_of": run.as_of.isoformat() if run else None,

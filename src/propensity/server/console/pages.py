@@ -23,7 +23,7 @@ NAV = [
 def _head(title: str) -> str:
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
         f"<title>{html.escape(title)} · propensity console</title>"
         '<link rel="stylesheet" href="/console/assets/uPlot.min.css">'
         '<link rel="stylesheet" href="/console/assets/console.css">'

@@ -105,7 +105,7 @@
       })));
       const u = new uPlot({
         width, height: opts.height || 240,
-        scales: { x: opts.xrange ? { time: false, range: opts.xrange } : { time: !!opts.time }, y: opts.yrange ? { range: opts.yrange } : {} },
+        scales: { x: opts.xrange ? { time: !!opts.time, range: opts.xrange } : { time: !!opts.time }, y: opts.yrange ? { range: opts.yrange } : {} },
         axes: [{ label: opts.xlabel, values: opts.xticks }, { label: opts.ylabel, size: 60 }],
         series, bands: opts.bands, legend: { live: false },
         hooks: opts.whiskers ? { draw: [(u) => whiskers(u, opts.x, opts.whiskers)] } : opts.hooks,
@@ -135,7 +135,9 @@
   }
   function timeChart(title, times, series, ylabel) {
     const x = times.map((t) => Date.parse(t) / 1000);
-    return chart(title, { x, time: true, xlabel: "as of", ylabel, xfmt: (v) => fmt.time(new Date(v * 1000).toISOString()),
+    // One run: a week either side, so the point sits in a readable span rather than years of axis.
+    const xrange = x.length === 1 ? [x[0] - 7 * 86400, x[0] + 7 * 86400] : undefined;
+    return chart(title, { x, time: true, xrange, xlabel: "as of", ylabel, xfmt: (v) => fmt.time(new Date(v * 1000).toISOString()),
       series: Object.entries(series).map(([label, y]) => ({ label, y })), points: true });
   }
   function fail(err) {
@@ -468,9 +470,8 @@
           x: ok.map((_, i) => i + 1), xrange: [0.5, ok.length + 0.5], xlabel: "segment", ylabel: "absolute lift", xfmt: (i) => ok[i - 1] ? ok[i - 1][0] : String(i),
           xticks: (u, vals) => vals.map((v) => (Number.isInteger(v) && ok[v - 1] ? ok[v - 1][0] : "")),
           series: [{ label: "absolute lift (bars: 95% interval)", y: ok.map(([, l]) => l.absolute), points: true, size: 9 },
-            { label: "no effect", y: ok.map(() => 0), color: "#c0392b", width: 1 },
-            { label: "95% low", y: ok.map(([, l]) => l.absolute_ci[0]), points: true, size: 1, color: "rgba(0,0,0,0)" },
-            { label: "95% high", y: ok.map(([, l]) => l.absolute_ci[1]), points: true, size: 1, color: "rgba(0,0,0,0)" }],
+            { label: "no effect", y: ok.map(() => 0), color: "#c0392b", width: 1 }],
+          yrange: [Math.min(0, ...ok.map(([, l]) => l.absolute_ci[0])) - 0.02, Math.max(0, ...ok.map(([, l]) => l.absolute_ci[1])) + 0.02],
           whiskers: { lo: ok.map(([, l]) => l.absolute_ci[0]), hi: ok.map(([, l]) => l.absolute_ci[1]) } }));
         const up = d.uplift[action];
         if (up && up.curve) {
