@@ -186,8 +186,10 @@ def serve(
     extra = []
     if console_pages:
         from propensity.server.console import ENDPOINTS as CONSOLE
+        from propensity.server.console.app import warm
 
         extra = CONSOLE
+        warm()
     console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs"
                   + (f", console: http://{host}:{port}/console)" if console_pages else ")"))  # fmt: skip
     try:

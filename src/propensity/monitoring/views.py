@@ -16,6 +16,7 @@ loads in well under a second on the quickstart workspace.
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -101,7 +102,8 @@ def _bundles(workspace: Workspace, canary: dict[str, Any] | None, now: datetime)
 
 
 def _sources(workspace: Workspace, now: datetime, con: Any) -> dict[str, Any]:
-    """Per source: the last available event, its silence, the events of its last day of data, the total."""
+    """Per source: the last available event, its silence, the events in the 24 hours before its newest event
+    (its last day of data), the total."""
     try:
         heads = con.execute(
             "SELECT source, max(available_at), count(*), max(event_time) FROM events GROUP BY source ORDER BY source"
@@ -109,10 +111,10 @@ def _sources(workspace: Workspace, now: datetime, con: Any) -> dict[str, Any]:
         rows = []
         for source, last, total, newest in heads:
             day = 0
-            if last is not None:
+            if newest is not None:  # the source's last day of data: a late event does not shrink it to one
                 day = con.execute(
-                    "SELECT count(*) FROM events WHERE source = ? AND available_at > ?",
-                    [source, last - timedelta(days=1)],
+                    "SELECT count(*) FROM events WHERE source = ? AND event_time > ?",
+                    [source, newest - timedelta(days=1)],
                 ).fetchall()[0][0]
             rows.append((source, last, total, day, newest))
     except Exception as exc:  # no event log yet, or a store that cannot be read: say so, not a 500
@@ -184,6 +186,24 @@ def _latest_monitor_run(workspace: Workspace, limit: int | None = 1, con: Any = 
         return []
 
 
+CACHE_S = 30.0
+_read_cache: dict[str, tuple[tuple[Any, ...], float, tuple[Any, ...]]] = {}
+
+
+def _stored_state(workspace: Workspace) -> tuple[Any, ...]:
+    """What changes when events, monitor runs or scoring runs are stored: the DuckDB file and its WAL (and the
+    Parquet event folder when events live there). Reads keyed by it are redone at most every ``CACHE_S``."""
+    out: list[Any] = []
+    db = workspace.state_dir / "propensity.duckdb"
+    for path in (db, db.with_name(db.name + ".wal"), workspace.spec.resolve(workspace.spec.storage.path)):
+        try:
+            st = path.stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 def overview(
     workspace: Workspace, *, canary: dict[str, Any] | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -192,11 +212,23 @@ def overview(
     from propensity.scoring.score_store import open_score_store
 
     now = now or datetime.now(UTC)
-    with open_event_log(workspace).connection(read_only=True) as con:
-        monitored = _latest_monitor_run(workspace, 1, con)
-        sources = _sources(workspace, now, con)
+    key = _stored_state(workspace)
+    cached = _read_cache.get(str(workspace.root))
+    if cached is not None and cached[0] == key and time.monotonic() - cached[1] < CACHE_S:
+        monitored, sources, runs = cached[2]
+    else:
+        with open_event_log(workspace).connection(read_only=True) as con:
+            monitored = _latest_monitor_run(workspace, 1, con)
+            sources = _sources(workspace, now, con)
+        runs = open_score_store(workspace).runs()
+        _read_cache[str(workspace.root)] = (key, time.monotonic(), (monitored, sources, runs))
+    for s in sources["sources"]:  # silence is measured from now, cached or not
+        s["silent_s"] = (
+            None
+            if s["last_available_at"] is None
+            else (now - datetime.fromisoformat(s["last_available_at"])).total_seconds()
+        )
     run = monitored[-1] if monitored else None
-    runs = open_score_store(workspace).runs()
     last, complete = latest(runs, None), latest(runs)
     scoring = None
     if last is not None:

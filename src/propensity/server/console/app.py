@@ -22,8 +22,18 @@ async def _healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+def warm() -> None:
+    """Import what the data endpoints use (LightGBM and scikit-learn among them) now, not on the first page."""
+    import propensity.experiments.report
+    import propensity.experiments.targeting
+    import propensity.monitoring.views
+    import propensity.registry.gate
+    import propensity.scoring.lookup  # noqa: F401
+
+
 def create_console_app(workspace: Workspace, keys: KeyRing) -> Starlette:
     """The console's pages and data endpoints over ``workspace``, signed in with ``keys``."""
+    warm()
     endpoints = [
         *ENDPOINTS,
         Endpoint("/", "GET", "home", _home, "To the console", in_schema=False),
