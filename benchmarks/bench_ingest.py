@@ -56,17 +56,18 @@ def main() -> None:
             "from propensity.workspace import Workspace\n"
             "from propensity.events.ingest import ingest_files\n"
             f"r = ingest_files(Workspace.open({str(work / 'ws')!r}), [{files}])\n"
-            "print(r.accepted, r.duplicates, r.quarantined)\n"
+            "print('@@', r.accepted, r.duplicates, r.quarantined)\n"
         )
         reingest = measure(
             "from propensity.workspace import Workspace\n"
             "from propensity.events.ingest import ingest_files\n"
             f"r = ingest_files(Workspace.open({str(work / 'ws')!r}), [{files}], force=True)\n"
-            "print(r.accepted, r.duplicates, r.quarantined)\n"
+            "print('@@', r.accepted, r.duplicates, r.quarantined)\n"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    accepted, duplicates, quarantined = (int(x) for x in ours.output.split())
+    # The counts follow the last "@@" (DuckDB may draw a progress bar on the same stream).
+    accepted, duplicates, quarantined = (int(x) for x in ours.output.rsplit("@@", 1)[1].split())
     result = {
         "rows": rows,
         "files": len(parts),

@@ -3,6 +3,13 @@
 One file is one transaction: after a crash the log holds the file completely or not at all, and rerunning the
 ingest completes it. Re-ingesting the same file changes nothing: events are deduplicated on ``event_id`` (a
 stable hash of the row's content when the source has no id), within the file and against the log.
+
+How a file goes in (:func:`append_events`, the core that every bulk path shares): its rows are validated slice by
+slice into one staged table (a Parquet file is read by DuckDB itself, in parallel, a row range at a time; CSV and
+JSONL come through :mod:`propensity.events.readers` as Arrow batches); each slice's rejected rows get their raw
+source row while the slice is at hand; then, once per file, the valid rows whose id repeats inside the file are
+reduced to their first row, the ids the log already holds are found in one pass over the log (a semi-join probed
+by the log's ids, built on the file's), and the rest is appended in one ``INSERT``.
 """
 
 from __future__ import annotations
@@ -14,13 +21,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from propensity.config.spec import AttributeSource, EventSource, ProjectSpec
+from propensity.config.spec import AttributeSource, EventRules, EventSource, ProjectSpec
 from propensity.core.errors import PropensityError
 from propensity.events.log import EventLog, open_event_log, transaction
 from propensity.events.readers import BATCH_ROWS, ROW, UnreadableRecord, detect_format, read_batches
@@ -37,6 +45,7 @@ from propensity.workspace import Workspace
 
 Progress = Callable[[int], None]
 DEFAULT_SOURCE = EventSource(name="default", path="")
+_HASHER = ThreadPoolExecutor(1, thread_name_prefix="ingest-sha256")  # hashlib releases the GIL
 
 
 # Appends a temp table ``staged`` (see validate.staging_sql) to the log: its valid rows, first row of each event_id
@@ -54,25 +63,44 @@ WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = s.event_id)
 
 
 # dedupe: none. The k-th valid row (k >= 2) of a file with the same id (the source's, or the content hash) gets
-# "<id>#<k>", counting across the file's batches (_seen_ids): identical lines are all kept, and re-ingesting the
-# same file numbers them the same way, so it still adds nothing.
-KEEP_REPEATS = """
-WITH s AS ({sql}),
-numbered AS (
-    SELECT s.*, CASE WHEN s.reason IS NULL THEN coalesce(p.n, 0)
-                     + row_number() OVER (PARTITION BY s.event_id, s.reason IS NULL ORDER BY s.row_number) END AS _k
-    FROM s LEFT JOIN _seen_ids p ON p.base = s.event_id
+# "<id>#<k>": identical lines are all kept, and re-ingesting the same file numbers them the same way, so it still
+# adds nothing.
+NUMBER_REPEATS = """
+CREATE OR REPLACE TEMP TABLE _numbered AS
+SELECT * EXCLUDE (_k, event_id), CASE WHEN _k > 1 THEN event_id || '#' || _k ELSE event_id END AS event_id
+FROM (
+    SELECT *, CASE WHEN reason IS NULL
+                   THEN row_number() OVER (PARTITION BY event_id, reason IS NULL ORDER BY row_number) END AS _k
+    FROM staged
 )
-SELECT * EXCLUDE (_k, event_id), CASE WHEN _k > 1 THEN event_id || '#' || _k ELSE event_id END AS event_id,
-       event_id AS _base, _k
-FROM numbered
 """
-SEEN_IDS = """
-CREATE OR REPLACE TEMP TABLE _seen_ids AS
-SELECT base, max(n) AS n FROM (
-    SELECT base, n FROM _seen_ids UNION ALL SELECT _base, _k FROM staged WHERE _k IS NOT NULL
-) GROUP BY base
+# The valid rows that repeat an id seen earlier in the same staged input (the first row of an id wins). Few, so
+# the append below drops them with an equality anti-join (a join with "row <> first row" in it cost ~2x more).
+REPEATS = """
+CREATE OR REPLACE TEMP TABLE _repeats AS
+WITH firsts AS (
+    SELECT event_id, min(row_number) AS first_row FROM staged WHERE reason IS NULL
+    GROUP BY event_id HAVING count(*) > 1
+)
+SELECT s.row_number FROM staged s JOIN firsts f USING (event_id)
+WHERE s.reason IS NULL AND s.row_number <> f.first_row
 """
+# The staged ids the log already holds: one scan of the log's ids probing a hash table of the file's ids.
+IN_LOG = """
+CREATE OR REPLACE TEMP TABLE _in_log AS
+SELECT DISTINCT event_id FROM events WHERE event_id IN (SELECT event_id FROM staged WHERE reason IS NULL)
+"""
+APPEND = """
+INSERT INTO {target}
+SELECT event_id, customer_id, event_type, event_time, available_at, amount, quantity, currency, sku,
+       category, campaign_id, channel, plan, properties, ?, ingest_now()
+FROM staged s
+WHERE s.reason IS NULL
+  AND NOT EXISTS (SELECT 1 FROM _repeats r WHERE r.row_number = s.row_number)
+  AND NOT EXISTS (SELECT 1 FROM _in_log l WHERE l.event_id = s.event_id)
+"""
+# Rows of a Parquet file per staging statement (DuckDB skips the row groups outside a range).
+PARQUET_SLICE_ROWS = 2_000_000
 
 
 def insert_staged_sql(log: EventLog) -> str:
@@ -215,55 +243,104 @@ def _insert_quarantine(
     con.unregister("unreadable_rows")
 
 
-def _ingest_batches(
+@dataclass(frozen=True)
+class Slice:
+    """Part of one input, readable as the SQL relation ``relation`` (the source's columns plus ``__row``) while
+    the iterator that yielded it has not moved on. ``first_row`` is its first ``__row``."""
+
+    relation: str
+    rows: int
+    first_row: int
+
+
+def arrow_slices(con: duckdb.DuckDBPyConnection, batches: Iterable[pa.RecordBatch]) -> Iterator[Slice]:
+    """Arrow batches (CSV and JSONL readers, in-memory tables, a stream's spool) as slices, one at a time."""
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        con.register("_chunk", pa.Table.from_batches([batch]))
+        try:
+            yield Slice("_chunk", batch.num_rows, int(batch.column(ROW)[0].as_py()))
+        finally:
+            con.unregister("_chunk")
+
+
+def parquet_slices(path: Path, rows: int, slice_rows: int = PARQUET_SLICE_ROWS) -> Iterator[Slice]:
+    """A Parquet file read by DuckDB itself (in parallel), ``slice_rows`` rows per slice."""
+    source = f"read_parquet({lit(str(path))}, file_row_number = true)"
+    for lo in range(0, rows, slice_rows):
+        hi = min(lo + slice_rows, rows)
+        relation = (
+            f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ROW} FROM {source} "
+            f"WHERE file_row_number >= {lo} AND file_row_number < {hi})"
+        )
+        yield Slice(relation, hi - lo, lo + 1)
+
+
+def _duckdb_reads(path: Path, schema: pa.Schema) -> bool:
+    """Whether DuckDB can read this Parquet file directly with the same columns the Arrow reader gives."""
+    names = [n for n in schema.names if n != ROW]
+    return all(n.strip() for n in names) and "file_row_number" not in names
+
+
+def append_events(
     con: duckdb.DuckDBPyConnection,
+    slices: Iterable[Slice],
     schema: pa.Schema,
-    batches: Iterable[pa.RecordBatch],
     source: EventSource,
-    spec: ProjectSpec,
+    rules: EventRules,
     report: FileReport,
+    *,
     ingest_id: str,
-    unreadable: list[UnreadableRecord],
-    progress: Progress | None,
-    live: bool,
     log: EventLog,
+    live: bool = False,
+    unreadable: Sequence[UnreadableRecord] = (),
+    progress: Progress | None = None,
 ) -> None:
+    """Validate ``slices`` (one input: a file, a table, a spool segment) and append its new events to ``log``.
+
+    The caller holds the transaction, so the input is appended completely or not at all, and has defined the
+    macros (:func:`~propensity.events.validate.define_macros`). Invalid rows go to quarantine with their reason
+    and raw row; valid rows are deduplicated on ``event_id`` within the input (the first row wins; ``dedupe:
+    none`` numbers repeats instead) and against the log. ``report`` is updated with what happened.
+    """
     try:
         keep_all = dedupe_mode(source, schema) == "none"
     except ValueError as exc:
         raise IngestError(str(exc)) from None
-    sql = staging_sql("chunk", schema, source, spec.events, now_sql="ingest_now()", live=live)
-    insert = insert_staged_sql(log)
-    if keep_all:
-        con.execute("CREATE OR REPLACE TEMP TABLE _seen_ids (base VARCHAR, n BIGINT)").fetchall()
-    for batch in batches:
-        chunk = pa.Table.from_batches([batch])
-        con.register("chunk", chunk)
+    staged = False
+    for piece in slices:
+        sql = staging_sql(piece.relation, schema, source, rules, now_sql="ingest_now()", live=live)
+        verb = "INSERT INTO staged" if staged else "CREATE OR REPLACE TEMP TABLE staged AS"
+        con.execute(f"{verb} {sql}").fetchall()
+        staged = True
+        # The raw source row of each rejected row, while this slice is readable (rare: no work when none).
+        this_slice = (
+            f"(SELECT row_number FROM staged WHERE reason IS NOT NULL AND row_number >= {piece.first_row})"
+        )
+        bad = con.execute(f"SELECT count(*) FROM {this_slice}").fetchall()[0][0]
+        if bad:
+            con.execute(
+                f"UPDATE staged SET raw = r.raw FROM ({raw_rows_sql(piece.relation, schema, this_slice)}) r "
+                "WHERE staged.row_number = r.row_number"
+            ).fetchall()
+        report.rows_read += piece.rows
+        if progress:
+            progress(piece.rows)
+        _trace(report.path, report.rows_read)
+    if staged:
         if keep_all:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {KEEP_REPEATS.format(sql=sql)}").fetchall()
-            con.execute(SEEN_IDS).fetchall()
-        else:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {sql}").fetchall()
-        inserted = con.execute(insert, [source.name]).fetchall()[0]
-        counts = con.execute(
+            con.execute(NUMBER_REPEATS).fetchall()
+            con.execute("DROP TABLE staged").fetchall()
+            con.execute("ALTER TABLE _numbered RENAME TO staged").fetchall()
+        valid, bad = con.execute(
             "SELECT count(*) FILTER (WHERE reason IS NULL), count(*) FILTER (WHERE reason IS NOT NULL) FROM staged"
         ).fetchall()[0]
-        valid, bad = (int(counts[0]), int(counts[1])) if counts else (0, 0)
-        accepted = int(inserted[0]) if inserted else 0
-        report.rows_read += batch.num_rows
-        report.accepted += accepted
-        report.duplicates += valid - accepted
-        report.quarantined += bad
         if bad:
             for reason, n in con.execute(
                 "SELECT reason, count(*) FROM staged WHERE reason IS NOT NULL GROUP BY reason"
             ).fetchall():
                 report.reasons[reason] += int(n)
-            bad_rows = "(SELECT row_number FROM staged WHERE reason IS NOT NULL)"
-            con.execute(
-                f"UPDATE staged SET raw = r.raw FROM ({raw_rows_sql('chunk', schema, bad_rows)}) r "
-                "WHERE staged.row_number = r.row_number"
-            ).fetchall()
             con.execute(
                 f"""INSERT INTO {log.target("quarantine")} SELECT ?, ?, ?, row_number, reason, detail, raw,
                    ingest_now()
@@ -272,14 +349,23 @@ def _ingest_batches(
                        AND o.raw = s.raw)""",
                 [ingest_id, source.name, report.path, report.path],
             ).fetchall()
-        con.unregister("chunk")
-        if progress:
-            progress(batch.num_rows)
-        _trace(report.path, report.rows_read)
-    con.execute("DROP TABLE IF EXISTS staged").fetchall()
-    con.execute("DROP TABLE IF EXISTS _seen_ids").fetchall()
+        con.execute(REPEATS).fetchall()
+        log_empty = not con.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+        if log_empty:
+            con.execute("CREATE OR REPLACE TEMP TABLE _in_log (event_id VARCHAR)").fetchall()
+        else:
+            con.execute(IN_LOG).fetchall()
+        inserted = con.execute(APPEND.format(target=log.target("events")), [source.name]).fetchall()[0]
+        accepted = int(inserted[0]) if inserted else 0
+        report.accepted += accepted
+        report.duplicates += int(valid) - accepted
+        report.quarantined += int(bad)
+        for table in ("staged", "_repeats", "_in_log"):
+            con.execute(f"DROP TABLE IF EXISTS {table}").fetchall()
     if unreadable:
-        _insert_quarantine(con, ingest_id, source.name, report.path, unreadable, log.target("quarantine"))
+        _insert_quarantine(
+            con, ingest_id, source.name, report.path, list(unreadable), log.target("quarantine")
+        )
         report.rows_read += len(unreadable)
         report.quarantined += len(unreadable)
         for record in unreadable:
@@ -320,18 +406,22 @@ def ingest_files(
         report.files.append(file_report)
         started = time.perf_counter()
         fmt = chosen.format if chosen.format != "auto" else detect_format(path)
-        digest = _sha256(path)
+        # The file's checksum (is it already in?) is read on a thread while the schema is opened.
+        hashing = _HASHER.submit(_sha256, path)
         unreadable: list[UnreadableRecord] = []
+        batch_rows = os.environ.get("PROPENSITY_INGEST_BATCH_ROWS")
         schema, batches = read_batches(
             path,
             fmt,
-            batch_rows=int(os.environ.get("PROPENSITY_INGEST_BATCH_ROWS", BATCH_ROWS)),
+            batch_rows=int(batch_rows or BATCH_ROWS),
             delimiter=chosen.csv.delimiter,
             quote=chosen.csv.quote,
             header=chosen.csv.header,
             on_unreadable=unreadable.append,
         )
         total = _row_estimate(path, fmt)
+        direct = fmt == "parquet" and _duckdb_reads(path, schema)
+        digest = hashing.result()
         done = 0
 
         def tick(n: int, _path: Path = path, _total: int = total) -> None:
@@ -352,9 +442,14 @@ def ingest_files(
             ingest_id = uuid.uuid4().hex
             with transaction(con):
                 define_macros(con)
-                _ingest_batches(
-                    con, schema, batches, chosen, spec, file_report, ingest_id, unreadable, tick, live=False,
-                    log=log,
+                slices = (
+                    parquet_slices(path, total, int(batch_rows or PARQUET_SLICE_ROWS))
+                    if direct
+                    else arrow_slices(con, batches)
+                )
+                append_events(
+                    con, slices, schema, chosen, spec.events, file_report, ingest_id=ingest_id, log=log,
+                    unreadable=unreadable, progress=tick,
                 )  # fmt: skip
                 log.commit(con)
                 con.execute(
@@ -387,8 +482,10 @@ def ingest_table(
         ingest_id = uuid.uuid4().hex
         with transaction(con):
             define_macros(con)
-            _ingest_batches(con, table.schema, table.to_batches(), chosen, spec, file_report, ingest_id, [],
-                            None, live=live, log=log)  # fmt: skip
+            append_events(
+                con, arrow_slices(con, table.to_batches()), table.schema, chosen, spec.events, file_report,
+                ingest_id=ingest_id, log=log, live=live,
+            )  # fmt: skip
             log.commit(con)
             con.execute(
                 "INSERT INTO ingests VALUES (?, 'events', ?, '<table>', NULL, ?, ?, ?, ?, ?, now())",
