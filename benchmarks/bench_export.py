@@ -71,6 +71,8 @@ def build_rows(customers: int, seed: int = 0) -> pa.Table:
         "decision_policy": const("ev_lower", pa.string()),
         "consent": const('{"email": true, "ads": false}', pa.string()),
         "fallback": const(False, pa.bool_()),
+        "as_of": const(now, SCORE_ROW_SCHEMA.field("as_of").type),
+        "trigger_id": pa.nulls(len(customer_id), pa.string()),
     }
     return pa.table(columns, schema=SCORE_ROW_SCHEMA)
 

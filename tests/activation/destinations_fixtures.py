@@ -70,6 +70,8 @@ def canonical_rows(
             "decision_policy": policy,
             "consent": [json.dumps(consent) if consent is not None else None] * n,
             "fallback": [False] * n,
+            "as_of": [scored_at] * n,
+            "trigger_id": [None] * n,
         },
         schema=SCORE_ROW_SCHEMA,
     )

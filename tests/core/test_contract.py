@@ -45,6 +45,20 @@ def test_the_current_contract_is_compatible_with_every_released_version() -> Non
         assert check_compatibility(released, current) == [], path.name
 
 
+def test_as_of_and_trigger_id_came_with_a_major_bump() -> None:
+    """2.0.0 added as_of (never null: every row says the time it describes) and trigger_id (nullable); a field
+    that older writers cannot fill needs a major version, which the checker agrees with."""
+    v1 = json.loads((RELEASED / "score_row-1.0.0.json").read_text(encoding="utf-8"))
+    v2 = json.loads((RELEASED / "score_row-2.0.0.json").read_text(encoding="utf-8"))
+    assert set(v2["fields"]) - set(v1["fields"]) == {"as_of", "trigger_id"}
+    assert check_compatibility(v1, v2) == []
+    v2_minor = {**v2, "version": "1.1.0"}
+    assert check_compatibility(v1, v2_minor) == [
+        "as_of: new field that is never null (older writers cannot fill it); make it nullable (a breaking change; "
+        "needs version 2.0.0, not 1.1.0)"
+    ]
+
+
 def test_the_current_version_is_released() -> None:
     current = load_contract()
     assert (RELEASED / f"score_row-{current.version}.json").exists(), (
@@ -70,10 +84,15 @@ def test_a_breaking_change_without_a_major_bump_fails(change: Any, expected: str
     old = _contract()
     new = _contract()
     change(new)
-    new["version"] = "1.1.0"
+    major = int(old["version"].split(".")[0])
+    new["version"] = f"{major}.1.0"
     problems = check_compatibility(old, new)
-    assert problems and expected in problems[0] and "needs version 2.0.0, not 1.1.0" in problems[0]
-    new["version"] = "2.0.0"
+    assert (
+        problems
+        and expected in problems[0]
+        and f"needs version {major + 1}.0.0, not {major}.1.0" in problems[0]
+    )
+    new["version"] = f"{major + 1}.0.0"
     assert check_compatibility(old, new) == []
 
 
@@ -83,17 +102,20 @@ def test_additive_changes_pass_with_a_minor_bump_but_not_without_one() -> None:
     new["fields"]["channel_flags"] = {"type": "string", "format": "json", "nulls": "allowed", "meaning": "m"}
     new["fields"]["holdout_group"]["allowed"] = ["treatment", "control", "exposed"]
     new["fields"]["percentile"]["nulls"] = "never"  # stricter: nobody reading it breaks
+    major = int(old["version"].split(".")[0])
     assert check_compatibility(old, new) == [
-        "version: the contract changed but kept version 1.0.0; release it as 1.1.0 or later"
+        f"version: the contract changed but kept version {major}.0.0; release it as {major}.1.0 or later"
     ]
-    new["version"] = "1.1.0"
+    new["version"] = f"{major}.1.0"
     assert check_compatibility(old, new) == []
 
 
 def test_a_version_may_not_go_backwards() -> None:
     new = _contract()
     new["version"] = "0.9.0"
-    assert check_compatibility(_contract(), new) == ["version: 0.9.0 is older than the released 1.0.0"]
+    assert check_compatibility(_contract(), new) == [
+        f"version: 0.9.0 is older than the released {load_contract().version}"
+    ]
 
 
 # --------------------------------------------------------------------------------------------- the file
@@ -139,6 +161,8 @@ def _rows(n: int = 4, **columns: list[Any]) -> pa.Table:
         "decision_policy": ["ev_max"] * n,
         "consent": ['{"email": true}'] * n,
         "fallback": [False] * n,
+        "as_of": [T0] * n,
+        "trigger_id": [None] * n,
     }
     base.update(columns)
     return pa.Table.from_pydict(base, schema=SCORE_ROW_SCHEMA)
@@ -173,7 +197,7 @@ def test_missing_extra_and_mistyped_columns_are_named() -> None:
     rows = rows.set_column(rows.column_names.index("score"), "score", pa.array(["0.1"] * 4))
     problems = validate_rows(rows)
     assert "missing column(s): consent" in problems
-    assert "column(s) not in contract 1.0.0: extra" in problems
+    assert f"column(s) not in contract {load_contract().version}: extra" in problems
     assert any(p.startswith("score: type string, the contract says float64") for p in problems)
 
 

@@ -46,7 +46,8 @@ def score_rows(rows: list[dict[str, Any]]) -> pa.Table:
                 "score": 0.5, "percentile": 50.0, "segment": None, "eligible": True, "next_best_action": None,
                 "reason_codes": "[]", "holdout_group": None, "model_id": "m", "model_version": "m",
                 "feature_set_version": "fs", "scoring_run_id": "r-test", "expiration_at": r["scored_at"],
-                "decision_policy": None, "consent": None, "fallback": False, **r,
+                "decision_policy": None, "consent": None, "fallback": False, "as_of": r["scored_at"],
+                "trigger_id": None, **r,
             }
         )  # fmt: skip
     return pa.Table.from_pylist(full, schema=SCORE_ROW_SCHEMA)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from tests.experiments.eventlog import make_workspace, score_rows
 
@@ -65,7 +64,7 @@ def test_churn_is_the_absence_of_activity(ws) -> None:  # type: ignore[no-untype
 def test_a_run_as_of_in_the_past_opens_the_window_there(ws) -> None:  # type: ignore[no-untyped-def]
     rows = score_rows([{"customer_id": "a", "action": "buy_7d", "scored_at": T + 39 * D}])
     assert _outcomes(ws, rows).num_rows == 0  # scored near the end of the data: not matured
-    backfill = rows.append_column("as_of", pa.array([T], pa.timestamp("us", tz="UTC")))
+    backfill = score_rows([{"customer_id": "a", "action": "buy_7d", "scored_at": T + 39 * D, "as_of": T}])
     out = _outcomes(ws, backfill)
     assert out.column("outcome").to_pylist() == [1] and out.column("window_start").to_pylist() == [T]
 

@@ -72,7 +72,11 @@ def test_every_known_customer_gets_one_row_per_action_that_keeps_the_contract(
     assert validate_rows(rows) == []
     assert set(rows.column("scoring_run_id").to_pylist()) == {run.run_id}
     assert run.expiration_at - run.scored_at == timedelta(days=1)  # scoring.ttl's default
-    assert run.as_of == AS_OF and run.contract_version == "1.0.0"
+    assert run.as_of == AS_OF and run.contract_version == "2.0.0"
+    assert (
+        set(rows.column("as_of").to_pylist()) == {AS_OF}
+        and rows.column("trigger_id").null_count == rows.num_rows
+    )
     assert run.details["meanings"]["buy_7d"] == "probability of at least one purchase within 7 days of as_of"
 
 

@@ -59,6 +59,8 @@ def make_run(scored_at: datetime, n_customers: int = 3, **overrides: Any) -> tup
         rows["decision_policy"].append("ev_max" if action == "buy_7d" else "ev_lower")
         rows["consent"].append('{"email": true}')
         rows["fallback"].append(False)
+        rows["as_of"].append(scored_at)
+        rows["trigger_id"].append(None)
     table = pa.Table.from_pydict(rows, schema=SCORE_ROW_SCHEMA)
     run = ScoringRun(
         run_id=run_id, scored_at=scored_at, expiration_at=scored_at + timedelta(days=1), as_of=scored_at,
@@ -250,3 +252,27 @@ def test_rows_of_a_run_match_its_record(store: ScoreStore) -> None:
     back = store.read_run(run.run_id)
     assert pc.all(pc.equal(back.column("scoring_run_id"), run.run_id)).as_py()
     assert back.num_rows == store.get_run(run.run_id).rows == 100
+
+
+def test_runs_stored_under_contract_1_read_back_with_their_as_of_and_take_new_runs(
+    store: ScoreStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written before as_of and trigger_id existed: its rows come back with the run's as_of (and no
+    trigger_id), and the next write adds the columns."""
+    old_schema = pa.schema([f for f in SCORE_ROW_SCHEMA if f.name not in ("as_of", "trigger_id")])
+    rows, run = make_run(T0)
+    with monkeypatch.context() as m:
+        m.setattr(ss, "SCORE_ROW_SCHEMA", old_schema)
+        m.setattr(ss, "SCORE_ROW_COLUMNS", tuple(old_schema.names))
+        m.setattr(ss, "_ADDED_COLUMNS", ())
+        store.write_run(rows.select(old_schema.names), run)
+    if isinstance(store, PostgresScoreStore):  # a new process opens the store (and migrates it once)
+        store = PostgresScoreStore(store.url, schema=store.schema)
+    back = store.read_run(run.run_id)
+    assert back.schema == SCORE_ROW_SCHEMA
+    assert set(back.column("as_of").to_pylist()) == {run.as_of}
+    assert back.column("trigger_id").null_count == back.num_rows
+    rows2, run2 = make_run(T0 + timedelta(hours=1))
+    store.write_run(rows2, run2)
+    assert store.read_run(run2.run_id).num_rows == rows2.num_rows
+    assert store.read_run(run.run_id).num_rows == rows.num_rows

@@ -294,6 +294,7 @@ def rows_for_doctest() -> pa.Table:
         "holdout_group": [None] * n, "model_id": ["m"] * n, "model_version": ["v"] * n,
         "feature_set_version": ["f"] * n, "scoring_run_id": ["r1"] * n, "scored_at": [now] * n,
         "expiration_at": [later] * n, "decision_policy": [None] * n, "consent": [None] * n, "fallback": [False] * n,
+        "as_of": [now] * n, "trigger_id": [None] * n,
     }  # fmt: skip
     return pa.table(data, schema=SCORE_ROW_SCHEMA)
 

@@ -99,6 +99,8 @@ def prediction_rows(
             cols["decision_policy"].append(None)
             cols["consent"].append(None)
             cols["fallback"].append(bool(s.get("fallback", p.get("fallback", False))))
+            cols["as_of"].append(_parse(p["as_of"]) if p.get("as_of") else scored_at)
+            cols["trigger_id"].append(None)
     return pa.table(cols, schema=SCORE_ROW_SCHEMA)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +20,9 @@ from propensity.cli._common import (
     parse_time,
     progress_bar,
 )
+from propensity.core.errors import PropensityError
 
 app = typer.Typer()
-
 
 if TYPE_CHECKING:
     from propensity.registry.train import TrainingResult
@@ -87,6 +87,22 @@ def score(
     ),
     bundle: str | None = typer.Option(None, "--bundle", help="A bundle id or prefix instead of production."),
     engine: str | None = EngineOption,
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Write the rows to this Parquet (or .csv) file for analysis instead of the score store: checked "
+        "against the data contract, never published (gates are for `propensity activate`).",
+    ),
+    triggers: bool = typer.Option(
+        False,
+        "--triggers",
+        help="Score every trigger (campaign send) of the triggered actions visible in [--from, --to), each as "
+        "of its own send time; rows carry trigger_id and as_of.",
+    ),
+    start: str | None = typer.Option(None, "--from", help="With --triggers: the first send time (ISO 8601)."),
+    end: str | None = typer.Option(
+        None, "--to", help="With --triggers: sends before this time (ISO 8601); default --as-of, else now."
+    ),
 ) -> None:
     """Score every known customer for every action into the score table, as one new run.
 
@@ -94,33 +110,98 @@ def score(
     features; actions without a model get the rule-based fallback. Segments, reason codes, holdout groups and
     the decision policy (next best action) are added, the rows are checked against the data contract, and the
     run is written to the store in the `scoring` section (the workspace's DuckDB file by default). A run that
-    breaks the contract is not written (exit code 1).
+    breaks the contract is not written (exit code 1). Every row carries the as_of it describes.
+
+    With --out the rows go to a file for analysis (a backtest, a scoring as of an earlier time) and not to the
+    store: nothing is published. With --triggers a triggered action (respond) is scored once per send in a
+    period, each send as of the moment it became visible, as training saw it.
 
     Examples:
 
         propensity score -w demo
 
-        propensity score -w demo --as-of 2025-06-30 --action buy_7d
+        propensity score -w demo --as-of 2025-06-30 --action buy_7d --out scores-2025-06-30.parquet
+
+        propensity score -w demo --triggers --from 2025-06-01 --to 2025-07-01 --out sends.parquet
 
         propensity score -w demo --engine spark    # features and model scores on Spark (mapInArrow)
     """
-    from propensity.scoring.batch import score_and_store
+    from propensity.scoring.batch import score_and_store, score_batch, score_triggers, write_scores_file
     from propensity.scoring.policy import read_id_file
 
     ws = open_workspace(workspace, require_spec=True, engine=engine)
-    ids = sorted(read_id_file(customers_file)) if customers_file is not None else None
-    with progress_bar() as bar:
-        result = score_and_store(
-            ws, as_of=parse_time(as_of, ws.spec.timezone), customers=ids, actions=action or None, bundle=bundle,
-            progress=_scoring_progress(bar),
-        )  # fmt: skip
-    print_run_summary(result)
+    zone = ws.spec.timezone
+    when = parse_time(as_of, zone)
+    if triggers:
+        if start is None:
+            raise PropensityError(
+                "--triggers needs --from (the first send time to score), e.g. --from 2025-06-01"
+            )
+        if customers_file is not None:
+            raise PropensityError(
+                "--customers does not apply to --triggers (every send in the period is scored)"
+            )
+        t0 = parse_time(start, zone, "--from")
+        t1 = parse_time(end, zone, "--to") or when or datetime.now(UTC)
+        assert t0 is not None
+        with progress_bar() as bar:
+            result = score_triggers(
+                ws, start=t0, end=t1, actions=action or None, bundle=bundle, progress=_scoring_progress(bar)
+            )
+    else:
+        if start is not None or end is not None:
+            raise PropensityError("--from and --to go with --triggers; score a single time with --as-of")
+        ids = sorted(read_id_file(customers_file)) if customers_file is not None else None
+        with progress_bar() as bar:
+            scorer = score_batch if out is not None else score_and_store
+            result = scorer(
+                ws, as_of=when, customers=ids, actions=action or None, bundle=bundle,
+                progress=_scoring_progress(bar),
+            )  # fmt: skip
+    if triggers:
+        _print_trigger_summary(result)
+    else:
+        print_run_summary(result)
+    if out is not None:
+        path = write_scores_file(result, out)
+        console.print(
+            f"[bold green]wrote {fmt_int(result.rows.num_rows)} rows[/] of run {result.run.run_id} to {path} "
+            f"(contract {result.run.contract_version}; not stored, not published)"
+        )
+        return
+    if triggers:
+        from propensity.core.contract import ContractError, validate_rows
+        from propensity.scoring.score_store import open_score_store
+
+        problems = validate_rows(result.rows)
+        if problems:
+            raise ContractError(problems)
+        open_score_store(ws).write_run(result.rows, result.run)
     seconds = result.run.details.get("seconds", {})
     console.print(
         f"[bold green]stored run {result.run.run_id}[/] in the {ws.spec.scoring.store} store "
         f"({seconds.get('total', 0.0) + seconds.get('write', 0.0):.1f}s); list runs with "
         f"`propensity score-runs -w {workspace}`"
     )
+
+
+def _print_trigger_summary(result: BatchResult) -> None:
+    rows, run = result.rows, result.run
+    span = run.details.get("triggers", {})
+    table = Table(
+        title=f"run {run.run_id}: {fmt_int(run.rows)} sends scored, {span.get('from')} → {span.get('to')}"
+    )
+    for col in ("action", "sends", "customers", "mean score", "source"):
+        table.add_column(col, justify="left" if col in ("action", "source") else "right")
+    fallback = set(run.details.get("fallback_actions", []))
+    for a in run.details.get("actions", []):
+        part = rows.filter(pc.equal(rows.column("action"), a))
+        score = part.column("score").to_numpy(zero_copy_only=False) if part.num_rows else np.zeros(0)
+        table.add_row(
+            a, fmt_int(part.num_rows), fmt_int(len(pc.unique(part.column("customer_id"))) if part.num_rows else 0),
+            f"{np.nanmean(score):.3f}" if score.size else "—", "fallback (no model)" if a in fallback else "model",
+        )  # fmt: skip
+    console.print(table)
 
 
 @app.command("score-runs")

@@ -9,11 +9,11 @@ values, a narrower range), which is only acceptable with a major version bump.
 
 >>> contract = load_contract()
 >>> contract.version, contract.fields["score"]["type"]
-('1.0.0', 'float64')
+('2.0.0', 'float64')
 >>> old = contract.raw
 >>> new = {**old, "fields": {k: v for k, v in old["fields"].items() if k != "segment"}}
 >>> check_compatibility(old, new)
-['segment: removed (a breaking change; needs version 2.0.0, not 1.0.0)']
+['segment: removed (a breaking change; needs version 3.0.0, not 2.0.0)']
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ SCORE_ROW_SCHEMA = pa.schema(
         pa.field("consent", pa.string()),
         # True when the score came from the rule-based fallback rather than a model.
         pa.field("fallback", pa.bool_(), nullable=False),
+        # The time the score describes: features and eligibility as visible then; the horizon counts from it.
+        pa.field("as_of", UTC_US, nullable=False),
+        # The trigger event (a campaign send) a triggered action's row scores (score --triggers); else null.
+        pa.field("trigger_id", pa.string()),
     ]
 )
 

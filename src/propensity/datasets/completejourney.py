@@ -82,6 +82,8 @@ EXTRA_COLUMNS: dict[str, pa.Schema] = {
             ("campaign_type", pa.string()),
             ("campaign_start_date", pa.string()),
             ("campaign_end_date", pa.string()),
+            ("campaign_days", pa.int64()),
+            ("campaign_offers", pa.int64()),
         ]
     ),
     "coupon_redemptions": pa.schema(
@@ -198,7 +200,8 @@ _QUERIES: dict[str, str] = {
     """,
     # One campaign_sent per (campaign, household) at 00:00 local time of the campaign's start date.
     "campaigns": f"""
-        SELECT {_CANONICAL_SELECT}, campaign_type, campaign_start_date, campaign_end_date
+        SELECT {_CANONICAL_SELECT}, campaign_type, campaign_start_date, campaign_end_date, campaign_days,
+               campaign_offers
         FROM (
             SELECT 'cs-' || c.campaign_id || '-' || c.household_id AS event_id,
                    CAST(c.household_id AS VARCHAR) AS customer_id,
@@ -209,8 +212,12 @@ _QUERIES: dict[str, str] = {
                    CAST(c.campaign_id AS VARCHAR) AS campaign_id, NULL::VARCHAR AS channel,
                    NULL::VARCHAR AS plan, d.campaign_type,
                    strftime(d.start_date, '%Y-%m-%d') AS campaign_start_date,
-                   strftime(d.end_date, '%Y-%m-%d') AS campaign_end_date
+                   strftime(d.end_date, '%Y-%m-%d') AS campaign_end_date,
+                   date_diff('day', CAST(d.start_date AS DATE), CAST(d.end_date AS DATE)) + 1 AS campaign_days,
+                   coalesce(o.offers, 0) AS campaign_offers
             FROM campaigns c JOIN campaign_descriptions d USING (campaign_id)
+            LEFT JOIN (SELECT campaign_id, count(DISTINCT coupon_upc) AS offers FROM coupons GROUP BY 1) o
+                   USING (campaign_id)
         )
         ORDER BY event_time, event_id
     """,
@@ -293,7 +300,8 @@ def export_completejourney(
       ``sales_value`` in USD, quantity, sku = product_id, category = product_category (+ basket_id, store_id,
       week, discounts, department, brand, product_type, manufacturer_id as extra columns);
     - ``events/campaigns.parquet``: ``campaign_sent``, one per campaign receipt (6,589), at 00:00
-      America/New_York on the campaign's start date, campaign_id set (+ campaign_type and dates);
+      America/New_York on the campaign's start date, campaign_id set (+ campaign_type, dates, campaign_days,
+      and campaign_offers: the number of distinct coupons the campaign offers);
     - ``events/coupon_redemptions.parquet``: ``coupon_redemption``, one per redemption (2,102), campaign_id set,
       timed by the household's basket on the redemption date (+ coupon_upc, basket_id, time_basis, dates);
     - ``households.parquet``: the demographics snapshot (801 households) as customer attributes, ``valid_from``

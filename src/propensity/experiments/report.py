@@ -52,10 +52,9 @@ def load_score_rows(workspace: Workspace, run_id: str | None = None) -> tuple[st
             raise NoScoresError("no complete scoring run yet; run `propensity score` first")
     else:
         run = store.get_run(run_id)
-    rows = store.read_run(run.run_id)
-    # The outcome window opens at the time the scores are about (a backfilled run's as_of is in the past).
-    as_of = pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
-    return run.run_id, rows.append_column("as_of", as_of)
+    # Each row carries the time it is about (its as_of: a backfilled run's is in the past; a --triggers run's is
+    # each send's); the outcome window opens there.
+    return run.run_id, store.read_run(run.run_id)
 
 
 # ------------------------------------------------------------------------------------------------ numbers

@@ -450,6 +450,8 @@ def score_batch(
                     "decision_policy": pa.nulls(n, pa.string()),
                     "consent": pa.array(consent, pa.string()),
                     "fallback": pa.array([is_fallback] * n, pa.bool_()),
+                    "as_of": pa.array([as_of] * n, UTC_US),
+                    "trigger_id": pa.nulls(n, pa.string()),
                 },
                 schema=SCORE_ROW_SCHEMA,
             )
@@ -522,3 +524,186 @@ def score_and_store(
         raise ContractError(problems)
     store.write_run(result.rows, result.run)
     return result
+
+
+# ------------------------------------------------------------------------------------------------ triggers
+def score_triggers(
+    workspace: Workspace,
+    *,
+    start: datetime,
+    end: datetime,
+    actions: Sequence[str] | None = None,
+    bundle: str | None = None,
+    progress: Progress | None = None,
+) -> BatchResult:
+    """Every trigger (a campaign send) of the triggered actions visible in ``[start, end)``, each scored as of
+    the moment it became visible, one row per (customer, trigger) with its ``trigger_id`` and ``as_of``.
+
+    The rows are those a triggered action trains on (:func:`~propensity.labels.labels.build_labels`: the
+    trigger's own eligibility rules included), so the scores describe exactly what the model was evaluated on.
+    Trigger features read each row's trigger. The decision policy (one next best action per customer) does not
+    apply to per-send rows: ``next_best_action`` and ``decision_policy`` are null. Consent is as of ``end``.
+    Nothing is written.
+    """
+    t_start = time.perf_counter()
+    spec = workspace.spec
+    settings = spec.scoring
+    scored_at = datetime.now(UTC)
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        raise BatchScoringError(f"--to ({end.isoformat()}) must be later than --from ({start.isoformat()})")
+    model, manifest, _ = _load_model(workspace, bundle)
+    trained = _bundle_actions(manifest.get("actions", {}), spec.actions)
+    declared = {a.name: a for a in spec.actions}
+    known = {**declared, **trained}
+    if actions:
+        unknown = [a for a in actions if a not in known]
+        if unknown:
+            raise BatchScoringError(
+                f"unknown action(s) {', '.join(unknown)}; this project scores: {', '.join(sorted(known))}"
+            )
+        plain = [a for a in actions if known[a].trigger is None]
+        if plain:
+            raise BatchScoringError(
+                f"{', '.join(plain)} has no trigger: --triggers scores triggered actions (respond) per send; "
+                "score the others with --as-of"
+            )
+        wanted = list(actions)
+    else:
+        wanted = [a for a in dict.fromkeys([*model.action_names, *declared]) if known[a].trigger is not None]
+    if not wanted:
+        raise BatchScoringError(
+            "no triggered action (an action with trigger:, e.g. respond) to score per trigger"
+        )
+    missing_features = model.encoder_for([f.name for f in spec.features]).missing
+    if not workspace.db_path.exists():
+        raise BatchScoringError(f"{workspace.root}: no events yet; ingest some first (`propensity ingest`)")
+    expiration_at = scored_at + settings.ttl.timedelta
+    run_id = new_run_id(scored_at)
+    far = datetime(9999, 1, 1, tzinfo=UTC)  # eligibility only: every row counts as matured
+    parts: list[pa.Table] = []
+    segmentations: dict[str, Segmentation] = {}
+    opened = open_event_log(workspace).connection(read_only=True)
+    con = opened.__enter__()
+    try:
+        consent_values = {ch: attribute_values(con, attr, end) for ch, attr in spec.policies.consent.items()}
+        for k, a in enumerate(wanted):
+            action = known[a]
+            rows = build_labels(con, action, [start], until=end, data_end=far, zone=spec.timezone)
+            n = rows.num_rows
+            spine = rows.select(["customer_id", "as_of", "trigger_id"])
+            is_fallback = a not in model.actions or bool(missing_features)
+            scores = np.full(n, np.nan)
+            codes: list[str | None] = [None] * n
+            for lo in range(0, n, settings.batch_size):
+                part = spine.slice(lo, settings.batch_size)
+                if is_fallback:
+                    fb = fallback_scores(con, action, part)
+                    scores[lo : lo + part.num_rows] = fb.column("score").to_numpy(zero_copy_only=False)
+                    continue
+                feats = compute_features(con, spec.features, part)
+                x = encode(model, feats)
+                m = model.action_names.index(a)
+                scores[lo : lo + part.num_rows] = model.probabilities_many(x)[:, m]
+                if settings.reason_codes:
+                    try:
+                        contrib = model.scorer.contributions(x, m)
+                        texts = _reason_json(contrib, model.columns, feats, settings.reason_codes)
+                        codes[lo : lo + part.num_rows] = texts
+                    except ModelFormatError:
+                        pass
+            if progress is not None:
+                progress("score", k + 1, len(wanted))
+            seg = find_segments(scores, spec.segments)
+            segmentations[a] = seg
+            quantiles = None if is_fallback else model.actions[a].score_quantiles
+            ids = rows.column("customer_id").to_pylist()
+            parts.append(
+                pa.table(
+                    {
+                        "customer_id": rows.column("customer_id"),
+                        "action": pa.array([a] * n, pa.string()),
+                        "score": pa.array(scores, pa.float64(), from_pandas=True),
+                        "percentile": pa.array(
+                            percentiles(quantiles, scores), pa.float64(), from_pandas=True
+                        ),
+                        "segment": pa.array(assign(scores, seg).tolist(), pa.string()),
+                        "eligible": pa.array([True] * n, pa.bool_()),
+                        "next_best_action": pa.nulls(n, pa.string()),
+                        "reason_codes": pa.array(codes, pa.string()),
+                        "holdout_group": pa.array(
+                            groups_for(spec.experiments.holdout_for(a), ids), pa.string()
+                        ),
+                        "model_id": pa.array(
+                            [FALLBACK_MODEL_ID if is_fallback else f"{model.version}/{a}"] * n, pa.string()
+                        ),
+                        "model_version": pa.array([model.version] * n, pa.string()),
+                        "feature_set_version": pa.array([model.feature_set_version] * n, pa.string()),
+                        "scoring_run_id": pa.array([run_id] * n, pa.string()),
+                        "scored_at": pa.array([scored_at] * n, UTC_US),
+                        "expiration_at": pa.array([expiration_at] * n, UTC_US),
+                        "decision_policy": pa.nulls(n, pa.string()),
+                        "consent": pa.array(consent_json(consent_values, ids), pa.string()),
+                        "fallback": pa.array([is_fallback] * n, pa.bool_()),
+                        "as_of": rows.column("as_of").cast(UTC_US),
+                        "trigger_id": rows.column("trigger_id").cast(pa.string()),
+                    },
+                    schema=SCORE_ROW_SCHEMA,
+                )
+            )
+    finally:
+        opened.__exit__(None, None, None)
+    out = conform(pa.concat_tables(parts)) if parts else SCORE_ROW_SCHEMA.empty_table()
+    contract = load_contract()
+    run = ScoringRun(
+        run_id=run_id,
+        scored_at=scored_at,
+        expiration_at=expiration_at,
+        as_of=end,
+        model_version=model.version,
+        feature_set_version=model.feature_set_version,
+        rows=out.num_rows,
+        segment_cuts={a: s.cuts for a, s in segmentations.items()},
+        segment_names={a: s.names for a, s in segmentations.items()},
+        contract_version=contract.version,
+        status="complete",
+        details={
+            "triggers": {"from": start.isoformat(), "to": end.isoformat()},
+            "actions": wanted,
+            "meanings": {a: describe_action(known[a], same_time=False) for a in wanted},
+            "eligible": {a: int(pc.sum(pc.equal(out.column("action"), a)).as_py() or 0) for a in wanted},
+            "customers": len(pc.unique(out.column("customer_id"))) if out.num_rows else 0,
+            "fallback_actions": [a for a in wanted if a not in model.actions or missing_features],
+            "missing_features": missing_features,
+            "seconds": {"total": round(time.perf_counter() - t_start, 3)},
+        },
+    )
+    return BatchResult(run, out)
+
+
+def write_scores_file(result: BatchResult, path: Path) -> Path:
+    """Write a run's rows to a Parquet (or ``.csv``) file for analysis, checked against the data contract first
+    (:class:`ContractError` lists the problems; nothing is written). No score store, no gates: gates are for
+    publishing (``propensity activate``). The run record goes next to it as ``<file>.run.json``."""
+    problems = validate_rows(result.rows)
+    if problems:
+        raise ContractError(problems)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix.lower() == ".csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(result.rows, tmp)
+    else:
+        import pyarrow.parquet as pq
+
+        meta = {
+            b"scoring_run": orjson.dumps(result.run.to_json()),
+            b"contract_version": result.run.contract_version.encode(),
+        }
+        pq.write_table(result.rows.replace_schema_metadata(meta), tmp, compression="zstd")
+    tmp.replace(path)
+    record = path.with_name(path.name + ".run.json")
+    record.write_text(orjson.dumps(result.run.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n", "utf-8")
+    return path

@@ -140,6 +140,25 @@ def conform(rows: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=SCORE_ROW_SCHEMA)
 
 
+# Columns added by later contract versions: (name, SQL types by store). Stores written by an older version gain
+# them on their next write; rows read back from before get as_of from their run's record, trigger_id null.
+_ADDED_COLUMNS = (("as_of", "TIMESTAMPTZ", "TIMESTAMPTZ"), ("trigger_id", "VARCHAR", "TEXT"))
+
+
+def _older_rows(rows: pa.Table, run: ScoringRun) -> pa.Table:
+    """Rows stored under contract 1.x (no as_of / trigger_id, or null there) completed from the run record."""
+    if "trigger_id" not in rows.column_names:
+        rows = rows.append_column("trigger_id", pa.nulls(rows.num_rows, pa.string()))
+    as_of = pa.array([run.as_of] * rows.num_rows, SCORE_ROW_SCHEMA.field("as_of").type)
+    if "as_of" not in rows.column_names:
+        return rows.append_column("as_of", as_of)
+    col = rows.column("as_of").cast(as_of.type)
+    if col.null_count:
+        i = rows.column_names.index("as_of")
+        rows = rows.set_column(i, "as_of", pc.if_else(pc.is_null(col), as_of, col))
+    return rows
+
+
 def _check_run(rows: pa.Table, run: ScoringRun) -> pa.Table:
     table = conform(rows)
     if table.num_rows != run.rows:
@@ -294,6 +313,8 @@ class DuckDBScoreStore(_RunLookups):
             try:
                 if write:
                     con.execute(_ddl("scores", _DUCK_SCORES_TYPES)).fetchall()
+                    for name, duck, _ in _ADDED_COLUMNS:
+                        con.execute(f"ALTER TABLE scores ADD COLUMN IF NOT EXISTS {name} {duck}").fetchall()
                     con.execute(_DUCK_RUNS_DDL).fetchall()
                 yield con
             finally:
@@ -344,14 +365,19 @@ class DuckDBScoreStore(_RunLookups):
         return out if limit is None else out[:limit]
 
     def read_run(self, run_id: str) -> pa.Table:
-        self.get_run(run_id)
+        run = self.get_run(run_id)
         with self._connect(write=False) as con:
+            have = {r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'scores'"
+            ).fetchall()}  # fmt: skip
+            cols = ", ".join(c for c in SCORE_ROW_COLUMNS if c in have)
             table = con.sql(
-                f"SELECT {', '.join(SCORE_ROW_COLUMNS)} FROM scores WHERE scoring_run_id = $run "
-                "ORDER BY action, customer_id",
+                f"SELECT {cols} FROM scores WHERE scoring_run_id = $run ORDER BY action, customer_id, trigger_id"
+                if "trigger_id" in have
+                else f"SELECT {cols} FROM scores WHERE scoring_run_id = $run ORDER BY action, customer_id",
                 params={"run": run_id},
             ).to_arrow_table()
-        return conform(table)
+        return conform(_older_rows(table, run))
 
     def update_run(
         self, run_id: str, *, status: str | None = None, details: Mapping[str, Any] | None = None
@@ -406,6 +432,8 @@ class PostgresScoreStore(_RunLookups):
         s = self.schema
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
         con.execute(_ddl(f"{s}.scores", _PG_TYPES))
+        for name, _, pg in _ADDED_COLUMNS:
+            con.execute(f"ALTER TABLE {s}.scores ADD COLUMN IF NOT EXISTS {name} {pg}")
         con.execute(f"CREATE INDEX IF NOT EXISTS scores_run_idx ON {s}.scores (scoring_run_id)")
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {s}.scoring_runs "
@@ -455,21 +483,23 @@ class PostgresScoreStore(_RunLookups):
         return out if limit is None else out[:limit]
 
     def read_run(self, run_id: str) -> pa.Table:
-        self.get_run(run_id)
+        run = self.get_run(run_id)
         cols = ", ".join(SCORE_ROW_COLUMNS)
         with self._connect() as con:
             cur = con.execute(
-                f"SELECT {cols} FROM {self.schema}.scores WHERE scoring_run_id = %s ORDER BY action, customer_id",
+                f"SELECT {cols} FROM {self.schema}.scores WHERE scoring_run_id = %s "
+                "ORDER BY action, customer_id, trigger_id",
                 (run_id,),
             )
             records = cur.fetchall()
         columns: list[Sequence[Any]] = (
             list(zip(*records, strict=True)) if records else [[] for _ in SCORE_ROW_COLUMNS]
         )
-        return pa.Table.from_arrays(
-            [pa.array(list(c), f.type) for c, f in zip(columns, SCORE_ROW_SCHEMA, strict=True)],
-            schema=SCORE_ROW_SCHEMA,
+        schema = pa.schema([f.with_nullable(True) for f in SCORE_ROW_SCHEMA])
+        table = pa.Table.from_arrays(
+            [pa.array(list(c), f.type) for c, f in zip(columns, SCORE_ROW_SCHEMA, strict=True)], schema=schema
         )
+        return conform(_older_rows(table, run))
 
     def update_run(
         self, run_id: str, *, status: str | None = None, details: Mapping[str, Any] | None = None
@@ -547,9 +577,10 @@ class ParquetScoreStore(_RunLookups):
         return ScoringRun.from_json(json.loads(record.read_text(encoding="utf-8")))
 
     def read_run(self, run_id: str) -> pa.Table:
-        self.get_run(run_id)
-        table = pq.read_table(self.path / f"{run_id}.parquet", schema=SCORE_ROW_SCHEMA)
-        return conform(table).sort_by([("action", "ascending"), ("customer_id", "ascending")])
+        run = self.get_run(run_id)
+        table = _older_rows(pq.read_table(self.path / f"{run_id}.parquet"), run)
+        order = [("action", "ascending"), ("customer_id", "ascending"), ("trigger_id", "ascending")]
+        return conform(table).sort_by(order)
 
     def update_run(
         self, run_id: str, *, status: str | None = None, details: Mapping[str, Any] | None = None
