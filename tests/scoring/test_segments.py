@@ -11,7 +11,16 @@ from hypothesis.extra.numpy import arrays
 from propensity.config.decisions import SegmentSettings
 from propensity.config.errors import SpecError
 from propensity.config.spec import parse_spec
-from propensity.scoring.segments import Segmentation, assign, find_segments, find_valley, tier_index
+from propensity.scoring.segments import (
+    Segmentation,
+    assign,
+    find_segments,
+    find_valley,
+    reference_segments,
+    run_segments,
+    segment_of,
+    tier_index,
+)
 
 scores_strategy = arrays(
     np.float64,
@@ -103,3 +112,36 @@ def test_bad_settings_name_the_key() -> None:
         parse_spec({"segments": {"quantiles": [0.5, 0.8]}})
     with pytest.raises(SpecError, match="each tier needs its own name"):
         parse_spec({"segments": {"names": ["a", "a"], "quantiles": [0.5]}})
+
+
+@given(scores_strategy, settings_strategy)
+@settings(max_examples=100, deadline=None)
+def test_one_score_gets_the_tier_assign_gives_it(scores: np.ndarray, cfg: SegmentSettings) -> None:
+    seg = find_segments(scores, cfg)
+    assert [segment_of(float(s), seg) for s in scores] == assign(scores, seg).tolist()
+
+
+def test_reference_segments_cut_at_the_sections_quantiles_of_the_test_scores() -> None:
+    q = [i / 100 for i in range(101)]  # a bundle whose test scores are uniform on [0, 1]
+    custom = SegmentSettings(names=["gold", "silver", "bronze"], quantiles=[0.9, 0.4])
+    seg = reference_segments(q, custom)
+    assert seg.cuts == pytest.approx((0.4, 0.9)) and seg.names == ("bronze", "silver", "gold")
+    assert [segment_of(s, seg) for s in (0.1, 0.4, 0.89, 0.9, None)] == [
+        "bronze",
+        "silver",
+        "silver",
+        "gold",
+        None,
+    ]
+
+
+def test_run_segments_leave_out_the_fallback_actions() -> None:
+    from datetime import UTC, datetime
+
+    from propensity.scoring.score_store import ScoringRun
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    run = ScoringRun("r1", t, t, t, "m-1", "fs-1", 10, segment_cuts={"a": (0.2,), "b": (0.5,)},
+                     segment_names={"a": ("low", "high"), "b": ("low", "high")},
+                     details={"fallback_actions": ["b"], "segments": {"a": {"method": "valley"}}})  # fmt: skip
+    assert run_segments(run) == {"a": Segmentation((0.2,), ("low", "high"), "valley")}

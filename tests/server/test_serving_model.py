@@ -10,8 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from propensity.config.decisions import SegmentSettings
 from propensity.features.offline import parse_features
-from propensity.scoring.model import ActionModel, ServingModel, calibrate, percentile_of, segment_of
+from propensity.scoring.model import ActionModel, ServingModel, calibrate, percentile_of
+from propensity.scoring.segments import reference_segments, segment_of
 from propensity.serving.store import InMemoryStore, OnlineStore
 from propensity.training.calibration import Calibrator
 from propensity.training.encoding import FeatureEncoder
@@ -68,7 +70,9 @@ def test_percentiles_and_segments() -> None:
     assert percentile_of(q, 0.5) == 50.0
     assert percentile_of(q, -1) == 0.0 and percentile_of(q, 2) == 100.0
     assert percentile_of(None, 0.3) is None
-    assert [segment_of(p) for p in (None, 10.0, 50.0, 80.0)] == [None, "low", "medium", "high"]
+    # The default section on the test-split quantiles: high from the 80th percentile, medium from the 50th.
+    default = reference_segments(q, SegmentSettings())
+    assert [segment_of(s, default) for s in (None, 0.1, 0.5, 0.8)] == [None, "low", "medium", "high"]
 
 
 def test_in_memory_store_honours_the_protocol() -> None:

@@ -8,24 +8,35 @@ the request path) and tested against the training code's :class:`~propensity.tra
 and :class:`~propensity.training.encoding.FeatureEncoder`.
 
 Percentiles come from ``score_quantiles`` in an action's manifest entry (the calibrated scores' quantiles on the
-test split, 101 values) when the bundle has them; otherwise they are ``None``. Segments follow percentiles:
-``high`` (≥ 80th), ``medium`` (≥ 50th), ``low``.
+test split, 101 values) when the bundle has them; otherwise they are ``None``. Segments are the project's
+``segments:`` tiers (:mod:`propensity.scoring.segments`): :func:`load_model` cuts them as the latest scoring run
+of the bundle did, else at the section's quantiles of the test-split scores.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from propensity.config.actions import Action
+from propensity.config.decisions import SegmentSettings
+from propensity.core.errors import PropensityError
 from propensity.scoring.compiled import CompiledScorer
+from propensity.scoring.segments import Segmentation, reference_segments, run_segments, segment_of
+from propensity.workspace import Workspace
+
+if TYPE_CHECKING:
+    from propensity.scoring.score_store import ScoringRun
+
+log = logging.getLogger(__name__)
 
 COMPILED_DIR = "compiled"  # a bundle's compiled scorer, beside it (not part of its checksummed files)
 CALIBRATION_EPS = 1e-6  # the training calibrators clip to [EPS, 1 - EPS]
@@ -133,12 +144,6 @@ def percentile_of(quantiles: Sequence[float] | None, score: float) -> float | No
     return round(100.0 * (j + frac) / n, 2)
 
 
-def segment_of(percentile: float | None) -> str | None:
-    if percentile is None:
-        return None
-    return "high" if percentile >= 80 else "medium" if percentile >= 50 else "low"
-
-
 class ServingModel:
     """Every action of one bundle, compiled together. Immutable once built (hot swap replaces the object)."""
 
@@ -150,6 +155,7 @@ class ServingModel:
         *,
         backend: str = "auto",
         cache_dir: Path | None = None,
+        segments: Mapping[str, Segmentation] | None = None,
     ) -> None:
         if not actions:
             raise ValueError("a serving model needs at least one action")
@@ -184,13 +190,31 @@ class ServingModel:
         )
         self._calibrators = [a.calibrator for a in actions]
         self._quantiles = [a.score_quantiles for a in actions]
+        # Each action's tiers: as given, else the default section's cuts of its test-split scores.
+        given = segments or {}
+        self._segments: list[Segmentation | None] = [
+            given.get(a.name)
+            or (reference_segments(a.score_quantiles, SegmentSettings()) if a.score_quantiles else None)
+            for a in actions
+        ]
 
     # ----------------------------------------------------------------------------------------------- build
     @classmethod
-    def from_bundle_dir(cls, path: Path, *, backend: str = "auto") -> ServingModel:
+    def from_bundle_dir(
+        cls,
+        path: Path,
+        *,
+        backend: str = "auto",
+        segments: SegmentSettings | None = None,
+        run: ScoringRun | None = None,
+    ) -> ServingModel:
         """Load a bundle folder after verifying its checksums (see :mod:`propensity.registry.bundle`). Its
         models are compiled once and kept beside it, in ``compiled/`` (the first load of a bundle not compiled
-        at promotion compiles it: seconds, never per request)."""
+        at promotion compiles it: seconds, never per request).
+
+        Segments: the cuts of ``run`` (a scoring run of this bundle, cut with the section's tier names) for the
+        actions it scored with the model, else ``segments`` (the project's section, default tiers when None) at
+        its quantiles of each action's test-split scores."""
         from propensity.registry.bundle import verify_bundle
 
         manifest = verify_bundle(path)
@@ -216,12 +240,19 @@ class ServingModel:
                     definition=definition or None,
                 )
             )
+        settings = segments or SegmentSettings()
+        cuts = {a.name: reference_segments(a.score_quantiles, settings) for a in actions if a.score_quantiles}
+        if run is not None and run.model_version == manifest["id"]:
+            # A run cut with other tier names predates the current section: its cuts do not apply.
+            names = tuple(reversed(settings.names))
+            cuts.update({a: s for a, s in run_segments(run).items() if s.names == names})
         return cls(
             str(manifest["id"]),
             str(manifest.get("feature_set_version", "")),
             actions,
             backend=backend,
             cache_dir=path / COMPILED_DIR,
+            segments=cuts,
         )
 
     def encoder_for(self, feature_names: Sequence[str]) -> RowEncoder:
@@ -267,6 +298,11 @@ class ServingModel:
     def percentile(self, action_index: int, score: float) -> float | None:
         return percentile_of(self._quantiles[action_index], score)
 
+    def segment(self, action_index: int, score: float) -> str | None:
+        """The score's tier (see :func:`load_model`); None when the action has no segmentation."""
+        segmentation = self._segments[action_index]
+        return None if segmentation is None else segment_of(score, segmentation)
+
 
 class RowEncoder:
     """Store vector → model input row, as :class:`propensity.training.encoding.FeatureEncoder` encodes columns:
@@ -297,3 +333,21 @@ class RowEncoder:
                 except (TypeError, ValueError):
                     out.append(_NAN)
         return out
+
+
+def load_model(workspace: Workspace, path: Path, *, backend: str = "auto") -> ServingModel:
+    """The workspace's bundle at ``path`` loaded for scoring, with the project's ``segments:`` section: cut as
+    the latest scoring run did when that run scored this bundle (an online score then gets the tier the same
+    score got in batch), else at the section's quantiles of the bundle's test-split scores."""
+    from duckdb import Error as DuckDBError
+
+    from propensity.scoring.score_store import open_score_store
+
+    run = None
+    try:
+        latest = open_score_store(workspace).latest_run()
+        run = latest if latest is not None and latest.model_version == path.name else None
+    except (PropensityError, DuckDBError, OSError) as exc:
+        log.warning("segments of %s: the score store could not be read (%s); cutting at the project's "
+                    "quantiles of the test-split scores", path.name, exc)  # fmt: skip
+    return ServingModel.from_bundle_dir(path, backend=backend, segments=workspace.spec.segments, run=run)

@@ -12,6 +12,10 @@ moves onto it is the one whose quantile is nearest the share of scores below the
 
 A score equal to a cut belongs to the upper tier, so tiers are monotone: a higher score never gets a lower tier.
 
+Online (``/v1/predict``), one score at a time, the cuts come from the same section: those of the latest scoring
+run of the served bundle (:func:`run_segments`), so a score gets the tier the same score got in that run; before
+any run, the section's quantiles of the bundle's test-score distribution (:func:`reference_segments`).
+
 >>> import numpy as np
 >>> from propensity.config.decisions import SegmentSettings
 >>> seg = find_segments(np.linspace(0.0, 1.0, 101), SegmentSettings())
@@ -23,11 +27,18 @@ A score equal to a cut belongs to the upper tier, so tiers are monotone: a highe
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from propensity.config.decisions import SegmentSettings
+
+if TYPE_CHECKING:
+    from propensity.scoring.score_store import ScoringRun
 
 BINS = 50
 MIN_CLASS_SHARE = 0.05
@@ -122,4 +133,38 @@ def assign(scores: np.ndarray, segmentation: Segmentation) -> np.ndarray:
     names = np.array(segmentation.names, dtype=object)
     out = names[np.minimum(tier_index(x, segmentation), len(names) - 1)]
     out[np.isnan(x)] = None
+    return out
+
+
+def segment_of(score: float | None, segmentation: Segmentation) -> str | None:
+    """One score's tier by the rule of :func:`assign` (None for a missing score or an empty segmentation)."""
+    if score is None or math.isnan(score) or not segmentation.names:
+        return None
+    i = bisect.bisect_right(segmentation.cuts, score)
+    return segmentation.names[min(i, len(segmentation.names) - 1)]
+
+
+def reference_segments(quantiles: Sequence[float], settings: SegmentSettings) -> Segmentation:
+    """The section's tiers cut at its quantiles of a reference distribution given as evenly spaced quantiles
+    (a bundle's ``score_quantiles``: 101 values of its calibrated test-split scores)."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    names = tuple(reversed(settings.names))
+    if q.size == 0:
+        return Segmentation((), names)
+    cuts = np.interp(sorted(settings.quantiles), np.linspace(0.0, 1.0, q.size), q)
+    return Segmentation(tuple(float(c) for c in cuts), names, "reference")
+
+
+def run_segments(run: ScoringRun) -> dict[str, Segmentation]:
+    """The cuts a scoring run used, per action it scored with a model (fallback actions are left out: their
+    scores are ranks, not the model's scale)."""
+    fallback = set(run.details.get("fallback_actions") or [])
+    described: Mapping[str, Mapping[str, object]] = run.details.get("segments") or {}
+    out = {}
+    for action, cuts in run.segment_cuts.items():
+        names = run.segment_names.get(action)
+        if action in fallback or not names:
+            continue
+        method = str(described.get(action, {}).get("method", "quantile"))
+        out[action] = Segmentation(tuple(cuts), tuple(names), method)
     return out

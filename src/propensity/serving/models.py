@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from propensity.core.errors import PropensityError
-from propensity.scoring.model import ServingModel
+from propensity.scoring.model import ServingModel, load_model
 from propensity.workspace import Workspace
 
 
@@ -43,7 +43,7 @@ def promote_and_load(
     registry = Registry(workspace)
     try:
         bundle_id = registry.resolve(ref)
-        model = ServingModel.from_bundle_dir(registry.path(bundle_id))
+        model = load_model(workspace, registry.path(bundle_id))
         gate = promote(workspace, bundle_id, force=force, reason=reason, by=by)
     except BundleNotFoundError as exc:
         raise ModelMoveError(str(exc), status=404, code="not_found") from None
@@ -66,7 +66,7 @@ def rollback_and_load(
     registry = Registry(workspace)
     try:
         _, to = registry.rollback(reason=reason, by=by)
-        return ServingModel.from_bundle_dir(registry.path(to))
+        return load_model(workspace, registry.path(to))
     except (RegistryError, CorruptBundleError) as exc:
         raise ModelMoveError(str(exc)) from None
 
@@ -86,7 +86,7 @@ def load_canary(workspace: Workspace, ref: str | None) -> ServingModel:
         bundle_id = registry.resolve(ref)
         if bundle_id == registry.production():
             raise ModelMoveError(f"{bundle_id} is already in production; a canary needs another bundle")
-        return ServingModel.from_bundle_dir(registry.path(bundle_id))
+        return load_model(workspace, registry.path(bundle_id))
     except BundleNotFoundError as exc:
         raise ModelMoveError(str(exc), status=404, code="not_found") from None
     except (RegistryError, CorruptBundleError) as exc:

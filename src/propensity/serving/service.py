@@ -33,7 +33,7 @@ import orjson
 import pyarrow as pa
 
 from propensity.core.hashing import in_share
-from propensity.scoring.model import RowEncoder, ServingModel, segment_of
+from propensity.scoring.model import RowEncoder, ServingModel
 from propensity.serving.action_rules import PREFIX as RULE_PREFIX
 from propensity.serving.action_rules import ActionRules
 from propensity.serving.store import OnlineStore
@@ -213,7 +213,7 @@ class ScoringService:
                 assert model is not None and probs is not None
                 p = float(probs[index])
                 pct = model.percentile(index, p)
-                out[name] = {"probability": p, "percentile": pct, "segment": segment_of(pct),
+                out[name] = {"probability": p, "percentile": pct, "segment": model.segment(index, p),
                              "eligible": eligible, "fallback": False}  # fmt: skip
             else:
                 assert rules is not None

@@ -20,7 +20,7 @@ from propensity.config.serving import ServingSettings
 from propensity.core.errors import PropensityError
 from propensity.events.live import EventIdIndex
 from propensity.events.log import open_moved
-from propensity.scoring.model import ServingModel
+from propensity.scoring.model import ServingModel, load_model
 from propensity.serving.action_rules import ActionRules
 from propensity.serving.live import log_watermark
 from propensity.serving.service import ScoringService
@@ -40,7 +40,7 @@ def production_model(workspace: Workspace, ref: str | None = None) -> ServingMod
     bundle_id = registry.resolve(ref) if ref else registry.production()
     if bundle_id is None:
         return None
-    return ServingModel.from_bundle_dir(Path(registry.path(bundle_id)))
+    return load_model(workspace, Path(registry.path(bundle_id)))
 
 
 def build_store(
