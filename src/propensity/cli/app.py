@@ -30,6 +30,7 @@ from propensity.cli import (
 )
 from propensity.cli._common import console, err_console
 from propensity.core.errors import PropensityError
+from propensity.core.logs import configure_logging
 from propensity.core.version import __version__
 
 app = typer.Typer(
@@ -69,8 +70,21 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    log_format: str = typer.Option(
+        "text",
+        "--log-format",
+        envvar="PROPENSITY_LOG_FORMAT",
+        help="Log records on stderr as text, or json (one object per line, for log shippers).",
+    ),
+    log_level: str = typer.Option(
+        "warning", "--log-level", envvar="PROPENSITY_LOG_LEVEL", help="debug, info, warning or error."
+    ),
 ) -> None:
     """Real-time propensity scoring."""
+    try:
+        configure_logging(log_format, log_level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def main() -> None:

@@ -189,6 +189,6 @@ def _serve(ws: Workspace, trained: TrainingResult, port: int) -> None:
     )
     serve_command(
         workspace=ws.root, host="127.0.0.1", port=port, model=None, store=None, ttl_minutes=None,
-        max_body_mb=16.0, log_level="warning", monitor=True, api_keys=None, workers=1, snapshot_minutes=5.0,
-        snapshots=True, streams=False, console_pages=True,
+        max_body_mb=16.0, log_level="warning", log_format=None, access_log=False, monitor=True, api_keys=None,
+        workers=1, snapshot_minutes=5.0, snapshots=True, streams=False, console_pages=True,
     )  # fmt: skip

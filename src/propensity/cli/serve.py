@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -31,8 +33,17 @@ def serve(
         None, min=0.0, help="How long a score stays valid (expiration_at); default: serving.score_ttl (15m)."
     ),
     max_body_mb: float = typer.Option(16.0, min=0.001, help="Largest request body accepted (413 beyond)."),
-    log_level: str = typer.Option(
-        "warning", help="uvicorn's log level (access logs stay off: URLs hold ids)."
+    log_level: str = typer.Option("warning", help="Log level of the server and uvicorn."),
+    log_format: str | None = typer.Option(
+        None,
+        "--log-format",
+        help="text or json (one object per line); default: the global --log-format (text).",
+    ),
+    access_log: bool = typer.Option(
+        False,
+        "--access-log/--no-access-log",
+        help="Log every request (method, path without the query string, status, duration) with a request id, "
+        "also returned in the X-Request-ID header (a caller's own X-Request-ID is kept).",
     ),
     monitor: bool = typer.Option(
         True,
@@ -95,19 +106,28 @@ def serve(
 
     import uvicorn
 
+    from propensity.core.logs import configure_logging, current_format
     from propensity.server import ServerState, create_app
+    from propensity.server.access_log import AccessLogMiddleware
     from propensity.serving.auth import KeyRing
     from propensity.serving.live import LivePath
     from propensity.serving.snapshot import snapshot_dir, write_snapshot_async
     from propensity.serving.startup import start_serving
     from propensity.serving.store import InMemoryStore
 
+    fmt = log_format or current_format() or "text"
+    try:
+        configure_logging(fmt, log_level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if access_log:
+        logging.getLogger("propensity.access").setLevel(logging.INFO)
     ws = open_workspace(workspace, require_spec=True)
     keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
     if workers > 1:
         _serve_workers(ws, workers, host=host, port=port, model=model, store=store, ttl_minutes=ttl_minutes,
                        max_body_mb=max_body_mb, log_level=log_level, monitor=monitor, api_keys=api_keys,
-                       console_pages=console_pages)  # fmt: skip
+                       console_pages=console_pages, log_format=fmt, access_log=access_log)  # fmt: skip
         return
     with console.status("loading online features and the model"):
         serving = start_serving(
@@ -193,7 +213,14 @@ def serve(
     console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs"
                   + (f", console: http://{host}:{port}/console)" if console_pages else ")"))  # fmt: skip
     try:
-        uvicorn.run(create_app(state, extra), host=host, port=port, log_level=log_level, access_log=False)
+        asgi: Any = create_app(state, extra)
+        if access_log:
+            asgi = AccessLogMiddleware(asgi)
+        # JSON: uvicorn's own records go through the same handler (no logging config of uvicorn's own).
+        uvicorn_config = None if fmt == "json" else uvicorn.config.LOGGING_CONFIG
+        uvicorn.run(
+            asgi, host=host, port=port, log_level=log_level, access_log=False, log_config=uvicorn_config
+        )
     finally:
         if monitors is not None:
             monitors.stop()
@@ -215,6 +242,8 @@ def _serve_workers(
     monitor: bool,
     api_keys: Path | None,
     console_pages: bool = True,
+    log_format: str = "text",
+    access_log: bool = False,
 ) -> None:
     """uvicorn's supervisor over ``workers`` processes (see :mod:`propensity.server.worker`)."""
     import os
@@ -238,7 +267,8 @@ def _serve_workers(
     os.environ[CONFIG_ENV] = WorkerConfig(
         workspace=str(ws.root.resolve()), model=model, store=store, ttl_minutes=ttl_minutes,
         max_body_bytes=int(max_body_mb * 1024 * 1024), api_keys=str(api_keys.resolve()) if api_keys else None,
-        monitor=monitor, console=console_pages,
+        monitor=monitor, console=console_pages, log_format=log_format, log_level=log_level,
+        access_log=access_log,
     ).to_env()  # fmt: skip
     monitors = None
     if monitor:
@@ -255,7 +285,8 @@ def _serve_workers(
                   f"(API docs: http://{host}:{port}/docs)")  # fmt: skip
     try:
         uvicorn.run("propensity.server.worker:create_worker_app", factory=True, workers=workers, host=host,
-                    port=port, log_level=log_level, access_log=False)  # fmt: skip
+                    port=port, log_level=log_level, access_log=False,
+                    log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG)  # fmt: skip
     finally:
         if monitors is not None:
             monitors.stop()

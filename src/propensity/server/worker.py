@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -44,6 +45,9 @@ class WorkerConfig:
     api_keys: str | None = None
     monitor: bool = True
     console: bool = True
+    log_format: str = "text"
+    log_level: str = "warning"
+    access_log: bool = False
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -72,12 +76,17 @@ async def _follow_registry(ws: Workspace, service: ScoringService) -> None:
             log.warning("could not follow the registry; retrying", exc_info=True)
 
 
-def create_worker_app() -> Starlette:
+def create_worker_app() -> Any:
     """The app of one worker, from the supervisor's options (uvicorn calls this in each worker process)."""
+    from propensity.core.logs import configure_logging
+    from propensity.server.access_log import AccessLogMiddleware
     from propensity.serving.live import LivePath
     from propensity.serving.startup import start_serving
 
     config = WorkerConfig.from_env()
+    configure_logging(config.log_format, config.log_level)
+    if config.access_log:
+        logging.getLogger("propensity.access").setLevel(logging.INFO)
     ws = Workspace.open(Path(config.workspace))
     keys = KeyRing.configured(
         Path(config.api_keys) if config.api_keys else None, os.environ.get("PROPENSITY_API_KEYS")
@@ -116,4 +125,5 @@ def create_worker_app() -> Starlette:
         from propensity.server.console import ENDPOINTS as CONSOLE
 
         extra = CONSOLE
-    return create_app(state, extra, lifespan=lifespan)
+    app = create_app(state, extra, lifespan=lifespan)
+    return AccessLogMiddleware(app) if config.access_log else app
