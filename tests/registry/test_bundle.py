@@ -46,13 +46,11 @@ def test_bundle_holds_every_action_and_loads_verified(trained: tuple[Workspace, 
     assert sorted(bundle.actions) == ["buy_7d", "churn_30d"]
     m = bundle.manifest
     assert (
-        m["feature_set_version"].startswith("fs-")
-        and m["code_version"]
-        and m["training_set"] == result.training_set
+        m.feature_set_version.startswith("fs-") and m.code_version and m.training_set == result.training_set
     )
-    info = m["actions"]["buy_7d"]
-    assert info["feature_order"] == [f.name for f in ws.spec.features]
-    assert {"first_cutoff", "last_cutoff", "test_start"} <= set(info["training_window"])
+    info = m.actions["buy_7d"]
+    assert info.feature_order == [f.name for f in ws.spec.features]
+    assert {"first_cutoff", "last_cutoff", "test_start"} <= set(info.training_window)
     files = {p.name for p in (bundle.path / "buy_7d").iterdir()}
     assert files == {
         "model.txt",
@@ -68,14 +66,14 @@ def test_bundle_holds_every_action_and_loads_verified(trained: tuple[Workspace, 
     )
     test = table.filter(pc.equal(table.column("split"), "test"))
     p = bundle.predict("buy_7d", test)
-    assert abs(p.mean() - info["metrics"]["model"]["mean_score"]) < 1e-9
+    assert abs(p.mean() - info.metrics["model"]["mean_score"]) < 1e-9
     # Serving turns scores into percentiles with the test scores' quantiles.
-    quantiles = info["score_quantiles"]
+    quantiles = info.score_quantiles or []
     assert len(quantiles) == 101 and quantiles == sorted(quantiles)
     assert quantiles[0] == pytest.approx(float(p.min())) and quantiles[-1] == pytest.approx(float(p.max()))
     codes = bundle.reason_codes("buy_7d", test.slice(0, 5), top=3)
     assert len(codes) == 5 and all(len(c) <= 3 for c in codes)
-    assert all(c["feature"] in info["feature_order"] and c["direction"] in "+-" for row in codes for c in row)
+    assert all(c["feature"] in info.feature_order and c["direction"] in "+-" for row in codes for c in row)
 
 
 def test_same_training_gives_the_same_content_addressed_bundle(
@@ -84,9 +82,9 @@ def test_same_training_gives_the_same_content_addressed_bundle(
     ws, result = trained
     again = train_project(ws, write_report=False)
     first, second = (Registry(ws).load(b).manifest for b in (result.bundle_id, again.bundle_id))
-    assert first["files"] == second["files"]  # byte-identical models, calibrators and encoders
+    assert first.files == second.files  # byte-identical models, calibrators and encoders
     # The id is the content's hash, so it is the same unless the code changed in between (a commit landed).
-    assert (again.bundle_id == result.bundle_id) == (first["code_version"] == second["code_version"])
+    assert (again.bundle_id == result.bundle_id) == (first.code_version == second.code_version)
 
 
 def test_a_corrupted_bundle_is_refused(trained: tuple[Workspace, TrainingResult], tmp_path: Path) -> None:

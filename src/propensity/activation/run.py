@@ -220,8 +220,8 @@ def _expected_top_shares(workspace: Workspace, rows: pa.Table) -> dict[str, floa
             manifest = read_manifest(registry.path(str(version)))
         except Exception:  # a fallback run, or a bundle from elsewhere: no reference, the plain rule applies
             continue
-        for action, info in manifest.get("actions", {}).items():
-            out[action] = max(out.get(action, 0.0), reference_top_share(info.get("score_quantiles")))
+        for action, info in manifest.actions.items():
+            out[action] = max(out.get(action, 0.0), reference_top_share(info.score_quantiles))
     return out
 
 

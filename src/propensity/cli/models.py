@@ -29,13 +29,13 @@ def list_(workspace: Path = WorkspaceOption) -> None:
     for col in ("bundle", "stage", "created", "feature set", "actions (test AUC / ECE)"):
         table.add_column(col)
     for e in registry.entries():
-        acts = e.manifest.get("actions", {})
+        acts = e.manifest.actions if e.manifest is not None else {}
         summary = ", ".join(
-            f"{a} {m['metrics']['model']['roc_auc']:.3f}/{m['metrics']['model']['ece']:.3f}"
+            f"{a} {m.metrics['model']['roc_auc']:.3f}/{m.metrics['model']['ece']:.3f}"
             for a, m in sorted(acts.items())
         )
         style = "bold green" if e.stage == "production" else None
-        table.add_row(e.id, e.stage, e.created_at[:19], str(e.manifest.get("feature_set_version", "?")),
+        table.add_row(e.id, e.stage, e.created_at[:19], e.manifest.feature_set_version if e.manifest is not None else "?",
                       summary or "(unreadable)", style=style)  # fmt: skip
     console.print(table)
 
@@ -59,22 +59,22 @@ def show(
     bundle_id = registry.resolve(bundle)
     manifest = verify_bundle(registry.path(bundle_id))
     if as_json:
-        console.print_json(json.dumps(manifest))
+        console.print_json(json.dumps(manifest.to_json()))
         return
     stage = next((e.stage for e in registry.entries() if e.id == bundle_id), "?")
     console.print(
-        f"[bold]{bundle_id}[/] ({stage}) created {manifest['created_at']}, code {manifest['code_version']}"
+        f"[bold]{bundle_id}[/] ({stage}) created {manifest.created_at}, code {manifest.code_version}"
     )
     console.print(
-        f"features {manifest['feature_set_version']}, training set {manifest['training_set']}, data {manifest['data']}"
+        f"features {manifest.feature_set_version}, training set {manifest.training_set}, data {manifest.data}"
     )
-    for name, info in sorted(manifest["actions"].items()):
-        m, b = info["metrics"]["model"], info["metrics"]["baseline"]
-        w = info["training_window"]
+    for name, info in sorted(manifest.actions.items()):
+        m, b = info.metrics["model"], info.metrics["baseline"]
+        w = info.training_window
         console.print(
             f"  [bold]{name}[/]: AUC {m['roc_auc']:.4f} (baseline {b['roc_auc']:.4f}), ECE {m['ece']:.4f}, "
             f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}; cutoffs {w['first_cutoff'][:10]} → "
-            f"{w['last_cutoff'][:10]}, test from {w['test_start'][:10]}; {len(info['feature_order'])} features"
+            f"{w['last_cutoff'][:10]}, test from {w['test_start'][:10]}; {len(info.feature_order)} features"
         )
 
 

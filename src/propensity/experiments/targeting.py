@@ -155,7 +155,7 @@ def _from_bundle(workspace: Workspace, model_version: str, action: str) -> dict[
     from propensity.registry.registry import Registry
 
     try:
-        info = read_manifest(Registry(workspace).path(model_version))["actions"][action]
+        info = read_manifest(Registry(workspace).path(model_version)).to_json()["actions"][action]
     except (PropensityError, KeyError):
         return None
     deciles = info.get("metrics", {}).get("model", {}).get("deciles") or []

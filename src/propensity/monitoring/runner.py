@@ -81,7 +81,7 @@ def run_monitors(
         step("sources")
         results += source_monitors(con, workspace, as_of, settings, alerts)
         bundle = _production_bundle(workspace, notes)
-        features = parse_features(bundle.manifest["features"]) if bundle else list(workspace.spec.features)
+        features = parse_features(bundle.manifest.features) if bundle else list(workspace.spec.features)
         sample = known_customers(con, as_of, settings.sample_customers)
         step("features")
         if features:
@@ -227,8 +227,8 @@ def reference_times(
     if bundle is None:
         return []
     last = max(
-        datetime.fromisoformat(info["training_window"]["last_cutoff"])
-        for info in bundle.manifest["actions"].values()
+        datetime.fromisoformat(info.training_window["last_cutoff"])
+        for info in bundle.manifest.actions.values()
     )
     slide = workspace.spec.training.spine.slide.timedelta
     return sorted(last - k * slide for k in range(settings.reference.cutoffs))
@@ -438,9 +438,9 @@ def model_monitors(
     counts = _EventCounts(con, as_of)
     plans: dict[str, dict[str, Any]] = {}
     parts: list[pa.Table] = []  # (customer_id, as_of) rows to compute features for
-    for name, info in sorted(bundle.manifest["actions"].items()):
-        action = Action.model_validate(info["definition"])
-        quantiles = info.get("score_quantiles") or []
+    for name, info in sorted(bundle.manifest.actions.items()):
+        action = Action.model_validate(info.definition)
+        quantiles = info.score_quantiles or []
         threshold = settings.precision_thresholds.get(name)
         if threshold is None and quantiles:
             threshold = float(np.quantile(m.sample_from_quantiles(quantiles), 1.0 - settings.top_share))
@@ -488,8 +488,8 @@ def model_monitors(
     out: list[m.MonitorResult] = []
     for name, plan in plans.items():
         info, threshold = plan["info"], plan["threshold"]
-        quantiles = info.get("score_quantiles") or []
-        test_auc = (info.get("metrics") or {}).get("model", {}).get("roc_auc")
+        quantiles = info.score_quantiles or []
+        test_auc = info.metrics.get("model", {}).get("roc_auc")
         if "current" in plan:
             now, source = scores(name, plan["current"]), "bundle on the eligible sample"
         else:

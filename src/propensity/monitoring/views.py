@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from propensity.core.errors import PropensityError
+from propensity.core.manifest import BundleManifest
 from propensity.events.log import open_event_log
 from propensity.monitoring.store import MonitorRun, load_runs
 from propensity.scoring.reading import latest, run_rows
@@ -74,12 +75,12 @@ def _bundles(workspace: Workspace, canary: dict[str, Any] | None, now: datetime)
         ref = workspace.spec.serving.canary.bundle
         canary_id = next((e.id for e in entries if ref and e.id.startswith(ref)), None)
     rows = []
-    actions = sorted({a for e in entries for a in e.manifest.get("actions", {})})
+    actions = sorted({a for e in entries if e.manifest is not None for a in e.manifest.actions})
     for action in actions:
         row: dict[str, Any] = {"action": action}
         for role, bid in (("production", production), ("canary", canary_id)):
             e = by_id.get(bid or "")
-            info = e.manifest.get("actions", {}).get(action) if e else None
+            info = _action_json(e.manifest, action) if e else None
             row[role] = (
                 None
                 if e is None or info is None
@@ -292,8 +293,8 @@ def models_list(workspace: Workspace, *, now: datetime | None = None) -> list[di
             "stage": e.stage,
             "created_at": e.created_at,
             "age_s": _age_s(e.created_at, now),
-            "feature_set_version": e.manifest.get("feature_set_version"),
-            "actions": {a: _headline(i) for a, i in sorted(e.manifest.get("actions", {}).items())},
+            "feature_set_version": e.manifest.feature_set_version if e.manifest else None,
+            "actions": {a: _headline(i) for a, i in sorted(_actions_json(e.manifest).items())},
         }
         for e in Registry(workspace).entries()
     ]
@@ -374,7 +375,7 @@ def model_view(workspace: Workspace, bundle_id: str) -> dict[str, Any]:
 
     registry = Registry(workspace)
     bid = registry.resolve(bundle_id)
-    manifest = read_manifest(registry.path(bid))
+    manifest = read_manifest(registry.path(bid)).to_json()  # the console shows the JSON as stored
     entry = next((e for e in registry.entries() if e.id == bid), None)
     now_hist = _now_histogram(workspace, bid)
     actions = {}
@@ -501,3 +502,12 @@ def require(value: Any, what: str) -> Any:
     if value is None:
         raise PropensityError(what)
     return value
+
+
+def _actions_json(manifest: BundleManifest | None) -> dict[str, Any]:
+    """A manifest's per-action entries as their stored JSON (empty for an unreadable manifest)."""
+    return dict(manifest.to_json().get("actions") or {}) if manifest is not None else {}
+
+
+def _action_json(manifest: BundleManifest | None, action: str) -> dict[str, Any] | None:
+    return _actions_json(manifest).get(action)

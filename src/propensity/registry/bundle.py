@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
 from propensity.core.errors import PropensityError
-from propensity.core.hashing import content_hash, digest
+from propensity.core.hashing import digest
+from propensity.core.manifest import FORMAT_VERSION, BundleManifest, bundle_id
 from propensity.core.version import __version__
 from propensity.training.artifacts import ActionArtifacts
 from propensity.training.calibration import Calibrator
@@ -31,7 +33,6 @@ from propensity.training.encoding import FeatureEncoder
 from propensity.training.trainers import LightGBMModel, LogisticBaseline
 
 MANIFEST = "bundle.json"
-FORMAT_VERSION = 1
 
 
 class CorruptBundleError(PropensityError):
@@ -67,11 +68,6 @@ def _files_for(art: ActionArtifacts) -> dict[str, bytes]:
     }
 
 
-def _bundle_id(manifest: dict[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k not in ("id", "created_at")}
-    return "m-" + content_hash(body)
-
-
 def write_bundle(models_dir: Path, actions: dict[str, ActionArtifacts], meta: dict[str, Any]) -> str:
     """Write a bundle atomically (temp folder, then rename) and return its id; an identical one is reused."""
     files: dict[str, bytes] = {}
@@ -85,12 +81,12 @@ def write_bundle(models_dir: Path, actions: dict[str, ActionArtifacts], meta: di
         "actions": {name: art.info for name, art in sorted(actions.items())},
         "files": {path: digest(data) for path, data in sorted(files.items())},
     }
-    bundle_id = _bundle_id(manifest)
-    manifest = {"id": bundle_id, "created_at": datetime.now(UTC).isoformat(), **manifest}
+    new_id = bundle_id(manifest)
+    manifest = {"id": new_id, "created_at": datetime.now(UTC).isoformat(), **manifest}
     models_dir.mkdir(parents=True, exist_ok=True)
-    final = models_dir / bundle_id
+    final = models_dir / new_id
     if final.exists():
-        return bundle_id
+        return new_id
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=models_dir))
     try:
         for path, data in files.items():
@@ -104,7 +100,7 @@ def write_bundle(models_dir: Path, actions: dict[str, ActionArtifacts], meta: di
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return bundle_id
+    return new_id
 
 
 @dataclass
@@ -113,7 +109,7 @@ class Bundle:
 
     id: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: BundleManifest
     actions: dict[str, ActionArtifacts]
 
     def predict(self, action: str, table: pa.Table, *, baseline: bool = False) -> np.ndarray:
@@ -132,30 +128,39 @@ class Bundle:
 
     @property
     def feature_set_version(self) -> str:
-        return str(self.manifest.get("feature_set_version", ""))
+        return self.manifest.feature_set_version
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> BundleManifest:
+    """The bundle folder's manifest, typed (not verified: see :func:`verify_bundle`)."""
     try:
-        data: dict[str, Any] = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CorruptBundleError(f"bundle {path.name}: {MANIFEST} is missing") from None
     except json.JSONDecodeError as exc:
         raise CorruptBundleError(f"bundle {path.name}: {MANIFEST} is not valid JSON ({exc})") from None
-    return data
+    if not isinstance(data, dict):
+        raise CorruptBundleError(f"bundle {path.name}: {MANIFEST} is not a JSON object")
+    try:
+        return BundleManifest.from_json(data)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        raise CorruptBundleError(
+            f"bundle {path.name}: {MANIFEST} is not a bundle manifest ({where})"
+        ) from None
 
 
-def verify_bundle(path: Path) -> dict[str, Any]:
+def verify_bundle(path: Path) -> BundleManifest:
     """Check every file against the manifest and the manifest against the id; return the manifest."""
     manifest = read_manifest(path)
     problems = []
-    for rel, expected in manifest.get("files", {}).items():
+    for rel, expected in manifest.files.items():
         f = path / rel
         if not f.exists():
             problems.append(f"{rel} is missing")
         elif digest(f.read_bytes()) != expected:
             problems.append(f"{rel} does not match its checksum")
-    if manifest.get("id") != path.name or _bundle_id(manifest) != path.name:
+    if manifest.id != path.name or manifest.content_id() != path.name:
         problems.append(f"{MANIFEST} does not match the bundle id (it was edited)")
     if problems:
         raise CorruptBundleError(
@@ -169,7 +174,7 @@ def load_bundle(path: Path) -> Bundle:
     """Load a bundle after verifying its checksums (raises :class:`CorruptBundleError`)."""
     manifest = verify_bundle(path)
     actions = {}
-    for name, info in manifest["actions"].items():
+    for name, info in manifest.actions.items():
         d = path / name
 
         def js(fname: str, _d: Path = d) -> Any:
@@ -181,6 +186,6 @@ def load_bundle(path: Path) -> Bundle:
             calibrator=Calibrator.from_json(js("calibrator.json")),
             baseline=LogisticBaseline.from_json(js("baseline.json")),
             baseline_calibrator=Calibrator.from_json(js("baseline_calibrator.json")),
-            info=info,
+            info=info.model_dump(mode="json", exclude_unset=True),
         )
-    return Bundle(manifest["id"], path, manifest, actions)
+    return Bundle(manifest.id, path, manifest, actions)

@@ -56,7 +56,7 @@ class GateResult:
 def _same_window(
     workspace: Workspace, candidate: Bundle, production: Bundle, action: str
 ) -> tuple[dict[str, float], dict[str, float]] | None:
-    ts_id = candidate.manifest.get("training_set")
+    ts_id = candidate.manifest.training_set
     path = workspace.state_dir / "training" / str(ts_id) / f"{action}.parquet"
     if not ts_id or not path.exists():
         return None
@@ -88,8 +88,8 @@ def evaluate_gate(
             cand, prod = same
             basis = "same test window"
         else:
-            cand = candidate.manifest["actions"][action]["metrics"]["model"]
-            prod = production.manifest["actions"][action]["metrics"]["model"]
+            cand = candidate.manifest.actions[action].metrics["model"]
+            prod = production.manifest.actions[action].metrics["model"]
             basis = "recorded metrics"
             result.notes.append(
                 f"{action}: production cannot score the candidate's test rows; compared recorded metrics"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from propensity.core.errors import PropensityError
+from propensity.core.manifest import BundleManifest
 from propensity.registry.bundle import Bundle, BundleNotFoundError, load_bundle, read_manifest
 from propensity.workspace import Workspace
 
@@ -36,7 +37,7 @@ class BundleEntry:
     id: str
     stage: str
     created_at: str
-    manifest: dict[str, Any]
+    manifest: BundleManifest | None  # None when the bundle's manifest cannot be read
 
 
 class Registry:
@@ -87,10 +88,11 @@ class Registry:
         state = self._read()
         out = []
         for bid, entry in state["bundles"].items():
+            manifest: BundleManifest | None
             try:
                 manifest = read_manifest(self.path(bid))
             except PropensityError:
-                manifest = {}
+                manifest = None
             out.append(BundleEntry(bid, entry["stage"], entry["created_at"], manifest))
         out.sort(key=lambda e: e.created_at, reverse=True)
         return out

@@ -102,7 +102,7 @@ def _tolerances(workspace: Workspace) -> PromotionSettings:
 # -------------------------------------------------------------------------------------------- the window
 def _window_rows(workspace: Workspace, challenger: Bundle, action: str, window: timedelta | None) -> pa.Table:
     """The challenger's test rows of ``action`` (optionally only its last ``window``): labels and features."""
-    ts_id = challenger.manifest.get("training_set")
+    ts_id = challenger.manifest.training_set
     path = workspace.state_dir / "training" / str(ts_id) / f"{action}.parquet"
     if not ts_id or not path.exists():
         raise RetrainError(
@@ -120,15 +120,15 @@ def _window_rows(workspace: Workspace, challenger: Bundle, action: str, window: 
 
 
 def _definitions(bundle: Bundle) -> list[Any]:
-    return list(TypeAdapter(list[FeatureDefinition]).validate_python(bundle.manifest.get("features", [])))
+    return list(TypeAdapter(list[FeatureDefinition]).validate_python(bundle.manifest.features))
 
 
 def _production_rows(
     workspace: Workspace, rows: pa.Table, challenger: Bundle, production: Bundle
 ) -> pa.Table:
     """``rows`` with production's features: reused where the definitions are the same, else recomputed."""
-    same = {f["name"]: f for f in challenger.manifest.get("features", [])}
-    needed = production.manifest.get("features", [])
+    same = {f["name"]: f for f in challenger.manifest.features}
+    needed = production.manifest.features
     if all(same.get(f["name"]) == f for f in needed):
         return rows
     from propensity.features.offline import compute_features

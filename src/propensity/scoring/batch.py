@@ -16,7 +16,7 @@ it to the workspace's score store (``propensity score`` does that).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from propensity.config.predicates import sql_literal
 from propensity.core.contract import ContractError, load_contract, validate_rows
 from propensity.core.errors import PropensityError
 from propensity.core.holdout import groups_for
+from propensity.core.manifest import ActionManifest, BundleManifest
 from propensity.core.score_row import SCORE_ROW_SCHEMA, UTC_US
 from propensity.events.log import open_event_log
 from propensity.events.spark import engine_of
@@ -245,12 +246,14 @@ def percentiles(quantiles: Sequence[float] | None, scores: np.ndarray) -> np.nda
 
 
 # ------------------------------------------------------------------------------------------------ actions
-def _bundle_actions(manifest_actions: dict[str, Any], spec_actions: Sequence[Action]) -> dict[str, Action]:
+def _bundle_actions(
+    manifest_actions: Mapping[str, ActionManifest], spec_actions: Sequence[Action]
+) -> dict[str, Action]:
     """The definition each bundle action was trained with (the spec's when the bundle did not store one)."""
     by_name = {a.name: a for a in spec_actions}
     out = {}
     for name, info in manifest_actions.items():
-        definition = info.get("definition") if isinstance(info, dict) else None
+        definition = info.definition
         if isinstance(definition, dict):
             try:
                 out[name] = Action.model_validate(definition)
@@ -267,7 +270,7 @@ def load_bundle_model(path: Path) -> ServingModel:
     return ServingModel.from_bundle_dir(path)
 
 
-def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel, dict[str, Any], Path]:
+def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel, BundleManifest, Path]:
     from propensity.registry.bundle import read_manifest
     from propensity.registry.registry import Registry
 
@@ -307,7 +310,7 @@ def score_batch(
     expiration_at = scored_at + settings.ttl.timedelta
     run_id = new_run_id(scored_at)
     model, manifest, bundle_dir = _load_model(workspace, bundle)
-    trained = _bundle_actions(manifest.get("actions", {}), spec.actions)
+    trained = _bundle_actions(manifest.actions, spec.actions)
     declared = {a.name: a for a in spec.actions}
     wanted = list(actions) if actions else list(dict.fromkeys([*model.action_names, *declared]))
     unknown = [a for a in wanted if a not in model.actions and a not in declared]

@@ -219,10 +219,10 @@ class ServingModel:
 
         manifest = verify_bundle(path)
         actions = []
-        for name, info in sorted(manifest["actions"].items()):
+        for name, info in sorted(manifest.actions.items()):
             d = path / name
             encoder = json.loads((d / "encoder.json").read_text(encoding="utf-8"))
-            definition = info.get("definition") or {}
+            definition = info.definition or {}
             rules = definition.get("eligibility") if isinstance(definition, dict) else None
             # A stored definition lists every rule, unset ones as null: only set rules make a condition.
             eligibility = (
@@ -236,19 +236,19 @@ class ServingModel:
                     categories={k: list(v) for k, v in encoder.get("categories", {}).items()},
                     calibrator=json.loads((d / "calibrator.json").read_text(encoding="utf-8")),
                     eligibility=eligibility or None,
-                    score_quantiles=info.get("score_quantiles"),
+                    score_quantiles=info.score_quantiles,
                     definition=definition or None,
                 )
             )
         settings = segments or SegmentSettings()
         cuts = {a.name: reference_segments(a.score_quantiles, settings) for a in actions if a.score_quantiles}
-        if run is not None and run.model_version == manifest["id"]:
+        if run is not None and run.model_version == manifest.id:
             # A run cut with other tier names predates the current section: its cuts do not apply.
             names = tuple(reversed(settings.names))
             cuts.update({a: s for a, s in run_segments(run).items() if s.names == names})
         return cls(
-            str(manifest["id"]),
-            str(manifest.get("feature_set_version", "")),
+            manifest.id,
+            manifest.feature_set_version,
             actions,
             backend=backend,
             cache_dir=path / COMPILED_DIR,

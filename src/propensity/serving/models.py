@@ -27,7 +27,7 @@ def registry_entries(workspace: Workspace) -> list[dict[str, Any]]:
 
     return [
         {"model_version": e.id, "stage": e.stage, "created_at": e.created_at,
-         "actions": sorted(e.manifest.get("actions", {}))}
+         "actions": sorted(e.manifest.actions) if e.manifest is not None else []}
         for e in Registry(workspace).entries()
     ]  # fmt: skip
 

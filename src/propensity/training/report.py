@@ -15,23 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from propensity.core.html import COLORS, CSS, W, axes, legend, line, table, xy
+from propensity.core.manifest import BundleManifest
 from propensity.training.metrics import HEADLINE, headline
 
 
-def report_json(manifest: dict[str, Any]) -> dict[str, Any]:
+def report_json(manifest: BundleManifest) -> dict[str, Any]:
     out: dict[str, Any] = {
         "_meta": {
-            "bundle": manifest["id"],
-            "created_at": manifest.get("created_at"),
-            "project": manifest.get("project"),
-            "feature_set_version": manifest.get("feature_set_version"),
-            "training_set": manifest.get("training_set"),
-            "code_version": manifest.get("code_version"),
-            "data": manifest.get("data"),
+            "bundle": manifest.id,
+            "created_at": manifest.created_at,
+            "project": manifest.project,
+            "feature_set_version": manifest.feature_set_version,
+            "training_set": manifest.training_set,
+            "code_version": manifest.code_version,
+            "data": manifest.data,
         }
     }
-    for name, info in sorted(manifest["actions"].items()):
-        m = info["metrics"]
+    for name, info in sorted(manifest.actions.items()):
+        m = info.metrics
         entry: dict[str, Any] = {
             "model": headline(m["model"]),
             "baseline": headline(m["baseline"]),
@@ -42,12 +43,12 @@ def report_json(manifest: dict[str, Any]) -> dict[str, Any]:
                 {"decile": d["decile"], "mean_score": d["mean_score"], "realised_rate": d["realised_rate"]}
                 for d in m["model"]["deciles"]
             ],
-            "counts": info["counts"],
-            "calibration": {k: v["method"] for k, v in info["calibration"].items()},
+            "counts": info.counts,
+            "calibration": {k: v["method"] for k, v in info.calibration.items()},
             "trees": m["model"].get("trees"),
-            "training_window": info["training_window"],
+            "training_window": info.training_window,
         }
-        oracle = info.get("oracle")
+        oracle = info.oracle
         if oracle:
             entry["oracle_roc_auc"] = oracle["oracle"]["roc_auc"]
             entry["oracle_ece"] = oracle["oracle"]["ece"]
@@ -131,7 +132,7 @@ def importance_svg(importance: list[dict[str, Any]], top: int = 15) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ HTML
-def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None) -> str:
+def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None) -> str:
     data = report_json(manifest)
     meta = data["_meta"]
     out = [
@@ -154,15 +155,16 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
                        "ECE (baseline)", "quality: lift over random", "oracle AUC", "oracle ECE"], summary))  # fmt: skip
     for name, reason in sorted((skipped or {}).items()):
         out.append(f"<p class='warn'>{html.escape(name)} was not trained: {html.escape(reason)}</p>")
-    for name, info in sorted(manifest["actions"].items()):
-        m = info["metrics"]
+    for name, info in sorted(manifest.actions.items()):
+        m = info.metrics
         e = data[name]
         out.append(f"<h2>{html.escape(name)}</h2>")
-        d = info["definition"]
+        d = info.definition or {}
+        w = info.training_window
         out.append(f"<p class='note'>horizon {d['horizon']}, outcome {d['outcome']}, target {', '.join(d['target']['event_type'])}; "
-                   f"training window {info['training_window']['first_cutoff']} → {info['training_window']['last_cutoff']} "
-                   f"(calibration from {info['training_window']['calibration_start']}, test from "
-                   f"{info['training_window']['test_start']}); calibration: {e['calibration']}</p>")  # fmt: skip
+                   f"training window {w['first_cutoff']} → {w['last_cutoff']} "
+                   f"(calibration from {w['calibration_start']}, test from "
+                   f"{w['test_start']}); calibration: {e['calibration']}</p>")  # fmt: skip
         rows = [[k.replace("_", " "), e["model"][k], e["baseline"][k]] for k in HEADLINE]
         if "on_oracle_rows" in e:
             o = e["on_oracle_rows"]
@@ -192,7 +194,7 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
             )
         else:
             out.append(table(["metric", "LightGBM", "baseline"], rows))
-        c = info["counts"]
+        c = info.counts
         out.append(
             table(["split", "rows", "positives"], [[k, v["rows"], v["positives"]] for k, v in c.items()])
         )
@@ -201,7 +203,7 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
         out.append(table(["decile", "rows", "mean score", "realised rate", "lift", "cumulative gain"],
                           [[r["decile"], r["n"], r["mean_score"], r["realised_rate"], r["lift"], r["cumulative_gain"]]
                            for r in m["model"]["deciles"]]))  # fmt: skip
-        examples = info.get("reason_code_examples") or []
+        examples = info.reason_code_examples or []
         if examples:
             out.append("<h3>Reason codes: the three highest and three lowest test scores</h3>")
             out.append(
@@ -221,11 +223,11 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
                 )
             )
         out.append("<h3>Feature importance (mean |SHAP| in log-odds, and split gain)</h3>")
-        out.append("<div class='charts'>" + importance_svg(info["importance"]) + "</div>")
+        out.append("<div class='charts'>" + importance_svg(info.importance) + "</div>")
         out.append(
             table(
                 ["feature", "mean |SHAP|", "gain"],
-                [[r["feature"], r["mean_abs_shap"], r["gain"]] for r in info["importance"][:15]],
+                [[r["feature"], r["mean_abs_shap"], r["gain"]] for r in info.importance[:15]],
             )
         )
     out.append("</body></html>")
@@ -233,10 +235,10 @@ def render_html(manifest: dict[str, Any], skipped: dict[str, str] | None = None)
 
 
 def write_report_files(
-    folder: Path, manifest: dict[str, Any], skipped: dict[str, str] | None = None
+    folder: Path, manifest: BundleManifest, skipped: dict[str, str] | None = None
 ) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"report-{manifest['id']}"
+    stem = f"report-{manifest.id}"
     paths = {"html": folder / f"{stem}.html", "json": folder / f"{stem}.json"}
     paths["html"].write_text(render_html(manifest, skipped), encoding="utf-8")
     data = report_json(manifest)
