@@ -20,13 +20,14 @@ by monitor name (``feature_psi``) or, to override one subject, by ``monitor:subj
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from propensity.config.base import StrictModel
 from propensity.config.durations import Duration, FiniteDuration
+from propensity.core.clock import as_utc
 
 
 class Threshold(StrictModel):
@@ -83,7 +84,7 @@ class ReferenceSettings(StrictModel):
     @field_validator("at")
     @classmethod
     def _utc(cls, value: list[datetime]) -> list[datetime]:
-        return [t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC) for t in value]
+        return [as_utc(t) for t in value]
 
 
 class MonitoringSettings(StrictModel):

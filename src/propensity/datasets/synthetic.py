@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from propensity.core.clock import as_utc
 from propensity.core.event import UTC_TS
 from propensity.datasets import _synthetic_model as m
 from propensity.datasets._synthetic_events import (
@@ -110,10 +111,6 @@ class SyntheticSummary:
         }
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _default_start(days: int, now: datetime) -> datetime:
     """The Monday 00:00 UTC that ends the data at least a week before ``now`` (room for late arrivals)."""
     latest = (now - timedelta(days=days + 7)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -128,7 +125,7 @@ def default_cutoffs(start: datetime, days: int) -> list[datetime]:
 def _cutoff_weeks(start: datetime, days: int, cutoffs: Sequence[datetime]) -> list[int]:
     weeks = []
     for c in cutoffs:
-        delta = _utc(c) - start
+        delta = as_utc(c) - start
         d = delta.days
         if delta != timedelta(days=d) or d % 7:
             raise ValueError(
@@ -225,7 +222,7 @@ def generate(
     if customers <= 0 or days < 7:
         raise ValueError("customers must be positive and days at least 7")
     now = datetime.now(UTC)
-    start = _default_start(days, now) if start is None else _utc(start)
+    start = _default_start(days, now) if start is None else as_utc(start)
     if start.weekday() != 0 or start != start.replace(hour=0, minute=0, second=0, microsecond=0):
         raise ValueError(
             f"start {start.isoformat()} must be a Monday 00:00 UTC (the model's weeks start then)"

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from propensity.config.actions import Action
 from propensity.config.monitoring import AlertSettings, MonitoringSettings
+from propensity.core.clock import as_utc
 from propensity.core.errors import PropensityError
 from propensity.core.hashing import content_hash, sample_key_sql
 from propensity.events.log import open_event_log
@@ -69,7 +70,7 @@ def run_monitors(
     settings, alerts = workspace.spec.monitoring, workspace.spec.alerts
     started = datetime.now(UTC)
     as_of = as_of or started
-    as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of.astimezone(UTC)  # naive: UTC
+    as_of = as_utc(as_of)  # naive: UTC
     results: list[m.MonitorResult] = []
     notes: list[str] = []
     # The score store takes the workspace lock itself: read it before this run takes it.

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from propensity.config.actions import Action, describe_action
 from propensity.config.predicates import sql_literal
+from propensity.core.clock import as_utc
 from propensity.core.contract import ContractError, load_contract, validate_rows
 from propensity.core.errors import PropensityError
 from propensity.core.holdout import groups_for
@@ -66,10 +67,6 @@ class BatchScoringError(PropensityError):
 class BatchResult:
     run: ScoringRun
     rows: pa.Table
-
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 # ------------------------------------------------------------------------------------------- customers
@@ -306,7 +303,7 @@ def score_batch(
     spec = workspace.spec
     settings = spec.scoring
     scored_at = datetime.now(UTC)
-    as_of = _utc(as_of) if as_of is not None else scored_at
+    as_of = as_utc(as_of) if as_of is not None else scored_at
     expiration_at = scored_at + settings.ttl.timedelta
     run_id = new_run_id(scored_at)
     model, manifest, bundle_dir = _load_model(workspace, bundle)

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from propensity.core.clock import as_utc
 from propensity.core.errors import PropensityError
 from propensity.core.score_row import SCORE_ROW_COLUMNS, SCORE_ROW_SCHEMA
 
@@ -107,7 +108,7 @@ def _iso(t: datetime) -> str:
 
 def _parse_time(value: Any) -> datetime:
     t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return as_utc(t)
 
 
 def new_run_id(scored_at: datetime) -> str:
