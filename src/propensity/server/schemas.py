@@ -229,7 +229,10 @@ class Score(BaseModel):
         "fallback is true); null when the customer is not eligible.",
     )
     percentile: float | None = Field(ge=0, le=100, description="0–100 among the bundle's reference scores.")
-    segment: str | None = Field(description="The project's segment for this percentile (segments:).")
+    segment: str | None = Field(
+        description="The tier of the project's segments: section this score falls in, cut as the latest batch "
+        "scoring run of the bundle cut it (so batch and online agree)."
+    )
     eligible: bool | None = Field(
         description="Whether the action's eligibility rule holds now (false: no score); null when the rule "
         "is not evaluated here (an action the project no longer declares)."
