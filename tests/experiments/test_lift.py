@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from tests.experiments.simulation import (
     TRUE_ABSOLUTE_LIFT,
@@ -54,6 +54,7 @@ def test_empty_groups_and_zero_cells_do_not_crash() -> None:
     st.integers(1, 400).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))),
     st.integers(1, 400).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))),
 )
+@example((3, 0), (400, 400))  # the Newcombe lower bound rounded to -1.0000000000000002 before it was clamped
 def test_the_interval_contains_the_estimate_and_stays_in_range(
     t: tuple[int, int], c: tuple[int, int]
 ) -> None:

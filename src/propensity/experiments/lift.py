@@ -77,8 +77,9 @@ def lift(*, x_t: int, n_t: int, x_c: int, n_c: int, z: float = Z95) -> Lift:
     l_t, u_t = wilson(x_t, n_t, z)
     l_c, u_c = wilson(x_c, n_c, z)
     d = p_t - p_c
-    lo = d - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2)
-    hi = d + math.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2)
+    # A difference of rates lies in [-1, 1]; rounding could put a bound a hair outside (e.g. 0/3 vs 400/400).
+    lo = max(-1.0, d - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2))
+    hi = min(1.0, d + math.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2))
     relative: float | None
     relative_ci: tuple[float, float] | None
     if x_c == 0 and x_t == 0:
