@@ -111,7 +111,7 @@ def _name(action: dict[str, Any]) -> str:
 
 
 def train(root: Path, actions: list[str]) -> tuple[str, Path, dict[str, Any]]:
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
     from propensity.workspace import Workspace
 
     ws = Workspace.open(root, require_spec=True)

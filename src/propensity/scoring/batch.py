@@ -549,11 +549,11 @@ def score_triggers(
     spec = workspace.spec
     settings = spec.scoring
     scored_at = datetime.now(UTC)
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     if end <= start:
         raise BatchScoringError(f"--to ({end.isoformat()}) must be later than --from ({start.isoformat()})")
     model, manifest, _ = _load_model(workspace, bundle)
-    trained = _bundle_actions(manifest.get("actions", {}), spec.actions)
+    trained = _bundle_actions(manifest.actions, spec.actions)
     declared = {a.name: a for a in spec.actions}
     known = {**declared, **trained}
     if actions:
