@@ -93,6 +93,14 @@ def _aggregate_blocks(
     return blocks
 
 
+def window_start_us(w: Window, t_us: int) -> int:
+    """:func:`_window_start` for one known time (Python's ``%`` of a positive divisor is SQL's ``((t % b) + b) % b``)."""
+    b = w.bucket_us
+    if b == 1:
+        return t_us - (w.n - 1)
+    return (t_us - t_us % b) - (w.n - 1) * b
+
+
 def build_query(
     plan: FeaturePlan,
     spine: str,
@@ -101,10 +109,17 @@ def build_query(
     attributes_table: str = "attributes",
     dialect: Dialect = DUCKDB,
     triggers: bool = False,
+    at_us: int | None = None,
 ) -> str:
     """SQL computing every feature of ``plan`` for each row of ``spine`` (``_rid, customer_id, as_of``, and
-    ``trigger_id`` when ``triggers``: the event a trigger feature reads; without it trigger features are null)."""
+    ``trigger_id`` when ``triggers``: the event a trigger feature reads; without it trigger features are null).
+
+    ``at_us``: every spine row is at this one time (epoch microseconds) and no customer appears twice, as in
+    batch scoring. The query then aggregates the visible events by customer with the cutoff and window starts as
+    constants (the filters reach the scan; no join of events to spine rows), finite and lifetime windows in one
+    pass; the values are the general query's (a test compares them)."""
     d = dialect
+    single = at_us is not None
     ctes: list[str] = []
     base_cols: dict[
         int, str
@@ -117,25 +132,36 @@ def build_query(
     win_col = {w: f"_lo{i}" for i, w in enumerate(windows)}
     lo_cols = [f"{_window_start(w, '_t')} AS {win_col[w]}" for w in windows]
     trig = ", trigger_id" if triggers else ""
+    t_sql = d.epoch_us("as_of") if at_us is None else str(at_us)
     ctes.append(
-        f"_s0 AS (SELECT _rid, customer_id, {d.epoch_us('as_of')} AS _t{trig} FROM {spine})",
+        f"_s0 AS (SELECT _rid, customer_id, {t_sql} AS _t{trig} FROM {spine})",
     )
     ctes.append("_s AS (SELECT *" + "".join(", " + c for c in lo_cols) + " FROM _s0)")
     day = "" if plan.zone is None else f", {d.local_date('ev.event_time', plan.zone)} AS _day"
+    cutoff = ""
+    if at_us is not None:
+        instant = f"TIMESTAMPTZ '{_iso_us(at_us)}'"  # a constant the scan can use to skip data
+        cutoff = f" AND ev.event_time <= {instant} AND ev.available_at <= {instant}"
     ctes.append(
         f"_e AS (SELECT ev.*, {d.epoch_us('ev.event_time')} AS _et, {d.epoch_us('ev.available_at')} AS _av{day} "
-        f"FROM {events_table} ev WHERE ev.customer_id IN (SELECT customer_id FROM _s0))"
+        f"FROM {events_table} ev WHERE ev.customer_id IN (SELECT customer_id FROM _s0){cutoff})"
     )
     visible = "e.customer_id = s.customer_id AND e._et <= s._t AND e._av <= s._t"
     column = _event_column("e", d)
 
-    # --- windowed aggregates: one block for finite windows, one for lifetime ------------------------------
-    for block, groups, lower_cols in _aggregate_blocks(plan, win_col):
+    def lower(w: Window) -> str:
+        return f"s.{win_col[w]}" if at_us is None else str(window_start_us(w, at_us))
+
+    # --- windowed aggregates: one block for finite windows, one for lifetime (one block at a single time) ---
+    blocks = _aggregate_blocks(plan, win_col)
+    if single and blocks:
+        blocks = [("_ag", [g for _, groups, _ in blocks for g in groups], [])]
+    for block, groups, lower_cols in blocks:
         aggs: list[str] = []
         for g in groups:
             conds = _filter_sql(g.filter, "e", d)
             if g.window is not None:
-                conds.insert(0, f"e._et >= s.{win_col[g.window]}")
+                conds.insert(0, f"e._et >= {lower(g.window)}")
             for i in g.features:
                 f = plan.features[i]
                 assert isinstance(f, AggregateFeature)
@@ -169,12 +195,18 @@ def build_query(
                     fn = "max" if f.aggregate == "time_since_last" else "min"
                     aggs.append(f"{fn}(e._et){flt_sql} AS {name}")
                     base_cols[i] = f"({d.to_double(f's._t - {ref}')} / {d.to_double(str(US))})"
-        lower = ""
+        if single:  # the cutoff is in _e already; one group per customer is one group per spine row
+            ctes.append(
+                f"{block} AS (SELECT e.customer_id, {', '.join(aggs)} FROM _e e GROUP BY e.customer_id)"
+            )
+            joins.append(f"LEFT JOIN {block} ON {block}.customer_id = s.customer_id")
+            continue
+        bound_sql = ""
         if lower_cols:
             bound = lower_cols[0] if len(lower_cols) == 1 else f"least({', '.join(lower_cols)})"
-            lower = f" AND e._et >= {bound}"
+            bound_sql = f" AND e._et >= {bound}"
         ctes.append(
-            f"{block} AS (SELECT s._rid, {', '.join(aggs)} FROM _s s JOIN _e e ON {visible}{lower} "
+            f"{block} AS (SELECT s._rid, {', '.join(aggs)} FROM _s s JOIN _e e ON {visible}{bound_sql} "
             "GROUP BY s._rid)"
         )
         joins.append(f"LEFT JOIN {block} ON {block}._rid = s._rid")
@@ -265,11 +297,18 @@ def build_query(
             f"WHERE attribute IN ({', '.join(d.literal(x) for x in names)}) "
             "AND customer_id IN (SELECT customer_id FROM _s0))"
         )
-        ctes.append(
-            f"_at AS (SELECT s._rid, {', '.join(aggs)} FROM _s s JOIN _a a ON a.customer_id = s.customer_id "
-            "AND a._vf <= s._t AND a._av <= s._t GROUP BY s._rid)"
-        )
-        joins.append("LEFT JOIN _at ON _at._rid = s._rid")
+        if single:
+            ctes.append(
+                f"_at AS (SELECT a.customer_id, {', '.join(aggs)} FROM _a a WHERE a._vf <= {at_us} "
+                f"AND a._av <= {at_us} GROUP BY a.customer_id)"
+            )
+            joins.append("LEFT JOIN _at ON _at.customer_id = s.customer_id")
+        else:
+            ctes.append(
+                f"_at AS (SELECT s._rid, {', '.join(aggs)} FROM _s s JOIN _a a ON a.customer_id = s.customer_id "
+                "AND a._vf <= s._t AND a._av <= s._t GROUP BY s._rid)"
+            )
+            joins.append("LEFT JOIN _at ON _at._rid = s._rid")
 
     # --- trigger: fields of the row's trigger event (visible by as_of) -------------------------------------------
     for i in plan.triggers:
@@ -302,6 +341,14 @@ def build_query(
         + "\n".join(joins)
         + ("\nORDER BY s._rid" if d.sorts_output else "")
     )
+
+
+def _iso_us(t_us: int) -> str:
+    """Epoch microseconds as an exact ISO 8601 UTC literal."""
+    from datetime import UTC, datetime, timedelta
+
+    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t_us)
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00"
 
 
 def _trigger_value(f: TriggerFeature, column: str, d: Dialect) -> str:

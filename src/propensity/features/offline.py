@@ -30,6 +30,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import TypeAdapter
 
 from propensity.config.features import AnyFeature, FeatureDefinition
@@ -65,6 +66,17 @@ def feature_query(
     )
 
 
+def _single_cutoff(as_of: pa.ChunkedArray, customers: pa.ChunkedArray) -> int | None:
+    """The spine's one time in epoch microseconds, when every row has it and no customer repeats."""
+    if len(as_of) == 0 or as_of.null_count or customers.null_count:
+        return None
+    bounds = pc.min_max(as_of.cast(pa.int64()))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low != high or pc.count_distinct(customers).as_py() != len(customers):
+        return None
+    return int(low)
+
+
 def compute_features(
     con: duckdb.DuckDBPyConnection,
     features: Sequence[AnyFeature] | FeaturePlan,
@@ -73,6 +85,7 @@ def compute_features(
     events_table: str = "events",
     attributes_table: str = "attributes",
     chunk_rows: int = 500_000,
+    single_cutoff: bool | None = None,
 ) -> pa.Table:
     """Every feature for every spine row, point in time.
 
@@ -81,6 +94,9 @@ def compute_features(
     without it). The result has the spine's rows in the spine's order: its columns (``as_of`` as
     ``timestamp[us, UTC]``) followed by one column per feature in declared order. The spine is computed
     ``chunk_rows`` rows at a time, which bounds memory on large spines.
+
+    A spine at one time with no customer twice (batch scoring's) is computed by a simpler query (aggregates by
+    customer with constant windows, about twice as fast); ``single_cutoff=False`` forces the general one.
     """
     plan = _as_plan(features)
     missing = [c for c in SPINE_COLUMNS if c not in spine.column_names]
@@ -108,8 +124,14 @@ def compute_features(
     if not plan.names:
         return spine.set_column(spine.column_names.index("as_of"), "as_of", as_of)
     name = f"_propensity_spine_{next(_COUNTER)}"
+    at_us = _single_cutoff(as_of, customer) if single_cutoff is not False else None
     sql = build_query(
-        plan, name, events_table=events_table, attributes_table=attributes_table, triggers=triggers
+        plan,
+        name,
+        events_table=events_table,
+        attributes_table=attributes_table,
+        triggers=triggers,
+        at_us=at_us,
     )
     parts = []
     # Chunks of the spine bound the join's memory (a 2M-row spine is computed in 4 passes by default).
