@@ -86,8 +86,16 @@ def _sign_in(page: Any, base: str, key: str, *, next_path: str = "/console") -> 
 
 def _open(page: Any, url: str, name: str, timings: dict[str, float] | None = None) -> None:
     started = time.perf_counter()
+    errors: list[str] = []  # what the page reported, so a failure says why it never became ready
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(url)
-    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    try:
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    except Exception as exc:
+        raise AssertionError(
+            f"{name} never became ready: {errors}; page: {page.inner_text('body')[:300]}"
+        ) from exc
     if timings is not None:
         timings[name] = round(time.perf_counter() - started, 3)
     assert page.get_attribute("body", "data-ready") == "true", page.inner_text("#status")

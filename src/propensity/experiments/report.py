@@ -295,10 +295,9 @@ def experiments_view(workspace: Workspace) -> dict[str, Any]:
             )
             live = _lift_cache.get(key)
             if live is None:
+                # Score rows carry their as_of (contract 2.0; older rows get it from the run's record).
                 rows = run_rows(store, run.run_id)
-                as_of = pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
-                live = experiment_report(workspace, rows.append_column("as_of", as_of), run_id=run.run_id,
-                                         with_uplift=False)  # fmt: skip
+                live = experiment_report(workspace, rows, run_id=run.run_id, with_uplift=False)
                 _lift_cache.clear()
                 _lift_cache[key] = live
     uplift = {}

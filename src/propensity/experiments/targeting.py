@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.activation.targets import reachable
@@ -113,10 +112,7 @@ def realised_by_bucket(
             if key in _realised_cache:
                 return _realised_cache[key]
         rows = run_rows(store, run.run_id)
-        rows = rows.filter(pc.equal(rows.column("action"), action))
-        rows = rows.append_column(
-            "as_of", pa.array([run.as_of] * rows.num_rows, pa.timestamp("us", tz="UTC"))
-        )
+        rows = rows.filter(pc.equal(rows.column("action"), action))  # rows carry their as_of (contract 2.0)
         matured = outcomes(con, workspace.spec, rows, end=end)
     score = matured.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
     y = matured.column("outcome").to_numpy(zero_copy_only=False).astype(np.float64)
