@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint typecheck unit bench bench-tools clean venv services java browser
+.PHONY: quickstart test lint typecheck unit bench bench-quick bench-tools clean venv services java browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench-tools:
 
 bench: $(STAMP) bench-tools services
 	$(BIN)/python -m benchmarks.run_all
+
+# Every benchmark at a small size: a smoke run that they all still produce their figures.
+bench-quick: $(STAMP) bench-tools services
+	$(BIN)/python -m benchmarks.run_all --quick
 
 clean:
 	rm -rf $(VENV) quickstart-workspace .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+# Figures of record go to benchmarks/results/; a smoke run (run_all --quick) points this elsewhere.
+RESULTS = Path(os.environ.get("PROPENSITY_BENCH_RESULTS") or Path(__file__).parent / "results")
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,13 @@ def measure(code: str, *, timeout: float = 1800) -> Measurement:
 
 
 def machine() -> dict[str, object]:
-    import os
-
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        # Load when the result is saved: on a shared machine, the context every figure needs.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
