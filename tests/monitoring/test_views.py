@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from propensity.monitoring.monitors import MonitorResult
 from propensity.monitoring.store import MonitorRun
-from propensity.monitoring.views import _candidates, rank_alerts
+from propensity.monitoring.views import _candidates, model_choice, rank_alerts
 
 
 def test_alerts_rank_by_status_then_how_far_past_the_threshold() -> None:
@@ -40,4 +40,42 @@ def test_candidates_champion_first_or_model_and_baseline() -> None:
     assert [(r["name"], r["champion"]) for r in _candidates(older)] == [
         ("lightgbm", True),
         ("logistic baseline", False),
+    ]
+
+
+def test_model_choice_says_why_the_champion_won() -> None:
+    """A bundle from the evaluate-then-refit procedure: served kind, candidates, the reason, the logistic
+    reference, backtest folds (one skipped) and warnings; an older bundle gives none of them but still works."""
+    info = {
+        "model": {"kind": "blend", "trees": 120, "weights": {"linear": 0.3, "lightgbm": 0.7}},
+        "candidates": [
+            {"candidate": "lightgbm", "kind": "lightgbm", "champion": False, "calibration": "isotonic",
+             "calibration_log_loss": 0.305, "calibration_split": {"roc_auc": 0.80, "ece": 0.01}},
+            {"candidate": "blend", "kind": "blend", "champion": True, "calibration": "platt",
+             "calibration_log_loss": 0.300, "calibration_split": {"roc_auc": 0.81, "ece": 0.008}},
+        ],
+        "champion": {"candidate": "blend", "kind": "blend", "why": "blend: lowest calibrated log loss",
+                     "baseline_calibration_log_loss": 0.33},
+        "stages": {"champion": {"how": "time: training → calibration split"}},
+        "backtest": {"procedure": "refit on every matured row", "folds": [
+            {"origin": None, "skipped": "history too short for this fold"},
+            {"origin": "2025-05-01T00:00:00", "test_split": True, "calibration": "platt",
+             "evaluated": {"rows": 500, "positives": 60}, "model": {"roc_auc": 0.8, "log_loss": 0.3, "ece": 0.01},
+             "baseline": {"roc_auc": 0.75, "log_loss": 0.33}},
+        ]},
+        "warnings": ["buy_7d: 12 rows purged"],
+    }  # fmt: skip
+    c = model_choice(info)
+    assert (c["kind"], c["champion"], c["why"]) == ("blend", "blend", "blend: lowest calibrated log loss")
+    assert [r["name"] for r in c["candidates"]] == ["blend", "lightgbm"]
+    assert c["candidates"][0]["where"] == "calibration split (time: training → calibration split)"
+    assert c["reference"] is not None and c["reference"]["log_loss"] == 0.33
+    assert c["backtest"][0]["skipped"] and c["backtest"][1]["roc_auc"] == 0.8
+    assert c["backtest"][1]["baseline_log_loss"] == 0.33 and c["backtest"][1]["rows"] == 500
+    assert c["warnings"] == ["buy_7d: 12 rows purged"]
+    old = model_choice({"metrics": {"model": {"roc_auc": 0.9}, "baseline": {"roc_auc": 0.88}}})
+    assert old["kind"] == "lightgbm" and old["why"] is None and old["reference"] is None
+    assert old["backtest"] == [] and [r["name"] for r in old["candidates"]] == [
+        "lightgbm",
+        "logistic baseline",
     ]

@@ -28,6 +28,7 @@ from tests.server.console_fixtures import (
 
 from propensity.activation.run import activate
 from propensity.experiments.targeting import profit, targeting_view
+from propensity.registry.bundle import read_manifest
 from propensity.registry.registry import Registry
 from propensity.scoring.score_store import open_score_store
 from propensity.server.console import ENDPOINTS, PUBLIC
@@ -166,6 +167,17 @@ def test_sign_in_and_every_page(base: str, context: Any, console_ws: tuple[Works
         _open(page, base + path, name, timings)
         assert page.locator("main h1").count() == 1 and page.locator("nav[aria-label=Console]").count() == 1
         _shot(page, name)
+    # The model page: every candidate, and why the champion won when the bundle records it.
+    _open(page, f"{base}/console/models/{production}", "model")
+    info = read_manifest(Registry(_ws).path(production)).actions["buy_7d"]
+    champion = getattr(info, "champion", None)  # a field once the procedure's manifest lands, an extra before
+    rows = page.locator("#candidates tbody tr")
+    why = page.inner_text("#champion-why")
+    if champion:
+        assert champion["why"] in why
+        assert rows.count() >= len(info.candidates)
+    else:
+        assert "records no candidates" in why and rows.count() == 2  # the model and its logistic baseline
     _open(page, f"{base}/console", "overview")
     text = page.inner_text("main")
     assert production[:14] in text and "buy_7d" in text and "campaign" in text

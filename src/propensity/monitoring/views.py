@@ -59,6 +59,7 @@ def _headline(info: dict[str, Any]) -> dict[str, Any]:
         "ece": _finite(m.get("ece")),
         "base_rate": _finite(m.get("base_rate")),
         "test_rows": m.get("n"),
+        "kind": (info.get("model") or {}).get("kind", "lightgbm"),
     }
 
 
@@ -304,6 +305,7 @@ def _candidates(info: dict[str, Any]) -> list[dict[str, Any]]:
     """The models compared for an action: the bundle's candidates (champion first) when it records them, else
     the served model and the logistic baseline it is measured against."""
     out = []
+    how = ((info.get("stages") or {}).get("champion") or {}).get("how")
     for c in info.get("candidates") or []:
         fig = c.get("calibration_split") or {}
         out.append(
@@ -315,7 +317,7 @@ def _candidates(info: dict[str, Any]) -> list[dict[str, Any]]:
                 "log_loss": _finite(c.get("calibration_log_loss")),
                 "roc_auc": _finite(fig.get("roc_auc")),
                 "ece": _finite(fig.get("ece")),
-                "where": "calibration split (cross-fitted)",
+                "where": f"calibration split ({how})" if how else "calibration split",
             }
         )
     if out:
@@ -342,6 +344,57 @@ def _candidates(info: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def _backtest(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rolling-origin backtest's folds (bundles that record one): per origin, the served procedure's and the
+    logistic baseline's figures on the period after it, or why the fold was skipped."""
+    out = []
+    for f in (info.get("backtest") or {}).get("folds") or []:
+        model, base = f.get("model") or {}, f.get("baseline") or {}
+        evaluated = f.get("evaluated") or {}
+        out.append(
+            {
+                "origin": f.get("origin"),
+                "skipped": f.get("skipped"),
+                "test_split": bool(f.get("test_split")),
+                "rows": evaluated.get("rows"),
+                "positives": evaluated.get("positives"),
+                "calibration": f.get("calibration"),
+                "roc_auc": _finite(model.get("roc_auc")),
+                "log_loss": _finite(model.get("log_loss")),
+                "ece": _finite(model.get("ece")),
+                "baseline_roc_auc": _finite(base.get("roc_auc")),
+                "baseline_log_loss": _finite(base.get("log_loss")),
+            }
+        )
+    return out
+
+
+def model_choice(info: dict[str, Any]) -> dict[str, Any]:
+    """How an action's served model was chosen, from its manifest entry: the served kind, every candidate
+    (champion first), why the champion won and the plain logistic reference it was held against, the backtest
+    folds and training's warnings. Bundles that predate candidates give the model and its baseline on the test
+    split, and no reason."""
+    served = info.get("model") or {}
+    champion = info.get("champion") or {}
+    reference = _finite(champion.get("baseline_calibration_log_loss"))
+    return {
+        "kind": served.get("kind", "lightgbm"),
+        "trees": served.get("trees"),
+        "weights": served.get("weights"),
+        "candidates": _candidates(info),
+        "champion": champion.get("candidate"),
+        "why": champion.get("why"),
+        # The plain logistic regression under the same protocol on the calibration split: a reference, not a
+        # candidate.
+        "reference": None
+        if reference is None
+        else {"name": "plain logistic (reference)", "log_loss": reference, "where": "calibration split"},
+        "backtest": _backtest(info),
+        "procedure": (info.get("backtest") or {}).get("procedure"),
+        "warnings": [str(w) for w in info.get("warnings") or []],
+    }
 
 
 def _now_histogram(workspace: Workspace, bundle_id: str) -> dict[str, Any]:
@@ -395,6 +448,7 @@ def model_view(workspace: Workspace, bundle_id: str) -> dict[str, Any]:
             "now_hist": now_hist["actions"].get(name),
             "importance": (info.get("importance") or [])[:20],
             "candidates": _candidates(info),
+            "choice": model_choice(info),
             "training_window": info.get("training_window"),
             "counts": info.get("counts"),
             "calibration": info.get("calibration"),

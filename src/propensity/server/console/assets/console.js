@@ -343,9 +343,9 @@
     const d = await api("/console/api/models");
     const actions = [...new Set(d.bundles.flatMap((b) => Object.keys(b.actions)))].sort();
     content.append(section("Bundles", table("Every bundle in the registry, newest first",
-      ["bundle", "stage", "created", "feature set", ...actions.map((a) => a + " AUC / ECE")],
+      ["bundle", "stage", "created", "feature set", ...actions.map((a) => a + " AUC / ECE (model)")],
       d.bundles.map((b) => [el("a", { href: `/console/models/${b.id}`, text: b.id }), pill(b.stage), `${fmt.time(b.created_at)} (${fmt.age(b.age_s)} ago)`,
-        fmt.short(b.feature_set_version), ...actions.map((a) => b.actions[a] ? `${fmt.num(b.actions[a].roc_auc)} / ${fmt.num(b.actions[a].ece, 4)}` : "—")]))));
+        fmt.short(b.feature_set_version), ...actions.map((a) => b.actions[a] ? `${fmt.num(b.actions[a].roc_auc)} / ${fmt.num(b.actions[a].ece, 4)} (${b.actions[a].kind})` : "—")]))));
     if (isAdmin) content.append(section("Roll back", moveForm("rollback", "/console/api/models/rollback", "Roll production back to the previous bundle", false)));
   }
 
@@ -390,10 +390,23 @@
       holder.replaceChildren();
       const a = d.actions[name];
       const w = a.training_window || {};
+      const c = a.choice || { candidates: a.candidates, backtest: [], warnings: [] };
+      const served = c.kind ? [["served model", c.kind + (c.weights ? ` (weights ${Object.entries(c.weights).map(([k, v]) => `${k} ${fmt.num(v, 2)}`).join(", ")})` : "") + (c.trees ? `, ${fmt.int(c.trees)} trees` : "")]] : [];
       holder.append(dl([["training window", `${fmt.time(w.first_cutoff)} → ${fmt.time(w.last_cutoff)}`], ["calibration from", fmt.time(w.calibration_start)],
-        ["test from", fmt.time(w.test_start)], ["test AUC", fmt.num(a.headline.roc_auc)], ["test ECE", fmt.num(a.headline.ece, 4)], ["base rate", fmt.pct(a.headline.base_rate)]]));
-      holder.append(table("Champion and challengers", ["model", "kind", "champion", "calibration", "log loss", "AUC", "ECE", "measured on"],
-        a.candidates.map((m) => [m.name, m.kind || "—", m.champion ? "★ champion" : "challenger", m.calibration || "—", fmt.num(m.log_loss, 4), fmt.num(m.roc_auc), fmt.num(m.ece, 4), m.where])));
+        ["test from", fmt.time(w.test_start)], ["test AUC", fmt.num(a.headline.roc_auc)], ["test ECE", fmt.num(a.headline.ece, 4)], ["base rate", fmt.pct(a.headline.base_rate)], ...served]));
+      const rows = c.candidates.map((m) => [m.name, m.kind || "—", m.champion ? "★ champion" : "challenger", m.calibration || "—", fmt.num(m.log_loss, 4), fmt.num(m.roc_auc), fmt.num(m.ece, 4), m.where]);
+      if (c.reference) rows.push([c.reference.name, "logistic", "reference", "—", fmt.num(c.reference.log_loss, 4), "—", "—", c.reference.where]);
+      holder.append(table("Champion and challengers", ["model", "kind", "role", "calibration", "log loss", "AUC", "ECE", "measured on"], rows, { id: "candidates" }));
+      holder.append(el("p", { class: "note", id: "champion-why" }, c.why ? "Why the champion won: " + c.why + "." :
+        "This bundle records no candidates: its model is shown against the logistic baseline it was measured against."));
+      if (c.backtest.length) {
+        holder.append(table("Backtest: the training procedure refitted at rolling origins (" + (c.procedure || "") + ")",
+          ["origin", "rows (positives)", "calibration", "AUC", "log loss", "ECE", "baseline AUC", "baseline log loss"],
+          c.backtest.map((f) => f.skipped ? [fmt.time(f.origin), "skipped: " + f.skipped, "", "", "", "", "", ""] :
+            [fmt.time(f.origin) + (f.test_split ? " (test split)" : ""), `${fmt.int(f.rows)} (${fmt.int(f.positives)})`, f.calibration || "—",
+              fmt.num(f.roc_auc), fmt.num(f.log_loss, 4), fmt.num(f.ece, 4), fmt.num(f.baseline_roc_auc), fmt.num(f.baseline_log_loss, 4)])));
+      }
+      if (c.warnings.length) holder.append(el("ul", { class: "warnings", "aria-label": "Training warnings" }, c.warnings.map((t) => el("li", { text: t }))));
       const rel = a.reliability;
       const dec = a.deciles;
       const grid = el("div", { class: "grid" });
