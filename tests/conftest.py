@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,6 +13,18 @@ import pytest
 
 from propensity.core.event import UTC_TS
 from propensity.workspace import Workspace
+
+
+@pytest.fixture(scope="session")
+def cj_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, list[str]]:
+    """One export of Complete Journey for the whole session (it takes ~15 s): the summary, the folder (read
+    only: copy what you change) and the progress messages."""
+    from propensity.datasets.completejourney import export_completejourney
+
+    out = tmp_path_factory.mktemp("cj_export")
+    messages: list[str] = []
+    summary = export_completejourney(out, progress=messages.append)
+    return summary, out, messages
 
 
 @pytest.fixture(scope="session", autouse=True)

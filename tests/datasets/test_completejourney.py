@@ -21,7 +21,6 @@ from propensity.datasets.completejourney import (
     HOUSEHOLDS_SCHEMA,
     CompleteJourneySummary,
     completejourney_data_dir,
-    export_completejourney,
 )
 
 SOURCE_ROWS = {
@@ -40,11 +39,10 @@ LAST = datetime(2018, 1, 1, 4, 1, 20, tzinfo=UTC)  # last basket: 2017-12-31 23:
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompleteJourneySummary, Path, list[str]]:
-    out = tmp_path_factory.mktemp("cj")
-    messages: list[str] = []
-    summary = export_completejourney(out, progress=messages.append)
-    return summary, out, messages
+def export(
+    cj_export: tuple[CompleteJourneySummary, Path, list[str]],
+) -> tuple[CompleteJourneySummary, Path, list[str]]:
+    return cj_export  # the session's one export (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

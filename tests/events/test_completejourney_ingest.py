@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from propensity.cli.project import example_spec_text
-from propensity.datasets.completejourney import export_completejourney
 from propensity.events.ingest import ingest_attributes, ingest_files
 from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
@@ -15,9 +16,11 @@ from propensity.workspace import Workspace
 
 @pytest.mark.slow
 @pytest.mark.parametrize("event_storage", ["duckdb"], indirect=True)  # 1.5M events: once is enough for CI
-def test_complete_journey_ingests_with_its_real_counts(tmp_path: Path) -> None:
+def test_complete_journey_ingests_with_its_real_counts(
+    tmp_path: Path, cj_export: tuple[Any, Path, Any]
+) -> None:
     (tmp_path / "propensity.yaml").write_text(example_spec_text("completejourney"), encoding="utf-8")
-    export_completejourney(tmp_path / "data" / "completejourney")
+    shutil.copytree(cj_export[1], tmp_path / "data" / "completejourney")  # the session's export
     ws = Workspace.open(tmp_path)
     files = [str(ws.spec.resolve(s.path)) for s in ws.spec.sources]
     report = ingest_files(ws, files)

@@ -13,6 +13,7 @@ import shutil
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,15 +84,13 @@ def _non_trivial(ws: Workspace, spine: pa.Table, skip: set[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def cj_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    from propensity.datasets.completejourney import export_completejourney
-
-    full = tmp_path_factory.mktemp("cj_full")
-    export_completejourney(full / "data/completejourney")
+def cj_workspace(
+    tmp_path_factory: pytest.TempPathFactory, cj_export: tuple[Any, Path, list[str]]
+) -> Workspace:
     ws = _workspace(tmp_path_factory.mktemp("cj_ws"), "completejourney")
     # A subset of households: the 801 with demographics are the lower ids too, so take every 16th household
     # that received a campaign plus every 40th of the rest.
-    src = full / "data/completejourney"
+    src = cj_export[1]
     campaigns = pq.read_table(src / "events/campaigns.parquet")
     received = set(campaigns.column("customer_id").to_pylist())
     households = sorted(set(pq.read_table(src / "events/transactions.parquet", columns=["customer_id"])
