@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,6 +57,23 @@ def test_score_as_of_out_writes_checked_rows_and_stores_nothing(
     # The gates would have blocked this run against a previous one with half the rows: it was written anyway.
     half = rows.filter(pc.less(rows.column("customer_id"), "c2"))
     assert run_gates(rows, half, GateSettings(), run_id="r").blocked
+
+
+def test_a_date_only_as_of_is_midnight_in_the_projects_time_zone(
+    scoring_workspace: Workspace, tmp_path: Path
+) -> None:
+    # The same project declared in New York: `--as-of 2025-04-20` is 04:00 UTC that day (EDT), not 00:00 UTC.
+    root = tmp_path / "ny"
+    shutil.copytree(scoring_workspace.root, root)
+    spec = yaml.safe_load((root / "propensity.yaml").read_text())
+    spec["timezone"] = "America/New_York"
+    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    day = (AS_OF - timedelta(days=10)).date()
+    out = tmp_path / "scores.parquet"
+    invoke("score", "-w", str(root), "--as-of", day.isoformat(), "--out", str(out))
+    local_midnight = datetime.combine(day, datetime.min.time(), ZoneInfo("America/New_York"))
+    assert set(pq.read_table(out).column("as_of").to_pylist()) == {local_midnight.astimezone(UTC)}
+    assert local_midnight.utcoffset() != timedelta(0)
 
 
 def test_a_file_of_rows_that_break_the_contract_is_never_written(
