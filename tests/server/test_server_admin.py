@@ -5,17 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from starlette.testclient import TestClient
+from tests.server.bundles import copy_workspace
 
 from propensity.registry.registry import Registry
-from propensity.registry.train import train_project
 from propensity.server import ServerState, create_app
 from propensity.serving.auth import KeyConfigError, KeyRing
 from propensity.serving.startup import build_service
@@ -25,19 +23,12 @@ KEYS = "web:predict:pk-123,feeder:ingest:ik-456,ops:admin+predict:ak-789"
 
 
 @pytest.fixture(scope="module")
-def two_bundles(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str, str]:
+def two_bundles(
+    two_bundle_workspace: tuple[Workspace, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Workspace, str, str]:
     """A copy of the shared workspace with a second, different bundle registered as a candidate."""
-    root = tmp_path_factory.mktemp("admin") / "ws"
-    shutil.copytree(workspace.root, root, ignore=shutil.ignore_patterns("write.lock"))
-    spec = yaml.safe_load((root / "propensity.yaml").read_text())
-    spec["training"] = {"seed": 11}
-    (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    ws = Workspace.open(root)
-    production = Registry(ws).production()
-    assert production is not None
-    candidate = train_project(ws, write_report=False).bundle_id
-    assert candidate != production
-    return ws, production, candidate
+    source, production, candidate = two_bundle_workspace
+    return copy_workspace(source, tmp_path_factory.mktemp("admin") / "ws"), production, candidate
 
 
 @pytest.fixture

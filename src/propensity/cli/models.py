@@ -87,6 +87,9 @@ def promote(
 ) -> None:
     """Make a candidate the production bundle, if it is not worse than production on the same test window.
 
+    With --force --reason the gate is overridden (recorded): that also replaces a corrupted production bundle,
+    which the gate cannot compare with, and can bring an archived bundle back.
+
     Example:
 
         propensity models promote m-3f2a -w demo
@@ -129,14 +132,21 @@ def compile_production(ws: Workspace) -> None:
 
 
 @models_app.command()
-def rollback(workspace: Path = WorkspaceOption) -> None:
-    """Move production back to the bundle that was production before (a pointer move).
+def rollback(
+    workspace: Path = WorkspaceOption,
+    reason: str = typer.Option(None, "--reason", help="Why; recorded in the registry's history."),
+) -> None:
+    """Move production back to the bundle that was production before (a pointer move, after verifying that
+    bundle: a corrupted one is refused and production stays).
+
+    If production itself is corrupted and there is nothing to roll back to, promote a healthy bundle over it:
+    `propensity models promote ID --force --reason '...'`.
 
     Example:
 
-        propensity models rollback -w demo
+        propensity models rollback -w demo --reason "conversion dropped after the promotion"
     """
     from propensity.registry.registry import Registry
 
-    current, previous = Registry(open_workspace(workspace, require_spec=True)).rollback()
+    current, previous = Registry(open_workspace(workspace, require_spec=True)).rollback(reason=reason)
     console.print(f"[bold green]rolled back[/]: production is {previous} again ({current} archived)")

@@ -165,7 +165,8 @@ def verify_bundle(path: Path) -> BundleManifest:
     if problems:
         raise CorruptBundleError(
             f"bundle {path.name} is corrupted and will not be loaded: {'; '.join(problems)}. "
-            "Retrain (`propensity train`) or roll back to another bundle (`propensity models rollback`)"
+            "Use another bundle: retrain (`propensity train`), roll back (`propensity models rollback`), or "
+            "promote a healthy one over it (`propensity models promote ID --force --reason '...'`)."
         )
     return manifest
 

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from propensity.config.training import PromotionSettings
 from propensity.core.errors import PropensityError
-from propensity.registry.bundle import Bundle
+from propensity.registry.bundle import Bundle, CorruptBundleError
 from propensity.registry.registry import Registry, RegistryError
 from propensity.training.metrics import expected_calibration_error
 from propensity.workspace import Workspace
@@ -116,14 +116,32 @@ def promote(
         raise RegistryError("--force needs --reason: say why the gate is overridden (it is recorded)")
     registry = Registry(workspace)
     bundle_id = registry.resolve(ref)
-    candidate = registry.load(bundle_id)
+    candidate = registry.load(bundle_id)  # verified first: a corrupted candidate never moves the pointer
     current = registry.production()
     if current is None:
         gate = GateResult(passed=True, notes=["no production bundle yet: nothing to compare with"])
     elif current == bundle_id:
         raise RegistryError(f"{bundle_id} is already in production")
-    else:
-        gate = evaluate_gate(workspace, candidate, registry.load(current), workspace.spec.training.promotion)
+    if current is not None and not force and registry.stage(bundle_id) == "archived":
+        raise RegistryError(
+            f"{bundle_id} is archived, not a candidate: `propensity models rollback` returns to the previous "
+            "production bundle; to bring this one back, promote it with --force --reason '...' (recorded)"
+        )
+    if current is not None:
+        try:
+            production = registry.load(current)
+        except CorruptBundleError as exc:
+            # The gate cannot compare with a bundle it cannot load; recovery must still be possible.
+            if not force:
+                raise PromotionRefusedError(
+                    f"production {current} is corrupted, so the gate cannot compare {bundle_id} with it ({exc}). "
+                    "To replace it, promote a healthy bundle over it: --force --reason '...' (recorded)"
+                ) from None
+            gate = GateResult(
+                passed=False, notes=[f"production {current} is corrupted; the gate could not compare: {exc}"]
+            )
+        else:
+            gate = evaluate_gate(workspace, candidate, production, workspace.spec.training.promotion)
     if not gate.passed and not force:
         lines = [
             f"{c.action} {c.metric}: candidate {_fmt(c.candidate)} vs production {_fmt(c.production)} "
@@ -136,8 +154,9 @@ def promote(
             + ". Fix the model, or override with --force --reason '...'"
         )
     registry.set_production(
-        bundle_id, forced=force and not gate.passed, reason=reason, gate=gate.to_json(), by=by
-    )
+        bundle_id, forced=force and not gate.passed, reason=reason, gate=gate.to_json(), by=by,
+        allow_archived=force,
+    )  # fmt: skip
     return gate
 
 

@@ -4,6 +4,11 @@ State lives in ``.propensity/models/registry.json`` (written atomically under th
 change. A new bundle is a *candidate*. ``promote`` makes a candidate *production* (the previous production is
 *archived*) if it passes the gate (:mod:`propensity.registry.gate`) or is forced with a recorded reason.
 ``rollback`` moves the production pointer back to the bundle that was production before.
+
+Every move verifies the bundle it moves to (its checksums, :func:`~propensity.registry.bundle.verify_bundle`)
+*before* the pointer moves, under the lock: a corrupted bundle is refused and production stays where it was. A
+corrupted *production* bundle does not block recovery: ``promote --force --reason`` replaces it with a healthy
+candidate or archived bundle (recorded), since the gate cannot compare with a bundle it cannot load.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from typing import Any
 
 from propensity.core.errors import PropensityError
 from propensity.core.manifest import BundleManifest
-from propensity.registry.bundle import Bundle, BundleNotFoundError, load_bundle, read_manifest
+from propensity.registry.bundle import (
+    Bundle,
+    BundleNotFoundError,
+    CorruptBundleError,
+    load_bundle,
+    read_manifest,
+    verify_bundle,
+)
 from propensity.workspace import Workspace
 
 REGISTRY_FILE = "registry.json"
@@ -101,6 +113,10 @@ class Registry:
         value = self._read()["production"]
         return None if value is None else str(value)
 
+    def stage(self, bundle_id: str) -> str | None:
+        entry = self._read()["bundles"].get(bundle_id)
+        return None if entry is None else str(entry["stage"])
+
     def history(self) -> list[dict[str, Any]]:
         return list(self._read()["history"])
 
@@ -116,17 +132,26 @@ class Registry:
             self._write(state)
 
     def set_production(self, bundle_id: str, *, forced: bool = False, reason: str | None = None,
-                       gate: dict[str, Any] | None = None, by: str | None = None) -> None:  # fmt: skip
+                       gate: dict[str, Any] | None = None, by: str | None = None,
+                       allow_archived: bool = False) -> None:  # fmt: skip
+        """Make ``bundle_id`` production after verifying it. Only candidates are promoted, except that a forced
+        promotion (``allow_archived`` with a ``reason``) may bring an archived bundle back, e.g. over a corrupted
+        production bundle."""
         with self.workspace.write_lock():
             state = self._read()
             entry = state["bundles"].get(bundle_id)
             if entry is None:
                 raise BundleNotFoundError(f"{bundle_id} is not a registered bundle")
-            if entry["stage"] != "candidate":
+            archived_back = (
+                entry["stage"] == "archived" and allow_archived and bool(reason and reason.strip())
+            )
+            if entry["stage"] != "candidate" and not archived_back:
                 raise RegistryError(
                     f"{bundle_id} is {entry['stage']}, not a candidate; only candidates are promoted "
-                    "(use `propensity models rollback` to return to an earlier production bundle)"
+                    "(use `propensity models rollback` to return to an earlier production bundle, or "
+                    "`propensity models promote ID --force --reason '...'` to bring an archived one back)"
                 )
+            self._verify(bundle_id, state["production"], "promote")
             previous = state["production"]
             if previous is not None:
                 state["bundles"][previous]["stage"] = "archived"
@@ -139,23 +164,59 @@ class Registry:
             state["history"].append(event)
             self._write(state)
 
-    def rollback(self, *, reason: str | None = None, by: str | None = None) -> tuple[str, str]:
+    def _verify(self, bundle_id: str, production: str | None, move: str) -> None:
+        """Refuse to move the pointer to a bundle whose files do not match its manifest."""
+        try:
+            verify_bundle(self.path(bundle_id))
+        except CorruptBundleError as exc:
+            stays = f"production stays {production}" if production else "nothing is in production"
+            raise CorruptBundleError(f"cannot {move} {bundle_id}: {exc} ({stays})") from None
+
+    def _rollback_target(self, state: dict[str, Any]) -> tuple[str, str]:
+        current = state["production"]
+        if current is None:
+            raise RegistryError("nothing is in production, so there is nothing to roll back")
+        previous = self._previous_of(state, current)
+        if previous is None:
+            hint = ""
+            try:
+                verify_bundle(self.path(current))
+            except CorruptBundleError:
+                hint = (
+                    f"; {current} is corrupted: replace it with a healthy bundle (`propensity models list`) "
+                    "using `propensity models promote ID --force --reason '...'`"
+                )
+            raise RegistryError(
+                f"{current} is the first production bundle; there is nothing to roll back to{hint}"
+            )
+        return str(current), previous
+
+    def rollback_target(self) -> tuple[str, str]:
+        """(production, the bundle a rollback would move to), without moving anything."""
+        return self._rollback_target(self._read())
+
+    def rollback(self, *, reason: str | None = None, by: str | None = None,
+                 expect: tuple[str, str] | None = None) -> tuple[str, str]:  # fmt: skip
         """Move production back to the bundle that was production before; return (from, to). ``reason`` and
-        ``by`` (who) are recorded in the history when given."""
+        ``by`` (who) are recorded in the history when given. The target is verified first: a corrupted one is
+        refused (:class:`CorruptBundleError`) and production does not move. ``expect`` (from
+        :meth:`rollback_target`, e.g. after loading that bundle) refuses the move if the registry changed since."""
         with self.workspace.write_lock():
             state = self._read()
-            current = state["production"]
-            if current is None:
-                raise RegistryError("nothing is in production, so there is nothing to roll back")
-            previous = None
-            for event in reversed(state["history"]):
-                if event["event"] in ("promote", "rollback") and event["bundle"] == current:
-                    previous = event.get("previous")
-                    break
-            if previous is None:
+            current, previous = self._rollback_target(state)
+            if expect is not None and (current, previous) != expect:
                 raise RegistryError(
-                    f"{current} is the first production bundle; there is nothing to roll back to"
+                    f"the registry changed meanwhile (production is now {current}, a rollback would go to "
+                    f"{previous}); nothing was moved: try again"
                 )
+            try:
+                verify_bundle(self.path(previous))
+            except CorruptBundleError as exc:
+                raise CorruptBundleError(
+                    f"cannot roll back to {previous}: {exc} Production stays {current}; to replace it, promote "
+                    "a healthy bundle (`propensity models list`) with `propensity models promote ID --force "
+                    "--reason '...'`"
+                ) from None
             state["bundles"][current]["stage"] = "archived"
             state["bundles"][previous]["stage"] = "production"
             state["production"] = previous

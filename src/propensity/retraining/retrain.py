@@ -280,7 +280,13 @@ def retrain(
             "checks": decision.checks,
             "notes": [f"retrain {decision.id}", *decision.notes],
         }
-        registry.set_production(decision.challenger, reason=f"retrain {decision.id}: {reason}", gate=gate)
+        try:  # the registry verifies the challenger before the pointer moves
+            registry.set_production(decision.challenger, reason=f"retrain {decision.id}: {reason}", gate=gate)
+        except PropensityError as exc:
+            decision.outcome = FAILED
+            decision.notes.append(f"promotion failed, production unchanged: {exc}")
+            record_decision(workspace, decision.to_json())
+            raise
         decision.promoted = True
     elif decision.outcome in (PROMOTED, FIRST):
         decision.outcome = WOULD_PROMOTE

@@ -1,7 +1,7 @@
 """Model moves for a running server: promote through the gate or roll back, then load the model to swap in.
 
-A promotion loads (verifies and compiles) the candidate *before* the registry pointer moves, so a bundle that
-cannot be served is refused without changing production. Both run in a worker thread; the caller swaps the
+A promotion or a rollback loads (verifies and compiles) its bundle *before* the registry pointer moves, so a
+bundle that cannot be served is refused without changing production. Both run in a worker thread; the caller swaps the
 returned model in (one reference assignment: in-flight requests finish on the model they started with).
 """
 
@@ -59,16 +59,22 @@ def promote_and_load(
 def rollback_and_load(
     workspace: Workspace, *, reason: str | None = None, by: str | None = None
 ) -> ServingModel:
-    """Move production back one step in the registry (recording ``reason`` and ``by``) and load that bundle."""
+    """Load the bundle a rollback would go to (verifying and compiling it), then move production back one step
+    in the registry (recording ``reason`` and ``by``). A bundle that cannot be loaded leaves production as it
+    was; so does a registry that changed between the load and the move."""
     from propensity.registry.bundle import CorruptBundleError
     from propensity.registry.registry import Registry, RegistryError
 
     registry = Registry(workspace)
     try:
-        _, to = registry.rollback(reason=reason, by=by)
-        return load_model(workspace, registry.path(to))
+        current, to = registry.rollback_target()
+        model = load_model(workspace, registry.path(to))
+        registry.rollback(reason=reason, by=by, expect=(current, to))
     except (RegistryError, CorruptBundleError) as exc:
         raise ModelMoveError(str(exc)) from None
+    except PropensityError as exc:  # e.g. a model the compiled scorer cannot evaluate
+        raise ModelMoveError(str(exc), status=422, code="unservable_model") from None
+    return model
 
 
 def load_canary(workspace: Workspace, ref: str | None) -> ServingModel:

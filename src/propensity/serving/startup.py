@@ -34,13 +34,23 @@ _NEG = -(1 << 62)
 
 def production_model(workspace: Workspace, ref: str | None = None) -> ServingModel | None:
     """The bundle ``ref`` (an id or prefix) or the registry's production bundle, compiled; None if there is none."""
+    from propensity.registry.bundle import CorruptBundleError
     from propensity.registry.registry import Registry
 
     registry = Registry(workspace)
     bundle_id = registry.resolve(ref) if ref else registry.production()
     if bundle_id is None:
         return None
-    return load_model(workspace, Path(registry.path(bundle_id)))
+    try:
+        return load_model(workspace, Path(registry.path(bundle_id)))
+    except CorruptBundleError as exc:
+        if ref:
+            raise
+        raise CorruptBundleError(
+            f"the production bundle cannot be served: {exc} Recover from the command line: "
+            "`propensity models rollback`, or promote a healthy bundle (`propensity models list`) over it with "
+            "`propensity models promote ID --force --reason '...'`"
+        ) from None
 
 
 def build_store(

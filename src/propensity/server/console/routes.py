@@ -310,7 +310,7 @@ class Move(BaseModel):
 async def promote(request: Request) -> Response:
     from pydantic import ValidationError
 
-    from propensity.registry.bundle import BundleNotFoundError
+    from propensity.registry.bundle import BundleNotFoundError, CorruptBundleError
     from propensity.registry.gate import PromotionRefusedError
     from propensity.registry.gate import promote as gate_promote
     from propensity.registry.registry import RegistryError
@@ -338,7 +338,7 @@ async def promote(request: Request) -> Response:
             raise _problem(exc, 404, "not_found") from None
         except PromotionRefusedError as exc:
             raise _problem(exc, 409, "promotion_refused") from None
-        except RegistryError as exc:
+        except (RegistryError, CorruptBundleError) as exc:
             raise _problem(exc) from None
         gate = result.to_json()
     log.info("console: %s promoted %s", session.name, ref)
@@ -348,6 +348,7 @@ async def promote(request: Request) -> Response:
 async def rollback(request: Request) -> Response:
     from pydantic import ValidationError
 
+    from propensity.registry.bundle import CorruptBundleError
     from propensity.registry.registry import Registry, RegistryError
     from propensity.serving.models import rollback_and_load
 
@@ -367,7 +368,7 @@ async def rollback(request: Request) -> Response:
             _, to = await run_in_threadpool(
                 lambda: Registry(ws).rollback(reason=body.reason, by=session.name)
             )
-        except RegistryError as exc:
+        except (RegistryError, CorruptBundleError) as exc:
             raise _problem(exc) from None
     log.info("console: %s rolled production back to %s", session.name, to)
     return _json({"production": to})
