@@ -7,8 +7,9 @@ shell, the scripts, the data endpoint, the tables and charts). The floor, measur
 sign-in page: the same server and browser, a static page, no data. The first load of each page is reported
 apart (it fills caches: the matured run's outcomes on the targeting page).
 
-    python -m benchmarks.bench_console                      # builds benchmarks/.data/console-qs once (minutes)
+    python -m benchmarks.bench_console                      # builds benchmarks/.data/console-qs-* once (minutes)
     python -m benchmarks.bench_console --workspace /tmp/qs --runs 3
+    python -m benchmarks.bench_console --customers 2000 --runs 2   # a smoke run (make bench-quick)
 """
 
 from __future__ import annotations
@@ -32,14 +33,17 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-def _workspace(path: Path | None) -> Path:
+def _workspace(path: Path | None, customers: int, days: int) -> Path:
+    """The given workspace, or a quickstart one of this size (built once), with one monitor run stored so the
+    monitoring page has something to draw."""
     if path is not None:
         return path
-    root = Path(__file__).parent / ".data" / "console-qs"
+    root = Path(__file__).parent / ".data" / f"console-qs-{customers}-{days}"
     if not (root / ".propensity" / "models" / "registry.json").exists():
-        subprocess.run(
-            [sys.executable, "-m", "propensity", "quickstart", "-w", str(root), "--no-serve"], check=True
-        )
+        subprocess.run([sys.executable, "-m", "propensity", "quickstart", "-w", str(root), "--no-serve",
+                        "--customers", str(customers), "--days", str(days)], check=True)  # fmt: skip
+        # Exit code 1 means an alert fired; the run is stored either way.
+        subprocess.run([sys.executable, "-m", "propensity", "monitor", "-w", str(root)], check=False)
     return root
 
 
@@ -68,10 +72,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--customers", type=int, default=10_000, help="quickstart size (without --workspace)")
+    parser.add_argument("--days", type=int, default=180, help="quickstart history (without --workspace)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    ws = _workspace(args.workspace)
+    ws = _workspace(args.workspace, args.customers, args.days)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     load_before = os.getloadavg()

@@ -30,6 +30,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("training", [], ["--customers", "3000", "--days", "120"]),
     ("batch_scoring", [], ["--customers", "20000", "--train-customers", "3000"]),
     ("spark", [], ["--quick"]),
+    ("console", [], ["--customers", "2000", "--runs", "2"]),
     ("quality", [], []),
 ]
 

@@ -102,6 +102,34 @@ def _open(page: Any, url: str, name: str, timings: dict[str, float] | None = Non
     assert page.get_attribute("body", "data-ready") == "true", page.inner_text("#status")
 
 
+_A11Y = """() => {
+  const out = [];
+  const named = (e) => (e.getAttribute("aria-label") || e.getAttribute("aria-labelledby") ||
+    (e.id && document.querySelector(`label[for="${e.id}"]`)) || e.closest("label"));
+  for (const e of document.querySelectorAll("input:not([type=hidden]), select, textarea"))
+    if (!named(e)) out.push(`unlabelled ${e.tagName.toLowerCase()}#${e.id || e.name}`);
+  for (const t of document.querySelectorAll("table"))  // uPlot's legend is inside the hidden plot
+    if (!t.closest("[aria-hidden=true]") && !(t.querySelector("caption") && t.querySelector("th")))
+      out.push("table without caption or header cells");
+  for (const b of document.querySelectorAll("button, a[href]"))
+    if (!(b.textContent.trim() || b.getAttribute("aria-label"))) out.push(`${b.tagName.toLowerCase()} without a name`);
+  for (const f of document.querySelectorAll("figure"))
+    if (!f.querySelector("figcaption") || !f.querySelector("table")) out.push("chart without a caption or data table");
+  for (const c of document.querySelectorAll("canvas"))
+    if (!c.closest("[aria-hidden=true]")) out.push("canvas not hidden from screen readers");
+  if (document.querySelectorAll("main h1").length !== 1) out.push("not one h1");
+  if (!document.querySelector("a.skip[href='#main']")) out.push("no skip link");
+  return out;
+}"""
+
+
+def _accessible(page: Any, name: str) -> None:
+    """What a screen reader and a keyboard need: every control named, tables with captions and header cells,
+    every chart with a caption and its numbers in a table (the canvas hidden), one h1, a skip link."""
+    problems = page.evaluate(_A11Y)
+    assert problems == [], f"{name}: {problems}"
+
+
 def _shot(page: Any, name: str) -> None:
     page.wait_for_timeout(150)  # let uPlot draw after the data is in (a frame); not a synchronisation wait
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -166,6 +194,7 @@ def test_sign_in_and_every_page(base: str, context: Any, console_ws: tuple[Works
                        ("/console/targeting?action=buy_7d", "targeting")]:  # fmt: skip
         _open(page, base + path, name, timings)
         assert page.locator("main h1").count() == 1 and page.locator("nav[aria-label=Console]").count() == 1
+        _accessible(page, name)
         _shot(page, name)
     # The model page: every candidate, and why the champion won when the bundle records it.
     _open(page, f"{base}/console/models/{production}", "model")
@@ -187,6 +216,7 @@ def test_sign_in_and_every_page(base: str, context: Any, console_ws: tuple[Works
     page.wait_for_selector("#customer table")
     assert "c1" in page.inner_text("#status")  # this key may see identifiers
     assert page.locator("#customer table").count() >= 3
+    _accessible(page, "customers")
     _shot(page, "customers")
     page.close()
 
