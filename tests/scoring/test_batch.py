@@ -33,7 +33,9 @@ from propensity.scoring.batch import (
 )
 from propensity.scoring.fallback import fallback_scores
 from propensity.scoring.model import ServingModel, percentile_of
+from propensity.scoring.population import eligibility, known_customers
 from propensity.scoring.score_store import ParquetScoreStore, open_score_store
+from propensity.scoring.scores import score_record_batch
 from propensity.workspace import Workspace
 
 
@@ -117,6 +119,50 @@ def test_point_in_time_eligibility_equals_the_training_rules(
             expected = set(rows.column("customer_id").to_pylist())
             assert set(eligible_customers(con, action, as_of).to_pylist()) == expected, (template, as_of)
             assert expected or template == "renew"
+
+
+def test_one_eligibility_query_equals_each_actions_own_rules(scoring_workspace: Workspace) -> None:
+    """The batch path's eligibility (every cutoff action in one query over the log) gives, per action, exactly the
+    customers of that action's own rules (themselves equal to build_labels', above), triggered actions too."""
+    actions = {
+        t: Action.model_validate({"template": t}) for t in ("buy", "churn", "upgrade", "renew", "respond")
+    }
+    with _con(scoring_workspace) as con:
+        for as_of in (AS_OF, AS_OF - timedelta(days=45, hours=7)):
+            ids = known_customers(con, as_of)
+            ids = pa.concat_arrays([ids, pa.array(["nobody"], pa.string())])  # unknown: eligible for nothing
+            masks = eligibility(con, ids, actions, as_of)
+            assert list(masks) == list(actions)
+            for t, action in actions.items():
+                expected = set(eligible_customers(con, action, as_of).to_pylist())
+                assert set(ids.filter(pa.array(masks[t])).to_pylist()) == expected, (t, as_of)
+            assert sum(int(m.sum()) for m in masks.values()) > 0
+
+
+def test_batch_scores_equal_the_single_row_path_bit_for_bit(
+    scoring_workspace: Workspace, result: BatchResult
+) -> None:
+    """Every model score of the run is, to the last bit, what serving's single-row path gives for the same
+    features; and the threaded record-batch scorer Spark executors run gives the same bits again."""
+    registry = Registry(scoring_workspace)
+    model = ServingModel.from_bundle_dir(registry.path(registry.resolve("production")))
+    for action in model.action_names:
+        rows = _action(result.rows, action).filter(pc.field("eligible"))
+        spine = pa.table(
+            {"customer_id": rows.column("customer_id"), "as_of": pa.array([AS_OF] * rows.num_rows, UTC_US)}
+        )
+        with _con(scoring_workspace) as con:
+            feats = compute_features(con, scoring_workspace.spec.features, spine)
+        i = model.action_names.index(action)
+        encoder = model.encoder_for(feats.column_names)
+        names = feats.column_names
+        single = [
+            model.probabilities(encoder.encode([feats.column(c)[k].as_py() for c in names]))[i]
+            for k in range(feats.num_rows)
+        ]
+        assert rows.column("score").to_pylist() == single, action
+        batch = score_record_batch(model, feats.combine_chunks().to_batches()[0], threads=2)
+        assert batch.column(action).to_pylist() == single, action
 
 
 def test_model_scores_equal_the_training_paths_predictions(

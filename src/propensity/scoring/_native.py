@@ -199,6 +199,8 @@ def load_program(source: str, folders: Sequence[Path]) -> ctypes.CDLL | None:
             lib.pf_rows.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_void_p] * 2
             lib.pf_rows.restype = None
             lib.pf_row.restype = None  # no argtypes: called with ctypes arrays only (the cheapest call)
+            lib.pf_exp.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+            lib.pf_exp.restype = None
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             log.warning("could not build the compiled scorer (%s); falling back to the numpy evaluator", exc)
             return None

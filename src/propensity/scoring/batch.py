@@ -15,21 +15,19 @@ it to the workspace's score store (``propensity score`` does that).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.config.actions import Action, describe_action
-from propensity.config.predicates import sql_literal
 from propensity.core.clock import as_utc
 from propensity.core.contract import ContractError, load_contract, validate_rows
 from propensity.core.errors import PropensityError
@@ -39,7 +37,7 @@ from propensity.core.score_row import SCORE_ROW_SCHEMA, UTC_US
 from propensity.events.log import open_event_log
 from propensity.events.spark import engine_of
 from propensity.features.offline import compute_features
-from propensity.labels.labels import attribute_condition_sql, build_labels
+from propensity.labels.labels import build_labels
 from propensity.scoring.compiled import ModelFormatError
 from propensity.scoring.fallback import fallback_scores
 from propensity.scoring.model import ServingModel
@@ -51,12 +49,35 @@ from propensity.scoring.policy import (
     recent_activations,
     suppression_lists,
 )
+from propensity.scoring.population import eligibility, eligible_customers, known_customers
+from propensity.scoring.reasons import reason_codes, reason_json
+from propensity.scoring.rows import (
+    FALLBACK_MODEL_ID,
+    ActionScores,
+    RunStamp,
+    holdout_groups,
+    repeat,
+    score_rows,
+)
 from propensity.scoring.score_store import ScoreStore, ScoringRun, conform, new_run_id, open_score_store
+from propensity.scoring.scores import encode, percentiles
 from propensity.scoring.segments import Segmentation, assign, find_segments
 from propensity.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
-FALLBACK_MODEL_ID = "fallback/recency-frequency"
+__all__ = [
+    "FALLBACK_MODEL_ID",
+    "BatchResult",
+    "BatchScoringError",
+    "eligible_customers",
+    "encode",
+    "known_customers",
+    "percentiles",
+    "score_and_store",
+    "score_batch",
+    "score_triggers",
+    "write_scores_file",
+]
 
 
 class BatchScoringError(PropensityError):
@@ -67,179 +88,6 @@ class BatchScoringError(PropensityError):
 class BatchResult:
     run: ScoringRun
     rows: pa.Table
-
-
-# ------------------------------------------------------------------------------------------- customers
-_KNOWN_SQL = """
-    SELECT DISTINCT customer_id FROM (
-        SELECT customer_id FROM events WHERE available_at <= $t AND event_time <= $t
-        UNION ALL
-        SELECT customer_id FROM attributes WHERE greatest(valid_from, available_at) <= $t
-    )
-"""
-
-
-def _in(values: Sequence[str]) -> str:
-    return ", ".join(sql_literal(v) for v in sorted(set(values)))
-
-
-def known_customers(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[str]:
-    """Every customer with an event or attribute visible at ``as_of``, sorted."""
-    rows = con.sql(f"{_KNOWN_SQL} ORDER BY 1", params={"t": as_of}).fetchall()
-    return [r[0] for r in rows]
-
-
-def eligible_customers(
-    con: duckdb.DuckDBPyConnection, action: Action, as_of: datetime, *, zone: str = "UTC"
-) -> pa.Array:
-    """The customers eligible for ``action`` as of ``as_of``, by the rules training applies at a cutoff.
-
-    A cutoff action's conditions are those of :func:`propensity.labels.labels.build_labels` at the single
-    cutoff ``as_of``, evaluated without the label work (a test checks both give the same customers): known by
-    then; activity in ``(as_of - active_within, as_of]``; a billing event due in the label window; the
-    attribute as of ``as_of``. A trigger action (respond) is eligible for customers with a trigger (a send)
-    visible in the last gap + horizon whose own eligibility held then: that send's response window is open.
-    """
-    if action.trigger is not None:
-        window = action.gap.timedelta + action.horizon.timedelta
-        far = as_of + action.span.timedelta + timedelta(days=1)
-        table = build_labels(
-            con, action, [as_of - window], until=as_of + timedelta(microseconds=1), data_end=far, zone=zone
-        )
-        # The response window is still open (it may close early: horizon: until a campaign's end date).
-        table = table.filter(pc.greater(table.column("label_end"), pa.scalar(as_of, UTC_US)))
-        ids = table.column("customer_id").cast(pa.string()).combine_chunks()
-        return pc.unique(ids) if table.num_rows else pa.array([], pa.string())
-    elig = action.eligibility
-    t_us = "epoch_us(CAST($t AS TIMESTAMPTZ))"
-    vis_us = "epoch_us(greatest(event_time, available_at))"
-    sets = ["SELECT customer_id FROM known"]
-    if elig.active_within is not None:
-        recent = ""
-        if not elig.active_within.is_lifetime:
-            recent = f" AND epoch_us(event_time) + {elig.active_within.seconds * 1_000_000} > {t_us}"
-        sets.append(
-            f"SELECT customer_id FROM events WHERE event_type IN ({_in(action.activity_types)})"
-            f" AND {vis_us} <= {t_us}{recent}"
-        )
-    if elig.due is not None:
-        # Due in the label window: a billing event e with e + cycle in (as_of + gap, as_of + gap + horizon].
-        cycle, gap, h = (
-            x * 1_000_000 for x in (elig.due.cycle.seconds, action.gap.seconds, action.horizon.seconds)
-        )
-        sets.append(
-            f"SELECT customer_id FROM events WHERE event_type IN ({_in(elig.due.event_type)})"
-            f" AND {vis_us} <= {t_us} AND epoch_us(event_time) + {cycle - gap - h} <= {t_us}"
-            f" AND epoch_us(event_time) + {cycle - gap} > {t_us}"
-        )
-    if elig.attribute is not None:
-        sets.append(f"SELECT customer_id FROM ({attribute_condition_sql(elig.attribute, 'known_at')})")
-    sql = (
-        f"WITH known AS ({_KNOWN_SQL}), known_at AS (SELECT customer_id, CAST($t AS TIMESTAMPTZ) AS as_of FROM known) "
-        + " INTERSECT ".join(f"({q})" for q in sets)
-    )
-    table = con.sql(sql, params={"t": as_of}).to_arrow_table()
-    return table.column(0).cast(pa.string()).combine_chunks()
-
-
-# ------------------------------------------------------------------------------------------ model input
-def encode(model: ServingModel, features: pa.Table) -> np.ndarray:
-    """Offline feature columns → the model's input matrix, as its encoders encode them (see
-    :class:`~propensity.scoring.model.RowEncoder`): numbers as floats, null → NaN, booleans 0/1, text → its
-    category code (unseen or missing → NaN). A column the feature table lacks is all NaN."""
-    n = features.num_rows
-    out = np.full((n, max(1, len(model.columns))), np.nan, dtype=np.float64)
-    for j, (name, vocab) in enumerate(zip(model.columns, model.column_vocab, strict=True)):
-        if name not in features.column_names:
-            continue
-        col = features.column(name)
-        if vocab is not None:
-            cats = pa.array(sorted(vocab, key=vocab.__getitem__), pa.string())
-            codes = pc.index_in(col.cast(pa.string()), value_set=cats)
-            out[:, j] = codes.to_numpy(zero_copy_only=False).astype(np.float64)
-        else:
-            try:
-                out[:, j] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                continue
-    return out
-
-
-def _reason_json(contrib: np.ndarray, columns: Sequence[str], features: pa.Table, top: int) -> list[str]:
-    """Top-``top`` reason codes per row, as JSON like serving's ``reason_codes`` (with the feature's value)."""
-    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top]
-    values: dict[int, list[Any]] = {}
-    for j in np.unique(order).tolist():
-        name = columns[j]
-        values[j] = features.column(name).to_pylist() if name in features.column_names else []
-    out = []
-    for r in range(contrib.shape[0]):
-        codes = []
-        for j in order[r].tolist():
-            c = float(contrib[r, j])
-            if c == 0.0:
-                continue
-            vals = values[j]
-            codes.append(
-                {"feature": columns[j], "value": vals[r] if vals else None, "contribution": round(c, 6),
-                 "direction": "up" if c > 0 else "down"}
-            )  # fmt: skip
-        out.append(orjson.dumps(codes, option=orjson.OPT_SERIALIZE_NUMPY).decode())
-    return out
-
-
-def reason_codes_for(
-    model: ServingModel,
-    rows: pa.Table,
-    actions: Sequence[str],
-    inputs: np.ndarray,
-    features: pa.Table,
-    *,
-    top: int,
-    which: str,
-    chunk: int = 50_000,
-) -> pa.Array:
-    """The ``reason_codes`` column: for each model action's rows chosen by ``which`` (``activated``: the row
-    that is the customer's next best action; ``eligible``: every eligible row), null elsewhere. ``rows`` holds
-    one block of ``len(inputs)`` customers per action, in ``actions`` order."""
-    n = inputs.shape[0]
-    codes: list[str | None] = [None] * rows.num_rows
-    if which == "activated":
-        chosen = pc.equal(rows.column("decision_policy"), "ev_max").fill_null(False)
-    else:
-        chosen = rows.column("eligible")
-    chosen_np = np.asarray(chosen.to_numpy(zero_copy_only=False), dtype=bool)
-    for p, a in enumerate(actions):
-        if a not in model.actions:
-            continue
-        m = model.action_names.index(a)
-        idx = np.flatnonzero(chosen_np[p * n : (p + 1) * n])
-        for lo in range(0, idx.size, chunk):
-            part = idx[lo : lo + chunk]
-            try:
-                contrib = model.scorer.contributions(inputs[part], m)
-            except ModelFormatError:  # a model saved without internal values: no reason codes
-                return pa.nulls(rows.num_rows, pa.string())
-            for r, text in zip(
-                part.tolist(), _reason_json(contrib, model.columns, features.take(part), top), strict=True
-            ):
-                codes[p * n + r] = text
-    return pa.array(codes, pa.string())
-
-
-def percentiles(quantiles: Sequence[float] | None, scores: np.ndarray) -> np.ndarray:
-    """:func:`propensity.scoring.model.percentile_of` for an array (NaN where there are no quantiles)."""
-    if not quantiles:
-        return np.full(scores.shape, np.nan)
-    q = np.asarray(quantiles, dtype=np.float64)
-    n = len(q) - 1
-    j = np.clip(np.searchsorted(q, scores, side="right") - 1, 0, n - 1)
-    lo, hi = q[j], q[np.minimum(j + 1, n)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(hi == lo, 0.0, (scores - lo) / (hi - lo))
-    pct = np.round(100.0 * (j + frac) / n, 2)
-    pct = np.where(scores <= q[0], 0.0, np.where(scores >= q[-1], 100.0, pct))
-    return np.where(np.isnan(scores), np.nan, pct)
 
 
 # ------------------------------------------------------------------------------------------------ actions
@@ -330,145 +178,110 @@ def score_batch(
         if progress is not None:
             progress(stage, done, total)
 
-    timings["load_model"] = time.perf_counter() - t_start
+    def lap(stage: str, t0: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = timings.get(stage, 0.0) + now - t0
+        return now
+
+    t0 = lap("load_model", t_start)
+    threads = os.cpu_count() or 1
     opened = open_event_log(workspace).connection(read_only=True)
     con = opened.__enter__()
     try:
-        t0 = time.perf_counter()
-        ids = list(dict.fromkeys(customers)) if customers is not None else known_customers(con, as_of)
-        id_array = pa.array(ids, pa.string())
-        timings["customers"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        eligible = {}
-        for a, d in definitions.items():
-            hit = pc.is_in(id_array, value_set=eligible_customers(con, d, as_of, zone=spec.timezone))
-            eligible[a] = np.asarray(hit.to_numpy(zero_copy_only=False), bool)
-        timings["eligibility"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        # 1. Who: the customers known as of the run, and each action's eligible ones (one query for all
+        # actions without a trigger).
+        if customers is not None:
+            ids = pa.array(list(dict.fromkeys(customers)), pa.string())
+        else:
+            ids = known_customers(con, as_of)
+        n = len(ids)
+        t0 = lap("customers", t0)
+        eligible = eligibility(con, ids, definitions, as_of, zone=spec.timezone)
+        t0 = lap("eligibility", t0)
         consent_values = {
             ch: attribute_values(con, attr, as_of) for ch, attr in spec.policies.consent.items()
         }
         suppressed = suppression_lists(con, spec.policies, as_of, spec.root)
-        timings["policy_inputs"] = time.perf_counter() - t0
-        n = len(ids)
+        holdouts: dict[str, pa.Array] = {}
+        by_experiment: dict[str | None, pa.Array] = {}
+        for a in wanted:
+            # One experiment usually covers every action: hash each customer once per experiment.
+            holdout = spec.experiments.holdout_for(a)
+            key = None if holdout is None else holdout.name
+            if key not in by_experiment:
+                by_experiment[key] = holdout_groups(con, ids, holdout)
+            holdouts[a] = by_experiment[key]
+        t0 = lap("policy_inputs", t0)
+        # 2. Offline features at the cutoff (one time for every customer: the single-cutoff plan) and the
+        # compiled scorer on every core; the fallback's rules for the actions without a model.
         scores = {a: np.full(n, np.nan) for a in wanted}
-        # Encoded inputs and raw feature values, kept for the reason codes computed after the decisions.
-        inputs: list[np.ndarray] = []
-        feature_parts: list[pa.Table] = []
         model_index = {a: i for i, a in enumerate(model.action_names)}
-        batch = settings.batch_size
+        by_model = not missing_features and n > 0 and any(a in model_index for a in wanted)
+        inputs = np.zeros((0, max(1, len(model.columns))))
+        feats = pa.table({})
         for k in ("features", "model", "fallback"):
             timings[k] = 0.0
-        on_spark = engine_of(workspace) == "spark" and not missing_features and n > 0
-        if on_spark:
-            # Features and model scores for every customer in one Spark job (mapInArrow: one scorer per
-            # executor process); the passes below slice its result.
-            from propensity.scoring.spark import spark_features_and_scores
+        if by_model:
+            spine = pa.table({"customer_id": ids, "as_of": repeat(as_of, n, UTC_US)})
+            if engine_of(workspace) == "spark":
+                # Features and model scores in one Spark job: executors run scores.score_record_batch.
+                from propensity.scoring.spark import spark_features_and_scores
 
-            tf = time.perf_counter()
-            everyone = pa.table({"customer_id": id_array, "as_of": pa.array([as_of] * n, UTC_US)})
-            spark_feats, spark_probs = spark_features_and_scores(
-                workspace, bundle_dir, model, spec.features, everyone, con
-            )
-            timings["features"] += time.perf_counter() - tf
-            batch = max(n, 1)
-        for start in range(0, max(n, 1), batch):
-            chunk = id_array.slice(start, batch)
-            if len(chunk) == 0:
-                break
-            spine = pa.table({"customer_id": chunk, "as_of": pa.array([as_of] * len(chunk), UTC_US)})
-            tf = time.perf_counter()
-            if on_spark:
-                feats = spark_feats.slice(start, len(chunk))
+                feats, probs = spark_features_and_scores(
+                    workspace, bundle_dir, model, spec.features, spine, con
+                )
+                t0 = lap("features", t0)
+                inputs = encode(model, feats) if settings.reason_codes else inputs
             else:
-                feats = compute_features(con, spec.features, spine)
-            timings["features"] += time.perf_counter() - tf
-            tm = time.perf_counter()
-            sl = slice(start, start + len(chunk))
-            if not missing_features:
-                x = encode(model, feats)
-                probs = spark_probs[sl] if on_spark else model.probabilities_many(x)
-                for a in wanted:
-                    if a in model_index:
-                        scores[a][sl] = probs[:, model_index[a]]
-                if settings.reason_codes:
-                    inputs.append(x)
-                    feature_parts.append(feats)
-            timings["model"] += time.perf_counter() - tm
-            tb = time.perf_counter()
-            for a in fallback_actions:
+                feats = compute_features(con, spec.features, spine, chunk_rows=settings.batch_size)
+                t0 = lap("features", t0)
+                inputs = encode(model, feats)
+                probs = model.probabilities_many(inputs, threads=threads)
+            for a in wanted:
+                if a in model_index:
+                    scores[a] = probs[:, model_index[a]]
+            del probs
+            t0 = lap("model", t0)
+            tick("score", n, n)
+        for a in fallback_actions:
+            for lo in range(0, n, settings.batch_size):
+                part = ids.slice(lo, settings.batch_size)
+                spine = pa.table({"customer_id": part, "as_of": repeat(as_of, len(part), UTC_US)})
                 fb = fallback_scores(con, definitions[a], spine)
-                scores[a][sl] = fb.column("score").to_numpy(zero_copy_only=False)
-            timings["fallback"] += time.perf_counter() - tb
-            tick("score", start + len(chunk), n)
+                scores[a][lo : lo + len(part)] = fb.column("score").to_numpy(zero_copy_only=False)
+        t0 = lap("fallback", t0)
     finally:
         opened.__exit__(None, None, None)
 
-    t2 = time.perf_counter()
-    consent = consent_json(consent_values, ids)
-    segmentations: dict[str, Segmentation] = {}
-    parts = []
-    groups_by_experiment: dict[str | None, pa.Array] = {}
-
-    def holdout_groups(action: str) -> pa.Array:
-        # One experiment usually covers every action: hash each customer once per experiment, not per action.
-        holdout = spec.experiments.holdout_for(action)
-        key = None if holdout is None else holdout.name
-        if key not in groups_by_experiment:
-            groups_by_experiment[key] = pa.array(groups_for(holdout, ids), pa.string())
-        return groups_by_experiment[key]
-
-    for a in wanted:
-        ok = eligible[a]
-        s = np.where(ok, scores[a], np.nan)
-        seg = find_segments(s[ok], spec.segments)
-        segmentations[a] = seg
-        is_fallback = a in fallback_actions
-        # Fallback scores are ranks, not the model's calibrated scale: no percentile against its quantiles.
-        quantiles = model.actions[a].score_quantiles if a in model.actions and not is_fallback else None
-        pct = percentiles(quantiles, s)
-        parts.append(
-            pa.table(
-                {
-                    "customer_id": id_array,
-                    "action": pa.array([a] * n, pa.string()),
-                    "score": pa.array(s, pa.float64(), from_pandas=True),
-                    "percentile": pa.array(pct, pa.float64(), from_pandas=True),
-                    "segment": pa.array(assign(s, seg).tolist(), pa.string()),
-                    "eligible": pa.array(ok, pa.bool_()),
-                    "next_best_action": pa.nulls(n, pa.string()),
-                    "reason_codes": pa.nulls(n, pa.string()),
-                    "holdout_group": holdout_groups(a),
-                    "model_id": pa.array(
-                        [FALLBACK_MODEL_ID if is_fallback else f"{model.version}/{a}"] * n, pa.string()
-                    ),
-                    "model_version": pa.array([model.version] * n, pa.string()),
-                    "feature_set_version": pa.array([model.feature_set_version] * n, pa.string()),
-                    "scoring_run_id": pa.array([run_id] * n, pa.string()),
-                    "scored_at": pa.array([scored_at] * n, UTC_US),
-                    "expiration_at": pa.array([expiration_at] * n, UTC_US),
-                    "decision_policy": pa.nulls(n, pa.string()),
-                    "consent": pa.array(consent, pa.string()),
-                    "fallback": pa.array([is_fallback] * n, pa.bool_()),
-                    "as_of": pa.array([as_of] * n, UTC_US),
-                    "trigger_id": pa.nulls(n, pa.string()),
-                },
-                schema=SCORE_ROW_SCHEMA,
-            )
+    # 3. Rows, segments and percentiles vectorised over Arrow, then the decision policy.
+    consent = pa.array(consent_json(consent_values, ids.to_pylist()), pa.string())
+    stamp = RunStamp(run_id, scored_at, expiration_at, as_of, model.version, model.feature_set_version)
+    per_action = [
+        ActionScores(
+            a,
+            scores[a],
+            eligible[a],
+            a in fallback_actions,
+            # Fallback scores are ranks, not the model's calibrated scale: no percentile against its quantiles.
+            model.actions[a].score_quantiles if a in model.actions and a not in fallback_actions else None,
         )
-    rows = pa.concat_tables(parts) if parts else SCORE_ROW_SCHEMA.empty_table()
+        for a in wanted
+    ]
+    rows, segmentations = score_rows(
+        ids, per_action, stamp=stamp, segments=spec.segments, holdouts=holdouts, consent=consent
+    )
+    del per_action, scores
+    t0 = lap("rows", t0)
     history = recent_activations(store or open_score_store(workspace), spec.policies, scored_at)
     rows = decide(rows, spec.policies, context=DecisionContext(suppressed, history))
-    timings["decisions"] = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    if settings.reason_codes and inputs:
-        column = reason_codes_for(
-            model, rows, wanted, np.concatenate(inputs), pa.concat_tables(feature_parts),
-            top=settings.reason_codes, which=settings.reason_codes_for,
-        )  # fmt: skip
+    t0 = lap("decisions", t0)
+    # 4. Reason codes, only for the rows that need them (by default each customer's next best action).
+    if by_model and settings.reason_codes:
+        column = reason_codes(model, rows, wanted, inputs, feats, settings)
         rows = rows.set_column(rows.column_names.index("reason_codes"), "reason_codes", column)
+    del inputs, feats
     rows = conform(rows)
-    timings["reason_codes"] = time.perf_counter() - t3
+    t0 = lap("reason_codes", t0)
     timings["total"] = time.perf_counter() - t_start
     contract = load_contract()
     run = ScoringRun(
@@ -608,7 +421,7 @@ def score_triggers(
                 if settings.reason_codes:
                     try:
                         contrib = model.scorer.contributions(x, m)
-                        texts = _reason_json(contrib, model.columns, feats, settings.reason_codes)
+                        texts = reason_json(contrib, model.columns, feats, settings.reason_codes)
                         codes[lo : lo + part.num_rows] = texts
                     except ModelFormatError:
                         pass

@@ -27,9 +27,9 @@ def _model(bundle_dir: str) -> Any:
     """The bundle's model, loaded once per Python worker process (a ``ServingModel``)."""
     model = _MODELS.get(bundle_dir)
     if model is None:
-        from propensity.scoring.batch import load_bundle_model
+        from propensity.scoring.model import ServingModel
 
-        model = _MODELS[bundle_dir] = load_bundle_model(Path(bundle_dir))
+        model = _MODELS[bundle_dir] = ServingModel.from_bundle_dir(Path(bundle_dir))
     return model
 
 
@@ -38,18 +38,17 @@ def prob_column(i: int) -> str:
 
 
 def score_arrow_batches(bundle_dir: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Each batch of feature rows with one probability column per model action appended (``_p0, _p1, ...``)."""
-    from propensity.scoring.batch import encode
+    """Each batch of feature rows with one probability column per model action appended (``_p0, _p1, ...``):
+    :func:`~propensity.scoring.scores.score_record_batch`, the scoring stage of every engine."""
+    from propensity.scoring.scores import score_record_batch
 
     model = _model(bundle_dir)
     for batch in batches:
-        table = pa.Table.from_batches([batch])
-        probs = model.probabilities_many(encode(model, table))
-        for i in range(len(model.action_names)):
-            table = table.append_column(
-                prob_column(i), pa.array(np.ascontiguousarray(probs[:, i]), pa.float64())
-            )
-        yield from table.to_batches()
+        probs = score_record_batch(model, batch)
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, *probs.columns],
+            names=[*batch.schema.names, *(prob_column(i) for i in range(probs.num_columns))],
+        )
 
 
 def spark_features_and_scores(
