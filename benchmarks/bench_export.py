@@ -5,7 +5,8 @@ columns a real run carries, JSON reason codes included), then publishes it throu
 (:class:`~propensity.activation.destinations.files.FileDrop`: write the file, SHA-256 it, write the manifest,
 rename into place) once per format, best of ``--repeat``. Reported per format: rows/s of the whole publish and of
 the write alone, the file size, and CPU seconds next to wall (the machine is shared: compare ratios within one
-run).
+run). The floor of each format, in the same run: DuckDB's own writer (``COPY ... TO`` with ``FORMAT json``,
+``csv`` or ``parquet``, zstd) writing the same rows from the same Arrow table on every core, best of ``--repeat``.
 
     python -m benchmarks.bench_export             # 2M customers x 5 actions = 10M rows
     python -m benchmarks.bench_export --quick     # 200k rows
@@ -100,6 +101,7 @@ def bench_format(rows: pa.Table, fmt: str, repeat: int, folder: Path) -> dict[st
         write_s.append(time.perf_counter() - t0)
         shutil.rmtree(target)
     best = min(publish_s)
+    floor = min(duckdb_copy(rows, fmt, folder / f"floor.{fmt}") for _ in range(repeat))
     return {
         "rows": rows.num_rows,
         "publish_seconds": round(best, 3),
@@ -108,8 +110,30 @@ def bench_format(rows: pa.Table, fmt: str, repeat: int, folder: Path) -> dict[st
         "write_seconds": round(min(write_s), 3),
         "write_rows_per_s": round(rows.num_rows / min(write_s)),
         "file_mib": round(size / 2**20, 1),
+        "floor_duckdb_copy_seconds": round(floor, 3),
+        "floor_rows_per_s": round(rows.num_rows / floor),
+        "ratio_to_floor": round(best / floor, 2),
         "meets_1m_rows_per_s": rows.num_rows / best >= 1_000_000,
     }
+
+
+def duckdb_copy(rows: pa.Table, fmt: str, path: Path) -> float:
+    """Seconds DuckDB's own writer takes to write ``rows`` as ``fmt`` (the floor)."""
+    import duckdb
+
+    options = {
+        "jsonl": "FORMAT json",
+        "csv": "FORMAT csv, HEADER",
+        "parquet": "FORMAT parquet, COMPRESSION zstd",
+    }
+    con = duckdb.connect()
+    con.register("_rows", rows)
+    t0 = time.perf_counter()
+    con.execute(f"COPY _rows TO '{path}' ({options[fmt]})")
+    seconds = time.perf_counter() - t0
+    con.close()
+    path.unlink()
+    return seconds
 
 
 def main() -> None:
@@ -131,7 +155,7 @@ def main() -> None:
             print(
                 f"{fmt:8s} publish {r['publish_rows_per_s']:>12,} rows/s ({r['publish_seconds']}s wall, "
                 f"{r['publish_cpu_seconds']}s CPU)  write only {r['write_rows_per_s']:>12,} rows/s  "
-                f"{r['file_mib']} MiB"
+                f"{r['file_mib']} MiB  floor (DuckDB COPY) {r['floor_rows_per_s']:>12,} rows/s"
             )
     import os
 

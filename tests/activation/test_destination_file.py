@@ -13,6 +13,7 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -138,3 +139,28 @@ def test_jsonl_lines_parse_back_to_the_values(texts: list[str | None], floats: l
     assert [r["x"] for r in lines] == expected
     assert [r["flag"] for r in lines] == [i % 2 == 0 for i in range(n)]
     assert lines[-1]["at"] == f"2026-03-01T12:00:00.{n - 1:06d}Z"
+
+
+def test_jsonl_of_many_and_few_valued_columns_parses_back_to_the_rows(tmp_path: Path) -> None:
+    """Columns of few distinct values are written once per combination, the others value by value, and a run of
+    few-valued columns whose combinations are nearly all distinct column by column: every line is the row."""
+    n = 3000
+    rng = np.random.default_rng(3)
+    table = pa.table(
+        {
+            "id": pa.array([f'c"{i}' for i in range(n)]),  # all distinct (and needing escapes)
+            "action": pa.array(rng.choice(["buy", "churn", None], n).tolist(), pa.string()),
+            "x": pa.array(rng.choice([0.5, 0.25, float("nan")], n)),
+            "score": pa.array(rng.random(n)),
+            "a": pa.array(rng.integers(0, 1000, n)),  # few-valued, yet with b nearly every pair distinct
+            "b": pa.array(rng.integers(0, 1000, n)),
+            "flag": pa.array(rng.random(n) > 0.5),
+        }
+    )
+    path = tmp_path / "t.jsonl"
+    write_table(table, path, "jsonl")
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    expected = table.to_pylist()
+    for row in expected:
+        row["x"] = None if row["x"] != row["x"] else row["x"]
+    assert lines == expected

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -121,17 +122,81 @@ def _iso(col: pa.Array) -> pa.Array:
     return pc.take(pc.strftime(encoded.dictionary, format=ISO_UTC), encoded.indices)
 
 
-def _jsonl_bytes(batch: pa.RecordBatch) -> bytes:
-    """The batch as JSON lines, built column-wise with Arrow kernels (no Python loop over rows)."""
-    parts: list[pa.Array | str] = []
+_FEW = 1024  # a column with at most this many distinct values in a batch is encoded once per distinct value
+
+
+def _jsonl_bytes(batch: pa.RecordBatch) -> pa.Buffer:
+    """The batch as JSON lines, built column-wise with Arrow kernels (no Python loop over rows).
+
+    Most columns of a run take few distinct values (the action, segment, model, run id, times, policy, consent):
+    each run of such neighbouring columns becomes one piece, its JSON text built once per distinct combination
+    of their values, so joining a line takes a handful of pieces rather than two per column (the join's cost
+    grows with its pieces)."""
+    pieces: list[pa.Array | str] = []
+    few: list[tuple[str, pa.Array, np.ndarray]] = []  # the current run: (key, texts of its values, codes)
+
+    def close_run() -> None:
+        if few:
+            pieces.extend(_combined(few))
+            few.clear()
+
     for i, f in enumerate(batch.schema):
-        parts.append(("{" if i == 0 else ",") + json.dumps(f.name) + ":")
-        parts.append(_json_values(batch.column(i)))
-    parts.append("}\n")
-    lines = pc.binary_join_element_wise(*parts, "").cast(pa.large_string())
+        key = ("{" if i == 0 else ",") + json.dumps(f.name) + ":"
+        coded = _few_values(batch.column(i))
+        if coded is None:
+            close_run()
+            pieces += [key, _json_values(batch.column(i))]
+            continue
+        if math.prod(len(t) for _, t, _ in few) * len(coded[0]) > 1 << 62:
+            close_run()  # the combined codes would overflow int64
+        few.append((key, *coded))
+    close_run()
+    pieces.append("}\n")
+    lines = pc.binary_join_element_wise(*pieces, "").cast(pa.large_string())
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
     data = lines.buffers()[2]
-    return b"" if data is None else memoryview(data)[int(offsets[0]) : int(offsets[-1])].tobytes()
+    # The lines' bytes as they lie in Arrow's buffer (written from there, not copied first).
+    return pa.py_buffer(b"") if data is None else data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def _few_values(col: pa.Array) -> tuple[pa.Array, np.ndarray] | None:
+    """A column of few distinct values as (the JSON text of each distinct value then ``null``, each row's code
+    into it), or None when it has many (or a type dictionary encoding does not take)."""
+    try:
+        encoded = pc.dictionary_encode(col)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return None
+    k = len(encoded.dictionary)
+    if k > _FEW:
+        return None
+    texts = pa.concat_arrays([_json_values(encoded.dictionary).cast(pa.string()), pa.array(["null"])])
+    codes = encoded.indices.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64)
+    return texts, codes
+
+
+def _combined(run: list[tuple[str, pa.Array, np.ndarray]]) -> list[pa.Array | str]:
+    """The pieces of a run of few-valued columns (keys included): one text per row, each distinct combination of
+    their values written once (in Python) and taken for its rows; a key and a column's texts each when the
+    combinations are too many for that to pay."""
+    n = len(run[0][2])
+    code = np.zeros(n, dtype=np.int64)
+    for _, texts, codes in run:
+        code = code * len(texts) + codes
+    combos = pc.dictionary_encode(pa.array(code))
+    keys = combos.dictionary.to_numpy()
+    if len(run) > 1 and len(keys) * len(run) > n:
+        out: list[pa.Array | str] = []
+        for key, texts, codes in run:
+            out += [key, pc.take(texts, pa.array(codes))]
+        return out
+    parts: list[list[str]] = [[] for _ in range(len(keys))]
+    for key, texts, _ in reversed(run):
+        values = texts.to_pylist()
+        keys, digit = np.divmod(keys, len(texts))
+        for j, d in enumerate(digit.tolist()):
+            parts[j].append(key + values[d])
+    joined = pa.array(["".join(reversed(p)) for p in parts], pa.string())
+    return [pc.take(joined, combos.indices)]
 
 
 def _json_values(col: pa.Array) -> pa.Array:
