@@ -21,6 +21,7 @@ from tests.activation.destinations_fixtures import (
 from tests.services import RedisServer
 from typer.testing import CliRunner
 
+from propensity.activation.delivery import Outbox
 from propensity.activation.destinations import state_dir
 from propensity.activation.run import activate, activate_every
 from propensity.cli.app import app
@@ -283,3 +284,35 @@ def test_a_receiver_down_during_activation_gets_the_run_on_the_next_activation(
     assert up.exit_code == 0, up.output
     assert sorted(_webhook_keys(receiver)) == sorted(f"crm:r1:c{i}" for i in range(N))
     assert "0 pending" in runner.invoke(app, ["destinations", "status", "-w", str(ws.root)]).output
+
+
+def test_dead_lettered_records_fail_activation_until_retried_exactly_once(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Issue 19 item 7: records dead-lettered during an outage were never retried after recovery, and the next
+    `activate` exited 0. Now every activation says so and exits 1 until `destinations retry` delivers them."""
+    hook = f'{{name: crm, type: webhook, url: "{receiver.url}", max_attempts: 1, base_delay_s: 0}}'
+    ws = workspace_with_attributes(tmp_path, _people(), f"destinations:\n  - {hook}\n")
+    store_run(ws, _rows("r1", 10))
+    receiver.stop()  # an outage: the records in flight use up their only attempt, the rest wait
+    down = runner.invoke(app, ["activate", "-w", str(ws.root)])
+    assert down.exit_code == 1 and "destinations retry crm" in down.output, down.output
+    dead = Outbox(state_dir(ws) / "crm.outbox.sqlite").counts()["dead"]
+    assert dead >= 1
+    receiver.start()
+    up = runner.invoke(app, ["activate", "-w", str(ws.root)])
+    assert up.exit_code == 1, up.output  # exited 0 before, with the records left in the dead letter
+    assert f"{dead} dead-lettered record(s)" in up.output and "destinations retry crm" in up.output
+    status = runner.invoke(app, ["destinations", "status", "-w", str(ws.root)])
+    assert f"{dead} dead" in status.output and "destinations retry crm" in status.output
+    assert len(_webhook_keys(receiver)) == N - dead
+    retry = runner.invoke(app, ["destinations", "retry", "-w", str(ws.root), "--json"])
+    assert retry.exit_code == 0, retry.output
+    [report] = json.loads(retry.output)
+    assert (report["status"], report["details"]["requeued"], report["accepted"]) == ("delivered", dead, dead)
+    assert sorted(_webhook_keys(receiver)) == sorted(f"crm:r1:c{i}" for i in range(N))  # each exactly once
+    again = runner.invoke(app, ["destinations", "retry", "crm", "-w", str(ws.root)])
+    assert again.exit_code == 0 and "nothing dead-lettered" in again.output, again.output
+    assert runner.invoke(app, ["activate", "-w", str(ws.root)]).exit_code == 0
+    assert len(receiver.received) == N
+    assert runner.invoke(app, ["destinations", "retry", "nope", "-w", str(ws.root)]).exit_code != 0

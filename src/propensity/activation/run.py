@@ -295,3 +295,17 @@ def activate_every(
             break
         stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
     return done
+
+
+def retry_dead(workspace: Workspace, names: Sequence[str] | None = None) -> list[PublishReport]:
+    """Send the dead-lettered records of the webhook destinations (``names`` selects some) again, under their
+    original idempotency keys; one report per webhook destination. Records that fail again go back to the
+    dead letter (or wait for the next sync), and the report says so."""
+    from propensity.activation.destinations.webhook import Webhook
+
+    specs = destination_specs(workspace, names)
+    hooks = [d for d in (build_destination(s, workspace) for s in specs) if isinstance(d, Webhook)]
+    if names and len(hooks) < len(specs):
+        other = ", ".join(s.name for s in specs if s.type != "webhook")
+        raise PropensityError(f"{other}: only webhook destinations have a dead letter to retry")
+    return [hook.retry_dead() for hook in hooks]

@@ -1,5 +1,5 @@
 """`propensity activate`: validation gates, then delivery to the declared destinations; `propensity
-destinations list|status`."""
+destinations list|status|retry`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def print_result(result: Any) -> None:
         )  # fmt: skip
     if result.reports:
         console.print(table)
+    for r in result.reports:
+        if r.details.get("dead"):
+            console.print(
+                f"[yellow]{r.destination}: {fmt_int(r.details['dead'])} dead-lettered record(s) are not retried by "
+                f"themselves[/]; once the receiver is fixed: propensity destinations retry {r.destination}"
+            )
     else:
         console.print("[yellow]no destinations declared[/]: add a `destinations:` section to propensity.yaml")
 
@@ -187,6 +193,7 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
     table = Table(title="destinations")
     for col in ("name", "type", "last run", "status", "at", "sent", "accepted", "failed", "queue"):
         table.add_column(col)
+    dead = []
     for s in destination_specs(ws):
         entry = last.get(s.name)
         queue = ""
@@ -194,6 +201,8 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
         if s.type == "webhook" and outbox_path.exists():
             counts = Outbox(outbox_path).counts()
             queue = f"{fmt_int(counts['pending'])} pending, {fmt_int(counts['dead'])} dead"
+            if counts["dead"]:
+                dead.append(s.name)
         audience_path = state_dir(ws) / f"{s.name}.audience.sqlite"
         if s.type == "audience" and audience_path.exists():
             queue = f"{fmt_int(audience_members(audience_path))} customers in the audience"
@@ -206,6 +215,57 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
             fmt_int(rep["accepted"]), fmt_int(rep["failed"]), queue,
         )  # fmt: skip
     console.print(table)
+    if dead:
+        console.print(
+            f"[yellow]dead-lettered records are not retried by themselves[/]: once the receiver is fixed, "
+            f"propensity destinations retry {' '.join(dead)} -w {workspace}"
+        )
+
+
+@destinations_app.command("retry")
+def destinations_retry(
+    names: list[str] = typer.Argument(None, help="Webhook destinations to retry (default: every webhook)."),
+    workspace: Path = WorkspaceOption,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON report per destination."),
+) -> None:
+    """Send a webhook's dead-lettered records again, once the receiver is fixed.
+
+    Records a receiver refused too often (an outage longer than `max_attempts` allows, or a 4xx) go to the
+    dead-letter file and are never sent again by themselves; `activate` exits 1 while any are there. This puts
+    them back in the queue with fresh attempts and delivers them under their original idempotency keys, so a
+    receiver that honours `Idempotency-Key` applies each record exactly once. Exit code 1 if any are still
+    undelivered.
+
+    Examples:
+
+        propensity destinations retry -w demo
+
+        propensity destinations retry crm -w demo --json
+    """
+    import json
+
+    from propensity.activation.run import retry_dead
+
+    ws = open_workspace(workspace, require_spec=True)
+    with console.status("retrying dead-lettered records"):
+        reports = retry_dead(ws, names or None)
+    if as_json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    elif not reports:
+        console.print("no webhook destinations declared: nothing to retry")
+    else:
+        table = Table(title="dead-letter retry")
+        for col in ("destination", "status", "requeued", "sent", "accepted", "where / why"):
+            table.add_column(col, justify="right" if col in ("requeued", "sent", "accepted") else "left")
+        colours = {"delivered": "green", "skipped": "dim", "partial": "yellow", "failed": "bold red"}
+        for r in reports:
+            table.add_row(
+                r.destination, f"[{colours[r.status]}]{r.status}[/]", fmt_int(r.details["requeued"]),
+                fmt_int(r.sent), fmt_int(r.accepted), "nothing dead-lettered" if r.status == "skipped" else r.message,
+            )  # fmt: skip
+        console.print(table)
+    if any(r.status in ("partial", "failed") for r in reports):
+        raise typer.Exit(1)
 
 
 def quickstart_export(ws: Any) -> None:

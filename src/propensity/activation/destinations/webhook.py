@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pyarrow as pa
 
-from propensity.activation.delivery import Outbox, OutboxRecord
+from propensity.activation.delivery import DeliveryReport, Outbox, OutboxRecord
 from propensity.activation.destinations.base import PublishReport, PublishRun, PublishStatus, without_control
 from propensity.activation.destinations.decisions import decisions, fingerprint
 from propensity.config.destinations import WebhookDestination
@@ -44,27 +44,61 @@ class Webhook:
                 records.append(OutboxRecord(key, d, subject=d["customer_id"], fingerprint=fp))
         return self.outbox.enqueue_many(records)
 
-    def publish(self, run: PublishRun, rows: pa.Table) -> PublishReport:
-        enqueued = self.enqueue_changed(run.run_id, rows)
+    def _deliver(self) -> DeliveryReport:
         headers = {}
         if self.spec.token_env:
             headers["Authorization"] = f"Bearer {os.environ.get(self.spec.token_env, '')}"
-        report = self.outbox.deliver(
+        return self.outbox.deliver(
             self.spec.url, max_attempts=self.spec.max_attempts, attempts_per_call=self.spec.attempts_per_sync,
             base_delay_s=self.spec.base_delay_s, max_delay_s=self.spec.max_delay_s, timeout_s=self.spec.timeout_s,
             concurrency=self.spec.concurrency, headers=headers, client=self._client,
         )  # fmt: skip
+
+    def dead_message(self, dead: int) -> str:
+        return (
+            f"{dead} dead-lettered record(s) in {self.outbox.dead_letter_path} are not retried by itself: "
+            f"once the receiver is fixed, `propensity destinations retry {self.name}` sends them again"
+        )
+
+    def publish(self, run: PublishRun, rows: pa.Table) -> PublishReport:
+        enqueued = self.enqueue_changed(run.run_id, rows)
+        report = self._deliver()
         left = report.pending
-        status: PublishStatus = "delivered" if left == 0 and report.dead_lettered == 0 else "partial"
+        # Records dead-lettered by this sync or an earlier one (an outage) are undelivered too: a run is not
+        # "delivered" while any wait in the dead letter, so `activate` exits non-zero until they are retried.
+        dead = self.outbox.counts()["dead"]
+        status: PublishStatus = "delivered" if left == 0 and dead == 0 else "partial"
         if report.delivered == 0 and (left or report.dead_lettered):
             status = "failed"
         message = ""
         if left:
             message = f"{left} record(s) wait for the next sync"
-        if report.dead_lettered:
-            message += f"{'; ' if message else ''}{report.dead_lettered} to {self.outbox.dead_letter_path}"
+        if dead:
+            message += f"{'; ' if message else ''}{self.dead_message(dead)}"
         return PublishReport(
             self.name, self.type, status, rows=rows.num_rows, sent=report.attempted, accepted=report.delivered,
             failed=report.failed, message=message, location=self.spec.url,
-            details={"changed": enqueued, **report.to_json()},
+            details={"changed": enqueued, "dead": dead, **report.to_json()},
+        )  # fmt: skip
+
+    def retry_dead(self) -> PublishReport:
+        """Put the dead-lettered records back in the queue (fresh attempts) and deliver them, under their original
+        idempotency keys (a receiver that honours them applies each record once)."""
+        requeued = self.outbox.requeue_dead()
+        report = self._deliver()
+        counts = self.outbox.counts()
+        status: PublishStatus = "delivered" if counts["pending"] == 0 and counts["dead"] == 0 else "partial"
+        if requeued == 0 and report.attempted == 0:
+            status = "skipped"
+        elif report.delivered == 0:
+            status = "failed"
+        parts = [f"{requeued} dead-lettered record(s) requeued"]
+        if counts["pending"]:
+            parts.append(f"{counts['pending']} record(s) wait for the next sync")
+        if counts["dead"]:
+            parts.append(f"{counts['dead']} dead-lettered again ({self.outbox.dead_letter_path})")
+        return PublishReport(
+            self.name, self.type, status, sent=report.attempted, accepted=report.delivered, failed=report.failed,
+            message="; ".join(parts), location=self.spec.url,
+            details={"requeued": requeued, "dead": counts["dead"], **report.to_json()},
         )  # fmt: skip
