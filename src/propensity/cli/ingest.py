@@ -19,8 +19,9 @@ events_app = typer.Typer(help="Inspect the event log and its quarantine.", no_ar
 
 
 def run_ingest(
-    workspace: Workspace, paths: list[Path], *, source: str | None = None, force: bool = False
-) -> IngestReport:
+    workspace: Workspace, paths: list[Path], *, source: str | None = None, force: bool = False,
+    accept_schema: bool = False,
+) -> IngestReport:  # fmt: skip
     """Ingest ``paths`` (or every declared source and attribute source when empty) with a progress bar."""
     spec = workspace.spec
     if not paths:
@@ -45,7 +46,10 @@ def run_ingest(
             bar.update(tasks[file], completed=done, total=total or None)
 
         for source_name, patterns in targets:
-            part = ingest_files(workspace, patterns, source=source_name, progress=progress, force=force)
+            part = ingest_files(
+                workspace, patterns, source=source_name, progress=progress, force=force,
+                accept_schema=accept_schema,
+            )  # fmt: skip
             report.files.extend(part.files)
         if not paths:
             for attribute_source in spec.attributes:
@@ -78,6 +82,17 @@ def print_report(report: IngestReport) -> None:
         + (f", {skipped} unchanged file(s) skipped" if skipped else "")
         + (f" ({rate:,.0f} rows/s)" if rate else "")
     )
+    for f in report.files:
+        if f.schema_drift is None:
+            continue
+        if f.schema_quarantined:
+            console.print(
+                f"[bold red]{Path(f.path).name}: schema drift, file quarantined[/] ({f.schema_drift_text}); if the "
+                "change is expected, fix the source's `columns:` mapping if needed, then: propensity ingest "
+                "--accept-schema"
+            )
+        else:
+            console.print(f"[yellow]{Path(f.path).name}: schema drift[/] ({f.schema_drift_text}); accepted")
     if report.reasons:
         console.print("[bold]top quarantine reasons[/]")
         for reason, n in report.reasons.most_common(5):
@@ -94,12 +109,21 @@ def ingest(
     ),
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any row was quarantined."),
     force: bool = typer.Option(False, "--force", help="Re-read files already ingested (still deduplicated)."),
+    accept_schema: bool = typer.Option(
+        False,
+        "--accept-schema",
+        help="Accept a source's changed columns that its `schema_drift: quarantine` policy would quarantine.",
+    ),
 ) -> None:
     """Load events from CSV, Parquet or JSONL files (gzip too) into the workspace's event log.
 
     Valid rows are appended; duplicates (same **event_id**, or same content when the source has no id) are
     skipped; invalid rows go to the quarantine with their file, row number and reason. Each file is loaded in
     one transaction: interrupted, it is either fully in or not at all, and rerunning completes the job.
+
+    A declared source's columns are compared with the ones last seen: new, missing, renamed and retyped columns
+    are reported, and with the source's `schema_drift: quarantine` the file's rows are quarantined until the
+    change is accepted with --accept-schema.
 
     Examples:
 
@@ -110,7 +134,7 @@ def ingest(
         propensity ingest 'exports/*.parquet' --strict
     """
     ws = open_workspace(workspace)
-    report = run_ingest(ws, paths or [], source=source, force=force)
+    report = run_ingest(ws, paths or [], source=source, force=force, accept_schema=accept_schema)
     print_report(report)
     if strict and report.quarantined:
         raise typer.Exit(1)

@@ -162,6 +162,13 @@ class EventSource(StrictModel):
         "lines included: line-item files repeat lines legitimately). Default: event_id when the source has an "
         "id column, else content. Re-ingesting a file adds nothing in every mode.",
     )
+    schema_drift: Literal["accept", "quarantine"] = Field(
+        default="accept",
+        description="When a file's columns differ from the source's last-seen ones (new, missing, renamed or "
+        "retyped columns; always reported): accept (ingest it and take its columns as the new schema) or "
+        "quarantine (every row to the quarantine, reason schema_drift, until `propensity ingest "
+        "--accept-schema`).",
+    )
 
     @field_validator("name")
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import os
 import time
 import uuid
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -32,6 +34,7 @@ from propensity.config.spec import AttributeSource, EventRules, EventSource, Pro
 from propensity.core.errors import PropensityError
 from propensity.events.log import EventLog, open_event_log, transaction
 from propensity.events.readers import BATCH_ROWS, ROW, UnreadableRecord, detect_format, read_batches
+from propensity.events.schema_drift import SAMPLE_ROWS, compare, last_seen, observe, remember
 from propensity.events.validate import (
     dedupe_mode,
     define_macros,
@@ -125,6 +128,10 @@ class FileReport:
     reasons: Counter[str] = field(default_factory=Counter)
     skipped_unchanged: bool = False
     seconds: float = 0.0
+    # How the file's columns differ from the source's last-seen schema (events/schema_drift.py), when they do.
+    schema_drift: dict[str, Any] | None = None
+    schema_drift_text: str = ""
+    schema_quarantined: bool = False
 
 
 @dataclass
@@ -296,6 +303,7 @@ def append_events(
     live: bool = False,
     unreadable: Sequence[UnreadableRecord] = (),
     progress: Progress | None = None,
+    quarantine_all: tuple[str, str] | None = None,
 ) -> None:
     """Validate ``slices`` (one input: a file, a table, a spool segment) and append its new events to ``log``.
 
@@ -303,6 +311,7 @@ def append_events(
     macros (:func:`~propensity.events.validate.define_macros`). Invalid rows go to quarantine with their reason
     and raw row; valid rows are deduplicated on ``event_id`` within the input (the first row wins; ``dedupe:
     none`` numbers repeats instead) and against the log. ``report`` is updated with what happened.
+    ``quarantine_all`` (reason, detail) sends every row to the quarantine (a source whose schema drifted).
     """
     try:
         keep_all = dedupe_mode(source, schema) == "none"
@@ -314,6 +323,11 @@ def append_events(
         verb = "INSERT INTO staged" if staged else "CREATE OR REPLACE TEMP TABLE staged AS"
         con.execute(f"{verb} {sql}").fetchall()
         staged = True
+        if quarantine_all is not None:
+            con.execute(
+                f"UPDATE staged SET reason = ?, detail = ? WHERE reason IS NULL AND row_number >= {piece.first_row}",
+                list(quarantine_all),
+            ).fetchall()
         # The raw source row of each rejected row, while this slice is readable (rare: no work when none).
         this_slice = (
             f"(SELECT row_number FROM staged WHERE reason IS NOT NULL AND row_number >= {piece.first_row})"
@@ -388,13 +402,16 @@ def ingest_files(
     source: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     force: bool = False,
+    accept_schema: bool = False,
 ) -> IngestReport:
     """Ingest files into the workspace's event log; return what happened to each.
 
     ``source`` names a declared source whose mapping to use; otherwise each file uses the declared source whose
     path matches it, or the canonical column names. ``progress(file, rows_done, rows_total)`` is called as
     batches land (``rows_total`` is 0 when unknown). A file whose content was already fully ingested is skipped
-    unless ``force``.
+    unless ``force``. A declared source's columns are compared with its last-seen schema
+    (:mod:`propensity.events.schema_drift`); ``accept_schema`` accepts a change its ``schema_drift: quarantine``
+    policy would quarantine.
     """
     spec = workspace.spec
     files = expand_paths(paths, root=Path.cwd())
@@ -421,6 +438,10 @@ def ingest_files(
         )
         total = _row_estimate(path, fmt)
         direct = fmt == "parquet" and _duckdb_reads(path, schema)
+        columns: dict[str, str] | None = None
+        if any(s.name == chosen.name for s in spec.sources):
+            sample, batches = _sample(path, fmt, batches)
+            columns = observe(schema, sample, skip=(ROW,))
         digest = hashing.result()
         done = 0
 
@@ -440,6 +461,7 @@ def ingest_files(
                     file_report.seconds = time.perf_counter() - started
                     continue
             ingest_id = uuid.uuid4().hex
+            hold = _schema_check(workspace, chosen, columns, file_report, accept_schema)
             with transaction(con):
                 define_macros(con)
                 slices = (
@@ -450,17 +472,65 @@ def ingest_files(
                 append_events(
                     con, slices, schema, chosen, spec.events, file_report, ingest_id=ingest_id, log=log,
                     unreadable=unreadable, progress=tick,
+                    quarantine_all=("schema_drift", file_report.schema_drift_text) if hold else None,
                 )  # fmt: skip
                 log.commit(con)
-                con.execute(
-                    "INSERT INTO ingests VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                    [
-                        ingest_id, chosen.name, str(path), digest, file_report.rows_read, file_report.accepted,
-                        file_report.duplicates, file_report.quarantined, _started_ts(started),
-                    ],
-                ).fetchall()  # fmt: skip
+                if (
+                    not hold
+                ):  # a held file is not recorded as ingested: once its change is accepted, it goes in
+                    con.execute(
+                        "INSERT INTO ingests VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                        [
+                            ingest_id, chosen.name, str(path), digest, file_report.rows_read,
+                            file_report.accepted, file_report.duplicates, file_report.quarantined,
+                            _started_ts(started),
+                        ],
+                    ).fetchall()  # fmt: skip
+            if columns is not None and not hold:
+                remember(workspace, chosen.name, columns, file=str(path))
         file_report.seconds = time.perf_counter() - started
     return report
+
+
+def _sample(
+    path: Path, fmt: str, batches: Iterator[pa.RecordBatch]
+) -> tuple[pa.RecordBatch | None, Iterator[pa.RecordBatch]]:
+    """A first batch to classify the columns by (Parquet: a small read of its own; else the first batch, put
+    back in front of the others)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        first = next(pq.ParquetFile(path).iter_batches(batch_size=SAMPLE_ROWS), None)
+        return first, batches
+    first = next(batches, None)
+    if first is None:
+        return None, iter(())
+    return first, itertools.chain([first], batches)
+
+
+def _schema_check(
+    workspace: Workspace,
+    source: EventSource,
+    columns: dict[str, str] | None,
+    report: FileReport,
+    accept: bool,
+) -> bool:
+    """Compare a file's columns with the source's last-seen ones and report the change; True when the source's
+    policy holds the file back (its rows go to the quarantine)."""
+    if columns is None:
+        return False
+    previous = last_seen(workspace, source.name)
+    if previous is None:
+        return False
+    drift = compare(previous, columns)
+    if not drift.changed:
+        return False
+    report.schema_drift = drift.to_json()
+    report.schema_drift_text = (
+        f"source {source.name}: columns changed since the last ingest: {drift.describe()}"
+    )
+    report.schema_quarantined = source.schema_drift == "quarantine" and not accept
+    return report.schema_quarantined
 
 
 def ingest_table(
