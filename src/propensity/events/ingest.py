@@ -534,12 +534,16 @@ def _schema_check(
 
 
 def ingest_table(
-    workspace: Workspace, table: pa.Table, *, source: str | None = None, live: bool = False
+    workspace: Workspace, table: Any, *, source: str | None = None, live: bool = False
 ) -> IngestReport:
-    """Ingest an Arrow table (the Python API's in-memory path), with the same validation and dedupe.
+    """Ingest a table of events (the Python API's in-memory path), with the same validation and dedupe.
 
+    ``table`` is an Arrow table or any frame :func:`propensity.core.frames.to_arrow` reads (pandas, Polars).
     ``live`` marks events as arriving now: their ``available_at`` is the ingest time, not ``event_time``.
     """
+    from propensity.core.frames import to_arrow
+
+    table = to_arrow(table, what="events")
     spec = workspace.spec
     chosen = spec.source(source) if source else DEFAULT_SOURCE
     rows = pa.array(range(1, table.num_rows + 1), type=pa.int64())

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from pydantic import TypeAdapter
 
 from propensity.config.features import AnyFeature, FeatureDefinition
+from propensity.core.frames import to_arrow
 from propensity.features._plan import FeaturePlan
 from propensity.features._sqlgen import build_query
 
@@ -80,7 +81,7 @@ def _single_cutoff(as_of: pa.ChunkedArray, customers: pa.ChunkedArray) -> int | 
 def compute_features(
     con: duckdb.DuckDBPyConnection,
     features: Sequence[AnyFeature] | FeaturePlan,
-    spine: pa.Table,
+    spine: Any,
     *,
     events_table: str = "events",
     attributes_table: str = "attributes",
@@ -97,7 +98,10 @@ def compute_features(
 
     A spine at one time with no customer twice (batch scoring's) is computed by a simpler query (aggregates by
     customer with constant windows, about twice as fast); ``single_cutoff=False`` forces the general one.
+    The spine may be any table (:func:`propensity.core.frames.to_arrow`: pandas, Polars, Arrow); the result is
+    Arrow.
     """
+    spine = to_arrow(spine, what="spine")
     plan = _as_plan(features)
     missing = [c for c in SPINE_COLUMNS if c not in spine.column_names]
     if missing:
