@@ -24,6 +24,7 @@ from propensity.workspace import Workspace
 DOCTESTED = [
     "propensity.notebook",
     "propensity.core.frames",
+    "propensity.experiments.uplift",
 ]
 
 

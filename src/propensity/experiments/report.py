@@ -217,9 +217,13 @@ def render_html(report: dict[str, Any]) -> str:
         if "skipped" in up:
             out.append(f"<p class='note'>Uplift model not fitted: {html.escape(str(up['skipped']))}.</p>")
             continue
-        verdict = "better than random targeting" if up["beats_random"] else "no better than random targeting"
-        out.append(f"<h3>Uplift ({html.escape(up['method'])})</h3><p>Qini coefficient {up['qini']:.5f} "
-                   f"(AUUC {up['auuc']:.5f} vs random {up['random_auuc']:.5f}): {verdict}.</p>")  # fmt: skip
+        verdict = up.get("verdict") or (
+            "better than random targeting" if up["beats_random"] else "no better than random targeting"
+        )
+        norm = (f"normalised Qini coefficient {up['qini_coefficient']:.4f}, AUUC {up['uplift_auc']:.4f} "
+                "(as scikit-uplift); " if up.get("qini_coefficient") is not None else "")  # fmt: skip
+        out.append(f"<h3>Uplift ({html.escape(up['method'])})</h3><p>{norm}Qini area {up['qini']:.5f} "
+                   f"(AUUC {up['auuc']:.5f} vs random {up['random_auuc']:.5f}): {html.escape(verdict)}.</p>")  # fmt: skip
         out.append("<div class='charts'>" + qini_svg(up) + "</div>")
         out.append(table(["quintile (by predicted uplift)", "rows", "predicted uplift", "realised uplift"],
                           [[q["quintile"], q["rows"], _pct(q["predicted_uplift"]), _pct(q["realised_uplift"])]

@@ -155,6 +155,201 @@ def qini_curve(uplift: np.ndarray, treated: np.ndarray, y: np.ndarray) -> QiniCu
     return QiniCurve(np.arange(1, n + 1) / max(n, 1), gain)
 
 
+# ------------------------------------------------------------------------------ normalised (scikit-uplift) metrics
+# The figures below are defined as scikit-uplift (sklift.metrics) defines them, so they compare with published
+# ones: the curves are taken at the end of each run of tied predictions, start at (0, 0), and are measured in
+# rows and outcomes (not shares); areas are trapezoids.
+
+
+def _sorted_cumulative(
+    y: np.ndarray, uplift: np.ndarray, treated: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ranked by predicted uplift (highest first), cumulated at the end of each run of ties:
+    (rows, treated rows, treated outcomes, control rows, control outcomes)."""
+    u = np.asarray(uplift, dtype=np.float64)
+    order = np.argsort(-u, kind="stable")
+    ys = np.asarray(y, dtype=np.float64)[order]
+    ts = np.asarray(treated, dtype=np.float64)[order]
+    us = u[order]
+    ends = np.r_[np.flatnonzero(np.diff(us) != 0), len(us) - 1] if len(us) else np.array([], dtype=int)
+    n = (ends + 1).astype(np.float64)
+    n_t = np.cumsum(ts)[ends]
+    y_t = np.cumsum(ys * ts)[ends]
+    y_c = np.cumsum(ys * (1.0 - ts))[ends]
+    return n, n_t, y_t, n - n_t, y_c
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b != 0)
+
+
+def _from_origin(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not len(x) or x[0] != 0 or g[0] != 0:
+        return np.r_[0.0, x], np.r_[0.0, g]
+    return x, g
+
+
+def qini_points(y: np.ndarray, uplift: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Qini curve: rows targeted → ``Y_t − Y_c · N_t / N_c`` (incremental outcomes)."""
+    n, n_t, y_t, n_c, y_c = _sorted_cumulative(y, uplift, treated)
+    return _from_origin(n, y_t - y_c * _div(n_t, n_c))
+
+
+def uplift_points(y: np.ndarray, uplift: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The uplift curve: rows targeted → ``(Y_t / N_t − Y_c / N_c) · N``."""
+    n, n_t, y_t, n_c, y_c = _sorted_cumulative(y, uplift, treated)
+    return _from_origin(n, (_div(y_t, n_t) - _div(y_c, n_c)) * n)
+
+
+def _area(x: np.ndarray, g: np.ndarray) -> float:
+    return float(np.sum((x[1:] - x[:-1]) * (g[1:] + g[:-1]) / 2.0)) if len(x) > 1 else 0.0
+
+
+def _normalised(actual: tuple[np.ndarray, np.ndarray], perfect: tuple[np.ndarray, np.ndarray]) -> float:
+    """(area of actual − area of random) / (area of perfect − area of random); random: the straight line to the
+    perfect curve's end."""
+    xp, gp = perfect
+    random = float(xp[-1] * gp[-1] / 2.0)
+    denom = _area(xp, gp) - random
+    return float((_area(*actual) - random) / denom) if denom != 0 else float("nan")
+
+
+def perfect_qini_points(y: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best possible Qini curve (negative effects included): treated responders first, control responders
+    last."""
+    yy = np.asarray(y, dtype=np.float64)
+    t = np.asarray(treated, dtype=np.float64)
+    return qini_points(yy, yy * t - yy * (1.0 - t), t)
+
+
+def perfect_uplift_points(y: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    yy = np.asarray(y, dtype=np.float64)
+    t = np.asarray(treated, dtype=np.float64)
+    control_responders = float(((yy == 1) & (t == 0)).sum())
+    treated_non_responders = float(((yy == 0) & (t == 1)).sum())
+    summand = yy if control_responders > treated_non_responders else t
+    return uplift_points(yy, 2.0 * (yy == t) + summand, t)
+
+
+def qini_auc_score(y: np.ndarray, uplift: np.ndarray, treated: np.ndarray) -> float:
+    """The normalised Qini coefficient (scikit-uplift's ``qini_auc_score``, negative effects included): 1 for a
+    perfect ranking, 0 for random targeting, negative for worse than random.
+
+    >>> y = np.array([1, 0, 1, 0, 0, 1, 0, 0]); t = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    >>> qini_auc_score(y, np.array([.9, .1, .8, .2, .3, .05, .4, .5]), t)   # responders first: perfect
+    1.0
+    >>> round(qini_auc_score(y, np.array([.9, .1, .2, .8, .3, .05, .4, .5]), t), 4)
+    0.5789
+    """
+    return _normalised(qini_points(y, uplift, treated), perfect_qini_points(y, treated))
+
+
+def uplift_auc_score(y: np.ndarray, uplift: np.ndarray, treated: np.ndarray) -> float:
+    """The normalised area under the uplift curve (scikit-uplift's ``uplift_auc_score``)."""
+    return _normalised(uplift_points(y, uplift, treated), perfect_uplift_points(y, treated))
+
+
+def uplift_at_k(
+    y: np.ndarray, uplift: np.ndarray, treated: np.ndarray, k: float, *, strategy: str = "overall"
+) -> float | None:
+    """Treated rate − control rate among the top ``k`` share by predicted uplift (scikit-uplift's
+    ``uplift_at_k``): ``overall`` takes the top ``int(n·k)`` rows of both groups together, ``by_group`` the top
+    ``int(n_t·k)`` treated and ``int(n_c·k)`` control rows. None when a group has no row there."""
+    u = np.asarray(uplift, dtype=np.float64)
+    yy = np.asarray(y, dtype=np.float64)
+    t = np.asarray(treated, dtype=bool)
+    order = np.argsort(u, kind="mergesort")[::-1]
+    ys, ts = yy[order], t[order]
+    if strategy == "overall":
+        top = int(len(yy) * k)
+        yt, yc = ys[:top][ts[:top]], ys[:top][~ts[:top]]
+    elif strategy == "by_group":
+        yt, yc = ys[ts][: int(t.sum() * k)], ys[~ts][: int((~t).sum() * k)]
+    else:
+        raise ValueError(f"strategy must be overall or by_group, got {strategy!r}")
+    if not len(yt) or not len(yc):
+        return None
+    return float(yt.mean() - yc.mean())
+
+
+@dataclass
+class PermutationTest:
+    """How the model's normalised Qini compares with random orderings of the same rows."""
+
+    statistic: float
+    p_value: float
+    permutations: int
+    random_mean: float
+    random_q95: float
+    alpha: float = 0.05
+
+    @property
+    def beats_random(self) -> bool:
+        return self.p_value < self.alpha
+
+    @property
+    def verdict(self) -> str:
+        if self.beats_random:
+            return f"beats random ordering (p = {self.p_value:.3f})"
+        return f"indistinguishable from random (p = {self.p_value:.3f})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "statistic": "normalised Qini coefficient",
+            "observed": self.statistic,
+            "p_value": self.p_value,
+            "permutations": self.permutations,
+            "random_mean": self.random_mean,
+            "random_q95": self.random_q95,
+            "alpha": self.alpha,
+            "verdict": self.verdict,
+        }
+
+
+def permutation_test(
+    y: np.ndarray,
+    uplift: np.ndarray,
+    treated: np.ndarray,
+    *,
+    permutations: int = 500,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> PermutationTest:
+    """One-sided test of "the ranking is no better than a random ordering": the model's normalised Qini against
+    the normalised Qinis of ``permutations`` random orderings of the same rows; ``p = (1 + #{random ≥ observed})
+    / (1 + permutations)``."""
+    yy = np.asarray(y, dtype=np.float64)
+    t = np.asarray(treated, dtype=np.float64)
+    perfect = perfect_qini_points(yy, t)
+    observed = _normalised(qini_points(yy, uplift, t), perfect)
+    rng = np.random.default_rng(seed)
+    n = len(yy)
+    xs = np.arange(n + 1, dtype=np.float64)
+    random_line = float(perfect[0][-1] * perfect[1][-1] / 2.0)
+    denom = _area(*perfect) - random_line
+    stats = np.empty(permutations)
+    for i in range(permutations):
+        order = rng.permutation(n)
+        ts, ys = t[order], yy[order]
+        n_t = np.cumsum(ts)
+        y_t = np.cumsum(ys * ts)
+        y_c = np.cumsum(ys * (1.0 - ts))
+        g = np.r_[0.0, y_t - y_c * _div(n_t, xs[1:] - n_t)]
+        stats[i] = (_area(xs, g) - random_line) / denom if denom != 0 else np.nan
+    exceed = int(np.sum(stats >= observed - 1e-12))
+    return PermutationTest(
+        statistic=observed,
+        p_value=(1 + exceed) / (1 + permutations),
+        permutations=permutations,
+        random_mean=float(np.nanmean(stats)),
+        random_q95=float(np.nanquantile(stats, 0.95)),
+        alpha=alpha,
+    )
+
+
+UPLIFT_AT = (0.1, 0.2, 0.3)
+
+
 @dataclass
 class UpliftResult:
     """Out-of-fold evaluation of a two-model uplift estimator."""
@@ -167,15 +362,28 @@ class UpliftResult:
     curve: list[tuple[float, float]]
     # Mean realised uplift (treated rate - control rate) in each fifth of rows by predicted uplift, top first.
     by_quintile: list[dict[str, Any]] = field(default_factory=list)
+    qini_coefficient: float | None = None  # normalised as scikit-uplift does (qini_auc_score)
+    uplift_auc: float | None = None  # normalised as scikit-uplift does (uplift_auc_score)
+    uplift_at: dict[str, float | None] = field(default_factory=dict)
+    test: PermutationTest | None = None
+
+    @property
+    def beats_random(self) -> bool:
+        return self.test.beats_random if self.test is not None else self.qini > 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "rows": self.rows,
+            "qini_coefficient": self.qini_coefficient,
+            "uplift_auc": self.uplift_auc,
+            "uplift_at_k": self.uplift_at,
+            "permutation_test": None if self.test is None else self.test.to_json(),
+            "beats_random": self.beats_random,
+            "verdict": self.test.verdict if self.test is not None else None,
             "qini": self.qini,
             "auuc": self.auuc,
             "random_auuc": self.random_auuc,
-            "beats_random": self.qini > 0,
             "curve": [list(p) for p in self.curve],
             "by_quintile": self.by_quintile,
         }
@@ -202,6 +410,27 @@ def _quintiles(uplift: np.ndarray, treated: np.ndarray, y: np.ndarray) -> list[d
     return out
 
 
+def evaluate_predictions(
+    u: np.ndarray,
+    treated: np.ndarray,
+    y: np.ndarray,
+    *,
+    seed: int = 0,
+    permutations: int = 500,
+    method: str = "two-model (LightGBM), cross-fitted",
+) -> UpliftResult:
+    """Every figure of an uplift ranking ``u`` on rows with their treatment and outcome."""
+    t = np.asarray(treated, dtype=bool)
+    yy = np.asarray(y, dtype=np.int64)
+    curve = qini_curve(u, t, yy)
+    return UpliftResult(
+        method, len(yy), curve.qini, curve.auuc, curve.random_auuc, curve.points(), _quintiles(u, t, yy),
+        qini_coefficient=qini_auc_score(yy, u, t), uplift_auc=uplift_auc_score(yy, u, t),
+        uplift_at={f"{k:g}": uplift_at_k(yy, u, t, k) for k in UPLIFT_AT},
+        test=permutation_test(yy, u, t, permutations=permutations, seed=seed),
+    )  # fmt: skip
+
+
 def evaluate_uplift(
     x: np.ndarray,
     treated: np.ndarray,
@@ -218,9 +447,4 @@ def evaluate_uplift(
     yy = np.asarray(y, dtype=np.int64)
     check_uplift_data(t, yy, min_rows=min_rows, min_positives=min_positives)
     u = cross_fitted_uplift(x, t, yy, customer_ids, folds=folds, seed=seed)
-    curve = qini_curve(u, t, yy)
-    result = UpliftResult(
-        "two-model (LightGBM), cross-fitted", len(yy), curve.qini, curve.auuc, curve.random_auuc,
-        curve.points(), _quintiles(u, t, yy),
-    )  # fmt: skip
-    return result, u
+    return evaluate_predictions(u, t, yy, seed=seed), u
