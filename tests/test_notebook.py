@@ -24,6 +24,9 @@ from propensity.workspace import Workspace
 DOCTESTED = [
     "propensity.notebook",
     "propensity.core.frames",
+    "propensity.core.values",
+    "propensity.events.tables",
+    "propensity.experiments.imported",
     "propensity.experiments.uplift",
 ]
 

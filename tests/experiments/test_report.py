@@ -93,3 +93,20 @@ def test_cli_list_shows_the_experiments(planted: tuple[Workspace, Path]) -> None
     out = CliRunner().invoke(app, ["experiments", "list", "-w", str(ws.root)], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     assert "spring" in out.stdout and "0.3" in out.stdout and "no scoring run yet" in out.stdout
+
+
+def test_cli_rows_that_break_the_score_contract_are_refused(tmp_path: Path) -> None:
+    """Hand-made rows (an arm and an outcome, no score contract) used to give a report silently; now the error
+    names what is missing and points at `experiments import`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "made.parquet"
+    pq.write_table(pa.table({"customer_id": ["a", "b"], "arm": ["t", "c"], "converted": [1, 0]}), path)
+    (tmp_path / "propensity.yaml").write_text("project: x\n")
+    out = CliRunner().invoke(app, ["experiments", "report", "-w", str(tmp_path), "--rows", str(path)],
+                             env={"COLUMNS": "300"})  # fmt: skip
+    assert out.exit_code != 0
+    text = " ".join(out.output.split())
+    assert "does not keep the score row contract" in text and "missing column(s)" in text
+    assert "experiments import" in text

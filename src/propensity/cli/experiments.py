@@ -66,6 +66,151 @@ def list_(workspace: Path = WorkspaceOption) -> None:
     console.print(table)
 
 
+@experiments_app.command("import")
+def import_(
+    assignments: Path = typer.Argument(
+        ..., help="The assignment table (Parquet, CSV or JSONL): id, arm, assigned_at."
+    ),
+    outcomes: Path = typer.Option(
+        None,
+        "--outcomes",
+        help="A separate outcome table joined on the id (default: the assignment table's columns).",
+    ),
+    name: str = typer.Option(None, "--name", help="The experiment's name (default: the file's name)."),
+    arm: str = typer.Option("arm", "--arm", help="The arm column."),
+    id_column: str = typer.Option(
+        None, "--id", help="The id column (default: id or customer_id; else row numbers)."
+    ),
+    assigned_at: str = typer.Option(None, "--assigned-at", help="The assignment time column (optional)."),
+    control: str = typer.Option(
+        None, "--control", help="The control arm's value (default: the arm named like control)."
+    ),
+    outcome: list[str] = typer.Option(
+        ...,
+        "--outcome",
+        help="An outcome column, optionally with its kind: converted, spend:continuous (repeatable).",
+    ),
+    segment: list[str] = typer.Option(
+        None, "--segment", help="A column to break results down by (repeatable)."
+    ),
+    covariate: list[str] = typer.Option(
+        None,
+        "--covariate",
+        help="Columns the uplift model may use (repeatable; default: every other column).",
+    ),
+    no_covariates: bool = typer.Option(False, "--no-covariates", help="Fit no uplift model."),
+    missing_outcome: str = typer.Option(
+        "zero", "--missing-outcome", help="An assigned id without an outcome row: zero (counts as 0) or drop."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (for scripts)."),
+    workspace: Path = WorkspaceOption,
+) -> None:
+    """Import an experiment run elsewhere: assignments (id, arm, assigned_at) and outcomes, binary (converted)
+    or continuous (spend). Rows are validated against the schema (docs/experiments.md); every rejected row is
+    counted with its reason. No event log, scoring run or bundle is needed.
+
+    Examples:
+
+        propensity experiments import hillstrom.csv --arm segment --control "No E-Mail" \\
+            --outcome visit --outcome conversion --outcome spend:continuous --segment channel -w shop
+
+        propensity experiments import assignments.parquet --outcomes orders.parquet --id customer_id \\
+            --assigned-at assigned_at --outcome converted --outcome revenue:continuous -w shop
+    """
+    from propensity.events.tables import read_table_file
+    from propensity.experiments.imported import import_experiment
+
+    ws = open_workspace(workspace)
+    kinds: dict[str, str] = {}
+    columns = []
+    for o in outcome:
+        col, _, kind = o.partition(":")
+        columns.append(col)
+        if kind:
+            kinds[col] = kind
+    result = import_experiment(
+        ws, read_table_file(assignments), read_table_file(outcomes) if outcomes else None,
+        name=name or assignments.name.split(".")[0].replace(" ", "-"), arm=arm, id_column=id_column,
+        assigned_at=assigned_at, control=control, outcome_columns=columns, kinds=kinds, segments=segment or [],
+        covariates=[] if no_covariates else (covariate or None), missing_outcome=missing_outcome,
+    )  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(result.to_json()))
+        return
+    t = Table(title=f"experiment {result.name}: {fmt_int(result.rows)} rows")
+    t.add_column("arm")
+    t.add_column("rows", justify="right")
+    for a, n in result.arms.items():
+        t.add_row(a + (" (control)" if a == result.control else ""), fmt_int(n))
+    console.print(t)
+    console.print("outcomes: " + ", ".join(f"{k} ({v})" for k, v in result.outcomes.items()))
+    for reason, n in result.rejected.items():
+        console.print(f"[yellow]rejected {fmt_int(n)}:[/] {reason}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print(f"next: propensity experiments report --experiment {result.name} -w {workspace}")
+
+
+def _imported_report(
+    ws: Any, name: str, out: Path | None, uplift: bool, uplift_out: Path | None, as_json: bool
+) -> None:
+    from propensity.experiments.imported import experiment_summary, load_imported, uplift_table, write_summary
+
+    meta, rows = load_imported(ws, name)
+    with progress_bar() as bar:
+        bar.add_task("differences, intervals and uplift", total=None)
+        summary = experiment_summary(meta, rows, with_uplift=uplift, seed=ws.spec.training.seed)
+    paths = write_summary(ws, summary, out)
+    if uplift_out is not None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(uplift_table(rows, summary), uplift_out)
+    if as_json:
+        console.print_json(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}))
+        return
+    t = Table(title=f"experiment {name}: each arm against {summary['control']}")
+    for col in (
+        "outcome",
+        "arm",
+        "segment",
+        "treated",
+        "control",
+        "treated",
+        "control",
+        "difference",
+        "95% CI",
+        "p",
+    ):
+        t.add_column(col, justify="right")
+    for oc, e in summary["outcomes"].items():
+        pct = e["kind"] == "binary"
+        for arm_name, a in e["arms"].items():
+            for seg, v in a["comparison"].items():
+                if pct:
+                    vals = (v["rate_treated"], v["rate_control"], v["absolute"], v["absolute_ci"])
+                else:
+                    vals = (v["mean_treated"], v["mean_control"], v["difference"], v["difference_ci"])
+                fmt = (
+                    (lambda x: "—" if x is None else f"{100 * x:.2f}%")
+                    if pct
+                    else (lambda x: "—" if x is None else f"{x:,.4g}")
+                )
+                ci = "—" if vals[3] is None else f"[{fmt(vals[3][0])}, {fmt(vals[3][1])}]"
+                p = v.get("p_value")
+                t.add_row(oc, arm_name, seg, fmt_int(v["n_treated"]), fmt_int(v["n_control"]), fmt(vals[0]),
+                          fmt(vals[1]), fmt(vals[2]), ci, "—" if p is None else f"{p:.3g}")  # fmt: skip
+    console.print(t)
+    for oc, e in summary["outcomes"].items():
+        for arm_name, a in e["arms"].items():
+            up = a.get("uplift") or {}
+            if "verdict" in up:
+                console.print(f"{oc} / {arm_name}: uplift Qini coefficient {up['qini_coefficient']:.4f}, "
+                              f"AUUC {up['uplift_auc']:.4f}: {up['verdict']}")  # fmt: skip
+            elif "skipped" in up:
+                console.print(f"{oc} / {arm_name}: uplift not fitted: {up['skipped']}")
+    console.print(f"report: {paths['html']}\njson:   {paths['json']}")
+
+
 def _pct(v: Any) -> str:
     return "—" if v is None else f"{100 * v:+.2f}%"
 
@@ -89,29 +234,71 @@ def report(
         help="Write PATH.html and PATH.json (default: .propensity/reports/experiments-<run>.*).",
     ),
     uplift: bool = typer.Option(True, "--uplift/--no-uplift", help="Fit and evaluate the two-model uplift."),
+    experiment: str = typer.Option(
+        None,
+        "--experiment",
+        help="An imported experiment (`propensity experiments import`) instead of a scoring run.",
+    ),
+    uplift_out: Path = typer.Option(
+        None, "--uplift-out", help="Write each row's out-of-fold predicted uplift to this Parquet file."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON (for scripts)."),
 ) -> None:
     """Outcomes of a scoring run's customers, treated vs control: lift with 95% intervals per segment, and
-    an uplift model's Qini. Only rows whose horizon has closed (matured) are counted.
+    an uplift model's Qini. Only rows whose horizon has closed (matured) are counted. With --experiment, an
+    imported experiment: every treatment arm against the control, binary and continuous outcomes, per segment,
+    uplift with a permutation test (no bundle or scoring run needed).
 
     Examples:
 
         propensity experiments report -w demo
 
         propensity experiments report -w demo --run r-20261123T125600Z-3fa9c1 --out lift-q4
+
+        propensity experiments report --experiment hillstrom --uplift-out uplift.parquet -w shop
     """
     import pyarrow.parquet as pq
 
+    from propensity.experiments.imported import list_imported
     from propensity.experiments.report import experiment_report, load_score_rows, write_report
 
+    ws = open_workspace(workspace)
+    if experiment is None and rows is None and run is None and not ws.spec.experiments.holdouts:
+        imported = list_imported(ws)
+        if len(imported) == 1:
+            experiment = imported[0]
+    if experiment is not None:
+        _imported_report(ws, experiment, out, uplift, uplift_out, as_json)
+        return
     ws = open_workspace(workspace, require_spec=True)
     if rows is not None:
+        from propensity.core.contract import validate_rows
+
         run_id, table = run or rows.stem, pq.read_table(rows)
+        problems = validate_rows(table)
+        # Missing columns or wrong types make the report wrong; other breaches (a null segment, say) are shown.
+        fatal = [p for p in problems if p.startswith("missing column") or ": type " in p]
+        if fatal:
+            raise typer.BadParameter(
+                f"{rows} does not keep the score row contract, so its lift would be wrong: "
+                + "; ".join(fatal[:6])
+                + (f"; and {len(fatal) - 6} more" if len(fatal) > 6 else "")
+                + ". For a table of your own (id, arm, outcome) use `propensity experiments import`, then "
+                "`experiments report --experiment NAME`.",
+                param_hint="--rows",
+            )
+        for problem in problems:
+            if not as_json:
+                console.print(f"[yellow]score row contract:[/] {problem}")
     else:
         run_id, table = load_score_rows(ws, run)
     with progress_bar() as bar:
         bar.add_task("outcomes, lift and uplift", total=None)
         data = experiment_report(ws, table, run_id=run_id, with_uplift=uplift)
     paths = write_report(ws, data, out)
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
     t = Table(title=f"lift, run {run_id} (data up to {data['_meta']['data_end']})")
     for col in ("action", "segment", "treated", "control", "treated rate", "control rate", "lift", "95% CI",
                 "relative", "95% CI"):  # fmt: skip
@@ -126,8 +313,10 @@ def report(
     for name, e in data["actions"].items():
         up = e.get("uplift") or {}
         if "qini" in up:
-            verdict = "beats random" if up["beats_random"] else "does not beat random"
-            console.print(f"{name}: uplift Qini {up['qini']:.5f} ({verdict})")
+            verdict = up.get("verdict") or ("beats random" if up["beats_random"] else "does not beat random")
+            console.print(
+                f"{name}: uplift Qini coefficient {up.get('qini_coefficient') or up['qini']:.4f} ({verdict})"
+            )
         elif "skipped" in up:
             console.print(f"{name}: uplift not fitted: {up['skipped']}")
     if not data["actions"]:
