@@ -88,10 +88,15 @@ def test_save_target_keeps_comments_and_validates(tmp_path: Path) -> None:
     spec = Workspace.open(tmp_path).spec
     assert len(spec.targets) == 1 and spec.targets[0].top_share == 0.1
     assert spec.policies.actions["buy_7d"].threshold == 0.4
+    # A threshold is a run's score, written exactly: six digits could put it above the last customer reached.
+    exact = 0.1234567890123456
+    spec = save_target(ws, TargetSettings(name="exact", action="buy_7d", threshold=exact), as_policy=True)
+    assert spec.targets[-1].threshold == exact and spec.policies.actions["buy_7d"].threshold == exact
+    assert Workspace.open(tmp_path).spec.targets[-1].threshold == exact
     with pytest.raises(TargetError, match="no destination named nope"):
         save_target(ws, target, destinations=["nope"])
     before = (tmp_path / "propensity.yaml").read_text()
-    with pytest.raises(SpecError, match=r"targets\[1\]\.action"):
+    with pytest.raises(SpecError, match=r"targets\[2\]\.action"):
         save_target(ws, TargetSettings(name="x", action="upgrade_30d", threshold=0.1))
     assert (tmp_path / "propensity.yaml").read_text() == before  # nothing written
 

@@ -89,6 +89,10 @@ def save_target(
         update={"saved_by": by, "saved_at": datetime.now(UTC).isoformat(timespec="seconds")}
     )
     entry = plain(saved.model_dump(exclude_none=True))
+    # A threshold is a score of the run and is written exactly: shortened (plain keeps six digits), it could
+    # land above the last customer the page showed as reached, and activate would leave that customer out.
+    if saved.threshold is not None:
+        entry["threshold"] = saved.threshold
     path = workspace.root / SPEC_FILENAME
     known = {d.name for d in workspace.spec.destinations}
     unknown = sorted(set(destinations) - known)
@@ -120,13 +124,8 @@ def save_target(
             current = dict(actions.get(saved.action) or {})
             threshold = saved.threshold if saved.threshold is not None else cut
             current.update(
-                plain(
-                    {
-                        "threshold": min(1.0, threshold or 0.0),
-                        "value": saved.value_per_conversion,
-                        "cost": saved.cost_per_contact,
-                    }
-                )
+                plain({"value": saved.value_per_conversion, "cost": saved.cost_per_contact}),
+                threshold=min(1.0, threshold or 0.0),  # exact, as the target's
             )
             actions[saved.action] = current
 
