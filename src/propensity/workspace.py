@@ -3,18 +3,21 @@
 ``.propensity/`` holds the DuckDB file (event log, quarantine, attributes, and later features, scores and runs),
 model bundles and reports. Every process that writes to the DuckDB file takes the workspace's write lock first,
 so concurrent commands (two ingests, an ingest and a report) take turns instead of corrupting or failing.
+
+The lock is ``filelock``'s reader/writer lock (an SQLite transaction on ``.propensity/write.lock``: portable to
+Windows, released by the OS when the process dies); this module adds re-entrancy within a thread and upgrades.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import filelock
 
 from propensity.config.spec import SPEC_FILENAME, ProjectSpec, load_spec, parse_spec
 from propensity.core.errors import PropensityError
@@ -77,73 +80,85 @@ class Workspace:
 
 
 class _ProcessLock:
-    """This process's hold on one lock file: one descriptor, a mode, a depth, and a re-entrant thread lock."""
+    """This process's hold on one lock file: a reader/writer lock, a mode, a depth, and a re-entrant thread lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
         self.thread = threading.RLock()
-        self.fd = -1
-        self.mode = 0
+        self.path = path
+        self.rw: filelock.ReadWriteLock | None = None
+        self.mode: str | None = None  # "read" | "write" while held
         self.depth = 0
+
+    def lock(self) -> filelock.ReadWriteLock:
+        if self.rw is None:  # one instance per lock file and process; threads take turns on ``thread`` first
+            self.rw = filelock.ReadWriteLock(self.path, is_singleton=False)
+        return self.rw
 
 
 _PROCESS_LOCKS: dict[str, _ProcessLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
-def _flock(fd: int, mode: int, deadline: float, root: Path | str, timeout_s: float) -> None:
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise WorkspaceLockedError(
-                    f"{root}: another propensity process has held the workspace for over "
-                    f"{timeout_s:.0f}s; wait for it to finish (or stop it) and retry"
-                ) from None
-            time.sleep(0.02)
+def _acquire(held: _ProcessLock, mode: str, deadline: float, root: Path | str, timeout_s: float) -> None:
+    rw = held.lock()
+    wait = max(0.0, deadline - time.monotonic())
+    try:
+        if mode == "write":
+            rw.acquire_write(timeout=wait, blocking=timeout_s > 0)
+        else:
+            rw.acquire_read(timeout=wait, blocking=timeout_s > 0)
+    except filelock.Timeout:
+        raise WorkspaceLockedError(
+            f"{root}: another propensity process has held the workspace for over "
+            f"{timeout_s:.0f}s; wait for it to finish (or stop it) and retry"
+        ) from None
+    held.mode = mode
+
+
+def _release(held: _ProcessLock) -> None:
+    if held.rw is not None and held.mode is not None:
+        held.rw.release()
+    held.mode = None
 
 
 @contextmanager
 def file_lock(
     path: Path, *, exclusive: bool, timeout_s: float = 600.0, root: Path | str | None = None
 ) -> Iterator[None]:
-    """Hold ``path`` as an OS file lock, exclusive or shared, waiting up to ``timeout_s`` (0: try once).
+    """Hold ``path`` as an OS-backed lock, exclusive or shared, waiting up to ``timeout_s`` (0: try once).
 
     Re-entrant within a thread: a shared hold inside an exclusive one is the exclusive one; an exclusive hold
-    inside a shared one upgrades it for its duration. Threads of one process take turns."""
+    inside a shared one upgrades it for its duration (like ``flock``, not atomically: the shared hold is let go
+    first, and taken back if the upgrade times out). Threads of one process take turns."""
     key = str(path)
     with _PROCESS_LOCKS_GUARD:
-        held = _PROCESS_LOCKS.setdefault(key, _ProcessLock())
+        held = _PROCESS_LOCKS.setdefault(key, _ProcessLock(path))
     where = root if root is not None else path.parent
     got = held.thread.acquire(blocking=False) if timeout_s <= 0 else held.thread.acquire(timeout=timeout_s)
     if not got:
         raise WorkspaceLockedError(f"{where}: another thread of this process holds the workspace; retry")
     deadline = time.monotonic() + max(0.0, timeout_s)
-    want = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    want = "write" if exclusive else "read"
     before = held.mode
     try:
-        if held.depth == 0:
-            held.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if held.mode == 0 or (want == fcntl.LOCK_EX and held.mode == fcntl.LOCK_SH):
-                _flock(held.fd, want, deadline, where, timeout_s)
-                held.mode = want
-        except BaseException:
-            if held.depth == 0:
-                os.close(held.fd)
-                held.fd, held.mode = -1, 0
-            raise
+        if held.mode is None:
+            _acquire(held, want, deadline, where, timeout_s)
+        elif want == "write" and held.mode == "read":
+            _release(held)
+            try:
+                _acquire(held, "write", deadline, where, timeout_s)
+            except BaseException:
+                _acquire(held, "read", time.monotonic() + 600.0, where, 600.0)  # keep the outer shared hold
+                raise
         held.depth += 1
         try:
             yield
         finally:
             held.depth -= 1
             if held.depth == 0:
-                os.close(held.fd)  # closing the descriptor releases the lock
-                held.fd, held.mode = -1, 0
+                _release(held)
             elif held.mode != before:
-                fcntl.flock(held.fd, before)  # back to shared
-                held.mode = before
+                _release(held)  # back to shared
+                _acquire(held, "read", time.monotonic() + 600.0, where, 600.0)
     finally:
         held.thread.release()

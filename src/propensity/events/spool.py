@@ -27,7 +27,6 @@ is closed (its writer rotated it or died), and once fully moved it is deleted.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import struct
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import filelock
 import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class SpoolWriter:
         self.path = self.directory / f"{self.owner}-{self._seq:06d}.spool"
         self._seq += 1
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # "open for appending": movers leave an open segment in place
+        filelock.lock_descriptor(fd)  # "open for appending": movers leave an open segment in place
         self._fd = fd
         self._size = 0
         if self.fsync:
@@ -226,10 +226,10 @@ def _is_closed(path: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        if not filelock.lock_descriptor(fd, blocking=False):  # the writer holds it while the segment is open
+            return False
+        filelock.unlock_descriptor(fd)
         return True
-    except BlockingIOError:
-        return False
     finally:
         os.close(fd)
 
