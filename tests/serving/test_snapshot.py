@@ -117,3 +117,33 @@ def test_snapshots_of_another_feature_set_or_damaged_are_skipped_with_a_log_line
     assert load_snapshot(snapshot_dir(ws.state_dir), OnlineFeatureEngine(store.engine.plan)) is None
     _, report = _started(ws)
     assert report.how == "log"  # type: ignore[attr-defined]
+
+
+def test_a_loaded_snapshot_decodes_each_customer_on_first_use_and_copies_the_cold_ones(
+    tmp_path: Path,
+) -> None:
+    ws = write_spec(tmp_path, SPEC)
+    ingest_table(ws, canonical_events(800, customers=60))
+    store, _ = _started(ws)
+    path = _snapshot(ws, store)
+    loaded = OnlineFeatureEngine(store.engine.plan)
+    assert load_snapshot(path.parent, loaded) is not None
+    cold = loaded.cold
+    assert cold is not None and len(cold) == 60 and loaded.customers == 60  # nothing decoded yet
+    ids = sorted(store.engine.customer_ids())
+    t = store.engine.watermark + 1
+    assert loaded.vector(ids[0], t) == store.engine.vector(ids[0], t)
+    assert len(cold) == 59 and loaded.customers == 60 and ids[0] in loaded
+    # An event for a cold customer waits with it; a copy of one the snapshot holds is still not counted twice.
+    held = canonical_events(800, customers=60).slice(0, 1).to_pylist()[0]
+    new = {**held, "event_id": "after-the-snapshot", "available_at": held["event_time"]}
+    for engine in (loaded, store.engine):
+        engine.apply({**held, "available_at": held.get("available_at") or held["event_time"]})
+        engine.apply(new)
+    assert held["customer_id"] in loaded and loaded.cold is cold
+    # A snapshot of a partly cold engine (cold customers copied as stored) loads to the same states.
+    again = write_snapshot(loaded, tmp_path / "again", int(loaded.watermark))
+    reloaded = OnlineFeatureEngine(store.engine.plan)
+    assert load_snapshot(again.parent, reloaded) is not None
+    _same(store, InMemoryStore(reloaded))
+    _same(store, InMemoryStore(loaded))

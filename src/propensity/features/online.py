@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -389,6 +389,27 @@ class StateLayout(NamedTuple):
     tuple_slots: tuple[int, ...]
 
 
+class ColdStates(Protocol):
+    """Customers whose state is stored elsewhere (a snapshot) and decoded only when first needed.
+
+    :meth:`OnlineFeatureEngine.hold_cold` hands one to an engine: a customer the engine has not touched yet is
+    looked up here on its first read or attribute, its state decoded once and then held like any other."""
+
+    def __contains__(self, customer_id: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def ids(self) -> Iterable[str]:
+        """The customers still cold."""
+        ...
+
+    def take(self, customer_id: str) -> CustomerState | None:
+        """Decode this customer's state and forget it here (None if not held)."""
+        ...
+
+    def discard(self, customer_id: str) -> None: ...
+
+
 class _Customer:
     __slots__ = ("aggs", "attrs", "floor", "pending", "seen", "seen_limit", "sessions")
 
@@ -478,6 +499,10 @@ class OnlineFeatureEngine:
         self._parse_props = self.plan.uses_properties()
         self._dedupe_us = int(dedupe_horizon.total_seconds() * US)
         self._customers: dict[str, _Customer] = {}
+        # Customers loaded lazily from a snapshot, and the events that arrived for them while still cold (in
+        # arrival order; applied when the state is first decoded, exactly as they would have been at arrival).
+        self._cold: ColdStates | None = None
+        self._backlog: dict[str, list[tuple[Any, ...]]] = {}
         self.watermark = _NEG_INF  # the latest available_at applied, any customer
         self.events_applied = 0
         self._defaults = tuple(_empty_value(f) for f in self.plan.features)
@@ -568,6 +593,13 @@ class OnlineFeatureEngine:
         cid = ev[_CID]
         st = self._customers.get(cid)
         if st is None:
+            if self._cold is not None and cid in self._cold:
+                # Still cold: keep the event for when the state is first needed (counted then; a duplicate of an
+                # event the snapshot holds is recognised then too).
+                self._backlog.setdefault(cid, []).append(ev)
+                if ev[_AV] > self.watermark:
+                    self.watermark = ev[_AV]
+                return True
             st = self._customers[cid] = _Customer(self._n_states, len(self._sessions))
         eid = ev[_EID]
         seen = st.seen
@@ -712,7 +744,7 @@ class OnlineFeatureEngine:
         if row["attribute"] not in self._attr_names:
             return
         cid = str(row["customer_id"])
-        st = self._customers.get(cid)
+        st = self._customers.get(cid) or self._warm(cid)
         if st is None:
             st = self._customers[cid] = _Customer(self._n_states, len(self._sessions))
         vf, av = to_micros(row["valid_from"]), to_micros(row["available_at"])
@@ -753,6 +785,8 @@ class OnlineFeatureEngine:
         """
         t = to_micros(as_of) if as_of is not None else int(time.time() * US)
         st = self._customers.get(customer_id)
+        if st is None and self._cold is not None:
+            st = self._warm(customer_id)
         if st is None:
             out = list(self._defaults)
         else:
@@ -897,20 +931,53 @@ class OnlineFeatureEngine:
 
     @property
     def customers(self) -> int:
-        return len(self._customers)
+        return len(self._customers) + (0 if self._cold is None else len(self._cold))
 
     # ----------------------------------------------------------------- state hand-over (external stores)
 
+    def hold_cold(self, cold: ColdStates | None) -> None:
+        """Serve the customers of ``cold`` (a loaded snapshot) too, decoding each one's state on first use."""
+        self._cold = cold
+        self._backlog = {}
+
+    @property
+    def cold(self) -> ColdStates | None:
+        """The snapshot customers not decoded yet (see :meth:`hold_cold`)."""
+        return self._cold
+
+    def _warm(self, customer_id: str) -> _Customer | None:
+        """The state of a cold customer, decoded now and held from here on (None if not cold)."""
+        cold = self._cold
+        if cold is None or customer_id not in cold:
+            return None
+        state = cold.take(customer_id)
+        if state is None:
+            return None
+        self.import_customer(customer_id, state)
+        st = self._customers[customer_id]
+        backlog = self._backlog.pop(customer_id, None)
+        if backlog:
+            for ev in backlog:
+                self._apply(ev)
+        return st
+
+    def is_cold(self, customer_id: str) -> bool:
+        """Whether this customer's state is still undecoded in the snapshot (with no event since)."""
+        return self._cold is not None and customer_id in self._cold and customer_id not in self._backlog
+
     def __contains__(self, customer_id: object) -> bool:
         """Whether any event or attribute of this customer has been applied."""
-        return customer_id in self._customers
+        return customer_id in self._customers or (self._cold is not None and customer_id in self._cold)
 
     def customer_ids(self) -> list[str]:
-        return list(self._customers)
+        ids = list(self._customers)
+        if self._cold is not None:
+            ids += self._cold.ids()
+        return ids
 
     def export_customer(self, customer_id: str) -> CustomerState | None:
         """This customer's state as plain data (None if unknown); see :class:`CustomerState`."""
-        st = self._customers.get(customer_id)
+        st = self._customers.get(customer_id) or self._warm(customer_id)
         if st is None:
             return None
         return CustomerState(st.floor, st.aggs, st.sessions, st.pending, st.seen, st.seen_limit, st.attrs)
@@ -923,10 +990,15 @@ class OnlineFeatureEngine:
 
     def drop_customer(self, customer_id: str) -> None:
         self._customers.pop(customer_id, None)
+        if self._cold is not None:
+            self._cold.discard(customer_id)
+            self._backlog.pop(customer_id, None)
 
     def clear(self) -> None:
         """Forget every customer (back to an empty engine)."""
         self._customers.clear()
+        self._cold = None
+        self._backlog = {}
         self.watermark = _NEG_INF
         self.events_applied = 0
 

@@ -9,6 +9,12 @@ explicit JSON codec of :mod:`propensity.serving.state_codec`. Layout::
             b"I" | u32 length | u32 crc32 | the event-id hashes (sorted uint64), see EventIdIndex
             b"E" | u32 length | u32 crc32 | JSON {"customers": n}   (the end: a file without it is incomplete)
 
+Loading is lazy: the file is memory-mapped, every block's checksum verified and the customers indexed (id → where
+their state lies), but a customer's state is decoded only when first needed (a read, an event, an attribute:
+see :meth:`~propensity.features.online.OnlineFeatureEngine.hold_cold`), so a server is ready once the index is
+built, whatever the number of customers. Events for a still-cold customer wait with it and are applied, in
+order, when it is decoded. A snapshot written while customers are still cold copies their bytes as they are.
+
 The header's ``watermark_us`` is the log's ``ingested_at`` up to which every event was applied when the snapshot
 began. Customers are encoded a chunk at a time between requests (the server keeps answering), so a state may also
 hold events after the watermark; replaying those at start is harmless, the engine ignoring an event id it has
@@ -21,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import mmap
 import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ import numpy as np
 import orjson
 
 from propensity.events.live import EventIdIndex
-from propensity.features.online import OnlineFeatureEngine
+from propensity.features.online import CustomerState, OnlineFeatureEngine
 from propensity.serving.state_codec import StateCodec
 
 log = logging.getLogger(__name__)
@@ -80,11 +87,17 @@ def _blocks(engine: OnlineFeatureEngine, index: EventIdIndex | None, header: dic
     written = 0
     for start in range(0, len(ids), CHUNK):
         parts = []
+        cold = engine.cold  # read again each chunk: events between chunks warm customers
         for cid in ids[start : start + CHUNK]:
-            state = engine.export_customer(cid)
-            if state is None:
-                continue
-            c, r, s = cid.encode(), codec.encode_read(state), codec.encode_seen(state)
+            raw = cold.raw(cid) if isinstance(cold, SnapshotStates) and engine.is_cold(cid) else None
+            if raw is not None:
+                r, s = raw
+            else:
+                state = engine.export_customer(cid)
+                if state is None:
+                    continue
+                r, s = codec.encode_read(state), codec.encode_seen(state)
+            c = cid.encode()
             parts.append(_ENTRY.pack(len(c), len(r), len(s)) + c + r + s)
             written += 1
         payload = b"".join(parts)
@@ -124,7 +137,10 @@ def _finish(directory: Path, tmp: Path, final: Path, fd: int) -> None:
         os.close(dfd)
     mine = sorted(directory.glob(f"online-{final.name.split('-')[1]}-*.snap"))
     for old in mine[:-KEEP]:
-        old.unlink(missing_ok=True)
+        with contextlib.suppress(
+            OSError
+        ):  # Windows keeps a file in use (memory-mapped by a lazy load) in place
+            old.unlink(missing_ok=True)
 
 
 def write_snapshot(
@@ -205,54 +221,104 @@ def load_snapshot(
     return None
 
 
+class SnapshotStates:
+    """The customers of a loaded snapshot, decoded on demand (the engine's ``ColdStates``).
+
+    Holds the file memory-mapped and, per customer still cold, where its state's two parts lie."""
+
+    def __init__(self, path: Path, data: mmap.mmap, codec: StateCodec) -> None:
+        self.path = path
+        self._data = data
+        self._codec = codec
+        self._where: dict[str, tuple[int, int, int]] = {}  # id -> (offset, read length, seen length)
+
+    def __contains__(self, customer_id: object) -> bool:
+        return customer_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def ids(self) -> Iterable[str]:
+        return list(self._where)
+
+    def raw(self, customer_id: str) -> tuple[bytes, bytes] | None:
+        """The stored read and seen parts of a cold customer (for copying into the next snapshot)."""
+        where = self._where.get(customer_id)
+        if where is None:
+            return None
+        pos, lr, ls = where
+        return self._data[pos : pos + lr], self._data[pos + lr : pos + lr + ls]
+
+    def take(self, customer_id: str) -> CustomerState | None:
+        raw = self.raw(customer_id)
+        if raw is None:
+            return None
+        state = self._codec.decode(*raw)
+        del self._where[customer_id]
+        return state
+
+    def discard(self, customer_id: str) -> None:
+        self._where.pop(customer_id, None)
+
+
 def _load(path: Path, engine: OnlineFeatureEngine, index: EventIdIndex | None) -> SnapshotInfo | None:
-    data = path.read_bytes()
-    header, pos = _read_header(data, path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise SnapshotError(f"{path.name}: empty file")
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # stays valid after the file is closed
+    header, pos = _read_header(data[: min(size, 1 << 20)], path)
     if header["feature_set_version"] != str(engine.version):
         log.info(
             "online snapshot %s ignored: feature set %s, the project's is now %s",
             path.name, header["feature_set_version"], engine.version,
         )  # fmt: skip
+        data.close()
         return None
-    codec = StateCodec(engine.state_layout())
-    customers = 0
+    states = SnapshotStates(path, data, StateCodec(engine.state_layout()))
+    where = states._where
     hashes = None
     ended = False
     view = memoryview(data)
-    while pos < len(data):
-        kind, length, crc = _BLOCK.unpack_from(data, pos)
-        pos += _BLOCK.size
-        payload = view[pos : pos + length]
-        if len(payload) != length or zlib.crc32(payload) != crc:
-            raise SnapshotError(f"{path.name}: damaged block at byte {pos} (checksum)")
-        pos += length
-        if kind == b"C":
-            p = 0
-            while p < length:
-                lc, lr, ls = _ENTRY.unpack_from(payload, p)
-                p += _ENTRY.size
-                cid = bytes(payload[p : p + lc]).decode()
-                p += lc
-                read = bytes(payload[p : p + lr])
-                p += lr
-                seen = bytes(payload[p : p + ls])
-                p += ls
-                engine.import_customer(cid, codec.decode(read, seen))
-                customers += 1
-        elif kind == b"I":
-            hashes = np.frombuffer(payload, dtype=np.uint64).copy()
-        elif kind == b"E":
-            if orjson.loads(bytes(payload)).get("customers") != customers:
-                raise SnapshotError(f"{path.name}: the customer count does not match its end record")
-            ended = True
-            break
-        else:
-            raise SnapshotError(f"{path.name}: unknown block {kind!r}")
+    payload = view[0:0]
+    try:
+        while pos < size:
+            kind, length, crc = _BLOCK.unpack_from(data, pos)
+            pos += _BLOCK.size
+            payload = view[pos : pos + length]
+            if len(payload) != length or zlib.crc32(payload) != crc:
+                raise SnapshotError(f"{path.name}: damaged block at byte {pos} (checksum)")
+            if kind == b"C":
+                p, end = pos, pos + length
+                unpack = _ENTRY.unpack_from
+                while p < end:
+                    lc, lr, ls = unpack(data, p)
+                    p += _ENTRY.size
+                    cid = data[p : p + lc].decode()
+                    p += lc
+                    where[cid] = (p, lr, ls)
+                    p += lr + ls
+                if p != end:
+                    raise SnapshotError(f"{path.name}: a customer block overruns its length")
+            elif kind == b"I":
+                hashes = np.frombuffer(payload, dtype=np.uint64).copy()
+            elif kind == b"E":
+                if orjson.loads(bytes(payload)).get("customers") != len(where):
+                    raise SnapshotError(f"{path.name}: the customer count does not match its end record")
+                ended = True
+                break
+            else:
+                raise SnapshotError(f"{path.name}: unknown block {kind!r}")
+            pos += length
+    finally:
+        del payload
+        view.release()
     if not ended:
         raise SnapshotError(f"{path.name}: incomplete (no end record)")
+    engine.hold_cold(states)
     engine.watermark = max(engine.watermark, int(header.get("engine_watermark", engine.watermark)))
     engine.events_applied = int(header.get("events_applied", 0))
     if index is not None and hashes is not None:
         index.add_sorted(hashes, unique=True)
     return SnapshotInfo(path, header["feature_set_version"], int(header["watermark_us"]),
-                        int(header["created_us"]), customers)  # fmt: skip
+                        int(header["created_us"]), len(where))  # fmt: skip
