@@ -266,7 +266,7 @@ def experiments_view(workspace: Workspace) -> dict[str, Any]:
     """The console's experiments page: lift per experiment with 95% intervals on the newest complete scoring run
     that has matured outcomes (computed now, without uplift), and the uplift curves of the latest stored report
     (``propensity experiments report``), which fits the uplift models and is too slow for a page load."""
-    from propensity.scoring.reading import run_rows
+    from propensity.scoring.reading import memo, run_rows, store_runs
     from propensity.scoring.score_store import open_score_store
 
     stored = None
@@ -279,12 +279,17 @@ def experiments_view(workspace: Workspace) -> dict[str, Any]:
     live = None
     if workspace.spec.experiments.holdouts:
         store = open_score_store(workspace)
-        with open_event_log(workspace).connection(read_only=True) as con:
-            end = data_end(con, workspace.spec)
-            events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+
+        def read() -> tuple[Any, int]:
+            with open_event_log(workspace).connection(read_only=True) as con:
+                return data_end(con, workspace.spec), con.execute("SELECT count(*) FROM events").fetchall()[
+                    0
+                ][0]
+
+        end, events = memo(workspace, "experiments-events", read)
         longest = max((a.gap.timedelta + a.horizon.timedelta + a.label_delay.timedelta for a in workspace.spec.actions),
                       default=None)  # fmt: skip
-        complete = [r for r in store.runs() if r.status == "complete"]
+        complete = [r for r in store_runs(workspace, store) if r.status == "complete"]
         # The newest run whose every action has matured, else the newest (some actions may have matured).
         run = next((r for r in complete if end is not None and longest is not None and r.as_of + longest <= end),
                    complete[0] if complete else None)  # fmt: skip

@@ -33,7 +33,7 @@ from propensity.activation.targets import reachable
 from propensity.core.errors import PropensityError
 from propensity.events.log import open_event_log
 from propensity.experiments.outcomes import data_end, outcomes
-from propensity.scoring.reading import latest, run_rows
+from propensity.scoring.reading import latest, memo, run_rows, store_runs
 from propensity.workspace import Workspace
 
 MAX_POINTS = 2000
@@ -97,20 +97,25 @@ def _matured_run(workspace: Workspace, runs: list[Any], action: str, end: Any) -
     return None
 
 
+def _data_end(workspace: Workspace) -> Any:
+    with open_event_log(workspace).connection(read_only=True) as con:
+        return data_end(con, workspace.spec)
+
+
 def realised_by_bucket(
     workspace: Workspace, store: Any, action: str, runs: list[Any] | None = None
 ) -> dict[str, Any] | None:
     """Realised outcome rate per score bucket on the latest matured run (see the module docstring); None when
     no run has matured."""
+    end = memo(workspace, "data-end", lambda: _data_end(workspace))
+    run = _matured_run(workspace, store_runs(workspace, store) if runs is None else runs, action, end)
+    if run is None:
+        return None
+    key = (run.run_id, action, str(end))
+    with _cache_lock:
+        if key in _realised_cache:
+            return _realised_cache[key]
     with open_event_log(workspace).connection(read_only=True) as con:
-        end = data_end(con, workspace.spec)
-        run = _matured_run(workspace, store.runs() if runs is None else runs, action, end)
-        if run is None:
-            return None
-        key = (run.run_id, action, str(end))
-        with _cache_lock:
-            if key in _realised_cache:
-                return _realised_cache[key]
         rows = run_rows(store, run.run_id)
         rows = rows.filter(pc.equal(rows.column("action"), action))  # rows carry their as_of (contract 2.0)
         matured = outcomes(con, workspace.spec, rows, end=end)
@@ -186,7 +191,7 @@ def targeting_view(
     from propensity.scoring.score_store import open_score_store
 
     store = open_score_store(workspace)
-    runs = store.runs()
+    runs = store_runs(workspace, store)
     run = next((r for r in runs if r.run_id == run_id), None) if run_id else latest(runs)
     if run is None:
         raise NoRunError("there is no complete scoring run yet; run `propensity score` first")

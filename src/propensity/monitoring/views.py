@@ -16,7 +16,6 @@ loads in well under a second on the quickstart workspace.
 from __future__ import annotations
 
 import math
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +26,7 @@ from propensity.core.errors import PropensityError
 from propensity.core.manifest import BundleManifest
 from propensity.events.log import open_event_log
 from propensity.monitoring.store import MonitorRun, load_runs
-from propensity.scoring.reading import latest, run_rows
+from propensity.scoring.reading import latest, memo, run_rows, store_runs
 from propensity.workspace import Workspace
 
 SEVERITY = {"alert": 2, "warning": 1, "ok": 0}
@@ -188,24 +187,6 @@ def _latest_monitor_run(workspace: Workspace, limit: int | None = 1, con: Any = 
         return []
 
 
-CACHE_S = 30.0
-_read_cache: dict[str, tuple[tuple[Any, ...], float, tuple[Any, ...]]] = {}
-
-
-def _stored_state(workspace: Workspace) -> tuple[Any, ...]:
-    """What changes when events, monitor runs or scoring runs are stored: the DuckDB file and its WAL (and the
-    Parquet event folder when events live there). Reads keyed by it are redone at most every ``CACHE_S``."""
-    out: list[Any] = []
-    db = workspace.state_dir / "propensity.duckdb"
-    for path in (db, db.with_name(db.name + ".wal"), workspace.spec.resolve(workspace.spec.storage.path)):
-        try:
-            st = path.stat()
-            out.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
 def overview(
     workspace: Workspace, *, canary: dict[str, Any] | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -214,16 +195,13 @@ def overview(
     from propensity.scoring.score_store import open_score_store
 
     now = now or datetime.now(UTC)
-    key = _stored_state(workspace)
-    cached = _read_cache.get(str(workspace.root))
-    if cached is not None and cached[0] == key and time.monotonic() - cached[1] < CACHE_S:
-        monitored, sources, runs = cached[2]
-    else:
+
+    def read() -> tuple[list[MonitorRun], dict[str, Any]]:
         with open_event_log(workspace).connection(read_only=True) as con:
-            monitored = _latest_monitor_run(workspace, 1, con)
-            sources = _sources(workspace, now, con)
-        runs = open_score_store(workspace).runs()
-        _read_cache[str(workspace.root)] = (key, time.monotonic(), (monitored, sources, runs))
+            return _latest_monitor_run(workspace, 1, con), _sources(workspace, now, con)
+
+    monitored, sources = memo(workspace, "overview", read)
+    runs = store_runs(workspace, open_score_store(workspace))
     for s in sources["sources"]:  # silence is measured from now, cached or not
         s["silent_s"] = (
             None
@@ -402,7 +380,10 @@ def _now_histogram(workspace: Workspace, bundle_id: str) -> dict[str, Any]:
     from propensity.scoring.score_store import open_score_store
 
     store = open_score_store(workspace)
-    run = next((r for r in store.runs() if r.status == "complete" and r.model_version == bundle_id), None)
+    run = next(
+        (r for r in store_runs(workspace, store) if r.status == "complete" and r.model_version == bundle_id),
+        None,
+    )
     if run is None:
         return {"run_id": None, "actions": {}}
     rows = run_rows(store, run.run_id)
@@ -430,7 +411,7 @@ def model_view(workspace: Workspace, bundle_id: str) -> dict[str, Any]:
     bid = registry.resolve(bundle_id)
     manifest = read_manifest(registry.path(bid)).to_json()  # the console shows the JSON as stored
     entry = next((e for e in registry.entries() if e.id == bid), None)
-    now_hist = _now_histogram(workspace, bid)
+    now_hist = memo(workspace, f"now-histogram-{bid}", lambda: _now_histogram(workspace, bid))
     actions = {}
     for name, info in sorted(manifest.get("actions", {}).items()):
         m = (info.get("metrics") or {}).get("model") or {}
@@ -493,7 +474,7 @@ def _period(p: dict[str, Any]) -> dict[str, Any]:
 def monitoring_view(workspace: Workspace, *, limit: int = 60) -> dict[str, Any]:
     """Drift and calibration over the stored runs (oldest first), estimated vs measured performance of the
     latest run's matured periods, and the firing history."""
-    runs = _latest_monitor_run(workspace, limit)
+    runs = memo(workspace, f"monitor-runs-{limit}", lambda: _latest_monitor_run(workspace, limit))
     times = [r.as_of.isoformat() for r in runs]
 
     def series(name: str) -> dict[str, list[float | None]]:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from propensity.config.spec import ProjectSpec
 from propensity.core.masking import mask
 from propensity.events.log import open_event_log
-from propensity.scoring.reading import latest, run_rows
+from propensity.scoring.reading import latest, run_rows, store_runs
 from propensity.workspace import Workspace
 
 RECENT_EVENTS = 25
@@ -82,7 +82,7 @@ def customer_view(workspace: Workspace, customer_id: str, *, reveal: bool = Fals
     declared = identifying_names(spec)
     shown_id = customer_id if reveal else mask(customer_id)
     store = open_score_store(workspace)
-    run = latest(store.runs())
+    run = latest(store_runs(workspace, store))
     scores: list[dict[str, Any]] = []
     if run is not None:
         rows = run_rows(store, run.run_id)
