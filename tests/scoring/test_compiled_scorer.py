@@ -138,6 +138,8 @@ def test_batch_contributions_equal_the_single_row_ones(model: tuple[str, str], b
     for i in range(len(x)):
         one = scorer.contributions_one(x[i])[0, :-1]
         np.testing.assert_allclose(many[i], one, rtol=0, atol=1e-9, err_msg=name)
+    big = np.tile(x, (10, 1))  # enough rows for three threads: the same numbers, to the bit
+    assert np.array_equal(scorer.contributions(big, 0, threads=3), np.tile(many, (10, 1))), name
 
 
 def test_categorical_and_missing_models_really_use_those_features(model: tuple[str, str]) -> None:

@@ -22,6 +22,7 @@ from propensity.scoring.policy import (
     DecisionContext,
     PolicyError,
     attribute_values,
+    consent_column,
     consent_json,
     decide,
     read_id_file,
@@ -220,3 +221,13 @@ def test_bad_policies_name_the_key() -> None:
         parse_spec({"policies": {"suppression": [{"name": "x"}]}})
     with pytest.raises(SpecError, match=r"policies\.actions\.buy_7d\.threshold"):
         parse_spec({"policies": {"actions": {"buy_7d": {"threshold": 1.5}}}})
+
+
+def test_the_vectorised_consent_column_equals_the_per_customer_json(tmp_path: Path) -> None:
+    con = _attributes(tmp_path)
+    ids = ["c1", "c2", "c3", "c4", "c9"]
+    for t in (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 20, tzinfo=UTC)):
+        for consent in ({"email": "consent_email"}, {"sms": "do_not_contact", "email": "consent_email"}, {}):
+            values = {ch: attribute_values(con, attr, t) for ch, attr in consent.items()}
+            column = consent_column(con, consent, pa.array(ids, pa.string()), t)
+            assert column.to_pylist() == consent_json(values, ids), (t, consent)

@@ -398,10 +398,11 @@ class CompiledScorer:
             self._generic = lib
         return self._generic
 
-    def contributions(self, x: np.ndarray, model: int) -> np.ndarray:
+    def contributions(self, x: np.ndarray, model: int, *, threads: int = 1) -> np.ndarray:
         """Path attributions (as :meth:`contributions_one`, without the bias column) of model ``model`` for many
         rows: ``rows × n_columns`` in raw-score units. Native when available (batch reason codes for millions
-        of rows), else a vectorised numpy walk. Raises :class:`ModelFormatError` without ``internal_value``."""
+        of rows; ``threads`` splits the rows between that many threads), else a vectorised numpy walk. Raises
+        :class:`ModelFormatError` without ``internal_value``."""
         if self._node_values is None:
             raise ModelFormatError("the model text has no internal_value lines; contributions need them")
         x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_columns)
@@ -412,10 +413,22 @@ class CompiledScorer:
         lib = self._contrib_lib()
         if lib is not None:
             values = np.ascontiguousarray(self._node_values, dtype=np.float64)
-            work = np.empty(self.n_columns)
-            lib.pf_contrib(
-                self._set_ptr, values.ctypes.data, x.ctypes.data, n, model, out.ctypes.data, work.ctypes.data
-            )
+            threads = max(1, min(threads, n // _MIN_ROWS_PER_THREAD))
+            bounds = np.linspace(0, n, threads + 1).astype(np.int64)
+
+            def run(i: int) -> None:
+                a, b = int(bounds[i]), int(bounds[i + 1])
+                work = np.empty(self.n_columns)
+                lib.pf_contrib(
+                    self._set_ptr, values.ctypes.data, x[a:b].ctypes.data, b - a, model, out[a:b].ctypes.data,
+                    work.ctypes.data,
+                )  # fmt: skip
+
+            if threads == 1:
+                run(0)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(run, range(threads)))
             return out * float(self._scale[model])
         a = self._numpy_arrays()
         flat = out.reshape(-1)

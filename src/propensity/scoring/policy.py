@@ -109,12 +109,18 @@ def decide(rows: pa.Table, policy: PolicySettings, *, context: DecisionContext) 
     cost = np.array([p.cost for p in per_action] or [0.0])[act]
     channel_of = [p.channel for p in per_action]
 
-    reason = np.full(n, None, dtype=object)
+    reason = np.full(n, -1, dtype=np.int32)  # each row's rule, as an index into rule_names
+    rule_names: list[str] = []
     undecided = np.ones(n, dtype=bool)
+
+    def code(name: str) -> int:
+        if name not in rule_names:
+            rule_names.append(name)
+        return rule_names.index(name)
 
     def rule(mask: np.ndarray, name: str) -> None:
         hit = mask & undecided
-        reason[hit] = name
+        reason[hit] = code(name)
         undecided[hit] = False
 
     customer_control = np.bincount(cust, weights=control, minlength=n_cust) > 0 if n else np.zeros(0, bool)
@@ -157,14 +163,17 @@ def decide(rows: pa.Table, policy: PolicySettings, *, context: DecisionContext) 
         winners = order[first]
         chosen[winners] = True
         nba_action[cust[winners]] = act[winners]
-    reason[chosen] = "ev_max"
-    reason[candidate & ~chosen] = "ev_lower"
+    reason[chosen] = code("ev_max")
+    reason[candidate & ~chosen] = code("ev_lower")
     nba_codes = nba_action[cust] if n else np.zeros(0, np.int64)
-    names = np.array([*act_names, None], dtype=object)
-    nba = names[np.where(nba_codes >= 0, nba_codes, len(act_names))]
     out = rows
-    for col, values in (("next_best_action", nba), ("decision_policy", reason)):
-        arr = pa.array(values.tolist(), pa.string())
+    for col, (codes, names) in (
+        ("next_best_action", (nba_codes, act_names)),
+        ("decision_policy", (reason, rule_names)),
+    ):
+        arr = pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int32), mask=codes < 0), pa.array(names, pa.string())
+        ).cast(pa.string())
         if col in out.column_names:
             out = out.set_column(out.column_names.index(col), col, arr)
         else:
@@ -241,6 +250,46 @@ def recent_activations(store: ScoreStore, policy: PolicySettings, now: datetime)
         for c in pc.unique(got.column("customer_id")).to_pylist():
             counts[c] = counts.get(c, 0) + 1
     return counts
+
+
+def attribute_table(con: duckdb.DuckDBPyConnection, attribute: str, as_of: datetime) -> pa.Table:
+    """:func:`attribute_values` as an Arrow table (``customer_id``, ``value``, both text), for many customers."""
+    return con.sql(
+        """
+        SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(arg_max(value, valid_from) AS VARCHAR) AS value
+        FROM attributes WHERE attribute = $a AND greatest(valid_from, available_at) <= $t GROUP BY customer_id
+        """,
+        params={"a": attribute, "t": as_of},
+    ).to_arrow_table()
+
+
+def consent_column(
+    con: duckdb.DuckDBPyConnection, consent: Mapping[str, str], customers: pa.Array, as_of: datetime
+) -> pa.Array:
+    """:func:`consent_json` for many customers, vectorised: ``consent`` maps channel → attribute; each customer's
+    JSON is built once per distinct combination of their channels' states, and taken for the others."""
+    n = len(customers)
+    if not consent:
+        return pa.nulls(n, pa.string())
+    channels = list(consent)
+    code = np.zeros(n, dtype=np.int64)
+    for ch in channels:  # per channel: 0 unknown, 1 given, 2 refused
+        table = attribute_table(con, consent[ch], as_of)
+        pos = pc.index_in(customers, value_set=table.column("customer_id").combine_chunks())
+        value = table.column("value").combine_chunks().take(pos)
+        given = pc.is_in(pc.utf8_lower(value), value_set=pa.array(sorted(TRUE_WORDS)))
+        state = pc.if_else(pc.is_valid(value), pc.if_else(given, 1, 2), 0)
+        code = code * 3 + np.asarray(state.to_numpy(zero_copy_only=False), dtype=np.int64)
+    combos = pc.dictionary_encode(pa.array(code))
+    texts: list[str | None] = []
+    for c in combos.dictionary.to_pylist():
+        known: dict[str, bool] = {}
+        for ch in reversed(channels):
+            c, state = divmod(c, 3)
+            if state:
+                known[ch] = state == 1
+        texts.append(json.dumps(known, sort_keys=True) if known else None)
+    return pc.take(pa.array(texts, pa.string()), combos.indices)
 
 
 def consent_json(values: Mapping[str, Mapping[str, str | None]], customers: list[str]) -> list[str | None]:

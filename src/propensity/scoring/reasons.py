@@ -54,11 +54,14 @@ def reason_codes(
     inputs: np.ndarray,
     features: pa.Table,
     settings: ScoringSettings,
+    *,
+    threads: int = 1,
 ) -> pa.Array:
     """The ``reason_codes`` column for ``rows`` (one block of ``len(inputs)`` customers per action, in
     ``actions`` order): for each model action's rows chosen by ``settings.reason_codes_for`` (``activated``:
     the customer's next best action; ``eligible``: every eligible row), null elsewhere and everywhere when
-    ``settings.reason_codes`` is 0 or the bundle has no node values to attribute with."""
+    ``settings.reason_codes`` is 0 or the bundle has no node values to attribute with. ``threads``: the cores
+    the attributions may use."""
     if not settings.reason_codes or inputs.shape[0] == 0:
         return pa.nulls(rows.num_rows, pa.string())
     n = inputs.shape[0]
@@ -76,7 +79,7 @@ def reason_codes(
         for lo in range(0, idx.size, CHUNK):
             part = idx[lo : lo + CHUNK]
             try:
-                contrib = model.scorer.contributions(inputs[part], m)
+                contrib = model.scorer.contributions(inputs[part], m, threads=threads)
             except ModelFormatError:  # a model saved without internal values: no reason codes
                 return pa.nulls(rows.num_rows, pa.string())
             texts = reason_json(contrib, model.columns, features.take(part), settings.reason_codes)
