@@ -20,6 +20,7 @@ class Measurement:
     seconds: float
     peak_rss_mib: float
     output: str
+    cpu_seconds: float = 0.0  # user + system CPU of the child (all its threads): what load does not inflate
 
 
 def measure(code: str, *, timeout: float = 1800) -> Measurement:
@@ -31,14 +32,15 @@ def measure(code: str, *, timeout: float = 1800) -> Measurement:
         "import resource, time, sys\n"
         "t0 = time.perf_counter()\n"
         f"{code}\n"
-        "sys.stderr.write(f'@@ {time.perf_counter() - t0} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+        "_ru = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "sys.stderr.write(f'@@ {time.perf_counter() - t0} {_ru.ru_maxrss} {_ru.ru_utime + _ru.ru_stime}\\n')\n"
     )
     proc = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark step failed:\n{proc.stderr[-4000:]}")
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("@@ ")][-1]
-    _, seconds, rss_kib = line.split()
-    return Measurement(float(seconds), int(rss_kib) / 1024, proc.stdout)
+    _, seconds, rss_kib, cpu = line.split()
+    return Measurement(float(seconds), int(rss_kib) / 1024, proc.stdout, float(cpu))
 
 
 def machine() -> dict[str, object]:
