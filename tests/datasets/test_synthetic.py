@@ -125,6 +125,31 @@ def test_duplicates_and_late_events(big: tuple[SyntheticSummary, pa.Table, pa.Ta
     assert pc.max(lag).as_py() <= 5 * 86_400_000_000
 
 
+def test_deliverability_feedback_ends_a_customers_email(
+    big: tuple[SyntheticSummary, pa.Table, pa.Table, pa.Table],
+) -> None:
+    """Bounces, spam complaints and unsubscribes (issue 19 item 8): a few percent of mailed customers, each
+    after the customer's last email event, with nothing email-related after it."""
+    _, events, _, _ = big
+    email = ("campaign_sent", "campaign_open", "campaign_click")
+    feedback = ("email_bounce", "spam_complaint", "unsubscribe")
+    ev = events.filter(pc.is_in(events["event_type"], pa.array(email + feedback)))
+    df = {c: ev[c].to_pylist() for c in ("customer_id", "event_type", "event_time", "campaign_id")}
+    last_email: dict[str, datetime] = {}
+    marked: dict[str, tuple[str, datetime]] = {}
+    for cust, kind, when, campaign in zip(*df.values(), strict=True):
+        if kind in feedback:
+            assert cust not in marked and campaign  # once per customer, naming the campaign
+            marked[cust] = (kind, when)
+        else:
+            last_email[cust] = max(when, last_email.get(cust, when))
+    counts = {k: sum(1 for v in marked.values() if v[0] == k) for k in feedback}
+    mailed = len(last_email)
+    assert 0.005 < counts["email_bounce"] / mailed < 0.04, counts
+    assert 0.005 < counts["unsubscribe"] / mailed < 0.03 and counts["spam_complaint"] > 0, counts
+    assert all(last_email[c] < when for c, (_, when) in marked.items())
+
+
 def test_sessions_form_funnels(big: tuple[SyntheticSummary, pa.Table, pa.Table, pa.Table]) -> None:
     _, events, _, _ = big
     counts = {r["values"]: r["counts"] for r in events["event_type"].value_counts().to_pylist()}

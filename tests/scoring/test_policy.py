@@ -17,7 +17,7 @@ from tests.scoring.test_score_store import make_run
 from propensity.config.decisions import PolicySettings
 from propensity.config.errors import SpecError
 from propensity.config.spec import parse_spec
-from propensity.core.event import ATTRIBUTES_DDL
+from propensity.core.event import ATTRIBUTES_DDL, EVENTS_DDL
 from propensity.scoring.policy import (
     DecisionContext,
     PolicyError,
@@ -203,6 +203,42 @@ def test_suppression_lists_from_a_file_and_an_attribute(tmp_path: Path) -> None:
         read_id_file(tmp_path / "missing.txt")
 
 
+def test_unreachable_inboxes_are_suppressed_on_the_email_channel_only(tmp_path: Path) -> None:
+    """Issue 19 item 8: a bounce, spam complaint or unsubscribe known by the run suppresses the customer's
+    email-channel actions; other channels still reach them."""
+    con = _attributes(tmp_path)
+    con.execute(EVENTS_DDL)
+    t = datetime(2026, 1, 10, tzinfo=UTC)
+    for cid, kind, happened, known in [
+        ("c1", "email_bounce", t - timedelta(days=3), t - timedelta(days=3)),
+        ("c2", "unsubscribe", t - timedelta(days=1), t + timedelta(hours=1)),  # not known by the run yet
+        ("c3", "campaign_open", t - timedelta(days=1), t - timedelta(days=1)),
+        ("c4", "spam_complaint", t + timedelta(days=1), t + timedelta(days=1)),  # after the run
+    ]:  # fmt: skip
+        con.execute(
+            "INSERT INTO events (event_id, customer_id, event_type, event_time, available_at, source, ingested_at) "
+            "VALUES (?, ?, ?, ?, ?, 'test', ?)",
+            [f"{cid}-{kind}", cid, kind, happened, known, known],
+        )
+    policy = {
+        "actions": {"buy_7d": {"channel": "email", "value": 10.0}, "churn_30d": {"value": 5.0}},
+        "consent": {"email": "consent_email"},
+        "suppression": [{"name": "unreachable_email", "channel": "email",
+                         "event_types": ["email_bounce", "spam_complaint", "unsubscribe"]}],
+    }  # fmt: skip
+    lists = suppression_lists(con, PolicySettings.model_validate(policy), t, tmp_path)
+    assert lists == {"unreachable_email": frozenset({"c1"})}
+    yes = '{"email": true}'
+    table = rows(("c1", "buy_7d", 0.9), ("c1", "churn_30d", 0.5), ("c2", "buy_7d", 0.9),
+                 consent=[yes, None, yes])  # fmt: skip
+    out = decided(table, policy, suppressed=lists)
+    assert out == {
+        ("c1", "buy_7d"): ("churn_30d", "suppressed:unreachable_email"),
+        ("c1", "churn_30d"): ("churn_30d", "ev_max"),
+        ("c2", "buy_7d"): ("buy_7d", "ev_max"),
+    }
+
+
 def test_recent_activations_count_complete_runs_in_the_period(tmp_path: Path) -> None:
     store = ParquetScoreStore(tmp_path / "scores")
     now = datetime(2026, 3, 10, tzinfo=UTC)
@@ -217,7 +253,7 @@ def test_recent_activations_count_complete_runs_in_the_period(tmp_path: Path) ->
 def test_bad_policies_name_the_key() -> None:
     with pytest.raises(SpecError, match=r"actions\.buy_7d\.channel: 'sms' has no consent attribute"):
         parse_spec({"policies": {"actions": {"buy_7d": {"channel": "sms"}}}})
-    with pytest.raises(SpecError, match="give `file:`"):
+    with pytest.raises(SpecError, match=r"give `file:` .*`event_types:`"):
         parse_spec({"policies": {"suppression": [{"name": "x"}]}})
     with pytest.raises(SpecError, match=r"policies\.actions\.buy_7d\.threshold"):
         parse_spec({"policies": {"actions": {"buy_7d": {"threshold": 1.5}}}})

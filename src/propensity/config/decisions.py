@@ -61,18 +61,24 @@ class ActionPolicy(StrictModel):
 
 
 class SuppressionList(StrictModel):
-    """Customers never activated: the ids in ``file`` (one per line; a CSV's first column) and/or those whose
-    attribute ``attribute`` (as of the run) is one of ``values``."""
+    """Customers not activated: the ids in ``file`` (one per line; a CSV's first column), those whose attribute
+    ``attribute`` (as of the run) is one of ``values``, and/or those with any event of ``event_types`` known by
+    the run (e.g. ``[email_bounce, spam_complaint, unsubscribe]``: an unreachable inbox). With ``channel``, only
+    the actions sent through that channel are suppressed (the customer stays reachable on the others)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     file: str | None = None
     attribute: str | None = None
     values: list[str] = Field(default_factory=lambda: ["true", "1", "yes"])
+    event_types: list[str] = Field(default_factory=list)
+    channel: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> SuppressionList:
-        if self.file is None and self.attribute is None:
-            raise ValueError(f"suppression list {self.name!r}: give `file:` (customer ids) or `attribute:`")
+        if self.file is None and self.attribute is None and not self.event_types:
+            raise ValueError(
+                f"suppression list {self.name!r}: give `file:` (customer ids), `attribute:` or `event_types:`"
+            )
         return self
 
 

@@ -87,6 +87,11 @@ STANDARD_EVENT_TYPES: tuple[str, ...] = (
     "campaign_click",
     "coupon_redemption",
     "support_contact",
+    # Deliverability feedback from an email service: the inbox is unreachable (hard bounce), or the customer
+    # asked not to be mailed (spam complaint, unsubscribe). Engagement data from such inboxes is not a signal.
+    "email_bounce",
+    "spam_complaint",
+    "unsubscribe",
 )
 
 # Customer attributes with as-of semantics, in long form: one row per (customer, attribute, version).

@@ -83,6 +83,13 @@ LATE_TYPES = np.array(
         )
     ]
 )
+# Deliverability feedback (appended after late arrival and duplication, from a generator of its own, so every
+# other event is the same as without it): among customers sent campaigns, a hard bounce at the last send for
+# some who did not engage with it (the provider stops sending to a bounced inbox), and a spam complaint or an
+# unsubscribe after the last open or click for some who did. Nothing email-related follows any of them.
+BOUNCE_RATE = 0.03
+COMPLAINT_RATE = 0.005
+UNSUBSCRIBE_RATE = 0.02
 LATE_RATE = 0.025
 DUPLICATE_RATE = 0.005
 REFUND_RATE = 0.04
@@ -335,6 +342,37 @@ def _strings(codes: NDArray[np.integer], names: pa.Array) -> pa.Array:
     return pa.DictionaryArray.from_arrays(idx, names)
 
 
+def deliverability_events(rng: np.random.Generator, ev: EventRows, end_us: int) -> EventRows:
+    """Bounces, spam complaints and unsubscribes for a block's events (see ``BOUNCE_RATE``)."""
+    sent_t, open_t, click_t = (ETYPE[t] for t in ("campaign_sent", "campaign_open", "campaign_click"))
+    email = np.flatnonzero((ev.etype == sent_t) | (ev.etype == open_t) | (ev.etype == click_t))
+    if len(email) == 0:
+        return EventRows.simple(np.zeros(0, np.int64), 0, np.zeros(0, np.int64), channel=2)
+    # Each customer's last email event (ties: the latest row) and last send.
+    order = email[np.lexsort((email, ev.time[email], ev.cust[email]))]
+    last = order[np.r_[ev.cust[order][1:] != ev.cust[order][:-1], True]]
+    draw = rng.random(len(last))
+    engaged = ev.etype[last] != sent_t
+    bounce = last[~engaged & (draw < BOUNCE_RATE)]
+    complain = last[engaged & (draw < COMPLAINT_RATE)]
+    unsub = last[engaged & (draw >= COMPLAINT_RATE) & (draw < COMPLAINT_RATE + UNSUBSCRIBE_RATE)]
+    # Not engaged: the customer's last email event is a send, and the bounce follows it.
+    parts = []
+    for rows, kind, lo, hi in (
+        (bounce, "email_bounce", m.SECOND_US, 5 * 60 * m.SECOND_US),
+        (complain, "spam_complaint", 60 * m.SECOND_US, 2 * m.HOUR_US),
+        (unsub, "unsubscribe", 60 * m.SECOND_US, 2 * m.HOUR_US),
+    ):
+        when = ev.time[rows] + rng.integers(lo, hi, len(rows))
+        keep = when < end_us
+        parts.append(
+            EventRows.simple(
+                ev.cust[rows][keep], ETYPE[kind], when[keep], channel=2, campaign=ev.campaign[rows][keep]
+            )
+        )
+    return EventRows.concat(parts)
+
+
 def to_table(
     rng: np.random.Generator,
     ev: EventRows,
@@ -344,8 +382,10 @@ def to_table(
     customer_ids: pa.Array,
     region: NDArray[np.int8],
     campaign_names: list[str],
+    end_us: int | None = None,
 ) -> tuple[pa.Table, int, int]:
-    """Sort by event time, add availability, ids and duplicates; return (table, n_duplicates, n_late)."""
+    """Sort by event time, add availability, ids, duplicates and (with ``end_us``, the window's end)
+    deliverability feedback; return (table, n_duplicates, n_late)."""
     order = np.argsort(ev.time, kind="stable")
     ev = EventRows(*(getattr(ev, f)[order] for f in EventRows.__dataclass_fields__))
     k = len(ev.time)
@@ -362,6 +402,19 @@ def to_table(
     available = available[take]
     # Ids carry the seed, so data sets generated with different seeds never share an event_id.
     ids = pc.binary_join_element_wise(f"e{seed}-{block}-", pc.cast(pa.array(take), pa.string()), "")
+    if end_us is not None:
+        # A generator of its own (seeded by seed and block): every other event stays as it was.
+        extra = deliverability_events(np.random.default_rng([seed, block, 0xDE11]), ev, end_us)
+        if len(extra.time):
+            n_extra = len(extra.time)
+            extra_ids = pc.binary_join_element_wise(
+                f"e{seed}-{block}-d", pc.cast(pa.array(np.arange(n_extra)), pa.string()), ""
+            )
+            both = EventRows.concat([ev, extra])
+            order = np.argsort(both.time, kind="stable")
+            ev = EventRows(*(getattr(both, f)[order] for f in EventRows.__dataclass_fields__))
+            available = np.concatenate([available, extra.time + (extra.time % (3 * m.SECOND_US))])[order]
+            ids = pa.concat_arrays([ids, extra_ids]).take(pa.array(order))
 
     no_amount = np.isnan(ev.amount)
     currency = np.where(no_amount, -1, region[ev.cust])

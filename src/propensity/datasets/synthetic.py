@@ -278,6 +278,7 @@ def generate(
                 customer_ids=customer_ids,
                 region=sim.customers.region,
                 campaign_names=names,
+                end_us=end_us,
             )
             # Parquet encoding releases the GIL: write this part while the next block is simulated.
             if pending is not None:

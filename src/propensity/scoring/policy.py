@@ -5,7 +5,8 @@ For every row, the first rule that applies decides it (its name goes in ``decisi
 1. ``holdout_control`` — the customer is in a control group (of any experiment): never activated, no next best
    action at all, so the experiment measures what activation adds;
 2. ``not_eligible`` — the action's eligibility rule left the customer out (no score);
-3. ``suppressed:<list>`` — the customer is on a suppression list (a file of ids or an attribute);
+3. ``suppressed:<list>`` — the customer is on a suppression list (a file of ids, an attribute, or events such as
+   a bounce or an unsubscribe); a list with a ``channel`` suppresses only the actions sent through it;
 4. ``frequency_cap`` — the customer was activated ``max`` times in the cap's period already (earlier runs);
 5. ``no_consent:<channel>`` — the action's channel needs consent the customer has not given;
 6. ``below_threshold`` — the score is under the action's threshold;
@@ -126,11 +127,16 @@ def decide(rows: pa.Table, policy: PolicySettings, *, context: DecisionContext) 
     customer_control = np.bincount(cust, weights=control, minlength=n_cust) > 0 if n else np.zeros(0, bool)
     rule(customer_control[cust] if n else control, "holdout_control")
     rule(~eligible, "not_eligible")
+    list_channel = {s.name: s.channel for s in policy.suppression}
     for name, ids in context.suppressed.items():
         if ids:
             hit = np.asarray(
                 pc.is_in(customers, pa.array(sorted(ids), pa.string())).to_numpy(zero_copy_only=False), bool
             )
+            only = list_channel.get(name)
+            if only is not None:  # only the actions sent through this channel
+                on_channel = np.array([c == only for c in channel_of] or [False])[act]
+                hit = hit & on_channel
             rule(hit, f"suppressed:{name}")
     if policy.frequency_cap is not None and context.recent_activations:
         capped_ids = [c for c, k in context.recent_activations.items() if k >= policy.frequency_cap.max]
@@ -229,8 +235,23 @@ def suppression_lists(
                 for c, v in attribute_values(con, s.attribute, as_of).items()
                 if v is not None and v.lower() in wanted
             }
+        if s.event_types:
+            ids |= customers_with_events(con, s.event_types, as_of)
         out[s.name] = frozenset(ids)
     return out
+
+
+def customers_with_events(
+    con: duckdb.DuckDBPyConnection, event_types: list[str], as_of: datetime
+) -> set[str]:
+    """Customers with an event of ``event_types`` that happened and was known by ``as_of``."""
+    marks = ", ".join("?" for _ in event_types)
+    rows = con.execute(
+        f"""SELECT DISTINCT customer_id FROM events
+            WHERE event_type IN ({marks}) AND event_time <= ? AND available_at <= ?""",
+        [*event_types, as_of, as_of],
+    ).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def recent_activations(store: ScoreStore, policy: PolicySettings, now: datetime) -> dict[str, int]:
