@@ -223,6 +223,35 @@ def test_campaign_sent_at_new_york_midnight_of_start_date(con: duckdb.DuckDBPyCo
     )
 
 
+def test_a_sends_coupon_history_counts_only_purchases_before_the_send(con: duckdb.DuckDBPyConnection) -> None:
+    # Recomputed from the exported purchases by time: lines of a product the campaign's coupons cover, bought
+    # before the send (00:00 New York on the start date), and those from the 90 New York days before it.
+    got = con.sql(
+        """WITH cp AS (SELECT DISTINCT CAST(campaign_id AS VARCHAR) AS campaign_id,
+                                       CAST(product_id AS VARCHAR) AS sku FROM src_coupons),
+           mine AS (
+               SELECT c.event_id, count(t.sku) AS lines_before,
+                      count(t.sku) FILTER (WHERE t.event_time >= timezone('America/New_York',
+                          CAST(CAST(c.campaign_start_date AS DATE) - 90 AS TIMESTAMP))) AS lines_90d,
+                      count(DISTINCT t.sku) FILTER (WHERE t.event_time >= timezone('America/New_York',
+                          CAST(CAST(c.campaign_start_date AS DATE) - 90 AS TIMESTAMP))) AS products_90d
+               FROM campaigns c
+               LEFT JOIN (SELECT t.* FROM transactions t) t
+                 ON t.customer_id = c.customer_id AND t.event_time < c.event_time
+                AND EXISTS (SELECT 1 FROM cp WHERE cp.campaign_id = c.campaign_id AND cp.sku = t.sku)
+               GROUP BY 1)
+           SELECT count(*),
+                  count(*) FILTER (WHERE c.coupon_lines_bought_before != m.lines_before
+                                      OR c.coupon_lines_bought_90d != m.lines_90d
+                                      OR c.coupon_products_bought_90d != m.products_90d),
+                  count(*) FILTER (WHERE c.coupon_lines_bought_90d > 0),
+                  min(c.coupon_products_bought_90d <= c.coupon_lines_bought_90d
+                      AND c.coupon_lines_bought_90d <= c.coupon_lines_bought_before)
+           FROM campaigns c JOIN mine m USING (event_id)"""
+    ).fetchall()[0]
+    assert got[:2] == (6_589, 0) and got[2] > 3_000 and got[3] is True
+
+
 def test_coupon_redemptions_follow_a_received_campaign(con: duckdb.DuckDBPyConnection) -> None:
     row = one(
         con,

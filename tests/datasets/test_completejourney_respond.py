@@ -85,6 +85,9 @@ def test_respond_rows_are_sends_whose_window_ends_with_the_campaign_and_never_st
     assert (
         pc.min(rows.column("campaign_offers")).as_py() >= 1 and rows.column("campaign_days").null_count == 0
     )
+    # And the household's history with the products of the campaign's coupons (from before the send).
+    assert rows.column("coupon_lines_bought_before").null_count == 0
+    assert pc.max(rows.column("coupon_lines_bought_90d")).as_py() > 0
     # Campaign 13 (2017-08-08 to 2017-09-24): each window ends with the campaign's last day in New York.
     thirteen = rows.filter(pc.equal(rows.column("campaign_id"), "13"))
     end = datetime(2017, 9, 25, tzinfo=NY).astimezone(UTC) - timedelta(microseconds=1)

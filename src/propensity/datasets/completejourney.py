@@ -85,6 +85,9 @@ EXTRA_COLUMNS: dict[str, pa.Schema] = {
             ("campaign_end_date", pa.string()),
             ("campaign_days", pa.int64()),
             ("campaign_offers", pa.int64()),
+            ("coupon_lines_bought_90d", pa.int64()),
+            ("coupon_products_bought_90d", pa.int64()),
+            ("coupon_lines_bought_before", pa.int64()),
         ]
     ),
     "coupon_redemptions": pa.schema(
@@ -204,10 +207,31 @@ _QUERIES: dict[str, str] = {
         )
         ORDER BY event_time, event_id
     """,
-    # One campaign_sent per (campaign, household) at 00:00 local time of the campaign's start date.
+    # One campaign_sent per (campaign, household) at 00:00 local time of the campaign's start date. What the
+    # retailer knew at the send about the household and this campaign's coupons: its purchase lines (and distinct
+    # products) of the products the campaign's coupons cover, on the New York days before the start date.
     "campaigns": f"""
+        WITH coupon_products AS (SELECT DISTINCT campaign_id, product_id FROM coupons),
+        sends AS (
+            SELECT c.campaign_id, c.household_id, CAST(d.start_date AS DATE) AS start_day
+            FROM campaigns c JOIN campaign_descriptions d USING (campaign_id)
+        ),
+        bought AS (
+            SELECT s.campaign_id, s.household_id,
+                   count(*) FILTER (WHERE l.local_date >= s.start_day - 90) AS lines_90d,
+                   count(DISTINCT l.product_id) FILTER (WHERE l.local_date >= s.start_day - 90) AS products_90d,
+                   count(*) AS lines_before
+            FROM sends s
+            JOIN (SELECT household_id, product_id,
+                         CAST(timezone({_lit(LOCAL_ZONE)}, timezone('UTC', transaction_timestamp)) AS DATE)
+                             AS local_date
+                  FROM transactions) l
+              ON l.household_id = s.household_id AND l.local_date < s.start_day
+            SEMI JOIN coupon_products cp ON cp.campaign_id = s.campaign_id AND cp.product_id = l.product_id
+            GROUP BY ALL
+        )
         SELECT {_CANONICAL_SELECT}, campaign_type, campaign_start_date, campaign_end_date, campaign_days,
-               campaign_offers
+               campaign_offers, coupon_lines_bought_90d, coupon_products_bought_90d, coupon_lines_bought_before
         FROM (
             SELECT 'cs-' || c.campaign_id || '-' || c.household_id AS event_id,
                    CAST(c.household_id AS VARCHAR) AS customer_id,
@@ -220,10 +244,14 @@ _QUERIES: dict[str, str] = {
                    strftime(d.start_date, '%Y-%m-%d') AS campaign_start_date,
                    strftime(d.end_date, '%Y-%m-%d') AS campaign_end_date,
                    date_diff('day', CAST(d.start_date AS DATE), CAST(d.end_date AS DATE)) + 1 AS campaign_days,
-                   coalesce(o.offers, 0) AS campaign_offers
+                   coalesce(o.offers, 0) AS campaign_offers,
+                   coalesce(b.lines_90d, 0) AS coupon_lines_bought_90d,
+                   coalesce(b.products_90d, 0) AS coupon_products_bought_90d,
+                   coalesce(b.lines_before, 0) AS coupon_lines_bought_before
             FROM campaigns c JOIN campaign_descriptions d USING (campaign_id)
             LEFT JOIN (SELECT campaign_id, count(DISTINCT coupon_upc) AS offers FROM coupons GROUP BY 1) o
                    USING (campaign_id)
+            LEFT JOIN bought b USING (campaign_id, household_id)
         )
         ORDER BY event_time, event_id
     """,
@@ -307,7 +335,9 @@ def export_completejourney(
       week, discounts, department, brand, product_type, manufacturer_id as extra columns);
     - ``events/campaigns.parquet``: ``campaign_sent``, one per campaign receipt (6,589), at 00:00
       America/New_York on the campaign's start date, campaign_id set (+ campaign_type, dates, campaign_days,
-      and campaign_offers: the number of distinct coupons the campaign offers);
+      campaign_offers: the number of distinct coupons the campaign offers, and the household's history with
+      the products those coupons cover, from the days before the start date only: coupon_lines_bought_90d,
+      coupon_products_bought_90d, coupon_lines_bought_before);
     - ``events/coupon_redemptions.parquet``: ``coupon_redemption``, one per redemption (2,102), campaign_id set,
       timed by the household's basket on the redemption date (+ coupon_upc, basket_id, time_basis, dates);
     - ``households.parquet``: the demographics snapshot (801 households) as customer attributes, ``valid_from``
