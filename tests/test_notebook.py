@@ -27,6 +27,8 @@ DOCTESTED = [
     "propensity.core.values",
     "propensity.events.tables",
     "propensity.experiments.imported",
+    "propensity.training.tables",
+    "propensity.config.tables",
     "propensity.experiments.uplift",
 ]
 
@@ -121,3 +123,20 @@ def test_facade_trains_promotes_scores_and_predicts(tmp_path: Path) -> None:
     one = project.predict(str(scores["customer_id"].iloc[0]), as_of=as_of)
     assert one and one[0]["action"] == "buy_7d"
     assert project.report()["_meta"]["bundle"] == trained.bundle_id
+
+
+def test_facade_trains_a_labelled_pandas_table(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    n = 1200
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({"sid": np.arange(n), "x": x, "city": rng.choice(["Oslo", "Rome"], size=n),
+                          "Revenue": np.where(rng.random(n) < 1 / (1 + np.exp(-2 * x)), "TRUE", "FALSE")})  # fmt: skip
+    frame.loc[5, "Revenue"] = None
+    project = pp.create(tmp_path / "shop")
+    result = project.train_table(frame, label="Revenue", id="sid", folds=3)
+    s = result.summary()
+    assert s["rows_used"] == n - 1 and s["rejected"] == {"Revenue: missing label": 1}
+    assert s["features"] == ["x", "city"] and s["model"]["roc_auc"] > 0.75
+    assert project.report(s["bundle"])["_meta"]["bundle"] == s["bundle"]

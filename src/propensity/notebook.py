@@ -163,6 +163,25 @@ class Project:
 
         return train_project(self.workspace, actions=actions)
 
+    def train_table(
+        self,
+        data: Any,
+        *,
+        label: str,
+        id: str | None = None,
+        positive: str | None = None,
+        time: str | None = None,
+        folds: int = 5,
+    ) -> Any:
+        """Train a labelled table (a frame or a file path; one row per example) into a candidate bundle, as
+        ``propensity train --table`` does; ``.summary()`` has the bundle id, rows used and rejected (with
+        reasons) and the pooled out-of-fold figures."""
+        from propensity.registry.train import train_table
+
+        source = Path(data) if isinstance(data, str) else data
+        return train_table(self.workspace, source, id_column=id, label=label, positive=positive,
+                           time_column=time, folds=folds)  # fmt: skip
+
     def promote(self, bundle_id: str, *, force: bool = False, reason: str | None = None) -> str:
         """Put a bundle in production through the promotion gate (``force`` skips it, with a ``reason``);
         returns the bundle's full id."""
@@ -189,7 +208,7 @@ class Project:
             entries = registry.entries()
             if not entries:
                 raise PropensityError("no bundle trained yet: call .train() first")
-            ref = entries[-1].id
+            ref = entries[0].id
         return report_json(read_manifest(registry.path(registry.resolve(ref))))
 
     # ---------------------------------------------------------------------------------------------- scores

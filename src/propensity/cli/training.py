@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +68,62 @@ def train(
     workspace: Path = WorkspaceOption,
     action: list[str] = typer.Option(None, "--action", "-a", help="Train only this action (repeatable)."),
     engine: str | None = EngineOption,
+    table: str = typer.Option(
+        None,
+        "--table",
+        help="Train a labelled table instead of the event project's actions: a file (Parquet, CSV, JSONL) or "
+        "the name of a `tables:` entry in propensity.yaml.",
+    ),
+    id_column: str = typer.Option(None, "--id", help="With --table: the id column (default: row numbers)."),
+    label: str = typer.Option(
+        None, "--label", help="With --table: the label column (1/0, TRUE/FALSE, Yes/No)."
+    ),
+    positive: str = typer.Option(
+        None, "--positive", help="With --table: the label value that means 1 (for labels in other words)."
+    ),
+    time_column: str = typer.Option(
+        None, "--time", help="With --table: a time column; the split is then by time instead of k-fold."
+    ),
+    folds: int = typer.Option(
+        None, "--folds", min=2, max=20, help="With --table: k of the stratified k-fold (5)."
+    ),
+    exclude: list[str] = typer.Option(
+        None, "--exclude", help="With --table: a column not to learn from (repeatable)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as JSON (the bundle id for scripts)."
+    ),
 ) -> None:
     """Build training sets, train a calibrated LightGBM model and a logistic baseline per action, and register
     the result as a candidate bundle; writes the evaluation report.
 
-    Example:
+    With --table, a labelled table (one row per example) is trained as it is: its typed columns are the
+    features, no events are invented, and every row is used or reported with the reason it was not. Without
+    --time the evaluation is a stratified k-fold whose out-of-fold predictions are pooled (ECE with a 95%
+    interval); the bundle's model is then fitted on every row.
+
+    Examples:
 
         propensity train -w demo
 
         propensity train -w demo --engine spark    # labels and features on Spark; the same training sets
+
+        propensity train --table sessions.csv --id session_id --label Revenue -w shop
+
+        propensity train --table sessions -w shop --json    # a `tables:` entry; prints the bundle id as JSON
     """
+    if table is not None:
+        _train_table(workspace, table, id_column, label, positive, time_column, folds, exclude or [], as_json)
+        return
     from propensity.registry.train import train_project
 
     ws = open_workspace(workspace, require_spec=True, engine=engine)
     with progress_bar() as bar:
         result = train_project(ws, actions=action or None, progress=training_progress(bar))
+    if as_json:
+        console.print_json(json.dumps({"bundle": result.bundle_id, "skipped": result.skipped,
+                                       "report": str(result.report_paths.get("html", ""))}))  # fmt: skip
+        return
     print_summary(result.report_json)
     for name, reason in sorted(result.skipped.items()):
         console.print(f"[yellow]skipped {name}:[/] {reason}")
@@ -89,6 +131,53 @@ def train(
         f"[bold green]candidate bundle {result.bundle_id}[/] ({result.seconds['total']:.0f}s); report: "
         f"{result.report_paths.get('html')}"
     )
+    console.print(f"next: propensity models promote {result.bundle_id} -w {workspace}")
+
+
+def _train_table(
+    workspace: Path,
+    table: str,
+    id_column: str | None,
+    label: str | None,
+    positive: str | None,
+    time_column: str | None,
+    folds: int | None,
+    exclude: list[str],
+    as_json: bool,
+) -> None:
+    from propensity.registry.train import train_table
+
+    ws = open_workspace(workspace)
+    path = Path(table)
+    declared = {t.name for t in ws.spec.tables}
+    with progress_bar() as bar:
+        bar.add_task(f"table {table}: folds, calibration, final model", total=None)
+        if table in declared and not path.exists():
+            result = train_table(ws, name=table, id_column=id_column, label=label, positive=positive,
+                                 time_column=time_column, folds=folds, exclude=exclude)  # fmt: skip
+        else:
+            result = train_table(ws, path, id_column=id_column, label=label, positive=positive,
+                                 time_column=time_column, folds=folds, exclude=exclude)  # fmt: skip
+    summary = result.summary()
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    t = Table(title=f"table {result.name}: {summary['split']}")
+    for col in ("model", "AUC", "ECE", "ECE 95% CI", "log loss", "rows"):
+        t.add_column(col, justify="right")
+    for kind, label_ in (("model", "LightGBM"), ("baseline", "logistic baseline")):
+        m = summary[kind]
+        t.add_row(label_, f"{m['roc_auc']:.4f}", f"{m['ece']:.4f}", f"[{m['ece_ci'][0]:.4f}, {m['ece_ci'][1]:.4f}]",
+                  f"{m['log_loss']:.4f}", fmt_int(m["n"]))  # fmt: skip
+    console.print(t)
+    console.print(f"{fmt_int(summary['input_rows'])} input rows, {fmt_int(summary['rows_used'])} used")
+    for reason, n in summary["rejected"].items():
+        console.print(f"[yellow]not used {fmt_int(n)}:[/] {reason}")
+    for note in summary["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"features: {', '.join(summary['features'])}")
+    console.print(f"[bold green]candidate bundle {result.bundle_id}[/]; report: {summary['report']}")
+    console.print(f"out-of-fold predictions: {summary['predictions']}")
     console.print(f"next: propensity models promote {result.bundle_id} -w {workspace}")
 
 

@@ -31,6 +31,7 @@ from propensity.config.monitoring import AlertSettings, MonitoringSettings
 from propensity.config.retraining import RetrainSettings
 from propensity.config.scoring import ScoringSettings
 from propensity.config.serving import ServingSettings
+from propensity.config.tables import TableSpec
 from propensity.config.training import TrainingSettings
 from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
 
@@ -246,6 +247,10 @@ class ProjectSpec(StrictModel):
     events: EventRules = Field(default_factory=EventRules)
     sources: list[EventSource] = Field(default_factory=list)
     attributes: list[AttributeSource] = Field(default_factory=list)
+    tables: list[TableSpec] = Field(
+        default_factory=list,
+        description="Labelled tables (one row per example), trained by `propensity train --table NAME`.",
+    )
     features: list[FeatureDefinition] = Field(default_factory=list)
     actions: list[Action] = Field(default_factory=list)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -365,6 +370,13 @@ class ProjectSpec(StrictModel):
         raise SpecError(
             str(self.root / SPEC_FILENAME), [f"actions: no action named {name!r}; known: {known}"]
         )
+
+    def table(self, name: str) -> TableSpec:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        known = ", ".join(t.name for t in self.tables) or "(none declared)"
+        raise SpecError(str(self.root / SPEC_FILENAME), [f"tables: no table named {name!r}; known: {known}"])
 
     def source(self, name: str) -> EventSource:
         for source in self.sources:

@@ -128,7 +128,15 @@ def _load_model(workspace: Workspace, bundle: str | None) -> tuple[ServingModel,
             "(`propensity models promote <id>`), or pass --bundle <id>"
         )
     path = registry.path(bundle_id)
-    return ServingModel.from_bundle_dir(path), read_manifest(path), path
+    manifest = read_manifest(path)
+    table = manifest.to_json().get("table")
+    if table:
+        # A labelled table's model reads the table's columns, not features computed from events.
+        raise BatchScoringError(
+            f"bundle {bundle_id} was trained on the labelled table {table.get('name')!r}: its features are that "
+            "table's columns, not the event log's; score rows that carry them with `propensity score --rows FILE`"
+        )
+    return ServingModel.from_bundle_dir(path), manifest, path
 
 
 # ----------------------------------------------------------------------------------------------- scoring

@@ -48,6 +48,10 @@ def report_json(manifest: BundleManifest) -> dict[str, Any]:
             "trees": m["model"].get("trees"),
             "training_window": info.training_window,
         }
+        if (info.definition or {}).get("kind") == "table":
+            entry["rows"] = getattr(info, "rows", None)
+            entry["ece_ci"] = m["model"].get("ece_ci")
+            entry["notes"] = getattr(info, "notes", None) or []
         oracle = info.oracle
         if oracle:
             entry["oracle_roc_auc"] = oracle["oracle"]["roc_auc"]
@@ -161,10 +165,26 @@ def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None)
         out.append(f"<h2>{html.escape(name)}</h2>")
         d = info.definition or {}
         w = info.training_window
-        out.append(f"<p class='note'>horizon {d['horizon']}, outcome {d['outcome']}, target {', '.join(d['target']['event_type'])}; "
-                   f"training window {w['first_cutoff']} → {w['last_cutoff']} "
-                   f"(calibration from {w['calibration_start']}, test from "
-                   f"{w['test_start']}); calibration: {e['calibration']}</p>")  # fmt: skip
+        if d.get("kind") == "table":  # a labelled table (propensity train --table)
+            rows_info = getattr(info, "rows", None) or {}
+            out.append(f"<p class='note'>labelled table {html.escape(str(d.get('source') or d['name']))}, label "
+                       f"{html.escape(str(d['label']))}; split: {html.escape(str(w.get('split')))}: the figures are "
+                       f"on predictions for rows no model saw in training; calibration: {e['calibration']}. "
+                       f"{rows_info.get('input_rows', '?')} input rows, {rows_info.get('rows_used', '?')} used"
+                       + "".join(f"; {html.escape(k)}: {v}" for k, v in (rows_info.get('rejected') or {}).items())
+                       + "</p>")  # fmt: skip
+            for note in getattr(info, "notes", None) or []:
+                out.append(f"<p class='note'>{html.escape(str(note))}</p>")
+            ci = m.get("model", {}).get("ece_ci")
+            if ci:
+                out.append(
+                    f"<p class='note'>ECE (LightGBM, pooled) 95% bootstrap interval: [{ci[0]:.4f}, {ci[1]:.4f}]</p>"
+                )
+        else:
+            out.append(f"<p class='note'>horizon {d['horizon']}, outcome {d['outcome']}, target {', '.join(d['target']['event_type'])}; "
+                       f"training window {w['first_cutoff']} → {w['last_cutoff']} "
+                       f"(calibration from {w['calibration_start']}, test from "
+                       f"{w['test_start']}); calibration: {e['calibration']}</p>")  # fmt: skip
         rows = [[k.replace("_", " "), e["model"][k], e["baseline"][k]] for k in HEADLINE]
         if "on_oracle_rows" in e:
             o = e["on_oracle_rows"]
