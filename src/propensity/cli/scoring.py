@@ -103,6 +103,18 @@ def score(
     end: str | None = typer.Option(
         None, "--to", help="With --triggers: sends before this time (ISO 8601); default --as-of, else now."
     ),
+    rows_file: Path | None = typer.Option(
+        None,
+        "--rows",
+        help="Score the rows of this file (Parquet, CSV, JSONL) as they are: they carry the bundle's features "
+        "(a labelled-table bundle's columns). Checked against the bundle's feature schema; stored as a run, and "
+        "with --out written to the file too.",
+    ),
+    id_column: str | None = typer.Option(
+        None,
+        "--id",
+        help="With --rows: the id column (default: id, customer_id or the table's id; else row numbers).",
+    ),
 ) -> None:
     """Score every known customer for every action into the score table, as one new run.
 
@@ -125,10 +137,15 @@ def score(
         propensity score -w demo --triggers --from 2025-06-01 --to 2025-07-01 --out sends.parquet
 
         propensity score -w demo --engine spark    # features and model scores on Spark (mapInArrow)
+
+        propensity score --rows new_sessions.parquet --out scored.parquet -w shop   # a labelled table's bundle
     """
     from propensity.scoring.batch import score_and_store, score_batch, score_triggers, write_scores_file
     from propensity.scoring.policy import read_id_file
 
+    if rows_file is not None:
+        _score_rows_file(workspace, rows_file, id_column, bundle, out, as_of)
+        return
     ws = open_workspace(workspace, require_spec=True, engine=engine)
     zone = ws.spec.timezone
     when = parse_time(as_of, zone)
@@ -183,6 +200,39 @@ def score(
         f"({seconds.get('total', 0.0) + seconds.get('write', 0.0):.1f}s); list runs with "
         f"`propensity score-runs -w {workspace}`"
     )
+
+
+def _score_rows_file(
+    workspace: Path,
+    rows_file: Path,
+    id_column: str | None,
+    bundle: str | None,
+    out: Path | None,
+    as_of: str | None,
+) -> None:
+    from propensity.core.contract import ContractError, validate_rows
+    from propensity.events.tables import read_table_file
+    from propensity.scoring.batch import write_scores_file
+    from propensity.scoring.score_store import open_score_store
+    from propensity.scoring.supplied import score_supplied
+
+    ws = open_workspace(workspace)
+    when = parse_time(as_of, ws.spec.timezone)
+    result, ignored = score_supplied(
+        ws, read_table_file(rows_file), bundle=bundle, id_column=id_column, as_of=when
+    )
+    problems = validate_rows(result.rows)
+    if problems:
+        raise ContractError(problems)
+    print_run_summary(result)
+    if ignored:
+        console.print(f"columns not used by the bundle: {', '.join(ignored)}")
+    open_score_store(ws).write_run(result.rows, result.run)
+    console.print(f"[bold green]stored run {result.run.run_id}[/] ({fmt_int(result.rows.num_rows)} rows) in the "
+                  f"{ws.spec.scoring.store} store")  # fmt: skip
+    if out is not None:
+        path = write_scores_file(result, out)
+        console.print(f"[bold green]wrote[/] the same rows to {path}")
 
 
 def _print_trigger_summary(result: BatchResult) -> None:
