@@ -116,6 +116,11 @@ class Project:
                 if s.path:
                     part = ingest_files(ws, [str(spec.resolve(s.path))], source=s.name, force=force)
                     report.files.extend(part.files)
+            from propensity.events.warehouse import ingest_sql_source
+
+            for s in spec.sources:
+                if s.sql is not None:
+                    report.files.extend(ingest_sql_source(ws, s.name).files)
             for attribute_source in spec.attributes:
                 ingest_attributes(ws, attribute_source)
             return report

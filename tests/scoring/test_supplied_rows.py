@@ -36,7 +36,9 @@ def _table(n: int, seed: int) -> pa.Table:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str, Any]:
     root = tmp_path_factory.mktemp("shop")
     ws = Workspace.open(root)
-    result = train_table(ws, _table(1500, 0), name="sessions", id_column="session_id", label="Revenue", folds=3)
+    result = train_table(
+        ws, _table(1500, 0), name="sessions", id_column="session_id", label="Revenue", folds=3
+    )
     return ws, result.bundle_id, result.fit
 
 
@@ -53,7 +55,9 @@ def test_rows_are_scored_as_the_final_model_scores_them(trained: tuple[Workspace
     assert result.rows.column("score").to_numpy() == pytest.approx(expected, abs=1e-9)
 
 
-def test_cli_scores_a_csv_into_the_store_and_a_file(trained: tuple[Workspace, str, Any], tmp_path: Path) -> None:
+def test_cli_scores_a_csv_into_the_store_and_a_file(
+    trained: tuple[Workspace, str, Any], tmp_path: Path
+) -> None:
     ws, bundle, _ = trained
     path = tmp_path / "new.csv"
     pacsv.write_csv(_table(20, 4).drop(["Revenue"]).append_column("note", pa.array(["x"] * 20)), path)
@@ -67,7 +71,9 @@ def test_cli_scores_a_csv_into_the_store_and_a_file(trained: tuple[Workspace, st
     assert run is not None and run.rows == 20 and run.details["supplied_rows"]
 
 
-def test_rows_that_do_not_fit_are_refused_naming_columns_and_rows(trained: tuple[Workspace, str, Any]) -> None:
+def test_rows_that_do_not_fit_are_refused_naming_columns_and_rows(
+    trained: tuple[Workspace, str, Any],
+) -> None:
     ws, bundle, _ = trained
     bad = pa.table({"pages": ["1.5", "lots", "2"], "city": ["Oslo", "Rome", "Oslo"]})
     with pytest.raises(SuppliedRowsError) as err:

@@ -28,7 +28,7 @@ def run_ingest(
         targets: list[tuple[str | None, list[str]]] = [
             (s.name, [str(spec.resolve(s.path))]) for s in spec.sources if s.path
         ]  # stream sources (kafka, redis_stream) are consumed by `propensity stream`
-        if not targets and not spec.attributes:
+        if not targets and not spec.attributes and not any(s.sql for s in spec.sources):
             raise typer.BadParameter(
                 "no files given and the project declares no sources; pass files, or declare `sources:` in "
                 "propensity.yaml",
@@ -52,6 +52,13 @@ def run_ingest(
             )  # fmt: skip
             report.files.extend(part.files)
         if not paths:
+            from propensity.events.warehouse import ingest_sql_source
+
+            for s in spec.sources:
+                if s.sql is not None:
+                    task = bar.add_task(f"sql: {s.name}", total=None)
+                    report.files.extend(ingest_sql_source(workspace, s.name).files)
+                    bar.update(task, completed=1, total=1)
             for attribute_source in spec.attributes:
                 task = bar.add_task(f"attributes: {attribute_source.name}", total=None)
                 n = ingest_attributes(workspace, attribute_source)

@@ -33,6 +33,7 @@ from propensity.config.scoring import ScoringSettings
 from propensity.config.serving import ServingSettings
 from propensity.config.tables import TableSpec
 from propensity.config.training import TrainingSettings
+from propensity.config.warehouse import SqlQuery
 from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
 
 SPEC_FILENAME = "propensity.yaml"
@@ -141,6 +142,10 @@ class EventSource(StrictModel):
     redis_stream: RedisStreamSource | None = Field(
         default=None, description="Consume a Redis stream (`propensity stream`)."
     )
+    sql: SqlQuery | None = Field(
+        default=None,
+        description="Read from PostgreSQL by a query (`propensity ingest`); incremental with a watermark column.",
+    )
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical field → the source's column name (identity when absent)."
@@ -189,11 +194,16 @@ class EventSource(StrictModel):
     def _one_origin(self) -> EventSource:
         given = [
             k
-            for k, v in (("path", self.path), ("kafka", self.kafka), ("redis_stream", self.redis_stream))
+            for k, v in (
+                ("path", self.path),
+                ("kafka", self.kafka),
+                ("redis_stream", self.redis_stream),
+                ("sql", self.sql),
+            )
             if v
         ]
         if len(given) > 1:
-            raise ValueError(f"give one of path, kafka, redis_stream (got {', '.join(given)})")
+            raise ValueError(f"give one of path, kafka, redis_stream, sql (got {', '.join(given)})")
         return self
 
     @field_validator("columns")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from propensity.config.base import StrictModel
+from propensity.config.warehouse import SqlQuery
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -22,7 +23,8 @@ class TableSpec(StrictModel):
     --table NAME``). No events are invented for it; every row is used or counted with the reason it was not."""
 
     name: str = Field(description="The table's name; the bundle's action is called so.")
-    path: str = Field(description="A Parquet, CSV or JSONL file (relative to propensity.yaml).")
+    path: str = Field(default="", description="A Parquet, CSV or JSONL file (relative to propensity.yaml).")
+    sql: SqlQuery | None = Field(default=None, description="Or: the rows of a PostgreSQL query.")
     id: str | None = Field(
         default=None, description="The id column (text or integers); row numbers if absent."
     )
@@ -42,6 +44,12 @@ class TableSpec(StrictModel):
     folds: int = Field(
         default=5, ge=2, le=20, description="k of the stratified k-fold without a time column."
     )
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> TableSpec:
+        if bool(self.path) == (self.sql is not None):
+            raise ValueError("give one of path or sql")
+        return self
 
     @field_validator("name")
     @classmethod

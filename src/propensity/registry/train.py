@@ -130,7 +130,12 @@ def train_table(
     spec = workspace.spec
     declared = spec.table(name) if data is None and name is not None else None
     if declared is not None:
-        data = spec.resolve(declared.path)
+        if declared.sql is not None:
+            from propensity.events.warehouse import read_query
+
+            data = read_query(declared.sql, what=f"table {declared.name}")
+        else:
+            data = spec.resolve(declared.path)
         id_column = id_column or declared.id
         label = label or declared.label
         positive = positive or declared.positive
@@ -143,6 +148,8 @@ def train_table(
     if label is None:
         raise LabelledTableError("give the label column (--label)")
     source = str(data) if isinstance(data, str | Path) else None
+    if declared is not None and declared.sql is not None:
+        source = f"sql (environment variable {declared.sql.url_env})"
     if name is None:
         stem = Path(source).name.split(".")[0] if source else "table"
         name = "".join(c if c.isalnum() else "_" for c in stem.lower()).strip("_") or "table"
