@@ -10,6 +10,7 @@ ratio to it, since this machine's absolute speed varies between runs.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,6 +46,7 @@ def main() -> None:
     parts = args.files or synthetic_files(args.events)
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    load_before = [round(x, 2) for x in os.getloadavg()]
     files = ", ".join(repr(str(p)) for p in parts)
     try:
         floor = measure(
@@ -83,6 +85,11 @@ def main() -> None:
         "floor_events_per_s": round(rows / floor.seconds),
         "floor_peak_rss_mib": round(floor.peak_rss_mib),
         "ratio_to_floor": round(ours.seconds / floor.seconds, 2),
+        # CPU time of each child (all its threads): on a shared machine the fairer comparison.
+        "ingest_cpu_seconds": round(ours.cpu_seconds, 2),
+        "floor_cpu_seconds": round(floor.cpu_seconds, 2),
+        "ratio_to_floor_cpu": round(ours.cpu_seconds / floor.cpu_seconds, 2),
+        "load_average_before": load_before,
     }
     path = save("ingest", result)
     for key, value in result.items():

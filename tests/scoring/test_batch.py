@@ -129,9 +129,13 @@ def test_one_eligibility_query_equals_each_actions_own_rules(scoring_workspace: 
     }
     with _con(scoring_workspace) as con:
         for as_of in (AS_OF, AS_OF - timedelta(days=45, hours=7)):
-            ids = known_customers(con, as_of)
-            ids = pa.concat_arrays([ids, pa.array(["nobody"], pa.string())])  # unknown: eligible for nothing
+            known = known_customers(con, as_of)
+            ids = pa.concat_arrays(
+                [known, pa.array(["nobody"], pa.string())]
+            )  # unknown: eligible for nothing
             masks = eligibility(con, ids, actions, as_of)
+            given = eligibility(con, known, actions, as_of, known=True)  # the known customers passed in
+            assert all(np.array_equal(given[t], masks[t][:-1]) for t in actions)
             assert list(masks) == list(actions)
             for t, action in actions.items():
                 expected = set(eligible_customers(con, action, as_of).to_pylist())

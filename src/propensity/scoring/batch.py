@@ -212,7 +212,7 @@ def score_batch(
             ids = known_customers(con, as_of)
         n = len(ids)
         t0 = lap("customers", t0)
-        eligible = eligibility(con, ids, definitions, as_of, zone=spec.timezone)
+        eligible = eligibility(con, ids, definitions, as_of, zone=spec.timezone, known=customers is None)
         t0 = lap("eligibility", t0)
         consent = consent_column(con, spec.policies.consent, ids, as_of)
         suppressed = suppression_lists(con, spec.policies, as_of, spec.root)

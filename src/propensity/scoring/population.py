@@ -40,8 +40,9 @@ def known_customers(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pa.Array
     return table.column(0).cast(pa.string()).combine_chunks()
 
 
-def _cutoff_sql(actions: Sequence[Action], as_of: datetime) -> str:
-    """One query: every known customer with one boolean column per action (``e0``, ``e1``, ...)."""
+def _cutoff_sql(actions: Sequence[Action], as_of: datetime, known: str = f"({KNOWN_SQL})") -> str:
+    """One query: every known customer with one boolean column per action (``e0``, ``e1``, ...); ``known``: the
+    relation of the known customers (a registered table of them saves computing them again)."""
     t_us = "epoch_us(CAST($t AS TIMESTAMPTZ))"
     flags: list[str] = []  # event flags, aggregated by customer in one pass over the log
     attrs: list[str] = []
@@ -73,7 +74,7 @@ def _cutoff_sql(actions: Sequence[Action], as_of: datetime) -> str:
             conds.append(f"k.customer_id IN (SELECT customer_id FROM at{k})")
         columns.append(f"({' AND '.join(conds)}) AS e{k}")
     ctes = [
-        f"known AS ({KNOWN_SQL})",
+        f"known AS (SELECT customer_id FROM {known})",
         "known_at AS (SELECT customer_id, CAST($t AS TIMESTAMPTZ) AS as_of FROM known)",
     ]
     joins = ""
@@ -109,12 +110,24 @@ def eligibility(
     as_of: datetime,
     *,
     zone: str = "UTC",
+    known: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Per action, which of ``customers`` are eligible as of ``as_of`` (a boolean mask in their order)."""
+    """Per action, which of ``customers`` are eligible as of ``as_of`` (a boolean mask in their order).
+    ``known``: ``customers`` are exactly the customers known as of ``as_of`` (:func:`known_customers`), which
+    spares the query finding them again."""
     out: dict[str, np.ndarray] = {}
     plain = [(name, a) for name, a in actions.items() if a.trigger is None]
     if plain:
-        table = con.sql(_cutoff_sql([a for _, a in plain], as_of), params={"t": as_of}).to_arrow_table()
+        relation = f"({KNOWN_SQL})"
+        if known:
+            con.register("_known_customers", pa.table({"customer_id": customers}))
+            relation = "_known_customers"
+        try:
+            sql = _cutoff_sql([a for _, a in plain], as_of, relation)
+            table = con.sql(sql, params={"t": as_of}).to_arrow_table()
+        finally:
+            if known:
+                con.unregister("_known_customers")
         # Known customers in the order of ``customers`` (an unknown customer is eligible for nothing).
         pos = pc.index_in(customers, value_set=table.column("customer_id").cast(pa.string()))
         found = np.asarray(pos.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
