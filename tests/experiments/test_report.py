@@ -93,6 +93,10 @@ def test_cli_list_shows_the_experiments(planted: tuple[Workspace, Path]) -> None
     out = CliRunner().invoke(app, ["experiments", "list", "-w", str(ws.root)], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     assert "spring" in out.stdout and "0.3" in out.stdout and "no scoring run yet" in out.stdout
+    out = CliRunner().invoke(app, ["experiments", "list", "--json", "-w", str(ws.root)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["holdouts"][0]["name"] == "spring" and data["holdouts"][0]["control_share"] == 0.3
 
 
 def test_cli_rows_that_break_the_score_contract_are_refused(tmp_path: Path) -> None:

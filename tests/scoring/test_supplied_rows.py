@@ -69,6 +69,14 @@ def test_cli_scores_a_csv_into_the_store_and_a_file(
     assert written.num_rows == 20
     run = open_score_store(ws).latest_run()
     assert run is not None and run.rows == 20 and run.details["supplied_rows"]
+    # for scripts: the run as JSON, and the runs listed as JSON
+    out = RUNNER.invoke(app, ["score", "--rows", str(path), "--bundle", bundle, "--json", "-w", str(ws.root)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["rows"] == 20 and data["ignored_columns"] == ["note"]
+    out = RUNNER.invoke(app, ["score-runs", "--json", "-n", "1", "-w", str(ws.root)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)[0]["run_id"] == data["run_id"]
 
 
 def test_rows_that_do_not_fit_are_refused_naming_columns_and_rows(

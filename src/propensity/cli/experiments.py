@@ -24,7 +24,10 @@ retrain_app = typer.Typer(invoke_without_command=True)
 
 # ------------------------------------------------------------------------------------------- experiments
 @experiments_app.command("list")
-def list_(workspace: Path = WorkspaceOption) -> None:
+def list_(
+    workspace: Path = WorkspaceOption,
+    as_json: bool = typer.Option(False, "--json", help="Print the experiments as JSON (for scripts)."),
+) -> None:
     """List the experiments (holdouts) of propensity.yaml and, for the latest scoring run, each group's size.
 
     Configure experiments in propensity.yaml (see docs/experiments.md), e.g. `experiments: {holdouts: [{name:
@@ -36,6 +39,11 @@ def list_(workspace: Path = WorkspaceOption) -> None:
     """
     ws = open_workspace(workspace, require_spec=True)
     holdouts = ws.spec.experiments.holdouts
+    if not holdouts and as_json:
+        from propensity.experiments.imported import list_imported
+
+        console.print_json(json.dumps({"holdouts": [], "imported": list_imported(ws)}))
+        return
     if not holdouts:
         console.print(
             "No experiments: add `experiments.holdouts` to propensity.yaml (see docs/experiments.md)."
@@ -54,6 +62,19 @@ def list_(workspace: Path = WorkspaceOption) -> None:
         run_note = f"latest scoring run {run_id}"
     except (PropensityError, ImportError):
         pass
+    if as_json:
+        from propensity.experiments.imported import list_imported
+
+        out = []
+        for h in holdouts:
+            actions = h.actions or [a.name for a in ws.spec.actions]
+            out.append({"name": h.name, "control_share": h.control_share, "actions": actions,
+                        "treatment_rows": sum(counts.get((a, "treatment"), 0) for a in actions),
+                        "control_rows": sum(counts.get((a, "control"), 0) for a in actions)})  # fmt: skip
+        console.print_json(
+            json.dumps({"scoring_run": run_note, "holdouts": out, "imported": list_imported(ws)})
+        )
+        return
     table = Table(title=f"experiments ({run_note})")
     for col in ("experiment", "control share", "actions", "treatment rows", "control rows"):
         table.add_column(col)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,9 @@ def score(
         "--id",
         help="With --rows: the id column (default: id, customer_id or the table's id; else row numbers).",
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the run (id, rows, model, segments, ...) as JSON instead of tables."
+    ),
 ) -> None:
     """Score every known customer for every action into the score table, as one new run.
 
@@ -144,7 +148,7 @@ def score(
     from propensity.scoring.policy import read_id_file
 
     if rows_file is not None:
-        _score_rows_file(workspace, rows_file, id_column, bundle, out, as_of)
+        _score_rows_file(workspace, rows_file, id_column, bundle, out, as_of, as_json)
         return
     ws = open_workspace(workspace, require_spec=True, engine=engine)
     zone = ws.spec.timezone
@@ -175,12 +179,18 @@ def score(
                 ws, as_of=when, customers=ids, actions=action or None, bundle=bundle,
                 progress=_scoring_progress(bar),
             )  # fmt: skip
-    if triggers:
-        _print_trigger_summary(result)
-    else:
-        print_run_summary(result)
+    if not as_json:
+        if triggers:
+            _print_trigger_summary(result)
+        else:
+            print_run_summary(result)
     if out is not None:
         path = write_scores_file(result, out)
+        if as_json:
+            console.print_json(
+                json.dumps({**result.run.to_json(), "out": str(path), "stored": False}, default=str)
+            )
+            return
         console.print(
             f"[bold green]wrote {fmt_int(result.rows.num_rows)} rows[/] of run {result.run.run_id} to {path} "
             f"(contract {result.run.contract_version}; not stored, not published)"
@@ -194,6 +204,9 @@ def score(
         if problems:
             raise ContractError(problems)
         open_score_store(ws).write_run(result.rows, result.run)
+    if as_json:
+        console.print_json(json.dumps({**result.run.to_json(), "stored": True}, default=str))
+        return
     seconds = result.run.details.get("seconds", {})
     console.print(
         f"[bold green]stored run {result.run.run_id}[/] in the {ws.spec.scoring.store} store "
@@ -209,6 +222,7 @@ def _score_rows_file(
     bundle: str | None,
     out: Path | None,
     as_of: str | None,
+    as_json: bool = False,
 ) -> None:
     from propensity.core.contract import ContractError, validate_rows
     from propensity.events.tables import read_table_file
@@ -224,15 +238,20 @@ def _score_rows_file(
     problems = validate_rows(result.rows)
     if problems:
         raise ContractError(problems)
+    open_score_store(ws).write_run(result.rows, result.run)
+    if out is not None:
+        write_scores_file(result, out)
+    if as_json:
+        console.print_json(json.dumps({**result.run.to_json(), "ignored_columns": ignored,
+                                       "out": str(out) if out else None}, default=str))  # fmt: skip
+        return
     print_run_summary(result)
     if ignored:
         console.print(f"columns not used by the bundle: {', '.join(ignored)}")
-    open_score_store(ws).write_run(result.rows, result.run)
     console.print(f"[bold green]stored run {result.run.run_id}[/] ({fmt_int(result.rows.num_rows)} rows) in the "
                   f"{ws.spec.scoring.store} store")  # fmt: skip
     if out is not None:
-        path = write_scores_file(result, out)
-        console.print(f"[bold green]wrote[/] the same rows to {path}")
+        console.print(f"[bold green]wrote[/] the same rows to {out}")
 
 
 def _print_trigger_summary(result: BatchResult) -> None:
@@ -258,17 +277,23 @@ def _print_trigger_summary(result: BatchResult) -> None:
 def score_runs(
     workspace: Path = WorkspaceOption,
     limit: int = typer.Option(10, "--limit", "-n", min=1, help="How many runs, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON (for scripts)."),
 ) -> None:
     """List the scoring runs in the score store, newest first.
 
     Example:
 
         propensity score-runs -w demo
+
+        propensity score-runs -w demo --json -n 1    # the latest run's id, rows, model, ... for a script
     """
     from propensity.scoring.score_store import open_score_store
 
-    ws = open_workspace(workspace, require_spec=True)
+    ws = open_workspace(workspace)  # a labelled-table project may have no propensity.yaml
     runs = open_score_store(ws).runs(limit)
+    if as_json:
+        console.print_json(json.dumps([r.to_json() for r in runs], default=str))
+        return
     if not runs:
         console.print("no scoring runs yet; run `propensity score`")
         return
