@@ -25,6 +25,10 @@ sources:
       query: SELECT order_id, customer, kind, at, amount, updated_at FROM shop_events WHERE kind <> 'ignored'
       watermark: updated_at
     columns: {event_id: order_id, customer_id: customer, event_type: kind, event_time: at}
+attributes:
+  - name: crm
+    sql: {url_env: SHOP_PG_URL, query: "SELECT customer, plan FROM customer_attrs"}
+    customer_id: customer
 tables:
   - name: churn
     sql: {url_env: SHOP_PG_URL, query: "SELECT id, tenure, plan, churned FROM customers_labelled"}
@@ -41,7 +45,9 @@ def pg(postgres_server, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     url = postgres_server.url
     monkeypatch.setenv("SHOP_PG_URL", url)
     with psycopg.connect(url, autocommit=True) as con:
-        con.execute("DROP TABLE IF EXISTS shop_events, customers_labelled")
+        con.execute("DROP TABLE IF EXISTS shop_events, customers_labelled, customer_attrs")
+        con.execute("CREATE TABLE customer_attrs (customer text, plan text)")
+        con.execute("INSERT INTO customer_attrs VALUES ('c0', 'pro'), ('c1', 'basic')")
         con.execute("CREATE TABLE shop_events (order_id text, customer text, kind text, at timestamptz, "
                     "amount numeric(10, 2), updated_at timestamptz)")  # fmt: skip
         con.execute("CREATE TABLE customers_labelled (id bigint, tenure int, plan text, churned text)")
@@ -67,6 +73,11 @@ def test_events_load_incrementally_by_watermark(pg: str, tmp_path: Path) -> None
     with open_event_log(ws).connection() as con:
         got = con.execute("SELECT event_id, customer_id, amount FROM events ORDER BY event_id").fetchall()
     assert [g[0] for g in got] == ["o0", "o1", "o2", "o3", "o4"] and got[0][2] == pytest.approx(10.0)
+    with open_event_log(ws).connection() as con:  # attribute sources from a query too
+        attrs = con.execute(
+            "SELECT customer_id, value FROM attributes WHERE attribute = 'plan' ORDER BY 1"
+        ).fetchall()
+    assert attrs == [("c0", "pro"), ("c1", "basic")]
     assert last_watermark(ws, "orders").startswith("2025-03-05T11:00:00")
     # two new rows, one at the boundary's watermark: both arrive; the re-read boundary row is a duplicate
     _insert(pg, [("o5", "c1", "purchase", "2025-03-05 12:00+00", 7, "2025-03-05 11:00+00"),

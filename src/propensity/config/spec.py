@@ -222,7 +222,11 @@ class AttributeSource(StrictModel):
     """Customer attributes with as-of semantics: each row is valid from ``valid_from`` until superseded."""
 
     name: str
-    path: str
+    path: str = Field(default="", description="A file, directory or glob, relative to the spec's folder.")
+    sql: SqlQuery | None = Field(
+        default=None,
+        description="Or: the rows of a PostgreSQL query (read whole at each load: attributes are a snapshot).",
+    )
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
     customer_id: str = Field(default="customer_id", description="The source's customer id column.")
     valid_from: str | None = Field(
@@ -237,6 +241,12 @@ class AttributeSource(StrictModel):
     @classmethod
     def _valid_name(cls, value: str) -> str:
         return _check_name(value, "attribute source")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> AttributeSource:
+        if bool(self.path) == (self.sql is not None):
+            raise ValueError("give one of path or sql")
+        return self
 
     @field_validator("timezone")
     @classmethod

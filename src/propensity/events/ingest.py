@@ -604,17 +604,28 @@ def ingest_attributes(workspace: Workspace, attribute_source: AttributeSource) -
     log), so the table never holds a half-loaded source.
     """
     spec = workspace.spec
-    paths = expand_paths([attribute_source.path], root=spec.root)
-    log = open_event_log(workspace)
-    written = 0
-    with workspace.write_lock(), log.connection() as con, transaction(con):
-        log.replace_source(con, attribute_source.name)
-        for path in paths:
+
+    def inputs() -> Iterator[tuple[str | Path, pa.Schema, Iterable[pa.RecordBatch]]]:
+        if attribute_source.sql is not None:  # a warehouse query, read whole (attributes are a snapshot)
+            from propensity.events.warehouse import read_query
+
+            table = read_query(attribute_source.sql, what=f"attributes[{attribute_source.name}]")
+            yield f"sql:{attribute_source.name}", table.schema, table.to_batches()
+            return
+        for path in expand_paths([attribute_source.path], root=spec.root):
             fmt = attribute_source.format if attribute_source.format != "auto" else detect_format(path)
             schema, batches = read_batches(
                 path, fmt, delimiter=attribute_source.csv.delimiter, quote=attribute_source.csv.quote,
                 header=attribute_source.csv.header,
             )  # fmt: skip
+            yield path, schema, batches
+
+    sources = list(inputs()) if attribute_source.sql is not None else inputs()
+    log = open_event_log(workspace)
+    written = 0
+    with workspace.write_lock(), log.connection() as con, transaction(con):
+        log.replace_source(con, attribute_source.name)
+        for path, schema, batches in sources:
             names = [n for n in schema.names if n != ROW]
             if attribute_source.customer_id not in names:
                 raise IngestError(
