@@ -428,8 +428,9 @@
       holder.append(grid);
       const imp = a.importance;
       const top = Math.max(...imp.map((r) => r.mean_abs_shap || r.gain || 0), 1e-12);
-      holder.append(table("Feature importance (mean |SHAP| on the test split)", ["feature", "mean |SHAP|", "gain", ""],
-        imp.map((r) => [r.feature, fmt.num(r.mean_abs_shap, 4), fmt.num(r.gain, 1),
+      const gains = imp.some((r) => r.gain);  // a linear model has no split gain
+      holder.append(table("Feature importance (mean |SHAP| on the test split)", ["feature", "mean |SHAP|", ...(gains ? ["gain"] : []), ""],
+        imp.map((r) => [r.feature, fmt.num(r.mean_abs_shap, 4), ...(gains ? [fmt.num(r.gain, 1)] : []),
           el("span", { class: "bar", style: `width:${(12 * (r.mean_abs_shap || r.gain || 0)) / top}em`, "aria-hidden": "true" })])));
     }
     pick.addEventListener("change", () => show(pick.value));
