@@ -149,8 +149,13 @@ class Eligibility(_Strict):
     )
     attribute: AttributeCondition | None = None
     due: DueRule | None = None
+    unless_event_type: list[str] | None = Field(
+        default=None,
+        description="Not eligible once any event of these types is known by the cutoff, e.g. [email_bounce, "
+        "spam_complaint, unsubscribe] for an email action: engagement from an unreachable inbox is no signal.",
+    )
 
-    _types = field_validator("active_event_type", mode="before")(_as_list)
+    _types = field_validator("active_event_type", "unless_event_type", mode="before")(_as_list)
 
 
 class Trigger(EventFilter):
@@ -253,6 +258,8 @@ class Action(_Strict):
             out |= set(self.eligibility.due.event_type)
         if self.trigger is not None:
             out |= set(self.trigger.event_type)
+        if self.eligibility.unless_event_type:
+            out |= set(self.eligibility.unless_event_type)
         return out
 
     def definition(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The label of (c, t) is about events with ``event_time`` in ``(t + gap, t + gap + horizon]`` (DESIGN.md,
 "Labels"); ``outcome: absent`` turns it into "no such event" (churn). Eligibility only ever looks at what was
-visible at t (``available_at <= t``): activity in ``(t - active_within, t]``, the attribute as of t, the latest
+visible at t (``available_at <= t``): activity in ``(t - active_within, t]``, no ``unless_event_type`` event by t,
+the attribute as of t, the latest
 billing event's due date. Cutoff actions take rows at a list of cutoffs (a grid, calendar months or explicit
 dates): each event is range-joined to the few cutoffs it affects instead of joining every event with every
 cutoff; trigger actions (respond) take one row per trigger event, as of the moment it was visible, and their
@@ -140,6 +141,19 @@ def _cutoff_query(action: Action, cuts: str, tmin: int, tmax: int, d: Dialect = 
         )"""
             )
         filters.append("EXISTS (SELECT 1 FROM active x WHERE x.customer_id = b.customer_id AND x.k = b.k)")
+    if elig.unless_event_type:
+        parts.append(
+            f"""
+        excluded AS (
+            SELECT e.customer_id, c.k FROM (
+                SELECT customer_id, min({vis_us}) AS vis FROM events
+                WHERE event_type IN {_types(elig.unless_event_type, d)} GROUP BY customer_id
+            ) e JOIN {cuts} c ON c.t >= e.vis
+        )"""
+        )
+        filters.append(
+            "NOT EXISTS (SELECT 1 FROM excluded x WHERE x.customer_id = b.customer_id AND x.k = b.k)"
+        )
     if elig.due is not None:
         cycle = elig.due.cycle.seconds * US
         parts.append(
@@ -252,6 +266,12 @@ def _trigger_query(action: Action, zone: str, lo: int, hi: int, d: Dialect = DUC
         filters.append(
             f"EXISTS (SELECT 1 FROM ({attribute_condition_sql(elig.attribute, 'rows', d)}) x "
             "WHERE x.customer_id = r.customer_id AND x.as_of = r.as_of)"
+        )
+    if elig.unless_event_type:
+        filters.append(
+            f"""NOT EXISTS (SELECT 1 FROM events e WHERE e.customer_id = r.customer_id
+                AND e.event_type IN {_types(elig.unless_event_type, d)}
+                AND e.available_at <= r.as_of AND e.event_time <= r.as_of)"""
         )
     where = " AND ".join(filters) or "TRUE"
     return sql + (

@@ -69,6 +69,10 @@ def _cutoff_sql(actions: Sequence[Action], as_of: datetime, known: str = f"({KNO
                 f" AND _et + {cycle - gap} > {t_us}) AS d{k}"
             )
             conds.append(f"coalesce(ev.d{k}, FALSE)")
+        if elig.unless_event_type:
+            types |= set(elig.unless_event_type)
+            flags.append(f"bool_or(event_type IN ({_in(elig.unless_event_type)})) AS x{k}")
+            conds.append(f"NOT coalesce(ev.x{k}, FALSE)")
         if elig.attribute is not None:
             attrs.append(f"at{k} AS ({attribute_condition_sql(elig.attribute, 'known_at')})")
             conds.append(f"k.customer_id IN (SELECT customer_id FROM at{k})")

@@ -8,6 +8,7 @@ the online engine computes alongside the project's features (with exact windows,
 - ``due: {event_type, cycle}`` → a billing event in ``(t − cycle + gap, t − cycle + gap + horizon]``: a count over
   the window ``cycle − gap`` minus one over ``cycle − gap − horizon`` (when that is positive);
 - ``attribute: {name, in | not_in}`` → the attribute as of t (a missing value is never eligible);
+- ``unless_event_type`` → a lifetime count of those events (a bounce, an unsubscribe); not eligible when positive;
 - a ``trigger`` (respond: a campaign send) → a trigger event in the last ``gap + horizon``: the customer's response
   window is still open;
 - the fallback (:mod:`propensity.scoring.fallback`) → days since the last target event (activity events for
@@ -52,6 +53,7 @@ class _Rules:
     attribute_in: frozenset[str] | None = None
     attribute_not_in: frozenset[str] | None = None
     trigger: str | None = None
+    unless: str | None = None
     since_last: str = ""
     count_90d: str = ""
 
@@ -119,6 +121,14 @@ class ActionRules:
                 fields["attribute_in"] = frozenset(elig.attribute.in_)
             if elig.attribute.not_in is not None:
                 fields["attribute_not_in"] = frozenset(elig.attribute.not_in)
+        if elig.unless_event_type:
+            out.append(
+                AggregateFeature(
+                    name=p + "unless", aggregate="count", event_type=list(elig.unless_event_type),
+                    window="lifetime",
+                )
+            )  # fmt: skip
+            fields["unless"] = p + "unless"
         if action.trigger is not None:
             span = action.gap.seconds + action.horizon.seconds
             out.append(_count(p + "trigger", action.trigger.event_type, span, action.trigger.where))
@@ -143,6 +153,8 @@ class ActionRules:
         r = self._rules.get(action)
         if r is None:
             return None
+        if r.unless is not None and values.get(r.unless):
+            return False
         if not r.conditional:
             return True
         if not known or r.due_never:
