@@ -102,15 +102,15 @@ def _cell(index: int, name: str, value: Any, errors: list[FieldError]) -> str | 
     return None
 
 
-def event_columns(events: Sequence[Any]) -> tuple[pa.Table, list[FieldError]]:
+def event_columns(events: Sequence[Any], *, fast: bool = True) -> tuple[pa.Table, list[FieldError]]:
     """JSON events → a table of text columns (the shape of a CSV) and the JSON-level errors found (by index).
 
     Typed fields are parsed by the shared validation SQL; keys of a ``properties`` object and unknown top-level
     keys become extra columns, which the log keeps in ``properties``.
     """
-    fast = _flat_columns(events)
-    if fast is not None:
-        return fast, []
+    quick = _flat_columns(events) if fast else None  # ``fast=False``: the general loop (for tests)
+    if quick is not None:
+        return quick, []
     errors: list[FieldError] = []
     columns: dict[str, list[str | None]] = {}
     n = len(events)
@@ -171,6 +171,8 @@ def _flat_columns(events: Sequence[Any]) -> pa.Table | None:
     if not events or not all(type(e) is dict for e in events):
         return None
     keys = dict.fromkeys(k for e in events for k in e)  # first appearance: the order `properties` keeps
+    if not keys:  # empty objects: the general loop (a customer_id column of nulls, each row refused for it)
+        return None
     if not _PLATFORM.isdisjoint(keys) or not all(type(k) is str and _FIELD_NAME.match(k) for k in keys):
         return None
     columns = {}
