@@ -3,7 +3,8 @@ actions in under 5 minutes on 2 cores); report time per stage and peak RSS.
 
 Setup (not timed against the target): generate the synthetic data set and ingest it into a workspace, cached in
 ``benchmarks/.data``. Timed, in a fresh process: labels and eligibility, point-in-time features (the offline
-engine), time splits, LightGBM + baseline + calibration + evaluation per action, bundle, report. The spine
+engine), time splits, and per action the search (linear penalties, LightGBM configurations), the champion,
+the backtest of the refit procedure and the refit on every matured row, then bundle and report. The spine
 stops at the last cutoff the oracle covers, so the same run gives the acceptance figures (model vs oracle AUC and
 ECE on the same test rows).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -228,6 +230,7 @@ def main() -> None:
     for action, e in sorted((k, v) for k, v in report.items() if k != "_meta"):
         o = e.get("on_oracle_rows") or {}
         accuracy[action] = {
+            "served_model": e.get("model_kind"),
             "test_rows": e["test_rows"],
             "model": e["model"],
             "baseline": e["baseline"],
@@ -244,6 +247,7 @@ def main() -> None:
         "training_rows": out["rows"],
         "training_rows_total": sum(out["rows"].values()),
         "seconds_total": round(m.seconds, 1),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "seconds_by_stage": {k: round(v, 2) for k, v in out["seconds"].items()},
         "peak_rss_mib": round(m.peak_rss_mib),
         "target_seconds": 300,
@@ -254,8 +258,9 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "accuracy"}, indent=2))
     for action, a in accuracy.items():
         m, b = a["model"], a["baseline"]
-        print(f"{action:>12}: AUC {m['roc_auc']:.4f}/{b['roc_auc']:.4f} PR-AUC {m['pr_auc']:.4f}/{b['pr_auc']:.4f} "
-              f"Brier {m['brier']:.4f}/{b['brier']:.4f} ECE {m['ece']:.4f}/{b['ece']:.4f} (LightGBM/baseline); "
+        print(f"{action:>12} [{a['served_model']}]: AUC {m['roc_auc']:.4f}/{b['roc_auc']:.4f} PR-AUC "
+              f"{m['pr_auc']:.4f}/{b['pr_auc']:.4f} Brier {m['brier']:.4f}/{b['brier']:.4f} "
+              f"ECE {m['ece']:.4f}/{b['ece']:.4f} (model/baseline); "
               f"oracle AUC {a['oracle_roc_auc']}")  # fmt: skip
     print(f"saved {path}")
 

@@ -52,22 +52,28 @@ def test_bundle_holds_every_action_and_loads_verified(trained: tuple[Workspace, 
     assert info.feature_order == [f.name for f in ws.spec.features]
     assert {"first_cutoff", "last_cutoff", "test_start"} <= set(info.training_window)
     files = {p.name for p in (bundle.path / "buy_7d").iterdir()}
-    assert files == {
-        "model.txt",
-        "calibrator.json",
-        "baseline.json",
-        "baseline_calibrator.json",
-        "encoder.json",
+    kind = info["model"]["kind"]
+    model_files = {
+        "linear": {"linear.json"},
+        "lightgbm": {"model.txt"},
+        "blend": {"linear.json", "model.txt"},
     }
+    assert files == {"model.json", "calibrator.json", "baseline.json", "baseline_calibrator.json",
+                     "encoder.json", "evaluation"} | model_files[kind]  # fmt: skip
+    assert {p.name for p in (bundle.path / "buy_7d" / "evaluation").iterdir()} == {
+        "model.json", "calibrator.json"} | model_files[kind]  # fmt: skip
     assert not list(bundle.path.rglob("*.pkl"))
-    # The bundle reproduces the recorded test metrics from the stored training set.
+    # The bundle's evaluation model reproduces the recorded test metrics from the stored training set.
     table = __import__("pyarrow.parquet", fromlist=["x"]).read_table(
         ws.state_dir / "training" / result.training_set / "buy_7d.parquet"
     )
     test = table.filter(pc.equal(table.column("split"), "test"))
+    assert (
+        abs(bundle.predict("buy_7d", test, evaluation=True).mean() - info["metrics"]["model"]["mean_score"])
+        < 1e-9
+    )
+    # Serving turns the served model's scores into percentiles with its scores' quantiles on the newest rows.
     p = bundle.predict("buy_7d", test)
-    assert abs(p.mean() - info.metrics["model"]["mean_score"]) < 1e-9
-    # Serving turns scores into percentiles with the test scores' quantiles.
     quantiles = info.score_quantiles or []
     assert len(quantiles) == 101 and quantiles == sorted(quantiles)
     assert quantiles[0] == pytest.approx(float(p.min())) and quantiles[-1] == pytest.approx(float(p.max()))
@@ -94,10 +100,14 @@ def test_a_corrupted_bundle_is_refused(trained: tuple[Workspace, TrainingResult]
     copy = tmp_path / result.bundle_id
     shutil.copytree(ws.state_dir / "models" / result.bundle_id, copy)
     model = copy / "churn_30d" / "model.txt"
+    if not model.exists():  # a linear champion
+        model = copy / "churn_30d" / "linear.json"
     model.chmod(0o644)
     text = model.read_text()
-    model.write_text(text.replace("leaf_value=", "leaf_value=1", 1))
-    with pytest.raises(CorruptBundleError, match=r"churn_30d/model.txt does not match its checksum"):
+    model.write_text(
+        text.replace("leaf_value=", "leaf_value=1", 1).replace('"intercept":', '"intercept":1', 1)
+    )
+    with pytest.raises(CorruptBundleError, match=rf"churn_30d/{model.name} does not match its checksum"):
         load_bundle(copy)
     model.unlink()
     with pytest.raises(CorruptBundleError, match="is missing"):
@@ -125,10 +135,11 @@ def test_promote_gate_force_and_rollback(trained: tuple[Workspace, TrainingResul
     assert out.returncode == 0 and "compiled the scorer" in out.stdout, out.stdout + out.stderr
     assert len(list(compiled.glob("pf-*.so"))) == 1
     assert registry.production() == good.bundle_id
-    # A much weaker candidate: one-leaf stumps and a handful of rounds.
+    # A much weaker candidate: LightGBM only, stumps and a handful of rounds.
     weak_ws = _set_training(
-        ws, lightgbm={"max_rounds": 2, "num_leaves": 2, "early_stopping_rounds": 1}, seed=1
-    )
+        ws, models={"candidates": ["lightgbm"], "backtest_folds": 1}, seed=1,
+        lightgbm={"search": False, "max_rounds": 2, "num_leaves": 2, "early_stopping_rounds": 1},
+    )  # fmt: skip
     weak = train_project(weak_ws, write_report=False)
     assert weak.bundle_id != good.bundle_id
     with pytest.raises(PromotionRefusedError, match=r"worse than production .* roc_auc: candidate"):

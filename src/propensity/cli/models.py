@@ -71,8 +71,9 @@ def show(
     for name, info in sorted(manifest.actions.items()):
         m, b = info.metrics["model"], info.metrics["baseline"]
         w = info.training_window
+        kind = (info.model or {}).get("kind", "lightgbm")
         console.print(
-            f"  [bold]{name}[/]: AUC {m['roc_auc']:.4f} (baseline {b['roc_auc']:.4f}), ECE {m['ece']:.4f}, "
+            f"  [bold]{name}[/] ({kind}): AUC {m['roc_auc']:.4f} (baseline {b['roc_auc']:.4f}), ECE {m['ece']:.4f}, "
             f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}; cutoffs {w['first_cutoff'][:10]} → "
             f"{w['last_cutoff'][:10]}, test from {w['test_start'][:10]}; {len(info.feature_order)} features"
         )

@@ -40,9 +40,10 @@ def training_progress(bar: Any) -> Any:
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    table = Table(title="test split (latest cutoffs)")
+    table = Table(title="test split (latest cutoffs): the served procedure vs a plain logistic regression")
     for col in (
         "action",
+        "model",
         "rows",
         "base rate",
         "AUC",
@@ -56,11 +57,47 @@ def print_summary(report: dict[str, Any]) -> None:
     for name, e in sorted((k, v) for k, v in report.items() if k != "_meta"):
         oracle = f"{e['oracle_roc_auc']:.3f}" if "oracle_roc_auc" in e else "—"
         table.add_row(
-            name, fmt_int(e["test_rows"]), f"{e['base_rate']:.3f}", f"{e['model']['roc_auc']:.3f}",
+            name, str(e.get("model_kind", "lightgbm")), fmt_int(e["test_rows"]), f"{e['base_rate']:.3f}",
+            f"{e['model']['roc_auc']:.3f}",
             f"{e['baseline']['roc_auc']:.3f}", f"{e['model']['ece']:.4f}", f"{e['baseline']['ece']:.4f}",
             f"{e['quality_lift']:.2f}", oracle,
         )  # fmt: skip
     console.print(table)
+
+
+def print_splits(report: dict[str, Any]) -> None:
+    """Rows and cutoffs per split and what the served model used; warns when under half of the matured rows
+    train or when rows were purged."""
+    table = Table(title="rows (cutoffs) per split; the served model refits on every matured row")
+    for col in (
+        "action",
+        "train",
+        "purged",
+        "calibration",
+        "test",
+        "served: fitted on",
+        "served: calibrated on",
+    ):
+        table.add_column(col, justify="right")
+    warnings: list[str] = []
+    for name, e in sorted((k, v) for k, v in report.items() if k != "_meta"):
+        st = e.get("stages")
+        if not st:
+            continue
+
+        def cell(s: dict[str, Any] | None) -> str:
+            s = s or {}
+            return f"{fmt_int(s.get('rows', 0))} ({s.get('cutoffs', 0)})"
+
+        table.add_row(
+            name, cell(st["champion"]["train"]), cell(st.get("purged")), cell(st["champion"]["calibration"]),
+            cell(st["evaluation"]["test"]), cell(st["served"]["model"]), cell(st["served"]["calibration"]),
+        )  # fmt: skip
+        warnings.extend(e.get("warnings") or [])
+    if table.row_count:
+        console.print(table)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}")
 
 
 @app.command()
@@ -94,8 +131,11 @@ def train(
         False, "--json", help="Print the result as JSON (the bundle id for scripts)."
     ),
 ) -> None:
-    """Build training sets, train a calibrated LightGBM model and a logistic baseline per action, and register
-    the result as a candidate bundle; writes the evaluation report.
+    """Build training sets; per action search the candidates (a linear model, LightGBM, blends), pick the one
+    with the lowest calibrated log loss on the calibration split, evaluate that procedure on the test split and
+    in a rolling backtest, refit it on every matured row and register the result as a candidate bundle;
+    writes the evaluation report. Prints rows and cutoffs per split, and warns when under half of the
+    matured rows fall in the training split or when rows were purged from the evaluation splits.
 
     With --table, a labelled table (one row per example) is trained as it is: its typed columns are the
     features, no events are invented, and every row is used or reported with the reason it was not. Without
@@ -121,9 +161,11 @@ def train(
     with progress_bar() as bar:
         result = train_project(ws, actions=action or None, progress=training_progress(bar))
     if as_json:
-        console.print_json(json.dumps({"bundle": result.bundle_id, "skipped": result.skipped,
+        warnings = [w for k, e in result.report_json.items() if k != "_meta" for w in e.get("warnings") or []]
+        console.print_json(json.dumps({"bundle": result.bundle_id, "skipped": result.skipped, "warnings": warnings,
                                        "report": str(result.report_paths.get("html", ""))}))  # fmt: skip
         return
+    print_splits(result.report_json)
     print_summary(result.report_json)
     for name, reason in sorted(result.skipped.items()):
         console.print(f"[yellow]skipped {name}:[/] {reason}")

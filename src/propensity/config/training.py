@@ -92,10 +92,14 @@ class SplitSettings(_Strict):
 
 
 class LightGBMSettings(_Strict):
-    learning_rate: float = Field(default=0.05, gt=0, le=1)
-    num_leaves: int = Field(default=31, ge=2)
-    min_child_samples: int = Field(default=100, ge=1)
-    max_rounds: int = Field(default=1000, ge=1)
+    """LightGBM candidate. By default a small search (sized to the data) picks leaves, leaf size, L2 and the
+    learning rate; ``search: false`` uses the one configuration given here. Rounds always by early stopping."""
+
+    search: bool = Field(default=True, description="Search a few configurations on time-ordered validation.")
+    learning_rate: float = Field(default=0.05, gt=0, le=1, description="With search: false.")
+    num_leaves: int = Field(default=31, ge=2, description="With search: false.")
+    min_child_samples: int = Field(default=100, ge=1, description="With search: false.")
+    max_rounds: int = Field(default=2000, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
     validation_fraction: float = Field(
         default=0.15, gt=0, lt=0.5, description="Of train customers, for stopping."
@@ -103,6 +107,29 @@ class LightGBMSettings(_Strict):
     threads: int = Field(
         default=0, ge=0, description="0: one thread under 200,000 training rows, else every core (at most 8)."
     )
+
+
+CandidateKind = Literal["linear", "lightgbm", "blend"]
+_ALL_KINDS: tuple[CandidateKind, ...] = ("linear", "lightgbm", "blend")
+
+
+class ModelSettings(_Strict):
+    """Which candidates compete for each action, and the backtest of the refit procedure."""
+
+    candidates: list[CandidateKind] = Field(
+        default_factory=lambda: list(_ALL_KINDS),
+        description="Competing kinds; the lowest calibrated log loss on the calibration split is served.",
+    )
+    backtest_folds: int = Field(
+        default=3, ge=1, le=12, description="Rolling origins of the backtest (the last is the test split)."
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _some(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("models.candidates needs at least one of linear, lightgbm, blend")
+        return list(dict.fromkeys(v))
 
 
 class PromotionSettings(_Strict):
@@ -121,6 +148,9 @@ class TrainingSettings(_Strict):
     max_rows: int | None = Field(
         default=None, ge=1000, description="Sample at most this many rows per action."
     )
-    calibration: Literal["auto", "isotonic", "platt"] = "auto"
+    calibration: Literal["auto", "isotonic", "platt", "none"] = Field(
+        default="auto", description="auto: the lowest cross-fitted log loss among none, platt and isotonic."
+    )
+    models: ModelSettings = Field(default_factory=ModelSettings)
     lightgbm: LightGBMSettings = Field(default_factory=LightGBMSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)

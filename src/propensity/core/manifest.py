@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from propensity.core.hashing import content_hash
 
-FORMAT_VERSION = 1
+# 1: LightGBM only; 2: a model kind per action (model.json), the evaluation procedure under evaluation/.
+FORMAT_VERSION = 2
 
 
 class ActionManifest(BaseModel):
@@ -46,6 +47,23 @@ class ActionManifest(BaseModel):
     reason_code_examples: list[Any] = Field(default_factory=list)
     # 101 quantiles of the calibrated test-split scores: percentiles and reference segments online.
     score_quantiles: list[float] | None = None
+    # The served model: {"kind": "linear" | "lightgbm" | "blend", ...}; absent in format-1 bundles (LightGBM).
+    model: dict[str, Any] | None = None
+    # Why the champion won (its candidate name, the margin, the plain logistic reference).
+    champion: dict[str, Any] | None = None
+    # Every candidate with its calibration and validation figures.
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    # Rows, positives, cutoffs and as_of range each stage used (evaluation, champion selection, served refit).
+    stages: dict[str, Any] | None = None
+    # The rolling-origin backtest of the refit procedure.
+    backtest: dict[str, Any] | None = None
+    # What `train` warned about (few rows training, rows purged).
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def model_kind(self) -> str:
+        """The served model's kind (``lightgbm`` for format-1 bundles)."""
+        return str((self.model or {}).get("kind", "lightgbm"))
 
 
 class BundleManifest(BaseModel):

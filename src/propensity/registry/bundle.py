@@ -1,8 +1,13 @@
 """Model bundles: every action's model, calibrator, feature order and metrics, immutable and content-addressed.
 
-A bundle is a folder ``.propensity/models/<id>/`` holding ``bundle.json`` (the manifest) and, per action,
-``model.txt`` (LightGBM's text format), ``calibrator.json``, ``baseline.json``, ``baseline_calibrator.json`` and
-``encoder.json`` (feature order and category vocabularies). Nothing is pickled. The manifest lists every file's
+A bundle is a folder ``.propensity/models/<id>/`` holding ``bundle.json`` (the manifest) and, per action:
+``model.json`` (the served model's kind: ``linear``, ``lightgbm`` or ``blend``, and a blend's weights),
+``model.txt`` (LightGBM's text format; LightGBM and blends), ``linear.json`` (the linear model's knots, values
+and slopes; linear and blends), ``calibrator.json``, ``encoder.json`` (feature order and category
+vocabularies), ``baseline.json`` and ``baseline_calibrator.json`` (the plain logistic regression it was compared
+with), and ``evaluation/`` (the same procedure fitted as of the test split's first cutoff: what the test metrics
+score, and what the promotion gate and retraining compare on later windows). Nothing is pickled. A bundle of
+format 1 (LightGBM only, no ``model.json`` or ``evaluation/``) still loads. The manifest lists every file's
 SHA-256 and the id is a hash of the manifest's content (creation time aside), so the same training produces the
 same id, and any changed byte is detected: :func:`load_bundle` verifies everything and refuses a corrupted
 bundle with :class:`CorruptBundleError`.
@@ -30,7 +35,7 @@ from propensity.core.version import __version__
 from propensity.training.artifacts import ActionArtifacts
 from propensity.training.calibration import Calibrator
 from propensity.training.encoding import FeatureEncoder
-from propensity.training.trainers import LightGBMModel, LogisticBaseline
+from propensity.training.trainers import LogisticBaseline, ServedModel
 
 MANIFEST = "bundle.json"
 
@@ -59,13 +64,18 @@ def code_version() -> str:
 
 
 def _files_for(art: ActionArtifacts) -> dict[str, bytes]:
-    return {
-        "model.txt": art.model.to_text().encode("utf-8"),
+    files = {
+        **art.model.files(),
         "calibrator.json": _canonical(art.calibrator.to_json()),
         "baseline.json": _canonical(art.baseline.to_json()),
         "baseline_calibrator.json": _canonical(art.baseline_calibrator.to_json()),
         "encoder.json": _canonical(art.encoder.to_json()),
     }
+    if art.evaluation is not None:
+        model, cal = art.evaluation
+        files.update({f"evaluation/{k}": v for k, v in model.files().items()})
+        files["evaluation/calibrator.json"] = _canonical(cal.to_json())
+    return files
 
 
 def write_bundle(models_dir: Path, actions: dict[str, ActionArtifacts], meta: dict[str, Any]) -> str:
@@ -112,12 +122,22 @@ class Bundle:
     manifest: BundleManifest
     actions: dict[str, ActionArtifacts]
 
-    def predict(self, action: str, table: pa.Table, *, baseline: bool = False) -> np.ndarray:
+    def predict(
+        self, action: str, table: pa.Table, *, baseline: bool = False, evaluation: bool = False
+    ) -> np.ndarray:
+        """Calibrated scores of ``action`` for a table of feature columns: the served model's, the baseline's,
+        or (``evaluation``) the procedure's as of the test split, when the bundle has it (else the served)."""
         art = self.actions[action]
         x = art.encoder.matrix(table)
         if baseline:
             return art.baseline_calibrator(art.baseline.raw(x, art.encoder))
+        if evaluation and art.evaluation is not None:
+            model, cal = art.evaluation
+            return cal(model.raw(x))
         return art.calibrator(art.model.raw(x))
+
+    def has_evaluation(self, action: str) -> bool:
+        return self.actions[action].evaluation is not None
 
     def reason_codes(self, action: str, table: pa.Table, *, top: int = 3) -> list[list[dict[str, Any]]]:
         """Each row's top contributing features with direction (see :func:`~propensity.training.explain.reason_codes`)."""
@@ -181,12 +201,26 @@ def load_bundle(path: Path) -> Bundle:
         def js(fname: str, _d: Path = d) -> Any:
             return json.loads((_d / fname).read_text(encoding="utf-8"))
 
+        def reader(folder: Path) -> Any:
+            def read(fname: str) -> str | None:
+                f = folder / fname
+                return f.read_text(encoding="utf-8") if f.exists() else None
+
+            return read
+
+        evaluation = None
+        if (d / "evaluation" / "calibrator.json").exists():
+            evaluation = (
+                ServedModel.from_files(reader(d / "evaluation")),
+                Calibrator.from_json(js("evaluation/calibrator.json")),
+            )
         actions[name] = ActionArtifacts(
             encoder=FeatureEncoder.from_json(js("encoder.json")),
-            model=LightGBMModel.from_text((d / "model.txt").read_text(encoding="utf-8")),
+            model=ServedModel.from_files(reader(d)),
             calibrator=Calibrator.from_json(js("calibrator.json")),
             baseline=LogisticBaseline.from_json(js("baseline.json")),
             baseline_calibrator=Calibrator.from_json(js("baseline_calibrator.json")),
             info=info.model_dump(mode="json", exclude_unset=True),
+            evaluation=evaluation,
         )
     return Bundle(manifest.id, path, manifest, actions)

@@ -1,7 +1,10 @@
 """The promotion gate: a candidate may not be worse than production, on the same test window, on any action.
 
 Both bundles score the candidate's stored test split of every action production serves (the training set is
-kept with the candidate, so the rows are identical for both). The candidate fails an action when its ROC-AUC is
+kept with the candidate, so the rows are identical for both). Each scores with its *evaluation* model (the
+procedure fitted as of its own test split, which never saw these rows), not its served model: the candidate's
+served model was refitted on these very rows and would look better than it is. A format-1 bundle without an
+evaluation model scores with its served model. The candidate fails an action when its ROC-AUC is
 lower than production's by more than ``training.promotion.auc_tolerance`` or its ECE higher by more than
 ``ece_tolerance``, or when it lacks an action production has. If production cannot score the candidate's rows
 (its features are not in them), the recorded test metrics are compared instead, and the result says so.
@@ -67,7 +70,7 @@ def _same_window(
     y = test.column("label").to_numpy().astype(float)
     out = []
     for bundle in (candidate, production):
-        p = bundle.predict(action, test)
+        p = bundle.predict(action, test, evaluation=True)
         auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
         out.append({"roc_auc": auc, "ece": expected_calibration_error(np.asarray(p), y)})
     return out[0], out[1]

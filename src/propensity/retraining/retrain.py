@@ -4,7 +4,8 @@ promote it only if it is not worse; every decision is recorded with its evidence
 The comparison window is the challenger's test split: the most recent cutoffs whose label windows have closed,
 which the challenger neither trained nor calibrated on (``retraining.window`` narrows it to its last span).
 Both bundles score the same rows, each from its own feature definitions (recomputed point in time for
-production when they differ). The rule is the promotion gate's (:mod:`propensity.registry.gate`): for every
+production when they differ), and each with its evaluation model (the procedure as of its own test split), since
+the challenger's served model was refitted on these rows; whatever kind each is (linear, LightGBM, blend). The rule is the promotion gate's (:mod:`propensity.registry.gate`): for every
 action production serves, the challenger's ROC-AUC may be at most ``auc_tolerance`` lower and its ECE at most
 ``ece_tolerance`` higher, and it must not lack an action.
 
@@ -173,9 +174,12 @@ def compare(
                 f"{action}: the latest matured window has {rows.num_rows} row(s) with {int(y.sum())} positive(s); "
                 "both classes are needed to compare models (widen retraining.window or wait for more data)"
             )
-        cand = _metrics(challenger.predict(action, rows), y)
+        cand = _metrics(challenger.predict(action, rows, evaluation=True), y)
         prod = _metrics(
-            production.predict(action, _production_rows(workspace, rows, challenger, production)), y
+            production.predict(
+                action, _production_rows(workspace, rows, challenger, production), evaluation=True
+            ),
+            y,
         )
         metrics[action] = {"challenger": cand, "production": prod}
         as_of = rows.column("as_of")

@@ -20,6 +20,9 @@ truncated to an integer and NaN, negative or unlisted categories go right; trees
 averaged model's (random forest) sum is divided by the number of trees, as LightGBM's prediction does. Linear trees and multi-class models are refused
 with :class:`ModelFormatError`.
 
+:class:`ModelSet` puts the other kinds a bundle may serve (the linear model, and blends of it with LightGBM)
+beside the compiled trees, behind the same interface.
+
 >>> import numpy as np, lightgbm as lgb
 >>> rng = np.random.default_rng(0)
 >>> x = rng.normal(size=(200, 3)); y = (x[:, 0] > 0).astype(int)
@@ -36,8 +39,9 @@ import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -45,7 +49,7 @@ from propensity.scoring import _codegen
 from propensity.scoring._lgbm_text import CATEGORICAL_MASK, ModelFormatError, ParsedModel, parse_model
 from propensity.scoring._native import load_native, load_program
 
-__all__ = ["CompiledScorer", "ModelFormatError", "parse_model"]
+__all__ = ["CompiledScorer", "ModelFormatError", "ModelSet", "ModelSpec", "parse_model"]
 
 NODE_DTYPE = np.dtype(
     [("thr", "<f8"), ("feat", "<i4"), ("left", "<i4"), ("right", "<i4"), ("flags", "<i4")], align=True
@@ -477,3 +481,203 @@ class CompiledScorer:
                 np.add.at(out, (self._tree_model[moved], a["feat"][src]), values[dst] - values[src])
             cur = nxt
         return out * self._scale[:, None]
+
+
+# ------------------------------------------------------------------------------------ linear and blended models
+@dataclass(frozen=True)
+class ModelSpec:
+    """One action's model as a bundle stores it: ``lightgbm`` (``tree_text``), ``linear`` (``linear``, the
+    bundle's ``linear.json``) or ``blend`` (both, combined as ``weights["linear"] · linear +
+    weights["lightgbm"] · trees`` in log-odds)."""
+
+    kind: str
+    tree_text: str | None = None
+    linear: dict[str, Any] | None = None
+    weights: dict[str, float] | None = None
+
+
+class ModelSet:
+    """Every action's model over one input vector, whatever its kind, with :class:`CompiledScorer`'s interface.
+
+    LightGBM parts are packed into one :class:`CompiledScorer`; linear parts (and the linear half of a blend)
+    are evaluated with the training code's own arithmetic (:func:`propensity.training.linear.additive_raw`,
+    terms added in a fixed order), so scores agree exactly with training-time predictions, for a batch or
+    for one row (:func:`~propensity.training.linear.additive_raw_one`, checked by the tests). A linear model's
+    contributions are its terms minus their training means.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        columns: Sequence[Sequence[int]] | None = None,
+        *,
+        n_columns: int | None = None,
+        backend: Literal["auto", "native", "numpy"] = "auto",
+        cache_dir: Path | str | None = None,
+    ) -> None:
+        from propensity.training.linear import AdditiveLogistic
+
+        if not specs:
+            raise ValueError("ModelSet needs at least one model")
+        parsed = [parse_model(s.tree_text) if s.tree_text else None for s in specs]
+        if columns is None:
+            columns = []
+            for s, p in zip(specs, parsed, strict=True):
+                n = (
+                    p.num_features
+                    if p is not None
+                    else 1 + max((int(t["feature"]) for t in (s.linear or {}).get("terms", [])), default=-1)
+                )
+                columns.append(list(range(n)))
+        width = (
+            n_columns if n_columns is not None else max((max(c, default=-1) + 1 for c in columns), default=0)
+        )
+        self.n_columns = width
+        self.n_models = len(specs)
+        self.kinds = [s.kind for s in specs]
+        trees = [(m, p) for m, p in enumerate(parsed) if p is not None and _uses_trees(specs[m])]
+        self._tree_index = {m: i for i, (m, _) in enumerate(trees)}
+        self.trees: CompiledScorer | None = (
+            CompiledScorer(
+                [p for _, p in trees],
+                [columns[m] for m, _ in trees],
+                n_columns=width,
+                backend=backend,
+                cache_dir=cache_dir,
+            )
+            if trees
+            else None
+        )
+        self._linear: dict[int, AdditiveLogistic] = {}
+        for m, s in enumerate(specs):
+            if s.kind in ("linear", "blend"):
+                if s.linear is None:
+                    raise ModelFormatError(f"model {m} is {s.kind} but has no linear part")
+                lin = AdditiveLogistic.from_json(s.linear)
+                cols = columns[m]
+                for t in lin.terms:
+                    if t.feature >= len(cols):
+                        raise ValueError(
+                            f"model {m}'s linear term {t.name!r} maps outside its {len(cols)} features"
+                        )
+                    t.feature = int(cols[t.feature])
+                self._linear[m] = lin
+            if s.kind == "blend" and (s.weights is None or m not in self._tree_index):
+                raise ModelFormatError(f"model {m} is a blend without weights or trees")
+            if s.kind not in ("linear", "lightgbm", "blend"):
+                raise ModelFormatError(
+                    f"model {m} has an unknown kind {s.kind!r} (linear, lightgbm or blend)"
+                )
+        self._weights = [s.weights for s in specs]
+        self.backend: Literal["native", "numpy"] = self.trees.backend if self.trees is not None else "numpy"
+
+    def __getattr__(self, name: str) -> Any:
+        # Tree-scorer details (e.g. ``_depth`` for benchmarks) of an all-LightGBM set.
+        trees = self.__dict__.get("trees")
+        if trees is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(trees, name)
+
+    def raw(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        """Raw scores (log-odds), ``rows × models``."""
+        from propensity.training.linear import additive_raw
+
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or x.shape[1] != self.n_columns:
+            raise ValueError(f"expected a matrix with {self.n_columns} columns, got shape {x.shape}")
+        tree_raw = self.trees.raw(x, threads=threads) if self.trees is not None else None
+        out = np.empty((x.shape[0], self.n_models), dtype=np.float64)
+        for m, kind in enumerate(self.kinds):
+            if kind == "lightgbm":
+                assert tree_raw is not None
+                out[:, m] = tree_raw[:, self._tree_index[m]]
+                continue
+            lin = self._linear[m]
+            z = additive_raw(x, lin.intercept, lin.terms)
+            if kind == "blend":
+                assert tree_raw is not None
+                w = self._weights[m]
+                assert w is not None
+                z = w["linear"] * z + w["lightgbm"] * tree_raw[:, self._tree_index[m]]
+            out[:, m] = z
+        return out
+
+    def predict(self, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
+        z = self.raw(x, threads=threads)
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-z))
+
+    def raw_one(self, row: Sequence[float] | np.ndarray) -> list[float]:
+        """Raw scores of every model for one input vector (the serving path)."""
+        from propensity.training.linear import additive_raw_one
+
+        if len(row) != self.n_columns:
+            raise ValueError(f"expected {self.n_columns} values, got {len(row)}")
+        tree_raw = self.trees.raw_one(row) if self.trees is not None else []
+        out = []
+        for m, kind in enumerate(self.kinds):
+            if kind == "lightgbm":
+                out.append(tree_raw[self._tree_index[m]])
+                continue
+            lin = self._linear[m]
+            z = additive_raw_one(row, lin.intercept, lin.terms)
+            if kind == "blend":
+                w = self._weights[m]
+                assert w is not None
+                z = w["linear"] * z + w["lightgbm"] * tree_raw[self._tree_index[m]]
+            out.append(z)
+        return out
+
+    def predict_one(self, row: Sequence[float] | np.ndarray) -> list[float]:
+        return [_sigmoid(r) for r in self.raw_one(row)]
+
+    def _linear_contrib(self, m: int, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((x.shape[0], self.n_columns))
+        for t in self._linear[m].terms:
+            out[:, t.feature] += t.evaluate(x[:, t.feature]) - t.center
+        return out
+
+    def contributions(self, x: np.ndarray, model: int) -> np.ndarray:
+        """Per-feature contributions of model ``model`` for many rows, ``rows × n_columns`` (log-odds)."""
+        x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_columns)
+        kind = self.kinds[model]
+        if kind == "lightgbm":
+            assert self.trees is not None
+            return self.trees.contributions(x, self._tree_index[model])
+        lin = self._linear_contrib(model, x)
+        if kind == "linear":
+            return lin
+        assert self.trees is not None
+        w = self._weights[model]
+        assert w is not None
+        return w["linear"] * lin + w["lightgbm"] * self.trees.contributions(x, self._tree_index[model])
+
+    def contributions_one(self, row: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Per-feature contributions of every model for one row, ``models × (n_columns + 1)`` (last: bias)."""
+        x = np.asarray(row, dtype=np.float64).reshape(1, -1)
+        if x.shape[1] != self.n_columns:
+            raise ValueError(f"expected {self.n_columns} values, got {x.shape[1]}")
+        tree = self.trees.contributions_one(x[0]) if self.trees is not None else None
+        out = np.zeros((self.n_models, self.n_columns + 1))
+        for m, kind in enumerate(self.kinds):
+            if kind == "lightgbm":
+                assert tree is not None
+                out[m] = tree[self._tree_index[m]]
+                continue
+            lin = self._linear[m]
+            part = np.zeros(self.n_columns + 1)
+            part[: self.n_columns] = self._linear_contrib(m, x)[0]
+            part[self.n_columns] = lin.intercept + sum(t.center for t in lin.terms)
+            if kind == "blend":
+                assert tree is not None
+                w = self._weights[m]
+                assert w is not None
+                part = w["linear"] * part + w["lightgbm"] * tree[self._tree_index[m]]
+            out[m] = part
+        return out
+
+
+def _uses_trees(spec: ModelSpec) -> bool:
+    return spec.kind in ("lightgbm", "blend")

@@ -1,9 +1,10 @@
 """A bundle loaded for scoring: its actions compiled for one row (serving) or many (batch), with their encoders
 and calibrators.
 
-Loading a bundle verifies its checksums, parses every action's LightGBM text model and packs them all into one
-:class:`~propensity.scoring.compiled.CompiledScorer` over the union of their features, so scoring one customer
-for every action is one native call. Calibration and encoding are re-implemented here for one row (no numpy on
+Loading a bundle verifies its checksums, parses every action's model and packs them all into one
+:class:`~propensity.scoring.compiled.ModelSet` over the union of their features: LightGBM text models in one
+:class:`~propensity.scoring.compiled.CompiledScorer` (one native call for every action), linear models and blends
+beside them. Calibration and encoding are re-implemented here for one row (no numpy on
 the request path) and tested against the training code's :class:`~propensity.training.calibration.Calibrator`
 and :class:`~propensity.training.encoding.FeatureEncoder`.
 
@@ -29,7 +30,7 @@ import numpy as np
 from propensity.config.actions import Action
 from propensity.config.decisions import SegmentSettings
 from propensity.core.errors import PropensityError
-from propensity.scoring.compiled import CompiledScorer
+from propensity.scoring.compiled import ModelSet, ModelSpec
 from propensity.scoring.segments import Segmentation, reference_segments, run_segments, segment_of
 from propensity.workspace import Workspace
 
@@ -45,8 +46,9 @@ _NAN = float("nan")
 
 @dataclass(frozen=True)
 class ActionModel:
-    """What serving needs of one action: its model (LightGBM text), feature order, category vocabularies,
-    calibrator (the bundle's ``calibrator.json``), eligibility rule and score quantiles (optional)."""
+    """What serving needs of one action: its model (LightGBM text; for a ``linear`` model or a ``blend``, also
+    the bundle's ``linear.json`` and the blend's weights), feature order, category vocabularies, calibrator
+    (the bundle's ``calibrator.json``), eligibility rule and score quantiles (optional)."""
 
     name: str
     model_text: str
@@ -57,6 +59,12 @@ class ActionModel:
     score_quantiles: list[float] | None = None
     # The action's full definition as trained (templates resolved), when the bundle records it.
     definition: dict[str, Any] | None = None
+    kind: str = "lightgbm"  # "lightgbm" | "linear" | "blend" (the bundle's model.json)
+    linear: dict[str, Any] | None = None
+    weights: dict[str, float] | None = None
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.kind, self.model_text or None, self.linear, self.weights)
 
     def action(self) -> Action | None:
         """The trained action definition, parsed; None for a bundle that does not record it."""
@@ -201,8 +209,8 @@ class ServingModel:
         self.column_vocab: tuple[dict[str, float] | None, ...] = tuple(
             None if cats is None else {v: float(i) for i, v in enumerate(cats)} for _, cats in keys
         )
-        self.scorer = CompiledScorer.from_texts(
-            [a.model_text for a in actions],
+        self.scorer = ModelSet(
+            [a.spec() for a in actions],
             col_maps,
             n_columns=max(1, len(keys)),
             backend=backend,  # type: ignore[arg-type]
@@ -248,10 +256,23 @@ class ServingModel:
             eligibility = (
                 {k: v for k, v in rules.items() if v is not None} if isinstance(rules, dict) else None
             )
+            spec = (
+                json.loads((d / "model.json").read_text(encoding="utf-8"))
+                if (d / "model.json").exists()
+                else {}
+            )
+            kind = spec.get("kind", "lightgbm")
             actions.append(
                 ActionModel(
                     name=name,
-                    model_text=(d / "model.txt").read_text(encoding="utf-8"),
+                    model_text=(d / "model.txt").read_text(encoding="utf-8")
+                    if (d / "model.txt").exists()
+                    else "",
+                    kind=kind,
+                    linear=json.loads((d / "linear.json").read_text(encoding="utf-8"))
+                    if kind in ("linear", "blend")
+                    else None,
+                    weights=spec.get("weights"),
                     feature_order=list(encoder["names"]),
                     categories={k: list(v) for k, v in encoder.get("categories", {}).items()},
                     calibrator=json.loads((d / "calibrator.json").read_text(encoding="utf-8")),

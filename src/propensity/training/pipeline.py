@@ -20,6 +20,7 @@ from propensity.training.artifacts import ActionArtifacts
 from propensity.training.dataset import build_training_sets, store_training_sets
 from propensity.training.fit import ActionResult, fit_action
 from propensity.training.oracle import compare_with_oracle, find_oracle
+from propensity.training.trainers import ServedModel
 from propensity.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
@@ -101,30 +102,40 @@ def fit_project(
     artifacts = {}
     for name, r in results.items():
         ts = sets.sets[name]
+        served, evaluation = r.model.model, r.evaluation.model
+        assert isinstance(served, ServedModel) and isinstance(evaluation, ServedModel)
         artifacts[name] = ActionArtifacts(
             encoder=r.encoder,
-            model=r.model.model,  # type: ignore[arg-type]
+            model=served,
             calibrator=r.model.calibrator,
             baseline=r.baseline.model,  # type: ignore[arg-type]
             baseline_calibrator=r.baseline.calibrator,
+            evaluation=(evaluation, r.evaluation.calibrator),
             info={
                 "definition": ts.action.definition(),
                 "feature_order": r.encoder.names,
+                "model": {"kind": served.kind, "trees": served.num_trees, "weights": served.weights},
                 "training_window": {
                     "first_cutoff": ts.cutoffs[0].isoformat(),
                     "last_cutoff": ts.cutoffs[-1].isoformat(),
                     **ts.boundaries.to_json(),
                 },
                 "counts": r.counts,
+                "stages": r.stages,
                 "calibration": r.calibration_choice,
+                "champion": r.champion,
+                "candidates": r.candidates,
+                "search": r.search,
+                "backtest": r.backtest,
+                "warnings": r.warnings,
                 "metrics": r.metrics,
                 "oracle": oracle.get(name),
                 "importance": r.importance,
                 "reason_code_examples": r.reason_code_examples,
-                # The calibrated test-split score distribution (101 quantiles): what serving and exports turn
-                # a score into a percentile and segment with.
+                # The served model's calibrated scores on the newest matured rows (the test split), as 101
+                # quantiles: what serving and exports turn a score into a percentile and segment with.
                 "score_quantiles": [
-                    float(q) for q in np.quantile(r.test_predictions["model"], np.linspace(0.0, 1.0, 101))
+                    float(q) for q in np.quantile(r.test_predictions["served"], np.linspace(0.0, 1.0, 101))
                 ],
             },
         )

@@ -2,9 +2,12 @@
 as JSON, both made from a bundle's manifest alone, so any bundle's report can be rewritten at any time.
 
 JSON layout: one key per action name holding ``model`` and ``baseline`` (``roc_auc``, ``pr_auc``, ``log_loss``,
-``brier``, ``ece``, ``lift_top_decile``), ``quality_lift`` (top-decile rate ÷ base rate of the model),
-``realised_rate_by_decile``, ``counts`` and, for synthetic data, ``oracle_roc_auc`` and ``oracle_ece`` with the
-model's and baseline's figures on the same rows (``on_oracle_rows``); plus ``_meta`` (bundle, versions).
+``brier``, ``ece``, ``lift_top_decile``: the served procedure and a plain logistic regression on the test
+split), ``model_kind``, ``champion`` (why it won), ``candidates`` (each candidate's calibrated log loss on the
+calibration split), ``backtest`` (the refit procedure at rolling origins), ``stages`` (rows and cutoffs each stage
+used: search, champion, evaluation, served), ``warnings``, ``quality_lift`` (top-decile rate ÷ base rate of the
+model), ``realised_rate_by_decile``, ``counts`` and, for synthetic data, ``oracle_roc_auc`` and ``oracle_ece``
+with the model's and baseline's figures on the same rows (``on_oracle_rows``); plus ``_meta`` (bundle, versions).
 """
 
 from __future__ import annotations
@@ -47,6 +50,19 @@ def report_json(manifest: BundleManifest) -> dict[str, Any]:
             "calibration": {k: v["method"] for k, v in info.calibration.items()},
             "trees": m["model"].get("trees"),
             "training_window": info.training_window,
+            "model_kind": (info.model or {}).get("kind", "lightgbm"),
+            "champion": info.champion,
+            "candidates": [
+                {
+                    k: c.get(k)
+                    for k in ("candidate", "kind", "calibration", "calibration_log_loss", "champion")
+                }
+                | {"calibration_split": c.get("calibration_split")}
+                for c in info.candidates or []
+            ],
+            "backtest": info.backtest,
+            "stages": info.stages,
+            "warnings": info.warnings or [],
         }
         if (info.definition or {}).get("kind") == "table":
             entry["rows"] = getattr(info, "rows", None)
@@ -79,9 +95,7 @@ def reliability_svg(metrics: dict[str, Any]) -> str:
         pts = [(r["mean_predicted"] / s, r["realised_rate"]) for r in metrics[k]["reliability"]]
         parts.append(line(pts, COLORS[k], s, dots=True))
     parts.append(
-        legend(
-            [("LightGBM", COLORS["model"]), ("baseline", COLORS["baseline"]), ("perfect", COLORS["ideal"])]
-        )
+        legend([("model", COLORS["model"]), ("baseline", COLORS["baseline"]), ("perfect", COLORS["ideal"])])
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -94,7 +108,7 @@ def gains_svg(metrics: dict[str, Any]) -> str:
         pts = [(0.0, 0.0)] + [(d["cumulative_share"], d["cumulative_gain"]) for d in metrics[k]["deciles"]]
         parts.append(line(pts, COLORS[k], dots=True))
     parts.append(
-        legend([("LightGBM", COLORS["model"]), ("baseline", COLORS["baseline"]), ("random", COLORS["ideal"])])
+        legend([("model", COLORS["model"]), ("baseline", COLORS["baseline"]), ("random", COLORS["ideal"])])
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -106,7 +120,7 @@ def histogram_svg(metrics: dict[str, Any]) -> str:
     total = sum(counts) or 1.0
     shares = [c / total for c in counts]
     ymax = max([*shares, 1e-09]) * 1.1
-    parts = axes("Score histogram (LightGBM)", "calibrated score", "share of rows", ymax)
+    parts = axes("Score histogram (model)", "calibrated score", "share of rows", ymax)
     for s, lo, hi in zip(shares, edges[:-1], edges[1:], strict=True):
         x0, y0 = xy(lo, 0, ymax)
         x1, y1 = xy(hi, s, ymax)
@@ -145,18 +159,27 @@ def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None)
         f"<h1>Evaluation report — {html.escape(str(meta['project']))}</h1>",
         f"<p class='note'>bundle <b>{meta['bundle']}</b> · created {meta['created_at']} · features "
         f"{meta['feature_set_version']} · training set {meta['training_set']} · code {meta['code_version']}. "
-        "All figures are on the test split: the latest cutoffs, separated from calibration and training by a full "
-        "label window. Probabilities are calibrated on the calibration split.</p>",
+        "Evaluate, then refit: each action's champion (the candidate with the lowest calibrated log loss on the "
+        "calibration split) is served refitted on every matured row and calibrated on the newest matured window. "
+        "Test figures score that same procedure run as of the test split's first cutoff (fitted on every row "
+        "whose label had matured by then, calibrated on the calibration split), on the latest cutoffs; the "
+        "baseline is a plain logistic regression on the same rows. The backtest repeats the procedure at earlier "
+        "origins.</p>",
     ]
     summary = []
     for name in sorted(k for k in data if k != "_meta"):
         e = data[name]
-        summary.append([name, e["test_rows"], e["base_rate"], e["model"]["roc_auc"], e["baseline"]["roc_auc"],
-                        e["model"]["ece"], e["baseline"]["ece"], e["quality_lift"],
+        summary.append([name, e["model_kind"], e["test_rows"], e["base_rate"], e["model"]["roc_auc"],
+                        e["baseline"]["roc_auc"], e["model"]["ece"], e["baseline"]["ece"], e["model"]["log_loss"],
+                        e["baseline"]["log_loss"], e["quality_lift"],
                         e.get("oracle_roc_auc", "—"), e.get("oracle_ece", "—")])  # fmt: skip
     out.append("<h2>Summary</h2>")
-    out.append(table(["action", "test rows", "base rate", "AUC (LightGBM)", "AUC (baseline)", "ECE (LightGBM)",
-                       "ECE (baseline)", "quality: lift over random", "oracle AUC", "oracle ECE"], summary))  # fmt: skip
+    out.append(table(["action", "served model", "test rows", "base rate", "AUC (model)", "AUC (baseline)",
+                       "ECE (model)", "ECE (baseline)", "log loss (model)", "log loss (baseline)",
+                       "quality: lift over random", "oracle AUC", "oracle ECE"], summary))  # fmt: skip
+    for name in sorted(k for k in data if k != "_meta"):
+        for w in data[name]["warnings"]:
+            out.append(f"<p class='warn'>{html.escape(w)}</p>")
     for name, reason in sorted((skipped or {}).items()):
         out.append(f"<p class='warn'>{html.escape(name)} was not trained: {html.escape(reason)}</p>")
     for name, info in sorted(manifest.actions.items()):
@@ -203,9 +226,9 @@ def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None)
                 table(
                     [
                         "metric",
-                        "LightGBM",
+                        "model",
                         "baseline",
-                        f"LightGBM (oracle rows, n={o['rows']})",
+                        f"model (oracle rows, n={o['rows']})",
                         "baseline (oracle rows)",
                         "oracle",
                     ],
@@ -213,13 +236,12 @@ def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None)
                 )
             )
         else:
-            out.append(table(["metric", "LightGBM", "baseline"], rows))
-        c = info.counts
-        out.append(
-            table(["split", "rows", "positives"], [[k, v["rows"], v["positives"]] for k, v in c.items()])
-        )
+            out.append(table(["metric", "model", "baseline"], rows))
+        out.append(_candidates_html(e))
+        out.append(_stages_html(e))
+        out.append(_backtest_html(e))
         out.append("<div class='charts'>" + reliability_svg(m) + gains_svg(m) + histogram_svg(m) + "</div>")
-        out.append("<h3>Realised rate by score decile (LightGBM)</h3>")
+        out.append("<h3>Realised rate by score decile (model, test split)</h3>")
         out.append(table(["decile", "rows", "mean score", "realised rate", "lift", "cumulative gain"],
                           [[r["decile"], r["n"], r["mean_score"], r["realised_rate"], r["lift"], r["cumulative_gain"]]
                            for r in m["model"]["deciles"]]))  # fmt: skip
@@ -252,6 +274,96 @@ def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None)
         )
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _candidates_html(e: dict[str, Any]) -> str:
+    champ = e.get("champion") or {}
+    rows = [[c["candidate"] + (" ★" if c.get("champion") else ""), c.get("calibration", ""),
+             c["calibration_log_loss"], (c.get("calibration_split") or {}).get("roc_auc", "—"),
+             (c.get("calibration_split") or {}).get("ece", "—")] for c in e.get("candidates") or []]  # fmt: skip
+    if not rows:
+        return ""
+    if champ.get("baseline_calibration_log_loss") is not None:
+        rows.append(["plain logistic regression (reference, not a candidate)", "",
+                     champ["baseline_calibration_log_loss"], "—", "—"])  # fmt: skip
+    why = html.escape(str(champ.get("why", "")))
+    return (
+        f"<h3>Candidates (served: {html.escape(str(e['model_kind']))})</h3><p class='note'>{why}. Each candidate "
+        "was fitted on the training split and calibrated on the calibration split by a two-fold cross-fit; its "
+        "figures there are cross-fitted too.</p>"
+        + table(["candidate", "calibration", "log loss (calibration split)", "AUC", "ECE"], rows)
+    )
+
+
+def _stages_html(e: dict[str, Any]) -> str:
+    st = e.get("stages") or {}
+    if not st:
+        c = e["counts"]
+        return table(["split", "rows", "positives"], [[k, v["rows"], v["positives"]] for k, v in c.items()])
+
+    def row(label: str, s: dict[str, Any] | None) -> list[Any]:
+        s = s or {}
+        return [label, s.get("rows", 0), s.get("positives", 0), s.get("cutoffs", 0),
+                s.get("first_as_of", "—"), s.get("last_as_of", "—")]  # fmt: skip
+
+    champ = st["champion"]
+    how = champ.get("how", "time: training → calibration split")
+    rows = [
+        row("training split", champ["train"]),
+        row(f"champion: candidates fitted on ({how})", champ.get("fitted_on", champ["train"])),
+        row("champion: compared on (calibration split)", champ["calibration"]),
+        row("rows purged from the evaluation splits", st.get("purged")),
+        row("test: procedure fitted on", st["evaluation"]["model"]),
+        row("test: calibrated on", st["evaluation"]["calibration"]),
+        row("test: scored on (test split)", st["evaluation"]["test"]),
+        row("served: fitted on (every matured row)", st["served"]["model"]),
+        row("served: calibrated on (newest matured window)", st["served"]["calibration"]),
+    ]
+    search = st.get("search") or {}
+    note = (
+        f"Search: {search.get('how', '?')}-ordered validation, {search.get('fit_rows', 0):,} rows fitted, "
+        f"{search.get('valid_rows', 0):,} validated (a sample of whole customers when large). Calibration: "
+        f"{html.escape(str(st['served'].get('calibration_method')))}, chosen by cross-fitted log loss "
+        f"({st['served'].get('cross_fit')})."
+    )
+    return (
+        "<h3>Rows each stage used</h3>"
+        + table(["stage", "rows", "positives", "cutoffs", "first as_of", "last as_of"], rows)
+        + f"<p class='note'>{note}</p>"
+    )
+
+
+def _backtest_html(e: dict[str, Any]) -> str:
+    folds = (e.get("backtest") or {}).get("folds") or []
+    if not folds:
+        return ""
+    rows = []
+    for f in folds:
+        if f.get("skipped"):
+            rows.append([f.get("origin") or "—", f["skipped"], "", "", "", "", "", ""])
+            continue
+        m, b = f.get("model") or {}, f.get("baseline") or {}
+        rows.append([f["origin"] + (" (test)" if f.get("test_split") else ""), f["model_rows"]["rows"],
+                     f["evaluated"]["rows"], m.get("roc_auc", "—"), b.get("roc_auc", "—"), m.get("ece", "—"),
+                     b.get("ece", "—"), m.get("log_loss", "—")])  # fmt: skip
+    return (
+        "<h3>Backtest of the refit procedure (rolling origins)</h3><p class='note'>At each origin the champion "
+        "is refitted on every row whose label had matured by then, calibrated on the newest matured window, and "
+        "scored on the cutoffs up to the next origin. Large sets are fitted on samples of whole customers.</p>"
+        + table(
+            [
+                "origin",
+                "rows fitted",
+                "rows scored",
+                "AUC (model)",
+                "AUC (baseline)",
+                "ECE (model)",
+                "ECE (baseline)",
+                "log loss (model)",
+            ],
+            rows,
+        )
+    )
 
 
 def write_report_files(

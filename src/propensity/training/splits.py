@@ -3,7 +3,8 @@
 The latest cutoffs are the test split, the ones before them (at least one label span earlier) the calibration
 split, and the rest (again a label span earlier) the training split. A row belongs to the split its ``as_of``
 falls in; a row whose label window ends after the next split's first cutoff would leak the future of that
-split into this one, so it is dropped (``purge: true``, the default) or the split is refused
+split into this one, so it is marked ``purged`` (``purge: true``, the default): no evaluation stage uses it,
+but the production refit on all matured history does. With ``purge: false`` such a spine is refused
 (:class:`LeakageError`). :func:`verify_no_overlap` checks the result and runs again before any model is fitted.
 """
 
@@ -23,6 +24,7 @@ from propensity.config.training import SplitSettings
 from propensity.core.errors import PropensityError
 
 SPLITS = ("train", "calibration", "test")
+PURGED = "purged"  # matured rows whose label window crosses the next split: kept for the refit only
 
 
 class LeakageError(PropensityError):
@@ -153,7 +155,8 @@ def assign_splits(
     action: str = "action",
     split_time: pa.ChunkedArray | pa.Array | None = None,
 ) -> pa.Table:
-    """Add a ``split`` column; drop (``purge``) or refuse rows whose label window crosses the next boundary.
+    """Add a ``split`` column; mark ``purged`` (``purge``) or refuse rows whose label window crosses the next
+    boundary. Purged rows are in no evaluation split; only the refit on all matured rows uses them.
 
     A row's split is decided by its ``as_of``, or by ``split_time`` when given (see :func:`group_times`)."""
     as_of = table.column("as_of") if split_time is None else split_time
@@ -173,9 +176,10 @@ def assign_splits(
             f"(calibration starts {boundaries.calibration_start.isoformat()}, test starts "
             f"{boundaries.test_start.isoformat()}); remove them from the spine or set training.split.purge: true"
         )
-    split = pc.if_else(in_train, "train", pc.if_else(in_cal, "calibration", "test"))
-    out = table.append_column("split", split.cast(pa.string()))
-    return out.filter(pc.invert(crosses)) if n_cross else out
+    split = pc.if_else(
+        crosses, PURGED, pc.if_else(in_train, "train", pc.if_else(in_cal, "calibration", "test"))
+    )
+    return table.append_column("split", split.cast(pa.string()))
 
 
 def verify_no_overlap(table: pa.Table, *, action: str = "action") -> None:
