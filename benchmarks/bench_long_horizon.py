@@ -103,9 +103,9 @@ def main() -> None:
     import lightgbm as lgb
 
     from propensity.config.training import LightGBMSettings
+    from propensity.registry.train import train_project
     from propensity.training.calibration import choose_calibrator
     from propensity.training.encoding import FeatureEncoder
-    from propensity.training.pipeline import train_project
     from propensity.training.trainers import LightGBMModel
     from propensity.workspace import Workspace
 

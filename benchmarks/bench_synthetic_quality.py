@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from propensity.registry.registry import Registry
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
     from propensity.workspace import Workspace
 
     total = args.days + args.future

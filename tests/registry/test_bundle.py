@@ -52,7 +52,7 @@ def test_bundle_holds_every_action_and_loads_verified(trained: tuple[Workspace, 
     assert info.feature_order == [f.name for f in ws.spec.features]
     assert {"first_cutoff", "last_cutoff", "test_start"} <= set(info.training_window)
     files = {p.name for p in (bundle.path / "buy_7d").iterdir()}
-    kind = info["model"]["kind"]
+    kind = info.model_kind
     model_files = {
         "linear": {"linear.json"},
         "lightgbm": {"model.txt"},
@@ -69,7 +69,7 @@ def test_bundle_holds_every_action_and_loads_verified(trained: tuple[Workspace, 
     )
     test = table.filter(pc.equal(table.column("split"), "test"))
     assert (
-        abs(bundle.predict("buy_7d", test, evaluation=True).mean() - info["metrics"]["model"]["mean_score"])
+        abs(bundle.predict("buy_7d", test, evaluation=True).mean() - info.metrics["model"]["mean_score"])
         < 1e-9
     )
     # Serving turns the served model's scores into percentiles with its scores' quantiles on the newest rows.

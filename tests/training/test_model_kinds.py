@@ -17,10 +17,10 @@ from propensity.core.score_row import UTC_US
 from propensity.features.offline import compute_features
 from propensity.registry.gate import evaluate_gate
 from propensity.registry.registry import Registry
+from propensity.registry.train import train_project
 from propensity.retraining.retrain import compare
 from propensity.scoring.batch import score_batch
-from propensity.serving.model import ServingModel
-from propensity.training.pipeline import train_project
+from propensity.scoring.model import ServingModel
 from propensity.workspace import Workspace
 
 DAYS = 120
@@ -59,7 +59,7 @@ def test_each_kind_is_served_and_batch_scored_with_the_training_scores(
     feats = _features(ws, [f"c{i}" for i in range(60)])
     for kind, bundle_id in ids.items():
         bundle = registry.load(bundle_id)
-        assert bundle.manifest["actions"]["buy_7d"]["model"]["kind"] == kind
+        assert bundle.manifest.actions["buy_7d"].model_kind == kind
         files = {p.name for p in (registry.path(bundle_id) / "buy_7d").iterdir()}
         assert ("linear.json" in files) == (kind != "lightgbm") and ("model.txt" in files) == (
             kind != "linear"

@@ -66,7 +66,7 @@ class Calibrator:
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # The two branches serving uses (propensity.serving.model.calibrate), so neither side overflows.
+    # The two branches serving uses (propensity.scoring.model.calibrate), so neither side overflows.
     z = np.asarray(z, dtype=np.float64)
     out = np.empty_like(z)
     pos = z >= 0
