@@ -66,3 +66,20 @@ def serve_process(
             proc.wait(timeout=20)
         if proc.stdout:
             proc.stdout.close()
+
+
+def same_scores(a: dict[str, Any], b: dict[str, Any], tol: float = 1e-9) -> bool:
+    """Two predictions' ``scores`` agree: every field equal, probabilities up to ``tol``. (A linear model's
+    recency terms are continuous, so the milliseconds between two calls move a score by ~1e-12.)"""
+    if a.keys() != b.keys():
+        return False
+    for name, x in a.items():
+        y = b[name]
+        if {k: v for k, v in x.items() if k != "probability"} != {
+            k: v for k, v in y.items() if k != "probability"
+        }:
+            return False
+        px, py = x.get("probability"), y.get("probability")
+        if (px is None) != (py is None) or (px is not None and abs(px - py) > tol):
+            return False
+    return True
