@@ -240,7 +240,8 @@ def test_batch_predict(client: TestClient, workspace: Workspace) -> None:
     for x in body["results"][:3]:
         one = client.get("/v1/predict", params={"customer_id": x["customer_id"], "actions": "buy_7d"}).json()
         assert x["scores"]["buy_7d"]["probability"] == pytest.approx(
-            one["scores"]["buy_7d"]["probability"], abs=1e-12
+            one["scores"]["buy_7d"]["probability"],
+            abs=1e-9,  # recency terms move with the clock
         )
 
 
