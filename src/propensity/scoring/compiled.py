@@ -571,6 +571,17 @@ class ModelSet:
         self._weights = [s.weights for s in specs]
         self.backend: Literal["native", "numpy"] = self.trees.backend if self.trees is not None else "numpy"
 
+    def exp(self, x: np.ndarray) -> np.ndarray:
+        """``exp`` of every value as :func:`math.exp` computes it (see :meth:`CompiledScorer.exp`): the tree
+        scorer's when the set has trees, else the C library's through Python."""
+        if self.trees is not None:
+            return self.trees.exp(x)
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty_like(x)
+        if x.size:
+            out.reshape(-1)[:] = np.fromiter(map(_exp, x.reshape(-1).tolist()), np.float64, x.size)
+        return out
+
     def __getattr__(self, name: str) -> Any:
         # Tree-scorer details (e.g. ``_depth`` for benchmarks) of an all-LightGBM set.
         trees = self.__dict__.get("trees")
