@@ -650,20 +650,22 @@ class ModelSet:
             out[:, t.feature] += t.evaluate(x[:, t.feature]) - t.center
         return out
 
-    def contributions(self, x: np.ndarray, model: int) -> np.ndarray:
-        """Per-feature contributions of model ``model`` for many rows, ``rows × n_columns`` (log-odds)."""
+    def contributions(self, x: np.ndarray, model: int, *, threads: int = 1) -> np.ndarray:
+        """Per-feature contributions of model ``model`` for many rows, ``rows × n_columns`` (log-odds);
+        ``threads`` for the trees' part (see :meth:`CompiledScorer.contributions`)."""
         x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.n_columns)
         kind = self.kinds[model]
         if kind == "lightgbm":
             assert self.trees is not None
-            return self.trees.contributions(x, self._tree_index[model])
+            return self.trees.contributions(x, self._tree_index[model], threads=threads)
         lin = self._linear_contrib(model, x)
         if kind == "linear":
             return lin
         assert self.trees is not None
         w = self._weights[model]
         assert w is not None
-        return w["linear"] * lin + w["lightgbm"] * self.trees.contributions(x, self._tree_index[model])
+        trees = self.trees.contributions(x, self._tree_index[model], threads=threads)
+        return w["linear"] * lin + w["lightgbm"] * trees
 
     def contributions_one(self, row: Sequence[float] | np.ndarray) -> np.ndarray:
         """Per-feature contributions of every model for one row, ``models × (n_columns + 1)`` (last: bias)."""
