@@ -126,6 +126,7 @@ def train_table(
     from propensity.events.tables import read_table_file
     from propensity.training.artifacts import ActionArtifacts
     from propensity.training.tables import LabelledTableError, fit_table, read_labelled
+    from propensity.training.trainers import ServedModel
 
     spec = workspace.spec
     declared = spec.table(name) if data is None and name is not None else None
@@ -177,7 +178,9 @@ def train_table(
         "notes": lt.notes,
     }
     schema = [{"name": n, "type": str(lt.table.schema.field(n).type)} for n in lt.feature_names]
-    art = ActionArtifacts(f.encoder, f.booster, f.calibrator, f.baseline, f.baseline_calibrator, info)
+    served = ServedModel("lightgbm", lightgbm=f.booster)
+    info["model"] = served.spec()
+    art = ActionArtifacts(f.encoder, served, f.calibrator, f.baseline, f.baseline_calibrator, info)
     meta: dict[str, Any] = {
         "project": spec.project,
         "feature_set_version": "ts-" + content_hash(schema),
