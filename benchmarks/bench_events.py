@@ -11,12 +11,16 @@ answer, the rule-based fallback does) runs in a child process on loopback. Then:
 * **Freshness**: for fresh customers, one event is posted and the next `GET /v1/predict` for that customer is
   checked to reflect it (``cold_start`` flips to false): time from the POST's answer to the prediction showing
   it, and the POST's own latency.
+* **Live core** (``--parts core``, in this process, CPU time per batch): validation prepared once per batch
+  shape vs planned per batch (what it replaced); stream records parsed into text columns; whole ``accept`` (1,000 events) and ``accept_records``
+  (5,000 records) calls with the fsync'd spool.
 * **Streams**: ``--stream-events`` events produced into a Kafka topic (Tansu, the Kafka-protocol broker of the
   dev extras, on loopback) and into a Redis stream, then consumed by ``run_streams`` (validate, fsync'd spool,
   commit, move into the log) until the consumer lag is back to zero. Floors in the same run: a bare consumer of
   the same transport reading the same messages with no processing (the broker and client's own speed).
 
     python -m benchmarks.bench_events [--batches 60] [--batch 1000] [--clients 4] [--stream-events 300000]
+        [--parts core,http,kafka,redis,visible]
 """
 
 from __future__ import annotations
@@ -231,6 +235,74 @@ def http_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+def core_part(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The live core in this process, CPU time per batch, each step against what it replaced in the same run:
+    validation prepared once per batch shape vs planned per batch; stream records parsed in one pass by Arrow's
+    JSON reader vs one ``orjson.loads`` and a Python column build per record; then whole batches end to end
+    (HTTP-shaped ``accept`` of 1,000 events, stream-shaped ``accept_records`` of 5,000 records; fsync'd spool)."""
+    import pyarrow as pa
+
+    from propensity.events.live import (
+        LIVE_SOURCE,
+        EventIdIndex,
+        LiveIngest,
+        Origin,
+        event_columns,
+    )
+    from propensity.events.log import DuckDBEventLog
+    from propensity.events.readers import ROW
+    from propensity.events.spool import SpoolWriter
+    from propensity.workspace import Workspace
+
+    rng = np.random.default_rng(4)
+    batches = [_batch(k * args.batch, args.batch, args.customers, rng) for k in range(args.batches)]
+    root = tmp / "core"
+    _workspace(root)
+    ws = Workspace.open(root)
+    live = LiveIngest(
+        ws.spec.events, SpoolWriter(DuckDBEventLog(ws.db_path).spool_dir, "bench"), index=EventIdIndex()
+    )
+    tables = [event_columns(b)[0] for b in batches]
+    live._validate_now(tables[0], LIVE_SOURCE)  # prepares it, and gives the SQL planned per batch below
+    sql = next(iter(live._sql.values()))
+    con = live._con()
+
+    def cpu(fn: Any, items: list[Any]) -> float:
+        c0 = time.process_time()
+        for item in items:
+            fn(item)
+        return (time.process_time() - c0) / len(items) * 1000
+
+    def planned(table: Any) -> None:
+        con.register("chunk", table.append_column(ROW, pa.array(range(1, table.num_rows + 1), pa.int64())))
+        try:
+            con.sql(sql).to_arrow_table()
+        finally:
+            con.unregister("chunk")
+
+    planned_ms = cpu(planned, tables)
+    prepared_ms = cpu(lambda t: live._validate_now(t, LIVE_SOURCE), tables)
+    messages = _stream_messages(min(args.stream_events, 100_000), args.customers)
+    chunks = [messages[i : i + 5000] for i in range(0, len(messages), 5000)]
+    parse_ms = cpu(lambda c: event_columns([orjson.loads(m) for m in c]), chunks)
+    accept_ms = cpu(live.accept, batches)
+    origins = [Origin("bench", i, f"record {i}") for i in range(5000)]
+    renamed = [[m.replace(b'"k', b'"r', 1) for m in c] for c in chunks]  # new ids: nothing is a duplicate
+    records_ms = cpu(lambda c: live.accept_records(c, origins[: len(c)], LIVE_SOURCE), renamed)
+    live.close()
+    return {
+        "validate_cpu_ms_per_1000": {
+            "prepared": round(prepared_ms, 2),
+            "planned_per_batch": round(planned_ms, 2),
+        },
+        "parse_records_cpu_ms_per_5000": round(parse_ms, 2),
+        "accept_http_batch_cpu_ms_per_1000": round(accept_ms, 2),
+        "accept_http_events_per_cpu_s": round(args.batch / accept_ms * 1000),
+        "accept_records_cpu_ms_per_5000": round(records_ms, 2),
+        "accept_records_events_per_cpu_s": round(5000 / records_ms * 1000),
+    }
+
+
 def _stream_messages(n: int, customers: int) -> list[bytes]:
     rng = np.random.default_rng(5)
     now = datetime.now(UTC).isoformat()
@@ -386,13 +458,16 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--probes", type=int, default=300)
     parser.add_argument("--stream-events", type=int, default=300_000)
-    parser.add_argument("--parts", default="http,kafka,redis,visible")
+    parser.add_argument("--parts", default="core,http,kafka,redis,visible")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-events-"))
     load_before = os.getloadavg()
     result: dict[str, Any] = {"config": vars(args), "load_average_before": load_before}
     try:
         parts = args.parts.split(",")
+        if "core" in parts:
+            result["core"] = core_part(args, tmp)
+            print("core:", result["core"])
         if "http" in parts:
             result["http"] = http_part(args, tmp)
             print("http:", result["http"])
@@ -407,7 +482,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     result["load_average_after"] = os.getloadavg()
     result["targets"] = {"http_events_per_s": 50_000, "stream_events_per_s": 50_000, "visible_p99_ms": 10}
-    print(f"written {save('events', result)}")
+    everything = set(parts) >= {"http", "kafka", "redis", "visible"}
+    print(f"written {save('events' if everything else 'events-' + '-'.join(parts), result)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stream records parsed in one pass by Arrow's JSON reader equal the per-record path, whenever it answers."""
+"""JSON events to text columns: the column-wise path for flat objects equals the general loop on random batches."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS
-from propensity.events.live import event_columns, json_records_table
-
-KNOWN_FIELDS = frozenset((*CORE_FIELDS, *PROPERTY_FIELDS))
+from propensity.events.live import event_columns
 
 _KEYS = ("event_id", "customer_id", "event_type", "event_time", "amount", "quantity", "sku", "category",
          "channel", "page", "device", "Page", "available_at", "properties")  # fmt: skip
@@ -63,37 +60,10 @@ def _records(draw: Any) -> list[bytes]:
 
 @settings(max_examples=120, deadline=None)
 @given(_records())
-def test_one_pass_parse_equals_the_per_record_path_whenever_it_answers(records: list[bytes]) -> None:
+def test_flat_objects_column_wise_equal_the_general_loop(records: list[bytes]) -> None:
     parsed_all = [orjson.loads(r) for r in records if _is_json(r)]
     if parsed_all:  # the flat objects' column-wise path equals the general loop
         general, general_errors = event_columns(parsed_all, fast=False)
         flat, flat_errors = event_columns(parsed_all)
         assert [e.to_json() for e in flat_errors] == [e.to_json() for e in general_errors]
         assert flat.equals(general)
-    fast = json_records_table(records)
-    if fast is None:
-        return
-    parsed = [orjson.loads(r) for r in records]  # it answered: every record is a JSON object
-    assert all(isinstance(p, dict) for p in parsed)
-    slow, errors = event_columns(parsed)
-    assert errors == []
-    # The same columns with the same values; the known fields may come in another order (nothing reads them by
-    # position), the extra fields (kept in `properties` in this order) in the same.
-    assert sorted(fast.column_names) == sorted(slow.column_names)
-    for name in fast.column_names:
-        assert fast.column(name).equals(slow.column(name)), name
-    extras = [n for n in slow.column_names if n not in KNOWN_FIELDS]
-    assert [n for n in fast.column_names if n not in KNOWN_FIELDS] == extras
-
-
-def test_the_plain_case_takes_the_one_pass_parse() -> None:
-    records = [
-        orjson.dumps({"event_id": f"e{i}", "customer_id": "c1", "event_type": "purchase",
-                      "event_time": "2024-05-01T12:30:00Z", **({"amount": 20} if i % 2 else {}), "page": "/x"})
-        for i in range(10)
-    ]  # fmt: skip
-    fast = json_records_table(records)
-    assert fast is not None
-    slow = event_columns([orjson.loads(r) for r in records])[0]
-    assert sorted(fast.column_names) == sorted(slow.column_names)
-    assert fast.select(slow.column_names).equals(slow)

@@ -34,14 +34,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 
 from propensity.config.spec import EventRules, EventSource
 from propensity.core.errors import PropensityError
 from propensity.core.event import CORE_FIELDS, EVENT_SCHEMA, PROPERTY_FIELDS
 from propensity.events.readers import ROW
 from propensity.events.spool import KIND_EVENTS, KIND_QUARANTINE, SpoolWriter
-from propensity.events.validate import case_clashes, define_macros, staging_sql
+from propensity.events.validate import define_macros, staging_sql
 
 LIVE_SOURCE = EventSource(name="api", path="")
 MAX_BATCH = 10_000
@@ -184,76 +183,6 @@ def _flat_columns(events: Sequence[Any]) -> pa.Table | None:
             columns[k] = pa.array(values, pa.string())
     except TypeError:
         return None
-    return pa.table(columns)
-
-
-_NUMERIC_TEXT = frozenset(("amount", "quantity"))  # fields read only as numbers: 3 and 3.0 are the same there
-# Known text fields are read as text (Arrow would otherwise turn ISO 8601 text into timestamps); the numbers and
-# any extra field are inferred.
-_JSON_PARSE = pajson.ParseOptions(
-    explicit_schema=pa.schema(
-        [(n, pa.string()) for n in sorted(_KNOWN - {"amount", "quantity", "properties"})]
-    ),
-    newlines_in_values=False,
-    unexpected_field_behavior="infer",
-)
-
-
-def json_records_table(records: Sequence[bytes | str]) -> pa.Table | None:
-    """Stream records (JSON objects as text) → :func:`event_columns`' table, parsed by Arrow's JSON reader in one
-    pass; None unless every record is the plain case (one flat object per record, every field text or null, or
-    a number in ``amount``/``quantity``), which the per-record path then handles (and says what is wrong).
-    Equal to ``event_columns([orjson.loads(r) for r in records])`` whenever it answers (tested)."""
-    if not records:
-        return None
-    try:
-        data = b"\n".join(records)  # type: ignore[arg-type]
-    except TypeError:  # text records
-        data = b"\n".join(r if isinstance(r, bytes) else r.encode() for r in records)
-    if data.count(b"\n") != len(records) - 1 or b"\r" in data:  # one line per record, or not the plain case
-        return None
-    try:
-        read = pajson.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1))
-        table = pajson.read_json(pa.py_buffer(data), read_options=read, parse_options=_JSON_PARSE)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeError):
-        return None
-    if table.num_rows != len(records):
-        return None
-    # A column of the explicit schema is there even when no record has the field: keep it only where some record
-    # has it (a null counts, as in the per-record path). When all its values are null, the raw text tells: no
-    # mention of the name means no record has it; any mention (maybe as a value) is left to the per-record path.
-    keep = []
-    for i, (name, col) in enumerate(zip(table.column_names, table.columns, strict=True)):
-        if name in _KNOWN and col.null_count == len(col):
-            if b"\\" in data or f'"{name}"'.encode() in data:  # escapes could spell the name differently
-                return None
-            continue
-        keep.append(i)
-    table = table.select(keep)
-    if not table.column_names or case_clashes(table.column_names):
-        return None
-    columns = {}
-    for name, col in zip(table.column_names, table.columns, strict=True):
-        if name in _PLATFORM or not _FIELD_NAME.match(name) or name in columns:
-            return None
-        t = col.type
-        if pa.types.is_string(t) or pa.types.is_null(t):
-            columns[name] = col.cast(pa.string())
-        elif name in _NUMERIC_TEXT and pa.types.is_integer(t):
-            columns[name] = pa.array([None if v is None else repr(v) for v in col.to_pylist()], pa.string())
-        elif name in _NUMERIC_TEXT and pa.types.is_floating(t):
-            # A column mixing 3 and 2.5 is read as doubles: a whole number may have been written either way, so
-            # its own record says which (as the per-record path writes it: "3" or "3.0").
-            texts = []
-            for i, v in enumerate(col.to_pylist()):
-                if v is not None and v.is_integer():
-                    v = orjson.loads(records[i]).get(name)
-                    if type(v) is not int and type(v) is not float:
-                        return None
-                texts.append(None if v is None else repr(v))
-            columns[name] = pa.array(texts, pa.string())
-        else:
-            return None
     return pa.table(columns)
 
 
@@ -497,9 +426,6 @@ class LiveIngest:
         the quarantine with their origin. Returns once all of it is durable."""
         started = time.perf_counter()
         quarantine: list[dict[str, Any]] = []
-        fast = json_records_table(records)
-        if fast is not None:  # the common case: no record needs a word of its own before validation
-            return self._accept_table(fast, records, origins, source, started)
         parsed: list[Any] = []
         keep: list[int] = []
         for i, raw in enumerate(records):
@@ -533,23 +459,6 @@ class LiveIngest:
                 for r in bad.select(["row_number", "reason", "detail"]).to_pylist():
                     i = keep[int(r["row_number"]) - 1]
                     quarantine.append(_q(origins[i], records[i], str(r["reason"]), str(r["detail"])))
-        return self._finish_records(staged, quarantine, records, source, started)
-
-    def _accept_table(
-        self,
-        table: pa.Table,
-        records: Sequence[bytes | str],
-        origins: Sequence[Origin],
-        source: EventSource,
-        started: float,
-    ) -> LiveResult:
-        staged = self._validate(table, source)
-        bad = staged.filter(pc.is_valid(staged.column("reason")))
-        quarantine = [
-            _q(origins[int(r["row_number"]) - 1], records[int(r["row_number"]) - 1], str(r["reason"]),
-               str(r["detail"]))
-            for r in bad.select(["row_number", "reason", "detail"]).to_pylist()
-        ]  # fmt: skip
         return self._finish_records(staged, quarantine, records, source, started)
 
     def _finish_records(
