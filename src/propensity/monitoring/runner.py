@@ -440,6 +440,8 @@ def model_monitors(
     plans: dict[str, dict[str, Any]] = {}
     parts: list[pa.Table] = []  # (customer_id, as_of) rows to compute features for
     for name, info in sorted(bundle.manifest.actions.items()):
+        if (info.definition or {}).get("kind") == "table":
+            continue  # a labelled table's model has no event-defined outcome to monitor here (not built yet)
         action = Action.model_validate(info.definition)
         quantiles = info.score_quantiles or []
         threshold = settings.precision_thresholds.get(name)

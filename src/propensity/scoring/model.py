@@ -68,7 +68,8 @@ class ActionModel:
 
     def action(self) -> Action | None:
         """The trained action definition, parsed; None for a bundle that does not record it."""
-        if not self.definition:
+        if not self.definition or self.definition.get("kind") == "table":
+            # A labelled table's model (`train --table`) is not an event action: no horizon, no eligibility.
             return None
         return Action.model_validate(self.definition)
 

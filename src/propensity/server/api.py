@@ -128,6 +128,16 @@ async def predict_batch(request: Request) -> Response:
     """``POST /v1/predict``: up to 1,000 customers, scored as one batch."""
     state = _state(request)
     data = PredictBatch.model_validate(await read_json(request, state.max_body_bytes))
+    if data.features is not None:
+        from propensity.serving.service import FeatureInputError
+
+        try:
+            body = state.service.predict_features(data.features, data.actions, customer_id=data.customer_id)
+        except FeatureInputError as exc:
+            raise ApiError(422, "invalid_features", str(exc), field=exc.problems[0]["field"],
+                           errors=exc.problems[:100]) from None  # fmt: skip
+        return json_response(body)
+    assert data.customer_ids is not None
     body = await state.service.apredict_many(data.customer_ids, data.actions)
     return json_response(body)
 

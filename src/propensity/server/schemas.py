@@ -57,12 +57,34 @@ class PredictQuery(BaseModel):
     ] = False
 
 
-class PredictBatch(_Strict):
-    """Body of ``POST /v1/predict``."""
+FeatureValue = Annotated[str, StringConstraints(max_length=MAX_TEXT_LENGTH)] | float | int | bool | None
 
-    customer_ids: Annotated[list[CustomerId], Field(min_length=1, max_length=MAX_CUSTOMERS)]
+
+class PredictBatch(_Strict):
+    """Body of ``POST /v1/predict``: ``customer_ids`` (scored from the online store), or ``features`` (one row
+    scored as given: the bundle's feature names → values, checked against its feature schema)."""
+
+    customer_ids: Annotated[list[CustomerId] | None, Field(min_length=1, max_length=MAX_CUSTOMERS)] = None
+    features: Annotated[
+        dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], FeatureValue] | None,
+        Field(
+            description="Feature name → value for one row scored as it is (a labelled table's columns, or the "
+            "project's features): numbers for numeric features, text for categories, null for missing. Unknown "
+            "or mistyped fields are a 422 naming them.",
+            max_length=1000,
+        ),
+    ] = None
+    customer_id: Annotated[
+        CustomerId | None, Field(description="With features: the id the answer carries (optional).")
+    ] = None
     actions: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None,
                        Field(description="Action names; all when absent.")] = None  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictBatch:
+        if (self.customer_ids is None) == (self.features is None):
+            raise ValueError("send customer_ids (scored from the store) or features (one row), not both")
+        return self
 
 
 def json_depth(value: Any, limit: int = MAX_DEPTH) -> int:
@@ -269,6 +291,12 @@ class BatchResult(BaseModel):
 
 class BatchPrediction(_Meta):
     results: list[BatchResult]
+    features_supplied: bool | None = Field(
+        default=None, description="With features: true (one result, scored from the supplied row)."
+    )
+    missing_features: list[str] | None = Field(
+        default=None, description="With features: the model's features the row did not give (missing values)."
+    )
 
 
 class EventsAccepted(BaseModel):

@@ -43,6 +43,14 @@ MAX_CUSTOMERS = 1000
 CANARY_SALT = "canary"  # one salt for every candidate: a customer in the canary share stays in it
 
 
+class FeatureInputError(ValueError):
+    """Supplied features that do not fit the model's feature schema; ``problems`` lists each field's."""
+
+    def __init__(self, message: str, problems: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 class UnknownActionError(ValueError):
     """An ``actions`` parameter naming an action that is neither in the served model nor declared."""
 
@@ -323,6 +331,70 @@ class ScoringService:
         vectors = self.store.vectors(customer_ids, now)
         known = [self.store.knows(c) for c in customer_ids]
         return self._many(customer_ids, actions, vectors, known, now, started)
+
+    def predict_features(
+        self,
+        features: dict[str, Any],
+        actions: Sequence[str] | None = None,
+        *,
+        customer_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One row scored as given (``POST /v1/predict`` with ``features``): the production model's feature
+        names → values, checked against its feature schema (a number for a numeric feature, text for a category,
+        null for missing); unknown or mistyped fields raise :class:`FeatureInputError` naming each. Features not
+        given are missing values (listed in the answer). Eligibility rules read the online store, so they are
+        not applied to supplied rows (``eligible`` is null)."""
+        started = time.perf_counter()
+        wanted = self.resolve_actions(actions)
+        model = self.model
+        if model is None:
+            raise NoModelError("no model is loaded; train one and promote it (`propensity models promote`)")
+        kinds = {c: ("category" if v is not None else "number") for c, v in zip(model.columns, model.column_vocab, strict=True)}  # fmt: skip
+        problems = []
+        for name, value in features.items():
+            kind = kinds.get(name)
+            if kind is None:
+                problems.append({"field": f"features.{name}", "message": "not a feature of the production "
+                                 f"model {model.version} (its features: {', '.join(model.columns)})"})  # fmt: skip
+            elif value is None:
+                continue
+            elif kind == "number" and not isinstance(value, int | float | bool):
+                problems.append(
+                    {"field": f"features.{name}", "message": f"a number is expected, got {value!r}"}
+                )
+            elif kind == "category" and not isinstance(value, str):
+                problems.append({"field": f"features.{name}", "message": f"text (a category) is expected, got {value!r}"})  # fmt: skip
+        if problems:
+            raise FeatureInputError(
+                "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5]), problems
+            )
+        names = list(features)
+        row = model.encoder_for(names).encode([features[n] for n in names])
+        probs = model.probabilities(row)
+        scores: dict[str, dict[str, Any]] = {}
+        for name in wanted:
+            if name not in model.actions:
+                scores[name] = {"probability": None, "percentile": None, "segment": None, "eligible": None,
+                                "fallback": False}  # fmt: skip
+                continue
+            i = model.action_names.index(name)
+            p = float(probs[i])
+            scores[name] = {"probability": p, "percentile": model.percentile(i, p), "segment": model.segment(i, p),
+                            "eligible": None, "fallback": False}  # fmt: skip
+        now = datetime.now(UTC)
+        # The batch answer's shape (one result), so the endpoint has one documented response.
+        return {
+            "model_version": model.version,
+            "feature_set_version": model.feature_set_version,
+            "scored_at": _iso(now),
+            "expiration_at": _iso(now + self.ttl),
+            "fallback": False,
+            "canary": False,
+            "results": [{"customer_id": customer_id or "", "cold_start": False, "scores": scores}],
+            "features_supplied": True,
+            "missing_features": [c for c in dict.fromkeys(model.columns) if c not in features],
+            "latency_ms": round((time.perf_counter() - started) * 1000.0, 4),
+        }
 
     async def apredict_many(
         self, customer_ids: Sequence[str], actions: Sequence[str] | None = None
