@@ -9,6 +9,7 @@ like 30d, 12h, 90m``.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -34,6 +35,7 @@ from propensity.config.serving import ServingSettings
 from propensity.config.tables import TableSpec
 from propensity.config.training import TrainingSettings
 from propensity.config.warehouse import SqlQuery
+from propensity.core.clock import Clock
 from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS, STANDARD_EVENT_TYPES
 
 SPEC_FILENAME = "propensity.yaml"
@@ -263,6 +265,13 @@ class ProjectSpec(StrictModel):
         description="The project's calendar: times written without an offset (a date-only --as-of, spine "
         "dates, cutoffs) are wall-clock times here, calendar slides (1mo) and event_date follow it.",
     )
+    clock: Clock = Field(
+        default="live",
+        description="What 'now' is for commands that take an as-of (score, monitor, features, serve): `live` "
+        "is the wall clock (events keep arriving; a newest event older than the freshness threshold is "
+        "reported as stale data); `data` is the event log's newest event (a fixed history: the example "
+        "projects, demos, backtests).",
+    )
     entity: Entity = Field(default_factory=Entity)
     events: EventRules = Field(default_factory=EventRules)
     sources: list[EventSource] = Field(default_factory=list)
@@ -381,6 +390,13 @@ class ProjectSpec(StrictModel):
                 ],
             )
         return self
+
+    @property
+    def freshness_threshold(self) -> timedelta:
+        """How old the newest event may be before data counts as stale: the alert level of the
+        ``freshness_silence`` monitor (``alerts.thresholds.freshness_silence``, 24 hours by default), used by
+        the staleness warnings, the monitors and the activation gate alike."""
+        return timedelta(hours=self.alerts.threshold("freshness_silence", "").alert)
 
     def action(self, name: str) -> Action:
         for action in self.actions:

@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 
 from propensity.config.spec import ProjectSpec
 from propensity.core.errors import PropensityError
+from propensity.core.clock import maturity_horizon
+from propensity.events.clock import label_horizon, newest_event_time
 from propensity.labels.labels import event_filter_sql
 
 OUTCOME_COLUMNS = ("customer_id", "action", "window_start", "holdout_group", "segment", "score", "outcome",
@@ -33,12 +35,9 @@ class ScoreRowsError(PropensityError):
 
 
 def data_end(con: duckdb.DuckDBPyConnection, spec: ProjectSpec) -> datetime | None:
-    """Where the event data is complete up to: ``training.spine.data_end`` or the latest event time."""
-    if spec.training.spine.data_end is not None:
-        return spec.training.spine.data_end
-    row = con.execute("SELECT max(event_time) FROM events").fetchall()[0]
-    value: datetime | None = row[0]
-    return value
+    """Where outcome windows may have closed up to: the newest event time, never later than
+    ``training.spine.data_end`` when declared (:func:`propensity.events.clock.label_horizon`)."""
+    return label_horizon(con, declared=spec.training.spine.data_end)
 
 
 def _empty() -> pa.Table:
@@ -88,7 +87,8 @@ def outcomes(
     rows = rows.add_column(2, "window_start", start.cast(pa.timestamp("us", tz="UTC")))
     if rows.num_rows == 0:
         return _empty()
-    limit = end or data_end(con, spec)
+    # Never past the newest event, even when the caller asks for a later end: an open window is no outcome.
+    limit = maturity_horizon(newest_event_time(con), declared=end or spec.training.spine.data_end)
     if limit is None:
         return _empty()
     known = {a.name for a in spec.actions}

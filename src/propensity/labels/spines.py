@@ -22,6 +22,7 @@ import duckdb
 
 from propensity.config.actions import Action
 from propensity.config.training import SpineSettings
+from propensity.core.clock import is_matured, maturity_horizon
 from propensity.core.errors import PropensityError
 
 
@@ -38,11 +39,16 @@ class DataRange:
 
 
 def data_range(con: duckdb.DuckDBPyConnection, settings: SpineSettings) -> DataRange:
+    """The log's first event and where labels may have matured up to: the newest event, never later than a
+    declared ``data_end`` (:func:`propensity.core.clock.maturity_horizon`; a declared end past the newest event
+    would count windows nobody has seen as closed)."""
     rows = con.execute("SELECT min(event_time), max(event_time), count(*) FROM events").fetchall()
     first, last, n = rows[0]
     if not n:
         raise NoDataError("the event log is empty; ingest events first (`propensity ingest` or `quickstart`)")
-    return DataRange(start=first, end=settings.data_end or last)
+    end = maturity_horizon(last, declared=settings.data_end)
+    assert end is not None
+    return DataRange(start=first, end=end)
 
 
 def _ceil_grid(t: datetime, align: datetime, slide: timedelta) -> datetime:
@@ -110,4 +116,4 @@ def next_cutoff(settings: SpineSettings, cutoffs: list[datetime], t: datetime, z
 def matured_cutoffs(cutoffs: list[datetime], action: Action, data_end: datetime) -> list[datetime]:
     """The cutoffs whose label window (plus label delay) has closed by ``data_end``."""
     span = action.span.timedelta
-    return [t for t in cutoffs if t + span <= data_end]
+    return [t for t in cutoffs if is_matured(t, span, data_end)]
