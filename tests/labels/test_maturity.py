@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 from tests.experiments.eventlog import score_rows
 from tests.labels.test_labels import ev, log
 
+from propensity.config.actions import Action
 from propensity.config.spec import parse_spec
+from propensity.config.training import SpineSettings
 from propensity.events.clock import label_horizon, newest_event_time
 from propensity.experiments.outcomes import outcomes
-from propensity.config.actions import Action
 from propensity.labels.labels import build_labels
 from propensity.labels.spines import data_range, grid_cutoffs, matured_cutoffs
 from propensity.monitoring.runner import matured_periods
-from propensity.config.training import SpineSettings
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -1,7 +1,8 @@
 """Validation gates: checks a scoring run must pass before anything of it is published.
 
-Schema, value ranges, null rates, the row count against the previous run, a collapsed score distribution, and
-each action's score PSI against the previous run. Any failing check blocks the run: no destination receives
+Schema, value ranges, null rates, the row count against the previous run, a collapsed score distribution,
+each action's score PSI against the previous run, and the data's freshness (a run scored as of more than the
+freshness threshold after the newest event it saw describes a silence, not customers). Any failing check blocks the run: no destination receives
 anything, and the report (stored as JSON next to the run's other activation state, and printed) says which check
 failed, with its value and threshold. ``propensity activate --force --reason TEXT`` publishes anyway and records
 who overrode what, and why, in the report and in ``overrides.jsonl``.
@@ -18,7 +19,7 @@ import getpass
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.config.destinations import GateSettings
+from propensity.core.clock import fmt_age, fmt_threshold
 from propensity.core.score_row import SCORE_ROW_SCHEMA
 from propensity.core.stats import psi
 
@@ -154,6 +156,33 @@ def run_gates(
         reference = _eligible_scores(previous, action) if previous is not None else None
         checks.append(check_psi(current, reference, settings, action))
     return GateReport(run_id, previous_run_id, checks)
+
+
+def check_freshness(as_of: datetime, newest_event: datetime | None, threshold: timedelta) -> GateCheck:
+    """A run scored as of more than the freshness threshold after the newest event it could see is about a
+    silence, not about customers (every recency feature has aged, every window count has drained): blocked."""
+    limit_h = threshold.total_seconds() / 3600.0
+    if (
+        newest_event is None
+    ):  # rows scored elsewhere, or a workspace without an event log: nothing to judge by
+        return GateCheck(
+            "freshness", True, None, limit_h, "no event in this workspace's log to judge freshness by"
+        )
+    age = as_of - newest_event
+    hours = age.total_seconds() / 3600.0
+    newest = f"{newest_event.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if age <= threshold:
+        return GateCheck(
+            "freshness", True, hours, limit_h,
+            f"scored {fmt_age(age)} after the newest event ({newest}); threshold {fmt_threshold(threshold)}",
+        )  # fmt: skip
+    return GateCheck(
+        "freshness", False, hours, limit_h,
+        f"scored as of {as_of.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {fmt_age(age)} after the newest event "
+        f"({newest}), more than the freshness threshold of {fmt_threshold(threshold)}: the scores describe a "
+        "silence in the data; ingest the missing events and score again, or score as of the data's end "
+        "(`propensity score --as-of`, or `clock: data` in propensity.yaml)",
+    )  # fmt: skip
 
 
 def check_schema(rows: pa.Table) -> GateCheck:

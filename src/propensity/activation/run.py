@@ -31,7 +31,7 @@ from propensity.activation.destinations.base import (
     fresh_rows,
     select_actions,
 )
-from propensity.activation.gates import GateCheck, GateReport, run_gates
+from propensity.activation.gates import GateCheck, GateReport, check_freshness, run_gates
 from propensity.core.errors import PropensityError
 from propensity.workspace import Workspace
 
@@ -160,7 +160,7 @@ def activate(
     previous = store.latest_run(before=run.scored_at.isoformat(), status="complete")
     previous_rows = store.read_run(previous.run_id) if previous is not None else None
     report = gate(workspace, rows, previous_rows, run_id=run.run_id,
-                  previous_run_id=previous.run_id if previous else None)  # fmt: skip
+                  previous_run_id=previous.run_id if previous else None, run=run)  # fmt: skip
     if force is not None and report.failed:
         report.force(force)
     report.save(gates_dir(workspace))
@@ -232,8 +232,10 @@ def gate(
     *,
     run_id: str,
     previous_run_id: str | None,
+    run: Any = None,
 ) -> GateReport:
-    """The workspace's gates, plus the score-row contract (core/contract.py)."""
+    """The workspace's gates, plus the score-row contract (core/contract.py) and, given the ``run`` (a
+    :class:`~propensity.scoring.score_store.ScoringRun`), the freshness of the data it was scored on."""
     settings = workspace.spec.gates
     if not settings.enabled:
         skipped = GateCheck(
@@ -249,7 +251,25 @@ def gate(
     problems = validate_rows(rows)
     message = "rows honour the score row contract" if not problems else "; ".join(problems[:5])
     report.checks.insert(1, GateCheck("contract", not problems, float(len(problems)), 0.0, message))
+    if run is not None:
+        report.checks.append(
+            check_freshness(run.as_of, _newest_event(workspace, run), workspace.spec.freshness_threshold)
+        )
     return report
+
+
+def _newest_event(workspace: Workspace, run: Any) -> datetime | None:
+    """The newest event the run could see: recorded with the run by batch scoring, else read from the log."""
+    recorded = (run.details or {}).get("data_clock", {}).get("newest_event")
+    if recorded:
+        return datetime.fromisoformat(recorded)
+    from propensity.events.clock import newest_event_time
+    from propensity.events.log import DuckDBEventLog
+
+    if not workspace.db_path.exists():
+        return None
+    with DuckDBEventLog(workspace.db_path).connection(read_only=True) as con:
+        return newest_event_time(con, run.as_of)
 
 
 def _record_on_run(store: Any, run: Any, report: GateReport) -> None:

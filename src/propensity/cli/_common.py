@@ -80,6 +80,20 @@ def parse_time(value: str | None, zone: str = "UTC", option: str = "--as-of") ->
         ) from None
 
 
+def warn_stale(message: str | None) -> None:
+    """Say, prominently, that a command worked on stale data (see :mod:`propensity.core.clock`)."""
+    if not message:
+        return
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    from propensity.cli.app import err_console
+
+    err_console.print(
+        Panel(escape(message[0].upper() + message[1:]), title="stale data", border_style="bold yellow")
+    )
+
+
 def fmt_int(n: Any) -> str:
     return f"{int(n):,}"
 

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from propensity.cli import features_ops
-from propensity.cli._common import WorkspaceOption, console, open_workspace, parse_as_of
+from propensity.cli._common import WorkspaceOption, console, open_workspace, parse_as_of, warn_stale
 from propensity.core.errors import PropensityError
 
 features_app = typer.Typer(
@@ -38,8 +38,7 @@ AsOfOption = typer.Option(
     None,
     "--as-of",
     help="The time to compute as of: YYYY-MM-DD or an ISO datetime (in the project's timezone unless it has "
-    "an offset). "
-    "Default: the latest available_at in the event log.",
+    "an offset). Default: now, or the event log's newest event when propensity.yaml says `clock: data`.",
 )
 
 
@@ -53,11 +52,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _latest(con: Any) -> datetime:
-    (latest,) = con.execute("SELECT max(available_at) FROM events").fetchall()[0]
-    if latest is None:
+def _as_of(con: Any, ws: Any, text: str | None) -> datetime:
+    """--as-of, else the project's clock (now, or the log's end under `clock: data`); warns on stale data."""
+    from propensity.events.clock import DataClock
+
+    clock = DataClock.of(con, ws.spec)
+    if clock.newest_event is None:
         raise PropensityError("the event log is empty; run `propensity ingest` first")
-    return latest if isinstance(latest, datetime) else datetime.fromisoformat(str(latest))
+    t = clock.as_of(parse_as_of(text, ws.spec.timezone) if text else None)
+    warn_stale(clock.warning(t))
+    return t
 
 
 def _require_features(ws: Any) -> Any:
@@ -94,7 +98,7 @@ def show(
     ws = open_workspace(workspace, require_spec=True)
     plan = FeaturePlan(_require_features(ws))
     with open_event_log(ws).connection(read_only=True) as con:
-        t = parse_as_of(as_of, ws.spec.timezone) if as_of else _latest(con)
+        t = _as_of(con, ws, as_of)
         (known,) = con.execute(
             "SELECT (SELECT count(*) FROM events WHERE customer_id = $c) "
             "+ (SELECT count(*) FROM attributes WHERE customer_id = $c)",
@@ -159,7 +163,7 @@ def describe(
     ws = open_workspace(workspace, require_spec=True)
     plan = FeaturePlan(_require_features(ws))
     with open_event_log(ws).connection(read_only=True) as con:
-        t = parse_as_of(as_of, ws.spec.timezone) if as_of else _latest(con)
+        t = _as_of(con, ws, as_of)
         table, stats = describe_features(con, plan, as_of=t, sample=sample, seed=seed)
     console.print(
         f"[bold]feature set {plan.version}[/]: {len(plan.names)} features, statistics over "

@@ -8,7 +8,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, console, open_workspace, parse_time, progress_bar
+from propensity.cli._common import (
+    WorkspaceOption,
+    console,
+    open_workspace,
+    parse_time,
+    progress_bar,
+    warn_stale,
+)
 from propensity.core.errors import PropensityError
 
 monitor_app = typer.Typer(
@@ -26,32 +33,63 @@ def _fmt(v: float) -> str:
 
 
 def print_run(run: Any, *, all_results: bool = True) -> None:
+    """The run's results, ranked: each data failure (freshness, volume) first with the drift it explains
+    indented under it, then the other firing results, then (``all_results``) the ones that are ok."""
+    from rich.markup import escape
+
+    from propensity.core.clock import STALE_PREFIX
+    from propensity.monitoring.ranking import rank
+
+    groups = rank(run.results)
     table = Table(title=f"monitors as of {run.as_of.isoformat()} (run {run.run_id})")
     for col, justify in (("monitor", "left"), ("subject", "left"), ("value", "right"), ("warning >", "right"),
                          ("alert >", "right"), ("status", "left")):  # fmt: skip
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    order = {"alert": 0, "warning": 1, "ok": 2}
-    for r in sorted(run.results, key=lambda r: (order[r.status], r.name, r.subject)):
-        if all_results or r.status != "ok":
-            style = _STYLE[r.status]
-            table.add_row(r.name, r.subject, _fmt(r.value), f"{r.warning:g}", f"{r.alert:g}",
-                          f"[{style}]{r.status}[/]")  # fmt: skip
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+
+    def row(r: Any, indent: str = "") -> None:
+        style = _STYLE[r.status]
+        table.add_row(indent + r.name, r.subject, _fmt(r.value), f"{r.warning:g}", f"{r.alert:g}",
+                      f"[{style}]{r.status}[/]")  # fmt: skip
+
+    for g in groups:
+        row(g.lead)
+        for r in g.explained:
+            row(r, "  ↳ ")
+    if all_results:
+        for r in sorted((r for r in run.results if r.status == "ok"), key=lambda r: (r.name, r.subject)):
+            row(r)
     console.print(table)
     for note in run.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        if not note.startswith(STALE_PREFIX):  # shown in its own panel before the run
+            console.print(f"[yellow]note:[/] {escape(note)}")
+    if groups:
+        console.print("[bold]ranked[/] (most telling first):")
+        for i, g in enumerate(groups[:10], 1):
+            console.print(f"  {i}. [{_STYLE[g.lead.status]}]{g.lead.status}[/] {escape(g.headline())}")
+        if len(groups) > 10:
+            console.print(f"  … {len(groups) - 10} more")
 
 
 @monitor_app.callback()
 def monitor(
     ctx: typer.Context,
     workspace: Path = WorkspaceOption,
-    as_of: str = typer.Option(None, "--as-of", help="Monitor as of this UTC time (ISO 8601); default: now."),
+    as_of: str = typer.Option(
+        None,
+        "--as-of",
+        help="Monitor as of this UTC time (ISO 8601); default: now, or the event log's end when propensity.yaml "
+        "says `clock: data`.",
+    ),
     report: Path = typer.Option(None, "--report", help="Also write the HTML/JSON report into this folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the run as JSON instead of a table."),
     quiet_ok: bool = typer.Option(False, "--only-firing", help="List only warnings and alerts."),
 ) -> None:
     """Run every monitor, store the results in the workspace, send alerts; exit code 1 when any alert fires
     (so cron or CI can act on it).
+
+    Firing results are ranked: a failure of the data itself (a silent source, a volume drop) comes first, with
+    the feature and score drift it causes grouped under it. Labels count as matured only up to the event log's
+    newest event, whatever the wall clock says.
 
     Examples:
 
@@ -71,6 +109,11 @@ def monitor(
         when = parse_time(as_of, ws.spec.timezone)
     except PropensityError as exc:
         raise typer.BadParameter(str(exc).removeprefix("--as-of: "), param_hint="--as-of") from None
+    if not as_json:
+        from propensity.events.clock import DataClock
+
+        clock = DataClock.read(ws)
+        warn_stale(clock.warning(clock.as_of(when)))
     with progress_bar() as bar:
         task = bar.add_task("monitors", total=3)
 

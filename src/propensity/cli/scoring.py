@@ -20,6 +20,7 @@ from propensity.cli._common import (
     open_workspace,
     parse_time,
     progress_bar,
+    warn_stale,
 )
 from propensity.core.errors import PropensityError
 
@@ -80,7 +81,8 @@ def score(
     as_of: str | None = typer.Option(
         None,
         "--as-of",
-        help="Score as of this time (ISO 8601; a date alone is midnight in the project's timezone); default now.",
+        help="Score as of this time (ISO 8601; a date alone is midnight in the project's timezone); default: "
+        "now, or the event log's end when propensity.yaml says `clock: data`.",
     ),
     action: list[str] = typer.Option(None, "--action", "-a", help="Score only this action (repeatable)."),
     customers_file: Path | None = typer.Option(
@@ -122,8 +124,9 @@ def score(
 ) -> None:
     """Score every known customer for every action into the score table, as one new run.
 
-    The production bundle scores each eligible customer as of --as-of (default now) with point-in-time
-    features; actions without a model get the rule-based fallback. Segments, reason codes, holdout groups and
+    The production bundle scores each eligible customer as of --as-of with point-in-time features (default:
+    now; the event log's end under `clock: data`; a warning says when the newest event is older than the
+    freshness threshold, and `propensity activate` refuses such a run); actions without a model get the rule-based fallback. Segments, reason codes, holdout groups and
     the decision policy (next best action) are added, the rows are checked against the data contract, and the
     run is written to the store in the `scoring` section (the workspace's DuckDB file by default). A run that
     breaks the contract is not written (exit code 1). Every row carries the as_of it describes.
@@ -179,6 +182,8 @@ def score(
                 ws, as_of=when, customers=ids, actions=action or None, bundle=bundle,
                 progress=_scoring_progress(bar),
             )  # fmt: skip
+    if not triggers:
+        warn_stale(result.run.details.get("stale_data"))  # stderr: --json's stdout stays JSON
     if not as_json:
         if triggers:
             _print_trigger_summary(result)

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 
 from propensity.core.clock import maturity_horizon, resolve_as_of, staleness, utc
-from propensity.events.log import DuckDBEventLog
+from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
 
@@ -66,7 +66,7 @@ class DataClock:
             return cls(
                 workspace.spec.clock, None, workspace.spec.freshness_threshold, now or datetime.now(UTC)
             )
-        with workspace.write_lock(), DuckDBEventLog(workspace.db_path).connection(read_only=True) as con:
+        with workspace.write_lock(), open_event_log(workspace).connection(read_only=True) as con:
             return cls.of(con, workspace.spec, now=now)
 
     def seen_at(self, con: duckdb.DuckDBPyConnection, as_of: datetime) -> DataClock:

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from propensity.config.spec import ProjectSpec
-from propensity.core.errors import PropensityError
 from propensity.core.clock import maturity_horizon
+from propensity.core.errors import PropensityError
 from propensity.events.clock import label_horizon, newest_event_time
 from propensity.labels.labels import event_filter_sql
 

@@ -21,6 +21,7 @@ import httpx
 from propensity.config.monitoring import AlertSettings, WebhookSink
 from propensity.core.hashing import digest
 from propensity.monitoring.monitors import SEVERITY, MonitorResult, finite_or_none
+from propensity.monitoring.ranking import explained_by, rank
 from propensity.monitoring.store import MonitorRun
 from propensity.workspace import Workspace
 
@@ -77,10 +78,14 @@ def alerts_for(run: MonitorRun, settings: AlertSettings) -> list[Alert]:
     if not settings.enabled:
         return []
     level = SEVERITY[settings.min_status]
+    causes = explained_by(run.results)
+    # Ranked: a data failure first, then what it explains (each saying so), then the rest.
+    ordered = [r for g in rank(run.results) for r in (g.lead, *g.explained)]
     return [
         Alert(run.run_id, run.as_of.isoformat(), r.name, r.subject, r.status, finite_or_none(r.value), r.warning,
-              r.alert, describe(r))
-        for r in run.results
+              r.alert, describe(r) + (f" (explained by {causes[r.key]}: fix the data first)"
+                                      if r.key in causes else ""))
+        for r in ordered
         if SEVERITY[r.status] >= level
     ]  # fmt: skip
 

@@ -97,6 +97,19 @@ def ks_noise_floor(n: int, m: int) -> float:
     return 1.95 * math.sqrt((n + m) / (n * m))
 
 
+def psi_noise_floor(n: int, m: int | None, bins: int) -> float:
+    """The PSI that samples of sizes n and m (None: the reference is a known distribution) drawn from one
+    distribution exceed with probability 0.001: PSI is about (1/n + 1/m) × χ²(bins − 1) under no change
+    (χ² quantile by the Wilson–Hilferty approximation). A 10-bin PSI of 48 values against a reference of 200 is
+    noise up to about 0.72; of 20,000 against 80,000, up to about 0.002."""
+    if n <= 0:
+        return math.inf
+    k = max(bins - 1, 1)
+    z = 3.090232  # the standard normal's 0.999 quantile
+    chi2 = k * (1.0 - 2.0 / (9.0 * k) + z * math.sqrt(2.0 / (9.0 * k))) ** 3
+    return (1.0 / n + (1.0 / m if m else 0.0)) * chi2
+
+
 def feature_monitors(
     summary: FeatureSummary, current: Sequence[Any], alerts: AlertSettings
 ) -> list[MonitorResult]:
@@ -112,9 +125,13 @@ def feature_monitors(
     if summary.kind == "categorical":
         shares["categories"] = summary.categories
     if cmp.measured:
+        bins = max(len(summary.shares), 2)
+        reference_n = round(summary.n * (1.0 - summary.null_rate))
+        floor = psi_noise_floor(cmp.n_finite, reference_n, bins)
         out.append(
-            _result("feature_psi", name, cmp.psi, alerts, {"n": cmp.n, "kind": summary.kind, **shares})
-        )
+            _result("feature_psi", name, cmp.psi, alerts,
+                    {"n": cmp.n, "kind": summary.kind, "noise_floor": floor, **shares}, floor=floor)
+        )  # fmt: skip
         if cmp.ks is not None:
             floor = ks_noise_floor(len(summary.sample), cmp.n_finite)
             out.append(
@@ -158,8 +175,10 @@ def score_drift_monitor(
         psi_from_shares(bin_shares(reference, edges), bin_shares(scores, edges)) if len(scores) else math.nan
     )
     hist_edges = np.linspace(0.0, 1.0, 21)
+    floor = psi_noise_floor(len(scores), None, bins)
     details = {
         "n": len(scores),
+        "noise_floor": floor,
         "source": source,
         "mean_score": float(np.mean(scores)) if len(scores) else None,
         "reference_mean": float(np.mean(reference)),
@@ -167,7 +186,7 @@ def score_drift_monitor(
         "histogram_now": _shares(scores, hist_edges),
         "histogram_reference": _shares(reference, hist_edges),
     }
-    return _result("score_psi", action, value, alerts, details)
+    return _result("score_psi", action, value, alerts, details, floor=floor)
 
 
 def _shares(values: np.ndarray, edges: np.ndarray) -> list[float]:

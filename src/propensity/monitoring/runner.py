@@ -4,14 +4,16 @@ What each monitor looks at:
 
 * **sources** (the event log): hours since each source's last available event, the p95 delay between event
   time and availability over the last 24 hours, and the last 24 hours' volume against the trailing windows.
-* **features**: the customers known at ``as_of`` (any event available by then; a seeded hash sample of at most
-  ``monitoring.sample_customers``), with point-in-time features from the offline engine, against a reference
-  computed the same way at the production bundle's latest training cutoffs (or ``monitoring.reference.at``).
+* **features**: the customers known at the latest training-grid cutoff at or before ``as_of`` (any event
+  available by then; a seeded hash sample of at most ``monitoring.sample_customers``), with point-in-time
+  features from the offline engine, against a reference computed the same way at the production bundle's latest
+  training cutoffs (or ``monitoring.reference.at``): the same point of the week on both sides.
 * **scores** (with a production bundle): the latest scoring run of that bundle at or before ``as_of``, or else
   each action's eligible sampled customers now (the latest grid cutoff; a triggered action's triggers of
   ``monitoring.trigger_window``) scored by the bundle, against the bundle's calibrated test-score distribution;
   CBPE estimates from those scores.
-* **calibration and AUC**: per grid period whose labels have matured, the eligible sampled customers labelled
+* **calibration and AUC**: per grid period whose labels have matured by the newest event seen (never by the
+  wall clock: :func:`propensity.events.clock.label_horizon`), the eligible sampled customers labelled
   with the action's label code and scored by the bundle (each period computed once per bundle, then cached).
 """
 
@@ -31,9 +33,10 @@ import pyarrow.compute as pc
 
 from propensity.config.actions import Action
 from propensity.config.monitoring import AlertSettings, MonitoringSettings
-from propensity.core.clock import as_utc
+from propensity.core.clock import is_matured
 from propensity.core.errors import PropensityError
 from propensity.core.hashing import content_hash, sample_key_sql
+from propensity.events.clock import DataClock, label_horizon
 from propensity.events.log import open_event_log
 from propensity.features.offline import compute_features, parse_features
 from propensity.labels.labels import build_labels
@@ -63,16 +66,21 @@ def run_monitors(
     store: bool = True,
     send_alerts: bool = True,
 ) -> MonitorRun:
-    """Run every monitor as of ``as_of`` (default: now), store the run in the workspace, and send alerts.
+    """Run every monitor as of ``as_of`` (default: the project's clock: now, or the event log's end under
+    ``clock: data``), store the run in the workspace, and send alerts.
 
     Raises :class:`NoMonitorDataError` when the event log is empty.
     """
     settings, alerts = workspace.spec.monitoring, workspace.spec.alerts
     started = datetime.now(UTC)
-    as_of = as_of or started
-    as_of = as_utc(as_of)  # naive: UTC
+    # The project's clock: now (clock: live) or the event log's end (clock: data); a naive as_of is UTC.
+    clock = DataClock.read(workspace, now=started)
+    as_of = clock.as_of(as_of)
     results: list[m.MonitorResult] = []
     notes: list[str] = []
+    stale = clock.warning(as_of)
+    if stale:
+        notes.append(stale)
     # The score store takes the workspace lock itself: read it before this run takes it.
     stored = latest_stored_scores(workspace, as_of, notes)
     with workspace.write_lock(), open_event_log(workspace).connection() as con:
@@ -88,7 +96,13 @@ def run_monitors(
         if features:
             reference = feature_reference(con, workspace, bundle, features, settings, notes)
             if reference is not None:
-                current = compute_features(con, features, _spine(sample, as_of))
+                # Like for like: the reference is taken at cutoffs of the training grid (Monday 00:00 by
+                # default), so the snapshot is taken at the latest one too; a feature with a weekly rhythm
+                # (campaign sends, weekend visits) would otherwise drift with the day of the week.
+                spine = workspace.spec.training.spine
+                at = _grid_cutoff_at_or_before(as_of, spine.align, spine.slide.timedelta)
+                at_sample = sample if at == as_of else known_customers(con, at, settings.sample_customers)
+                current = compute_features(con, features, _spine(at_sample, at))
                 for f in features:
                     if f.name in reference:
                         results += m.feature_monitors(reference[f.name], current.column(f.name), alerts)
@@ -333,7 +347,8 @@ def _current_rows(
 def matured_periods(
     action: Action, as_of: datetime, *, align: datetime, slide: timedelta, start: datetime, count: int
 ) -> list[datetime]:
-    """The latest ``count`` grid periods (by their first cutoff) whose every label has matured by ``as_of``.
+    """The latest ``count`` grid periods (by their first cutoff) whose every label has matured by ``as_of``
+    (the label horizon: :func:`propensity.events.clock.label_horizon`, never the wall clock).
 
     A grid action's rows sit on the period's cutoff p (matured at p + span); a triggered action's anywhere in
     [p, p + slide) (all matured at p + slide + span).
@@ -341,6 +356,7 @@ def matured_periods(
     span = action.span.timedelta + (slide if action.trigger is not None else timedelta(0))
     out: list[datetime] = []
     p = _grid_cutoff_at_or_before(as_of - span, align, slide)
+    assert is_matured(p, span, as_of)
     while len(out) < count and p >= start - slide:
         out.append(p)
         p -= slide
@@ -437,6 +453,8 @@ def model_monitors(
         return rows.filter(pc.is_in(rows.column("customer_id"), sample_at(t)))
 
     counts = _EventCounts(con, as_of)
+    # Labels mature by the newest event seen, not by the wall clock: a window past the data's end is open.
+    horizon = label_horizon(con, as_of=as_of, declared=spine_settings.data_end) or start
     plans: dict[str, dict[str, Any]] = {}
     parts: list[pa.Table] = []  # (customer_id, as_of) rows to compute features for
     for name, info in sorted(bundle.manifest.actions.items()):
@@ -457,7 +475,7 @@ def model_monitors(
                 plan["current"] = in_sample(_current_rows(con, action, as_of, workspace,
                                                           settings.trigger_window.timedelta), as_of)  # fmt: skip
                 parts.append(plan["current"].select(["customer_id", "as_of"]))
-            for period in matured_periods(action, as_of, align=align, slide=slide, start=start,
+            for period in matured_periods(action, horizon, align=align, slide=slide, start=start,
                                           count=settings.calibration_periods):  # fmt: skip
                 closes = (
                     period + action.span.timedelta + (slide if action.trigger is not None else timedelta(0))
@@ -467,7 +485,7 @@ def model_monitors(
                 if hit is not None:
                     plan["cached"][period] = hit
                     continue
-                rows = build_labels(con, action, [period], slide=slide, align=align, data_end=as_of)
+                rows = build_labels(con, action, [period], slide=slide, align=align, data_end=horizon)
                 plan["missing"][period] = in_sample(rows, period)
                 parts.append(plan["missing"][period].select(["customer_id", "as_of"]))
         except (PropensityError, ValueError) as exc:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import duckdb
 
 from propensity.monitoring.monitors import MonitorResult, Status, worst
+from propensity.monitoring.ranking import rank
 
 RUNS_DDL = """
 CREATE TABLE IF NOT EXISTS monitor_runs (
@@ -74,6 +75,8 @@ class MonitorRun:
             "bundle_id": self.bundle_id,
             "status": self.status,
             "notes": self.notes,
+            # Firing results ranked, a data failure first with the drift it explains (monitoring/ranking.py).
+            "groups": [g.to_json() for g in rank(self.results)],
             "results": [r.to_json() for r in self.results],
         }
 

@@ -34,6 +34,7 @@ from propensity.core.errors import PropensityError
 from propensity.core.holdout import groups_for
 from propensity.core.manifest import ActionManifest, BundleManifest
 from propensity.core.score_row import SCORE_ROW_SCHEMA, UTC_US
+from propensity.events.clock import DataClock
 from propensity.events.log import open_event_log
 from propensity.events.spark import engine_of
 from propensity.features.offline import compute_features
@@ -151,7 +152,8 @@ def score_batch(
     store: ScoreStore | None = None,
 ) -> BatchResult:
     """Score every known customer (or ``customers``) for every action (or ``actions``) as of ``as_of``
-    (default now) with the production bundle (or ``bundle``, an id or prefix). Nothing is written.
+    (default: the project's clock, :class:`~propensity.events.clock.DataClock`: now, or the log's end under
+    ``clock: data``) with the production bundle (or ``bundle``, an id or prefix). Nothing is written.
 
     ``store`` (default: the workspace's) is only read, for the frequency cap's history.
     """
@@ -160,7 +162,6 @@ def score_batch(
     spec = workspace.spec
     settings = spec.scoring
     scored_at = datetime.now(UTC)
-    as_of = as_utc(as_of) if as_of is not None else scored_at
     expiration_at = scored_at + settings.ttl.timedelta
     run_id = new_run_id(scored_at)
     model, manifest, bundle_dir = _load_model(workspace, bundle)
@@ -204,6 +205,10 @@ def score_batch(
     opened = open_event_log(workspace).connection(read_only=True)
     con = opened.__enter__()
     try:
+        # The project's clock: an explicit as_of, else now (clock: live) or the log's end (clock: data).
+        clock = DataClock.of(con, spec, now=scored_at)
+        as_of = clock.as_of(as_of)
+        clock = clock.seen_at(con, as_of)
         # 1. Who: the customers known as of the run, and each action's eligible ones (one query for all
         # actions without a trigger).
         if customers is not None:
@@ -317,6 +322,8 @@ def score_batch(
             "eligible": {a: int(eligible[a].sum()) for a in wanted},
             "segments": {a: s.to_json() for a, s in segmentations.items()},
             "fallback_actions": fallback_actions,
+            "data_clock": clock.to_json(as_of),
+            "stale_data": clock.warning(as_of),
             "missing_features": missing_features,
             "seconds": {k: round(v, 3) for k, v in timings.items()},
             "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,10 +97,13 @@ class ScoringService:
         *,
         ttl: timedelta = DEFAULT_TTL,
         rules: ActionRules | None = None,
+        clock: Callable[[], datetime] | None = None,
     ):
         self.store = store
         self.ttl = ttl
         self.rules = rules
+        # What "now" is for a prediction: the wall clock, or a project's data clock (`clock: data`).
+        self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         names = store.feature_names
         self._rule_pos = {n: i for i, n in enumerate(names) if n.startswith(RULE_PREFIX)}
         if rules is not None:
@@ -288,7 +291,7 @@ class ScoringService:
         started = time.perf_counter()
         loaded, canary = self._route(customer_id)
         plan = self._plan(loaded, actions)
-        now = datetime.now(UTC)
+        now = self.now()
         vector = self.store.vector(customer_id, now)
         body = self._body(
             customer_id, plan, canary, vector, self.store.knows(customer_id), explain, now, started
@@ -310,7 +313,7 @@ class ScoringService:
         started = time.perf_counter()
         loaded, canary = self._route(customer_id)
         plan = self._plan(loaded, actions)  # before the read: unknown actions fail without touching the store
-        now = datetime.now(UTC)
+        now = self.now()
         vector, known = await self._read(customer_id, now)
         body = self._body(customer_id, plan, canary, vector, known, explain, now, started)
         return orjson.dumps(body, option=orjson.OPT_UTC_Z)
@@ -327,7 +330,7 @@ class ScoringService:
         """Scores of up to :data:`MAX_CUSTOMERS` customers, one batch evaluation per bundle that answers."""
         started = time.perf_counter()
         self._check_many(customer_ids)
-        now = datetime.now(UTC)
+        now = self.now()
         vectors = self.store.vectors(customer_ids, now)
         known = [self.store.knows(c) for c in customer_ids]
         return self._many(customer_ids, actions, vectors, known, now, started)
@@ -403,7 +406,7 @@ class ScoringService:
         started = time.perf_counter()
         self._check_many(customer_ids)
         self.resolve_actions(actions)
-        now = datetime.now(UTC)
+        now = self.now()
         if self._aread_many is not None:
             vectors, known = await self._aread_many(customer_ids, now)
         else:

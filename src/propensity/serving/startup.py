@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from propensity.config.actions import Action
 from propensity.config.features import AnyFeature
 from propensity.config.serving import ServingSettings
 from propensity.core.errors import PropensityError
+from propensity.events.clock import DataClock
 from propensity.events.live import EventIdIndex
 from propensity.events.log import open_moved
 from propensity.scoring.model import ServingModel, load_model
@@ -198,6 +199,19 @@ def replay_tail(con: Any, store: OnlineStore, watermark_us: int, index: EventIdI
     return applied
 
 
+def serving_clock(workspace: Workspace) -> Callable[[], datetime] | None:
+    """Under ``clock: data``, predictions start as of the event log's newest event and the clock runs on from
+    there at wall-clock speed (a replayed history answers as it would have then); None (the wall clock) for a
+    live project."""
+    if workspace.spec.clock != "data":
+        return None
+    newest = DataClock.read(workspace).newest_event
+    if newest is None:
+        return None
+    shift = datetime.now(UTC) - newest
+    return lambda: datetime.now(UTC) - shift
+
+
 def start_serving(
     workspace: Workspace,
     *,
@@ -232,7 +246,8 @@ def start_serving(
     report = load_online_state(workspace, store, index, snapshots=snapshots)
     timings["store_rebuild"] = time.perf_counter() - t0
     timings["events_replayed"] = float(report.events_replayed)
-    service = ScoringService(store, model, ttl=ttl or settings.score_ttl.timedelta, rules=rules)
+    service = ScoringService(store, model, ttl=ttl or settings.score_ttl.timedelta, rules=rules,
+                             clock=serving_clock(workspace))  # fmt: skip
     if canary is not None:
         service.set_canary(canary, settings.canary.share)
     if model is not None:
