@@ -81,7 +81,9 @@ def show(
 
 @models_app.command()
 def promote(
-    bundle: str = typer.Argument(..., help="The candidate bundle id (or unique prefix)."),
+    bundle: str = typer.Argument(
+        ..., help="The candidate bundle: its id, a unique prefix, or 'latest' (the newest bundle)."
+    ),
     workspace: Path = WorkspaceOption,
     force: bool = typer.Option(False, "--force", help="Promote even if the gate fails (needs --reason)."),
     reason: str = typer.Option(None, "--reason", help="Why the gate is overridden; recorded in the history."),
@@ -91,14 +93,18 @@ def promote(
     With --force --reason the gate is overridden (recorded): that also replaces a corrupted production bundle,
     which the gate cannot compare with, and can bring an archived bundle back.
 
-    Example:
+    Examples:
 
         propensity models promote m-3f2a -w demo
+
+        propensity models promote latest -w demo
     """
     from propensity.registry.gate import promote as do_promote
+    from propensity.registry.registry import Registry
 
     ws = open_workspace(workspace, require_spec=True)
-    gate = do_promote(ws, bundle, force=force, reason=reason)
+    bundle_id = Registry(ws).resolve(bundle)  # the full id, echoed below (not the typed prefix)
+    gate = do_promote(ws, bundle_id, force=force, reason=reason)
     for c in gate.checks:
         mark = "[green]ok[/]" if c.passed else "[red]worse[/]"
         cand = "n/a" if c.candidate is None else f"{c.candidate:.4f}"
@@ -107,7 +113,7 @@ def promote(
     for note in gate.notes:
         console.print(f"  [dim]{note}[/]")
     forced = " [yellow](forced)[/]" if not gate.passed else ""
-    console.print(f"[bold green]promoted[/] {bundle} to production{forced}")
+    console.print(f"[bold green]promoted[/] {bundle_id} to production{forced}")
     compile_production(ws)
 
 

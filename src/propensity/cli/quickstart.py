@@ -178,17 +178,15 @@ def _promote_first(ws: Workspace, trained: TrainingResult) -> None:
 
 
 def _serve(ws: Workspace, trained: TrainingResult, port: int) -> None:
-    """Serve the production bundle until Ctrl-C."""
-    from propensity.cli.serve import serve as serve_command
+    """Serve the production bundle until Ctrl-C; the curl is printed once it answers."""
+    from propensity.cli.serve import run_server
 
     console.rule("5. serve")
-    console.print(
-        "try it (another terminal):\n"
-        f"  curl 'http://127.0.0.1:{port}/v1/predict?customer_id=c42&explain=true'\n"
-        "stop the server with Ctrl-C"
-    )
-    serve_command(
-        workspace=ws.root, host="127.0.0.1", port=port, model=None, store=None, ttl_minutes=None,
-        max_body_mb=16.0, log_level="warning", log_format=None, access_log=False, monitor=True, api_keys=None,
-        workers=1, snapshot_minutes=5.0, snapshots=True, streams=False, console_pages=True,
-    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/predict?customer_id=c42&explain=true"
+
+    def ready() -> None:
+        console.print(
+            f"[bold green]ready[/]: try it (another terminal):\n  curl '{url}'\nstop the server with Ctrl-C"
+        )
+
+    run_server(ws, host="127.0.0.1", port=port, ready_url=url, on_ready=ready)

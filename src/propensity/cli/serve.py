@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace
+from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace, warn_stale
 from propensity.workspace import Workspace
 
 app = typer.Typer()
@@ -102,11 +107,107 @@ def serve(
         propensity serve -w demo --port 8001 --store redis://127.0.0.1:6379/0
         propensity serve -w demo --port 8002 --store redis://127.0.0.1:6379/0
     """
-    import os
+    from propensity.core.logs import current_format
 
+    fmt = log_format or current_format() or "text"
+    ws = open_workspace(workspace, require_spec=True)
+    if workers > 1:
+        _configure_logs(fmt, log_level, access_log)
+        _serve_workers(ws, workers, host=host, port=port, model=model, store=store, ttl_minutes=ttl_minutes,
+                       max_body_mb=max_body_mb, log_level=log_level, monitor=monitor, api_keys=api_keys,
+                       console_pages=console_pages, log_format=fmt, access_log=access_log)  # fmt: skip
+        return
+    run_server(
+        ws, host=host, port=port, model=model, store=store, ttl_minutes=ttl_minutes, max_body_mb=max_body_mb,
+        log_level=log_level, log_format=fmt, access_log=access_log, monitor=monitor, api_keys=api_keys,
+        snapshot_minutes=snapshot_minutes, snapshots=snapshots, streams=streams, console_pages=console_pages,
+    )  # fmt: skip
+
+
+def _configure_logs(fmt: str, log_level: str, access_log: bool) -> None:
+    from propensity.core.logs import configure_logging
+
+    try:
+        configure_logging(fmt, log_level)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if access_log:
+        logging.getLogger("propensity.access").setLevel(logging.INFO)
+
+
+class _Startup:
+    """A status line that keeps moving while the server starts: what it loads, how much, the seconds so far."""
+
+    def __init__(self, ws: Any) -> None:
+        self.started = time.monotonic()
+        self.events = _event_count(ws)
+        self.status = console.status(self.text())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="startup-status", daemon=True)
+
+    def text(self) -> str:
+        return (
+            f"loading the online store (the newest snapshot, else the event log's {fmt_int(self.events)} events) "
+            f"and compiling the model ({time.monotonic() - self.started:.0f}s)"
+        )
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self.status.update(self.text())
+
+    def __enter__(self) -> _Startup:
+        if not console.is_terminal:  # logs (a container, a pipe) get the line once; a terminal sees it move
+            console.print(self.text().replace(" (0s)", ""), highlight=False)
+        self.status.__enter__()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.status.__exit__(None, None, None)
+
+
+def _event_count(ws: Any) -> int:
+    from propensity.events.log import open_event_log
+
+    if not ws.db_path.exists():
+        return 0
+    with ws.write_lock(), open_event_log(ws).connection(read_only=True) as con:
+        row = con.execute("SELECT count(*) FROM events").fetchall()[0]
+    return int(row[0])
+
+
+def run_server(
+    ws: Workspace,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model: str | None = None,
+    store: str | None = None,
+    ttl_minutes: float | None = None,
+    max_body_mb: float = 16.0,
+    log_level: str = "warning",
+    log_format: str = "text",
+    access_log: bool = False,
+    monitor: bool = True,
+    api_keys: Path | None = None,
+    snapshot_minutes: float = 5.0,
+    snapshots: bool = True,
+    streams: bool = False,
+    console_pages: bool = True,
+    ready_url: str | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Start one server process and serve until Ctrl-C, which it acknowledges at once; it then finishes what
+    must not be lost (the final spool sync and the store's snapshot) and exits, saying how long that took.
+
+    ``on_ready`` is called once ``ready_url`` (default: /healthz) has answered 200 over HTTP, so whatever it
+    prints (quickstart's curl) works when it is printed.
+    """
     import uvicorn
 
-    from propensity.core.logs import configure_logging, current_format
+    from propensity.events.clock import DataClock
     from propensity.server import ServerState, create_app
     from propensity.server.access_log import AccessLogMiddleware
     from propensity.serving.auth import KeyRing
@@ -115,21 +216,9 @@ def serve(
     from propensity.serving.startup import start_serving
     from propensity.serving.store import InMemoryStore
 
-    fmt = log_format or current_format() or "text"
-    try:
-        configure_logging(fmt, log_level)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    if access_log:
-        logging.getLogger("propensity.access").setLevel(logging.INFO)
-    ws = open_workspace(workspace, require_spec=True)
+    _configure_logs(log_format, log_level, access_log)
     keys = KeyRing.configured(api_keys, os.environ.get("PROPENSITY_API_KEYS"))
-    if workers > 1:
-        _serve_workers(ws, workers, host=host, port=port, model=model, store=store, ttl_minutes=ttl_minutes,
-                       max_body_mb=max_body_mb, log_level=log_level, monitor=monitor, api_keys=api_keys,
-                       console_pages=console_pages, log_format=fmt, access_log=access_log)  # fmt: skip
-        return
-    with console.status("loading online features and the model"):
+    with _Startup(ws):
         serving = start_serving(
             ws,
             model_ref=model,
@@ -174,6 +263,14 @@ def serve(
             f"model [bold]{m.version}[/] ({', '.join(m.action_names)}), scorer: {m.scorer.backend}, "
             f"loaded in {timings['model_load']:.1f}s"
         )
+    clock = DataClock.read(ws)
+    if ws.spec.clock == "data" and clock.newest_event is not None:
+        console.print(
+            f"clock: data — answers are as of the event log's end ({clock.newest_event:%Y-%m-%d %H:%M} UTC) "
+            "and the clock runs on from there"
+        )
+    else:
+        warn_stale(clock.warning())
     if keys.enabled:
         console.print(f"API keys: {', '.join(k.name for k in keys.keys)}")
     else:
@@ -210,22 +307,81 @@ def serve(
 
         extra = CONSOLE
         warm()
-    console.print(f"[green]serving[/] on http://{host}:{port}  (API docs: http://{host}:{port}/docs"
-                  + (f", console: http://{host}:{port}/console)" if console_pages else ")"))  # fmt: skip
+    docs = f"API docs: http://{host}:{port}/docs" + (
+        f", console: http://{host}:{port}/console" if console_pages else ""
+    )
+    asgi: Any = create_app(state, extra)
+    if access_log:
+        asgi = AccessLogMiddleware(asgi)
+    # JSON: uvicorn's own records go through the same handler (no logging config of uvicorn's own).
+    config = uvicorn.Config(
+        asgi, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=1,
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    )  # fmt: skip
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server, acknowledging Ctrl-C at once."""
+
+        interrupted: float | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                self.interrupted = time.monotonic()
+                console.print(
+                    "\n[yellow]Ctrl-C: stopping the server[/] (open requests get 1 s; then the last live events "
+                    "are moved into the log and the online store is snapshotted, so the next start is quick)"
+                )
+            super().handle_exit(sig, frame)
+
+    server = _Server(config)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    watcher = threading.Thread(
+        target=_when_ready, args=(server, ready_url or f"{base}/healthz", on_ready, host, port, docs),
+        name="ready-watch", daemon=True,
+    )  # fmt: skip
+    watcher.start()
     try:
-        asgi: Any = create_app(state, extra)
-        if access_log:
-            asgi = AccessLogMiddleware(asgi)
-        # JSON: uvicorn's own records go through the same handler (no logging config of uvicorn's own).
-        uvicorn_config = None if fmt == "json" else uvicorn.config.LOGGING_CONFIG
-        uvicorn.run(
-            asgi, host=host, port=port, log_level=log_level, access_log=False, log_config=uvicorn_config
-        )
+        server.run()
     finally:
+        # Bounded waits: a monitor run in progress is abandoned (its transaction rolls back), queued webhook
+        # deliveries stay in the durable outbox for the next start.
         if monitors is not None:
-            monitors.stop()
+            monitors.stop(timeout_s=0.5)
         if realtime is not None:
-            realtime.close()  # waits (bounded) for queued webhook deliveries; the outbox keeps the rest
+            realtime.close(timeout=0.5)
+        if server.interrupted is not None:
+            console.print(
+                f"[yellow]server stopped[/] {time.monotonic() - server.interrupted:.1f}s after Ctrl-C"
+            )
+            # Nothing is left to finish: requests are answered, live events in the log, the store snapshotted,
+            # deliveries in their outbox. Freeing a large online store object by object (and the interpreter's
+            # own teardown) took 10 s and more on a loaded machine, so the process ends here, as a Ctrl-C'd
+            # program does (exit code 130).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+
+
+def _when_ready(
+    server: Any, url: str, on_ready: Callable[[], None] | None, host: str, port: int, docs: str
+) -> None:
+    """Poll ``url`` until it answers 200, then say where the server is and call ``on_ready``."""
+    import urllib.error
+    import urllib.request
+
+    while not server.should_exit:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    else:
+        return
+    console.print(f"[green]serving[/] on http://{host}:{port}  ({docs})")
+    if on_ready is not None:
+        on_ready()
 
 
 def _serve_workers(

@@ -74,7 +74,7 @@ class Registry:
         os.replace(tmp, self.dir / REGISTRY_FILE)
 
     def resolve(self, ref: str) -> str:
-        """A bundle id from an id, a unique prefix, or ``production``."""
+        """A bundle id from an id, a unique prefix, ``production`` or ``latest`` (the newest bundle)."""
         state = self._read()
         if ref == "production":
             if state["production"] is None:
@@ -82,6 +82,10 @@ class Registry:
                     "no bundle is in production yet; promote one with `propensity models promote`"
                 )
             return str(state["production"])
+        if ref == "latest":
+            if not state["bundles"]:
+                raise BundleNotFoundError("there is no bundle yet; train one with `propensity train`")
+            return str(max(state["bundles"], key=lambda i: (state["bundles"][i].get("created_at", ""), i)))
         ids = [i for i in state["bundles"] if i.startswith(ref)]
         if len(ids) != 1:
             known = ", ".join(sorted(state["bundles"])) or "(none)"
