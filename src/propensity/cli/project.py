@@ -65,3 +65,39 @@ def init(
     console.print(
         "next: edit its `sources:` to point at your event files, then run [bold]propensity ingest[/]"
     )
+
+
+@app.command()
+def schema(
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write the JSON Schema to this file instead of printing it."
+    ),
+    docs: Path | None = typer.Option(
+        None, "--docs", help="Write the Markdown reference of every key (docs/configuration.md) to this file."
+    ),
+) -> None:
+    """The JSON Schema of **propensity.yaml**, for editors (completion and checks as you type), or with --docs
+    the Markdown reference of every key.
+
+    Examples:
+
+        propensity schema --out propensity.schema.json
+
+        propensity schema --docs docs/configuration.md
+
+    With the YAML language server (VS Code's YAML extension, and others), put this line at the top of
+    propensity.yaml: `# yaml-language-server: $schema=propensity.schema.json`
+    """
+    import json
+
+    from propensity.config.reference import json_schema, reference_markdown
+
+    if docs is not None:
+        docs.write_text(reference_markdown(), encoding="utf-8")
+        console.print(f"[green]wrote[/] {docs}", highlight=False)
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"[green]wrote[/] {out}", highlight=False)
+    elif docs is None:
+        typer.echo(text, nl=False)
