@@ -393,11 +393,48 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_URL
     schema["title"] = "propensity.yaml"
+    defs = schema.get("$defs", {})
     # A templated action (`template: buy`) gets its target, horizon and name from the template.
-    action = schema.get("$defs", {}).get("Action")
-    if action is not None:
-        action.pop("required", None)
+    if "Action" in defs:
+        defs["Action"].pop("required", None)
+    # Fields that take one value or a list (`event_type: purchase`) are coerced before validation.
+    for model in _all_models(ProjectSpec):
+        entry = defs.get(model.__name__)
+        if entry is None:
+            continue
+        for field_name in _coerced_fields(model):
+            info = model.model_fields[field_name]
+            key = info.alias or field_name
+            prop = entry.get("properties", {}).get(key)
+            if prop is None:
+                continue
+            meta = {k: prop.pop(k) for k in ("title", "description", "default") if k in prop}
+            entry["properties"][key] = {"anyOf": [{"type": "string"}, prop], **meta}
     return schema
+
+
+def _all_models(root: type[BaseModel]) -> list[type[BaseModel]]:
+    seen: dict[str, type[BaseModel]] = {}
+
+    def visit(model: type[BaseModel]) -> None:
+        if model.__name__ in seen:
+            return
+        seen[model.__name__] = model
+        for info in model.model_fields.values():
+            for m in _models(info.annotation):
+                visit(m)
+
+    visit(root)
+    return list(seen.values())
+
+
+def _coerced_fields(model: type[BaseModel]) -> set[str]:
+    """Fields with a ``mode="before"`` field validator (here: one value accepted for a list)."""
+    out: set[str] = set()
+    for dec in model.__pydantic_decorators__.field_validators.values():
+        if dec.info.mode == "before":
+            out |= set(dec.info.fields)
+    return out
 
 
 def iter_keys() -> Iterator[Key]:
