@@ -233,6 +233,12 @@ class ModelVersionPath(BaseModel):
     version: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
+class DocsAsset(BaseModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="A file of the /docs page, e.g. swagger-ui-bundle.js."
+    )
+
+
 # ---------------------------------------------------------------------------------------------- responses
 
 
