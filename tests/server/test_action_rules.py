@@ -122,6 +122,23 @@ def test_cold_customers_are_eligible_only_for_unconditional_actions() -> None:
     assert rules.eligible("unknown_action", {}, known=True) is None
 
 
+def test_an_ineligible_answer_names_the_rule_that_excluded_it() -> None:
+    actions = [Action.model_validate({"template": t}) for t in ("churn", "renew", "upgrade", "respond")]
+    rules = ActionRules(actions)
+    p = "rule__"
+    assert "unknown customer" in (rules.excluded_by("churn_30d", {}, known=False) or "")
+    churn = rules.excluded_by("churn_30d", {f"{p}churn_30d__active": 0}, known=True)
+    assert churn is not None and churn.startswith("eligibility.active_within: no ") and "30d" in churn
+    plan = rules.excluded_by("upgrade_30d", {f"{p}upgrade_30d__attribute": "free"}, known=True)
+    assert plan == "eligibility.attribute: plan is 'free', which not_in excludes"
+    assert "plan is unknown" in (rules.excluded_by("upgrade_30d", {}, known=True) or "")
+    due = rules.excluded_by("renew_30d", {f"{p}renew_30d__attribute": "pro"}, known=True)
+    assert due is not None and due.startswith("eligibility.due: no subscription_start or renewal")
+    respond = rules.excluded_by("respond_7d", {}, known=True)
+    assert respond is not None and respond.startswith("trigger: no campaign_sent in the last 7d")
+    assert rules.excluded_by("respond_7d", {f"{p}respond_7d__trigger": 1}, known=True) is None
+
+
 # ------------------------------------------------------------------------------------------ the service
 @pytest.fixture(scope="module")
 def served(workspace: Workspace) -> tuple[ScoringService, ServingModel]:
@@ -174,6 +191,12 @@ def test_ineligible_customers_get_no_score_and_model_less_actions_fall_back(
             if entry["fallback"]:
                 assert entry["percentile"] is None and entry["segment"] is None
             assert (entry["probability"] is None) == (entry["eligible"] is False)
+            if entry["eligible"] is False:  # no score, and the rule that excluded the customer says why
+                assert entry["reason"].startswith(("eligibility.", "trigger:", "unknown customer")), entry
+            elif entry["fallback"]:  # the fallback says why it answers
+                assert f"has no model for {name}" in entry["reason"], entry
+            else:
+                assert entry.get("reason") is None
             if entry["probability"] is not None:
                 assert 0 < entry["probability"] < 1
         assert body["scores"]["buy_7d"]["eligible"] is True
@@ -227,4 +250,7 @@ def test_no_model_at_all_serves_the_declared_actions_by_fallback(
     body = service.predict(_customers(workspace)[0])
     assert body["model_version"] is None and body["fallback"] is True
     assert all(s["fallback"] for s in body["scores"].values())
+    assert all(
+        s["reason"].startswith(("no model in production", "eligibility.")) for s in body["scores"].values()
+    )
     assert yaml.safe_dump(body)  # plain data

@@ -266,6 +266,11 @@ class Score(BaseModel):
         "is not evaluated here (an action the project no longer declares)."
     )
     fallback: bool = Field(description="The score comes from the rule-based fallback, not a model.")
+    reason: str | None = Field(
+        default=None,
+        description="Why there is no score (the eligibility rule that excluded the customer, naming its key "
+        "in propensity.yaml) or why the fallback answers (no model for the action, features missing).",
+    )
     reason_codes: list[ReasonCode] | None = Field(
         default=None, description="With explain=true: the 3 features that moved the score most."
     )

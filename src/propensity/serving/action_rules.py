@@ -25,10 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from propensity.config.actions import Action
+from propensity.config.durations import Duration
 from propensity.config.features import AggregateFeature, AnyFeature, AttributeFeature
 from propensity.scoring.fallback import fallback_score
 
 PREFIX = "rule__"
+
+
+def _types(types: Sequence[str]) -> str:
+    return " or ".join(types)
+
+
 _DAY = 86_400.0
 
 
@@ -153,27 +160,51 @@ class ActionRules:
         r = self._rules.get(action)
         if r is None:
             return None
+        return self.excluded_by(action, values, known=known) is None
+
+    def excluded_by(self, action: str, values: Mapping[str, Any], *, known: bool) -> str | None:
+        """The rule that makes the customer ineligible for ``action`` now, in words naming its key in
+        propensity.yaml; None when eligible (or the action has no rules here)."""
+        r = self._rules.get(action)
+        if r is None:
+            return None
+        a = self.actions[action]
+        elig = a.eligibility
         if r.unless is not None and values.get(r.unless):
-            return False
+            return f"eligibility.unless_event_type: a {_types(elig.unless_event_type or [])} event is known"
         if not r.conditional:
-            return True
-        if not known or r.due_never:
-            return False
+            return None
+        if r.due_never:
+            return (f"eligibility.due: a {elig.due.cycle if elig.due else ''} cycle can never fall due within the "
+                    "label window (gap + horizon); no customer is eligible")  # fmt: skip
+        if not known:
+            return "unknown customer (no events or attributes yet): the eligibility rules need history"
         if r.active is not None and not values.get(r.active):
-            return False
+            return (
+                f"eligibility.active_within: no {_types(a.activity_types)} in the last {elig.active_within}"
+            )
         if r.due_outer is not None:
             inside = (values.get(r.due_outer) or 0) - (values.get(r.due_inner) or 0 if r.due_inner else 0)
             if inside <= 0:
-                return False
+                assert elig.due is not None
+                return (f"eligibility.due: no {_types(elig.due.event_type)} whose {elig.due.cycle} cycle falls due "
+                        f"within the next {a.horizon}")  # fmt: skip
         if r.attribute is not None:
+            assert elig.attribute is not None
             value = values.get(r.attribute)
+            name = elig.attribute.name
             if value is None:
-                return False
+                return f"eligibility.attribute: {name} is unknown for this customer"
             if r.attribute_in is not None and value not in r.attribute_in:
-                return False
+                return f"eligibility.attribute: {name} is {value!r}, not one of {', '.join(sorted(r.attribute_in))}"
             if r.attribute_not_in is not None and value in r.attribute_not_in:
-                return False
-        return not (r.trigger is not None and not values.get(r.trigger))
+                return f"eligibility.attribute: {name} is {value!r}, which not_in excludes"
+        if r.trigger is not None and not values.get(r.trigger):
+            assert a.trigger is not None
+            span = Duration(a.gap.seconds + a.horizon.seconds)
+            return (f"trigger: no {_types(a.trigger.event_type)} in the last {span}, so no response window is "
+                    "open")  # fmt: skip
+        return None
 
     def fallback(self, action: str, values: Mapping[str, Any]) -> float:
         """The rule-based fallback score of ``action`` from the customer's recency and frequency."""

@@ -72,8 +72,9 @@ class _Loaded:
 class _Plan:
     loaded: _Loaded | None
     wanted: list[str]
-    # (action, eligibility decided by the rules, else this fixed value, model output index or -1: fallback)
-    steps: tuple[tuple[str, bool, bool | None, int], ...]
+    # (action, eligibility decided by the rules, else this fixed value, model output index or -1: fallback,
+    # why the fallback answers when it does)
+    steps: tuple[tuple[str, bool, bool | None, int, str | None], ...]
     needs_model: bool
 
 
@@ -195,8 +196,17 @@ class ScoringService:
             else:
                 fixed = True if model.actions[name].eligibility is None else None
             from_model = model is not None and loaded is not None and loaded.trusted and name in model.actions
+            why = None
+            if model is None or loaded is None:
+                why = "no model in production: the rule-based fallback (recency and frequency tiers) answers"
+            elif name not in model.actions:
+                why = f"bundle {model.version} has no model for {name}: the rule-based fallback answers"
+            elif not loaded.trusted:
+                lacking = ", ".join(loaded.encoder.missing[:5])
+                why = (f"bundle {model.version} needs features the project no longer declares ({lacking}): the "
+                       "rule-based fallback answers until a model trained on the current features is promoted")  # fmt: skip
             steps.append(
-                (name, covered, fixed, model.action_names.index(name) if from_model and model else -1)
+                (name, covered, fixed, model.action_names.index(name) if from_model and model else -1, why)
             )
         plan = _Plan(loaded, wanted, tuple(steps), any(s[3] >= 0 for s in steps))
         if len(self._plans) > 1024:  # arbitrary `actions` lists must not grow this without bound
@@ -213,12 +223,14 @@ class ScoringService:
         model = plan.loaded.model if plan.loaded is not None else None
         any_fallback = False
         out: dict[str, dict[str, Any]] = {}
-        for name, covered, fixed, index in plan.steps:
-            eligible = rules.eligible(name, values, known=known) if covered and rules is not None else fixed
+        for name, covered, fixed, index, why in plan.steps:
+            excluded = rules.excluded_by(name, values, known=known) if covered and rules is not None else None
+            eligible = (excluded is None) if covered and rules is not None else fixed
             from_model = index >= 0 and probs is not None
             if eligible is False:
+                # No score, and the rule that excluded the customer says why.
                 out[name] = {"probability": None, "percentile": None, "segment": None, "eligible": False,
-                             "fallback": not from_model}  # fmt: skip
+                             "fallback": not from_model, "reason": excluded}  # fmt: skip
                 any_fallback |= not from_model
             elif from_model:
                 assert model is not None and probs is not None
@@ -230,7 +242,7 @@ class ScoringService:
                 assert rules is not None
                 # Fallback scores are ranks by recency and frequency tiers, not calibrated: no percentile.
                 out[name] = {"probability": rules.fallback(name, values), "percentile": None, "segment": None,
-                             "eligible": eligible, "fallback": True}  # fmt: skip
+                             "eligible": eligible, "fallback": True, "reason": why}  # fmt: skip
                 any_fallback = True
         return out, any_fallback
 
