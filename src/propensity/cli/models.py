@@ -66,7 +66,8 @@ def show(
         f"[bold]{bundle_id}[/] ({stage}) created {manifest.created_at}, code {manifest.code_version}"
     )
     console.print(
-        f"features {manifest.feature_set_version}, training set {manifest.training_set}, data {manifest.data}"
+        f"features {manifest.feature_set_version}, training set {manifest.training_set}, data "
+        f"{_span(manifest.data)}"
     )
     for name, info in sorted(manifest.actions.items()):
         m, b = info.metrics["model"], info.metrics["baseline"]
@@ -77,6 +78,13 @@ def show(
             f"PR-AUC {m['pr_auc']:.4f}, Brier {m['brier']:.4f}; cutoffs {w['first_cutoff'][:10]} → "
             f"{w['last_cutoff'][:10]}, test from {w['test_start'][:10]}; {len(info.feature_order)} features"
         )
+
+
+def _span(data: object) -> str:
+    """A bundle's data range as text: ``2025-01-06 → 2025-07-05`` (not a raw dict)."""
+    if isinstance(data, dict) and "start" in data and "end" in data:
+        return f"{str(data['start'])[:16].replace('T', ' ')} → {str(data['end'])[:16].replace('T', ' ')} UTC"
+    return str(data)
 
 
 @models_app.command()

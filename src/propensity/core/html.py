@@ -6,12 +6,12 @@ from __future__ import annotations
 import html
 from typing import Any
 
-W, H, PAD = 320, 240, 36
+W, H, PAD, TOP = 320, 250, 36, 26  # TOP: room for each chart's visible title
 COLORS = {"model": "#1f77b4", "baseline": "#ff7f0e", "oracle": "#2ca02c", "ideal": "#999999"}
 
 
 def xy(x: float, y: float, ymax: float = 1.0) -> tuple[float, float]:
-    return PAD + x * (W - PAD - 10), H - PAD - (y / ymax if ymax else 0) * (H - PAD - 10)
+    return PAD + x * (W - PAD - 10), H - PAD - (y / ymax if ymax else 0) * (H - PAD - TOP)
 
 
 def axes(title: str, xlabel: str, ylabel: str, ymax: float = 1.0) -> list[str]:
@@ -20,6 +20,7 @@ def axes(title: str, xlabel: str, ylabel: str, ymax: float = 1.0) -> list[str]:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img">',
         f"<title>{html.escape(title)}</title>",
+        f'<text x="{W / 2}" y="15" text-anchor="middle" font-size="12" font-weight="bold">{html.escape(title)}</text>',
         f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="#fafafa" stroke="#ccc"/>',
         f'<text x="{W / 2}" y="{H - 6}" text-anchor="middle" font-size="11">{html.escape(xlabel)}</text>',
         f'<text x="10" y="{H / 2}" transform="rotate(-90 10 {H / 2})" text-anchor="middle" font-size="11">'
@@ -46,10 +47,14 @@ def line(
     return out
 
 
-def legend(items: list[tuple[str, str]]) -> str:
+def legend(items: list[tuple[str, str]], *, right: bool = False) -> str:
+    """Line keys inside the plot, below its title: top-left, or (``right``) bottom-right, clear of curves that
+    rise from the bottom-left."""
+    x = W - 10 - 90 if right else PAD + 8
+    y0 = H - PAD - 8 - 14 * len(items) if right else TOP + 8
     return "".join(
-        f'<rect x="{PAD + 8}" y="{14 + 14 * i}" width="10" height="3" fill="{c}"/>'
-        f'<text x="{PAD + 22}" y="{18 + 14 * i}" font-size="10">{html.escape(t)}</text>'
+        f'<rect x="{x}" y="{y0 + 14 * i}" width="10" height="3" fill="{c}"/>'
+        f'<text x="{x + 14}" y="{y0 + 4 + 14 * i}" font-size="10">{html.escape(t)}</text>'
         for i, (t, c) in enumerate(items)
     )
 

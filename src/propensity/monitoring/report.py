@@ -24,14 +24,14 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#17becf"]  # fmt: skip
 STATUS_COLOR = {"ok": "#2ca02c", "warning": "#d98c00", "alert": "#d62728"}
 MAX_LINES = 10
-LEGEND_W = 150
+LEGEND_W = 240  # wide enough for a 36-character feature name at 10 px
 
 
 def _legend(items: list[tuple[str, str]]) -> str:
     """Legend to the right of the plot (the frame is ``LEGEND_W`` wider than the training report's charts)."""
     return "".join(
         f'<rect x="{W + 2}" y="{20 + 14 * i}" width="10" height="3" fill="{c}"/>'
-        f'<text x="{W + 16}" y="{24 + 14 * i}" font-size="10">{html.escape(t[:24])}</text>'
+        f'<text x="{W + 16}" y="{24 + 14 * i}" font-size="10">{html.escape(t if len(t) <= 36 else t[:35] + "…")}</text>'
         for i, (t, c) in enumerate(items)
     )
 

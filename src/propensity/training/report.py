@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from propensity.core.html import COLORS, CSS, W, axes, legend, line, table, xy
+from propensity.core.html import COLORS, CSS, TOP, axes, legend, line, table, xy
 from propensity.core.manifest import BundleManifest
 from propensity.training.metrics import HEADLINE, headline
 
@@ -95,7 +95,10 @@ def reliability_svg(metrics: dict[str, Any]) -> str:
         pts = [(r["mean_predicted"] / s, r["realised_rate"]) for r in metrics[k]["reliability"]]
         parts.append(line(pts, COLORS[k], s, dots=True))
     parts.append(
-        legend([("model", COLORS["model"]), ("baseline", COLORS["baseline"]), ("perfect", COLORS["ideal"])])
+        legend(
+            [("model", COLORS["model"]), ("baseline", COLORS["baseline"]), ("perfect", COLORS["ideal"])],
+            right=True,
+        )
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -108,7 +111,10 @@ def gains_svg(metrics: dict[str, Any]) -> str:
         pts = [(0.0, 0.0)] + [(d["cumulative_share"], d["cumulative_gain"]) for d in metrics[k]["deciles"]]
         parts.append(line(pts, COLORS[k], dots=True))
     parts.append(
-        legend([("model", COLORS["model"]), ("baseline", COLORS["baseline"]), ("random", COLORS["ideal"])])
+        legend(
+            [("model", COLORS["model"]), ("baseline", COLORS["baseline"]), ("random", COLORS["ideal"])],
+            right=True,
+        )
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -132,21 +138,38 @@ def histogram_svg(metrics: dict[str, Any]) -> str:
 
 
 def importance_svg(importance: list[dict[str, Any]], top: int = 15) -> str:
+    """Horizontal bars, one per feature; the label column is as wide as the longest name (none is clipped)."""
     rows = importance[:top]
     vmax = max([r["mean_abs_shap"] for r in rows] + [1e-12])
-    height = 20 + 16 * len(rows)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + 140}" height="{height}" role="img">',
-             "<title>Feature importance (mean |SHAP|)</title>"]  # fmt: skip
+    label_w = 12 + 6.2 * max([len(r["feature"]) for r in rows] + [8])  # ~6.2 px per character at 10 px
+    bar_w, value_w = 240.0, 48.0
+    width = int(label_w + bar_w + value_w)
+    height = TOP + 10 + 16 * len(rows)
+    title = f"Feature importance: mean |SHAP| (log-odds), top {len(rows)}"
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img">', f"<title>{html.escape(title)}</title>",
+             f'<text x="{width / 2}" y="15" text-anchor="middle" font-size="12" font-weight="bold">'
+             f"{html.escape(title)}</text>"]  # fmt: skip
     for i, r in enumerate(rows):
-        y = 10 + 16 * i
-        w = (W - 40) * r["mean_abs_shap"] / vmax
+        y = TOP + 4 + 16 * i
+        w = bar_w * r["mean_abs_shap"] / vmax
         parts.append(
-            f'<text x="150" y="{y + 10}" text-anchor="end" font-size="10">{html.escape(r["feature"])}</text>'
+            f'<text x="{label_w - 5:.1f}" y="{y + 10}" text-anchor="end" font-size="10">{html.escape(r["feature"])}</text>'
         )
-        parts.append(f'<rect x="155" y="{y}" width="{w:.1f}" height="12" fill="{COLORS["model"]}"/>')
-        parts.append(f'<text x="{160 + w:.1f}" y="{y + 10}" font-size="9">{r["mean_abs_shap"]:.3f}</text>')
+        parts.append(
+            f'<rect x="{label_w:.1f}" y="{y}" width="{w:.1f}" height="12" fill="{COLORS["model"]}"/>'
+        )
+        parts.append(
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 10}" font-size="9">{r["mean_abs_shap"]:.3f}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _calibration_text(calibration: dict[str, str]) -> str:
+    """``{"model": "isotonic", "baseline": "platt"}`` → ``model isotonic, baseline platt``."""
+    names = {"model": "model", "baseline": "baseline"}
+    return ", ".join(f"{names.get(k, k)} {v}" for k, v in calibration.items())
 
 
 # ------------------------------------------------------------------------------------------------ HTML
@@ -192,7 +215,7 @@ def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None)
             rows_info = getattr(info, "rows", None) or {}
             out.append(f"<p class='note'>labelled table {html.escape(str(d.get('source') or d['name']))}, label "
                        f"{html.escape(str(d['label']))}; split: {html.escape(str(w.get('split')))}: the figures are "
-                       f"on predictions for rows no model saw in training; calibration: {e['calibration']}. "
+                       f"on predictions for rows no model saw in training; calibration: {html.escape(_calibration_text(e['calibration']))}. "
                        f"{rows_info.get('input_rows', '?')} input rows, {rows_info.get('rows_used', '?')} used"
                        + "".join(f"; {html.escape(k)}: {v}" for k, v in (rows_info.get('rejected') or {}).items())
                        + "</p>")  # fmt: skip
@@ -207,7 +230,7 @@ def render_html(manifest: BundleManifest, skipped: dict[str, str] | None = None)
             out.append(f"<p class='note'>horizon {d['horizon']}, outcome {d['outcome']}, target {', '.join(d['target']['event_type'])}; "
                        f"training window {w['first_cutoff']} → {w['last_cutoff']} "
                        f"(calibration from {w['calibration_start']}, test from "
-                       f"{w['test_start']}); calibration: {e['calibration']}</p>")  # fmt: skip
+                       f"{w['test_start']}); calibration: {html.escape(_calibration_text(e['calibration']))}</p>")  # fmt: skip
         rows = [[k.replace("_", " "), e["model"][k], e["baseline"][k]] for k in HEADLINE]
         if "on_oracle_rows" in e:
             o = e["on_oracle_rows"]
