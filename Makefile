@@ -1,4 +1,4 @@
-# Two commands a newcomer needs: `make quickstart` and `make test`.
+# Two commands a newcomer needs: `make quickstart` (PORT=8080 to serve on another port) and `make test`.
 # Each creates (or refreshes) the virtual environment and installs what it needs.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -7,16 +7,24 @@ STAMP := $(VENV)/.installed
 
 .PHONY: quickstart test lint typecheck unit bench bench-quick bench-tools clean venv services java browser
 
+# bash with pipefail: pip's progress is filtered to one line per package, and pip's exit code still counts.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 $(STAMP): pyproject.toml
+	@echo "creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "installing propensity and its dependencies into $(VENV) (a few minutes the first time; one line per package)"
+	@$(BIN)/python -m pip install -e '.[dev]' 2>&1 | awk '/^Collecting /{n++; printf "  [%3d] %s\n", n, $$2; fflush()} \
+	  /^(Installing collected|Successfully installed)/{print "  " substr($$0, 1, 100) (length($$0) > 100 ? "…" : ""); fflush()} \
+	  /^ERROR/{print; fflush()}'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/propensity quickstart --workspace $(or $(WORKSPACE),quickstart-workspace)
+	$(BIN)/propensity quickstart --workspace $(or $(WORKSPACE),quickstart-workspace) --port $(or $(PORT),8000)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -74,7 +74,9 @@ def print_report(report: IngestReport) -> None:
     for f in report.files:
         name = Path(f.path).name
         if f.skipped_unchanged:
-            table.add_row(name, f.source, "-", "-", "-", "-", f"{f.seconds:.1f}", style="dim")
+            table.add_row(
+                name, f.source, "already", "ingested,", "same", "content", f"{f.seconds:.1f}", style="dim"
+            )
             continue
         table.add_row(
             name, f.source, fmt_int(f.rows_read), fmt_int(f.accepted), fmt_int(f.duplicates),
@@ -86,7 +88,11 @@ def print_report(report: IngestReport) -> None:
     console.print(
         f"[green]{fmt_int(report.accepted)} accepted[/], {fmt_int(report.duplicates)} duplicates, "
         f"[{'red' if report.quarantined else 'green'}]{fmt_int(report.quarantined)} quarantined[/]"
-        + (f", {skipped} unchanged file(s) skipped" if skipped else "")
+        + (
+            f"; {skipped} file(s) already ingested with the same content, skipped (--force reads them again)"
+            if skipped
+            else ""
+        )
         + (f" ({rate:,.0f} rows/s)" if rate else "")
     )
     for f in report.files:

@@ -62,9 +62,22 @@ def init(
         raise PropensityError(f"{target} already exists; pass --force to overwrite it")
     target.write_text(example_spec_text(example), encoding="utf-8")
     console.print(f"[green]wrote[/] {target}")
-    console.print(
-        "next: edit its `sources:` to point at your event files, then run [bold]propensity ingest[/]"
-    )
+    w = "" if directory == Path(".") else f" -w {directory}"
+    if example == "synthetic":
+        hint = (
+            f"next: generate its data with [bold]propensity datasets synthetic --customers 1000 --days 180 "
+            f"--out {directory / 'data' / 'synthetic'}[/], then [bold]propensity ingest{w}[/]"
+        )
+    elif example == "completejourney":
+        hint = (
+            f"next: export its data with [bold]propensity datasets completejourney --out "
+            f"{directory / 'data' / 'completejourney'}[/], then [bold]propensity ingest{w}[/]"
+        )
+    else:
+        hint = (
+            f"next: edit its `sources:` to point at your event files, then run [bold]propensity ingest{w}[/]"
+        )
+    console.print(hint, highlight=False)
 
 
 @app.command()

@@ -269,10 +269,9 @@ def _comments_above(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _doc(model: type[BaseModel]) -> str:
-    doc = inspect.getdoc(model) or ""
-    if doc.startswith(("Usage docs:", "A base class")):
-        return ""
-    return " ".join(doc.split("\n\n")[0].split())
+    """The first paragraph of the model's own docstring (not one inherited from pydantic's BaseModel)."""
+    doc = model.__dict__.get("__doc__") or ""
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
 
 
 def _clean(text: str) -> str:

@@ -133,6 +133,13 @@ class FileReport:
     schema_drift_text: str = ""
     schema_quarantined: bool = False
 
+    @property
+    def note(self) -> str:
+        """Why the counts are what they are, when they need a reason (all zero for a skipped file)."""
+        if self.skipped_unchanged:
+            return "already ingested with the same content: skipped (force=True, or --force, reads it again)"
+        return ""
+
 
 @dataclass
 class IngestReport:
@@ -166,6 +173,28 @@ class IngestReport:
     @property
     def seconds(self) -> float:
         return sum(f.seconds for f in self.files)
+
+    @property
+    def skipped(self) -> int:
+        """Files already ingested with the same content, so not read again."""
+        return sum(1 for f in self.files if f.skipped_unchanged)
+
+    def summary(self) -> str:
+        """One line a person can read: the counts, and why they are zero when files were skipped.
+
+        >>> r = IngestReport([FileReport("a.csv", "web", skipped_unchanged=True)])
+        >>> r.summary()
+        '0 accepted, 0 duplicates, 0 quarantined; 1 of 1 file(s) already ingested with the same content: skipped (force=True, or --force, reads them again)'
+        """
+        line = f"{self.accepted:,} accepted, {self.duplicates:,} duplicates, {self.quarantined:,} quarantined"
+        if self.skipped:
+            line += (
+                f"; {self.skipped} of {len(self.files)} file(s) already ingested with the same content: skipped "
+                "(force=True, or --force, reads them again)"
+            )
+        if not self.files:
+            line += "; no files matched"
+        return line
 
 
 def expand_paths(patterns: Sequence[str | Path], root: Path | None = None) -> list[Path]:
