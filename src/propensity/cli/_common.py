@@ -20,13 +20,29 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 from propensity.config.calendar import local_time
 from propensity.core.errors import PropensityError
 from propensity.workspace import Workspace
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _Console(Console):
+    """Rich's console, printing tables so that no name is cut: a cell too long for its column wraps (folds)
+    instead of ending in an ellipsis. ``--wide`` lifts the width limit altogether."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        for obj in objects:
+            if isinstance(obj, Table):
+                for column in obj.columns:
+                    if column.overflow == "ellipsis":
+                        column.overflow = "fold"
+        super().print(*objects, **kwargs)
+
+
+console = _Console()
+err_console = _Console(stderr=True)
+WIDE = 1_000  # columns, with --wide: wider than any table here
 
 WorkspaceOption = typer.Option(
     Path("."), "--workspace", "-w", help="The project folder (holding propensity.yaml).", show_default=True
@@ -87,10 +103,13 @@ def warn_stale(message: str | None) -> None:
     from rich.markup import escape
     from rich.panel import Panel
 
-    from propensity.cli.app import err_console
-
     err_console.print(
-        Panel(escape(message[0].upper() + message[1:]), title="stale data", border_style="bold yellow")
+        Panel(
+            escape(message[0].upper() + message[1:]),
+            title="stale data",
+            border_style="bold yellow",
+            width=min(err_console.width, 110),
+        )
     )
 
 

@@ -28,7 +28,7 @@ from propensity.cli import (
     training,
     web,
 )
-from propensity.cli._common import console, err_console
+from propensity.cli._common import WIDE, console, err_console
 from propensity.core.errors import PropensityError
 from propensity.core.logs import configure_logging
 from propensity.core.version import __version__
@@ -79,12 +79,20 @@ def _root(
     log_level: str = typer.Option(
         "warning", "--log-level", envvar="PROPENSITY_LOG_LEVEL", help="debug, info, warning or error."
     ),
+    wide: bool = typer.Option(
+        False,
+        "--wide",
+        help="Print tables at their full width instead of fitting them to the terminal (for wide terminals, "
+        "`less -S`, files).",
+    ),
 ) -> None:
     """Real-time propensity scoring."""
     try:
         configure_logging(log_format, log_level)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if wide:
+        console.width = err_console.width = WIDE
 
 
 def main() -> None:

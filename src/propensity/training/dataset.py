@@ -255,7 +255,20 @@ def _features_for(
     mem.close()
     if progress:
         progress("features", 0, spine.num_rows)
-    out = offline.features(spec.features, spine) if spec.features else spine
+    if not spec.features:
+        out = spine
+    elif getattr(offline, "name", "") == "duckdb" and spine.num_rows > 50_000:
+        # About ten chunks (50k to 500k rows each; DuckDB computes a spine in chunks anyway), so the progress bar
+        # moves during the longest step of training instead of sitting at 0.
+        chunk = min(500_000, -(-spine.num_rows // 10))
+        parts = []
+        for start in range(0, spine.num_rows, chunk):
+            parts.append(offline.features(spec.features, spine.slice(start, chunk)))
+            if progress:
+                progress("features", min(start + chunk, spine.num_rows), spine.num_rows)
+        out = pa.concat_tables(parts)
+    else:
+        out = offline.features(spec.features, spine)
     if progress:
         progress("features", spine.num_rows, spine.num_rows)
     return out
