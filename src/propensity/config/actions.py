@@ -106,7 +106,10 @@ class EventFilter(_Strict):
 class Target(EventFilter):
     """The events that make the label. ``same_campaign``: only events carrying the trigger's campaign_id."""
 
-    same_campaign: bool = False
+    same_campaign: bool = Field(
+        default=False,
+        description="Only target events carrying the trigger's campaign_id count (respond: a purchase through that campaign).",
+    )
 
 
 class AttributeCondition(_Strict):
@@ -114,9 +117,14 @@ class AttributeCondition(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    name: str
-    in_: list[str] | None = Field(default=None, alias="in")
-    not_in: list[str] | None = None
+    name: str = Field(description="The attribute whose value, as of the cutoff, decides eligibility.")
+    in_: list[str] | None = Field(
+        default=None, alias="in", description="Eligible when the value is one of these (give in or not_in)."
+    )
+    not_in: list[str] | None = Field(
+        default=None,
+        description="Eligible when the value is none of these (a missing value is never eligible).",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> AttributeCondition:
@@ -131,8 +139,15 @@ class DueRule(_Strict):
     """Eligible when a billing event (the latest of ``event_type`` by the cutoff) plus ``cycle`` falls due in
     the label window: subscribers whose renewal is due within the horizon."""
 
-    event_type: list[str] = Field(default_factory=lambda: ["subscription_start", "renewal"], min_length=1)
-    cycle: FiniteDuration = Field(default_factory=lambda: Duration.parse("30d"))
+    event_type: list[str] = Field(
+        default_factory=lambda: ["subscription_start", "renewal"],
+        min_length=1,
+        description="Billing events that start a cycle (subscription_start, renewal).",
+    )
+    cycle: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("30d"),
+        description="Length of a billing cycle: the next renewal is due this long after the latest billing event.",
+    )
 
     _types = field_validator("event_type", mode="before")(_as_list)
 
@@ -167,9 +182,14 @@ class Trigger(EventFilter):
 class Action(_Strict):
     """One predicted action. See the module docstring and ``docs/training.md``."""
 
-    name: str
-    template: ActionTemplate | None = None
-    description: str | None = None
+    name: str = Field(
+        description="The action's name (buy_7d); a template derives it from the template and horizon when absent."
+    )
+    template: ActionTemplate | None = Field(
+        default=None,
+        description="Start from a template (buy, upgrade, renew, respond, churn); keys written here override its defaults.",
+    )
+    description: str | None = Field(default=None, description="Free text shown in reports.")
     target: Target
     outcome: Literal["occurs", "absent"] = Field(
         default="occurs",

@@ -54,10 +54,19 @@ class ActionPolicy(StrictModel):
     """How one action is judged: activated only above ``threshold``, worth ``value`` when it happens, costing
     ``cost`` per activation, sent through ``channel`` (whose consent is then required)."""
 
-    threshold: float = Field(default=0.0, ge=0.0, le=1.0)
-    value: float = Field(default=1.0, ge=0.0)
-    cost: float = Field(default=0.0, ge=0.0)
-    channel: str | None = None
+    threshold: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="The action is activated only for scores above this."
+    )
+    value: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="What the action is worth when it happens (expected value = score × value − cost).",
+    )
+    cost: float = Field(default=0.0, ge=0.0, description="What one activation costs.")
+    channel: str | None = Field(
+        default=None,
+        description="The channel the action is sent through; its consent (policies.consent) is then required.",
+    )
 
 
 class SuppressionList(StrictModel):
@@ -66,12 +75,30 @@ class SuppressionList(StrictModel):
     the run (e.g. ``[email_bounce, spam_complaint, unsubscribe]``: an unreachable inbox). With ``channel``, only
     the actions sent through that channel are suppressed (the customer stays reachable on the others)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    file: str | None = None
-    attribute: str | None = None
-    values: list[str] = Field(default_factory=lambda: ["true", "1", "yes"])
-    event_types: list[str] = Field(default_factory=list)
-    channel: str | None = None
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="The list's name (shown in why a customer was suppressed).",
+    )
+    file: str | None = Field(
+        default=None,
+        description="A file of customer ids, one per line (a CSV's first column), relative to the spec's folder.",
+    )
+    attribute: str | None = Field(
+        default=None,
+        description="A customer attribute: customers whose value (as of the run) is one of `values` are suppressed.",
+    )
+    values: list[str] = Field(
+        default_factory=lambda: ["true", "1", "yes"],
+        description="The attribute values that suppress a customer.",
+    )
+    event_types: list[str] = Field(
+        default_factory=list,
+        description="Event types that suppress a customer with any such event known by the run (email_bounce, ...).",
+    )
+    channel: str | None = Field(
+        default=None,
+        description="Suppress only the actions sent through this channel (others stay reachable).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SuppressionList:
@@ -85,8 +112,11 @@ class SuppressionList(StrictModel):
 class FrequencyCap(StrictModel):
     """At most ``max`` activations (runs in which the customer got a next best action) per ``period``."""
 
-    max: int = Field(ge=1)
-    period: FiniteDuration = Field(default_factory=lambda: Duration.parse("7d"))
+    max: int = Field(ge=1, description="Most activations per customer in `period`.")
+    period: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("7d"),
+        description="The window activations are counted over (earlier runs).",
+    )
 
 
 class PolicySettings(StrictModel):

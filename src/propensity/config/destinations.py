@@ -36,7 +36,9 @@ MAX_AUDIENCE_BATCH = (
 
 
 class _Destination(StrictModel):
-    name: str
+    name: str = Field(
+        description="The destination's name: lowercase letters, digits, '_' and '-' (CLI, idempotency keys, ledger)."
+    )
     # Only these actions' rows go out; all actions when absent.
     actions: list[str] | None = None
     # Send decisions to this destination as customers are rescored on ingest (webhook and profile only).
@@ -57,10 +59,10 @@ class _Destination(StrictModel):
 
 
 class _HttpDestination(_Destination):
-    url: str
+    url: str = Field(description="The endpoint, http:// or https://.")
     # Name of an environment variable holding a bearer token (never the token itself: the spec is committed).
     token_env: str | None = None
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, description="Seconds per request.")
 
     @field_validator("url")
     @classmethod
@@ -81,7 +83,9 @@ class FileDestination(_Destination):
     """A file drop: the run's rows as CSV, Parquet or JSON lines, plus a ``manifest.json`` written last."""
 
     type: Literal["file"] = "file"
-    format: Literal["csv", "parquet", "jsonl"] = "parquet"
+    format: Literal["csv", "parquet", "jsonl"] = Field(
+        default="parquet", description="File format of the drop."
+    )
     # Folder for the drops, relative to the workspace; each run goes to <path>/<name>/<run_id>/.
     path: str = "exports"
 
@@ -95,8 +99,12 @@ class FileDestination(_Destination):
 class IdentifierColumns(StrictModel):
     """Which customer attributes hold the identifiers to hash (attribute names from an ``attributes`` source)."""
 
-    email: str | None = "email"
-    phone: str | None = "phone"
+    email: str | None = Field(
+        default="email", description="The attribute holding the e-mail address (none: not sent)."
+    )
+    phone: str | None = Field(
+        default="phone", description="The attribute holding the phone number (none: not sent)."
+    )
 
 
 class AudienceDestination(_HttpDestination):
@@ -106,8 +114,13 @@ class AudienceDestination(_HttpDestination):
     # The audience is the customers whose row for ``action`` is eligible and in ``segments`` (when given) and
     # scored at least ``min_score`` (when given).
     action: str
-    segments: list[str] | None = None
-    min_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    segments: list[str] | None = Field(
+        default=None,
+        description="Only customers in these segments of `action` join the audience (all segments when absent).",
+    )
+    min_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Only customers scored at least this join the audience."
+    )
     # mirror: customers who leave the audience are removed; upsert: never remove (except withdrawn consent).
     mode: Literal["mirror", "upsert"] = "mirror"
     identifiers: IdentifierColumns = Field(default_factory=IdentifierColumns)
@@ -117,7 +130,12 @@ class AudienceDestination(_HttpDestination):
     consent_channel: str | None = "ads"
     # Country calling code for phone numbers written without one (digits only, e.g. "1", "44", "33").
     default_country_code: str = "1"
-    batch_size: int = Field(default=MAX_AUDIENCE_BATCH, ge=1, le=MAX_AUDIENCE_BATCH)
+    batch_size: int = Field(
+        default=MAX_AUDIENCE_BATCH,
+        ge=1,
+        le=MAX_AUDIENCE_BATCH,
+        description="Hashed identifiers per request (at most 10,000, the ad platforms' limit).",
+    )
 
     @field_validator("default_country_code")
     @classmethod
@@ -144,16 +162,21 @@ class WebhookDestination(_HttpDestination):
     max_attempts: int = Field(default=8, ge=1)
     # Attempts per record within one sync; the rest wait for the next sync (a receiver that is down for a while).
     attempts_per_sync: int = Field(default=3, ge=1)
-    base_delay_s: float = Field(default=0.5, ge=0.0)
-    max_delay_s: float = Field(default=30.0, ge=0.0)
-    concurrency: int = Field(default=4, ge=1, le=64)
+    base_delay_s: float = Field(
+        default=0.5, ge=0.0, description="First retry delay; it doubles per attempt (with jitter)."
+    )
+    max_delay_s: float = Field(default=30.0, ge=0.0, description="Longest delay between retries.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once.")
 
 
 class ProfileDestination(_Destination):
     """A Redis hash per customer for in-session tools, expiring with the scores."""
 
     type: Literal["profile"] = "profile"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="The Redis server holding the profiles (redis://host:port/db).",
+    )
     # Keys are <prefix>:<customer_id>.
     prefix: str = "propensity:profile"
 
@@ -197,7 +220,9 @@ class GateSettings(StrictModel):
     nothing to compare with, so those checks pass). ``propensity activate --force --reason TEXT`` overrides.
     """
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True, description="Run the gates at all (false publishes every run unchecked)."
+    )
     # Share of eligible rows whose score or segment is null (a percentile may be null).
     max_null_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     # Relative change of the row count against the previous run (0.5: between half and 1.5 times).

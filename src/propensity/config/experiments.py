@@ -18,8 +18,12 @@ class Holdout(StrictModel):
     """A control group: ``control_share`` of customers (by a hash of customer and ``name``) are never activated,
     so their outcomes measure what activation adds."""
 
-    name: str
-    control_share: float = Field(default=0.1, gt=0.0, lt=1.0)
+    name: str = Field(
+        description="The experiment's name; also salts the hash that assigns customers to control."
+    )
+    control_share: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="Share of customers (0 to 1) in the control group."
+    )
     # The actions the experiment covers; None means all of them.
     actions: list[str] | None = None
 

@@ -117,7 +117,9 @@ def _event_types(value: Any) -> Any:
 class _Feature(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = Field(
+        description="The feature's name: lowercase letters, digits and underscores (a model input and a column)."
+    )
     description: str | None = Field(default=None, description="Free text; not part of the version hash.")
 
     @field_validator("name")
@@ -207,9 +209,13 @@ class AggregateFeature(_Filtered):
     """A windowed aggregate of one customer's events (see ``docs/features.md`` for exact semantics)."""
 
     kind: Literal["aggregate"] = "aggregate"
-    aggregate: AggregateKind
+    aggregate: AggregateKind = Field(
+        description="What is computed over the window's events: count, sum, mean, min, max, count_distinct, last, time_since_last, time_since_first."
+    )
     field: str | None = Field(default=None, description="The event property aggregated (not for counts).")
-    window: WindowDuration
+    window: WindowDuration = Field(
+        description="How far back from the as-of time events count (e.g. 7d), or lifetime."
+    )
     bucket: str | None = Field(
         default=None,
         description="Window granularity: a duration dividing the window, or 'exact'; a default by window size.",
@@ -281,14 +287,19 @@ class SessionFeature(_Filtered):
     """
 
     kind: Literal["session"]
-    aggregate: SessionKind
+    aggregate: SessionKind = Field(
+        description="What is computed of the current session (count, duration, count_before) or `sessions` in a window."
+    )
     before: list[str] | None = Field(
         default=None, description="count_before: count events before the first event of these types."
     )
     window: WindowDuration | None = Field(
         default=None, description="sessions: count sessions in this window."
     )
-    gap: FiniteDuration = Field(default_factory=lambda: Duration.parse("30m"))
+    gap: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("30m"),
+        description="Two session events further apart than this start a new session.",
+    )
     lookback: FiniteDuration = Field(
         default_factory=lambda: Duration.parse("1d"),
         description="A current session never reaches further back.",
@@ -338,7 +349,9 @@ class DerivedFeature(_Feature):
     """Arithmetic over other features; any null input, or a division by zero, gives null."""
 
     kind: Literal["derived"]
-    expr: str
+    expr: str = Field(
+        description="Arithmetic over other features' names, e.g. spend_30d / (purchases_30d + 1)."
+    )
 
     @field_validator("expr")
     @classmethod

@@ -301,8 +301,14 @@ def sections() -> list[Section]:
             full = f"{path}.{key}" if path else key
             annotation = info.annotation
             default_text, default = _default(info)
-            meaning = info.description or comments.get(name, "")
             models = _models(annotation)
+            meaning = info.description or comments.get(name, "")
+            if not meaning and models and len(models) == 1:  # a section: its own docstring says what it is
+                meaning = _doc(models[0])
+            if not meaning and name in ("kind", "type") and _tag_of(model):
+                tag = _tag_of(model)
+                assert tag is not None
+                meaning = f"Selects this kind of entry: `{tag[0]}: {tag[1]}`."
             a = _strip(annotation)
             origin = get_origin(a)
             inner = _strip(get_args(a)[0]) if _union_args(a) and len(get_args(a)) == 2 else a

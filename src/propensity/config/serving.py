@@ -17,7 +17,12 @@ class CanarySettings(StrictModel):
 
     # A bundle id or unique prefix; None means the newest candidate newer than production.
     bundle: str | None = None
-    share: float = Field(default=0.0, ge=0.0, le=1.0)
+    share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share (0 to 1) of customers scored by the canary bundle; 0 turns the canary off.",
+    )
 
 
 class ServingSettings(StrictModel):

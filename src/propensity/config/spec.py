@@ -66,18 +66,30 @@ def _check_name(value: str, what: str) -> str:
 class Entity(StrictModel):
     """Who is scored. Every event and attribute row carries this entity's id as ``customer_id``."""
 
-    name: str = "customer"
+    name: str = Field(
+        default="customer",
+        description="What a customer is called in this project (household, account, ...); ids are still `customer_id`.",
+    )
 
 
 class EventRules(StrictModel):
     """What a valid event is. Rows breaking these rules are quarantined with the reason, never dropped."""
 
-    types: list[str] = Field(default_factory=lambda: list(STANDARD_EVENT_TYPES))
+    types: list[str] = Field(
+        default_factory=lambda: list(STANDARD_EVENT_TYPES),
+        description="The event types a valid event may have (the standard vocabulary by default); add to it with extra_types.",
+    )
     extra_types: list[str] = Field(
         default_factory=list, description="Added to `types` (keeps the standard list)."
     )
-    negative_amount_types: list[str] = Field(default_factory=lambda: ["refund"])
-    max_future: FiniteDuration = Field(default_factory=lambda: Duration.parse("1d"))
+    negative_amount_types: list[str] = Field(
+        default_factory=lambda: ["refund"],
+        description="Event types allowed a negative amount (refunds); other events with one are quarantined.",
+    )
+    max_future: FiniteDuration = Field(
+        default_factory=lambda: Duration.parse("1d"),
+        description="Events timestamped more than this after their ingestion are quarantined (clock errors).",
+    )
 
     @field_validator("types", "extra_types")
     @classmethod
@@ -90,9 +102,12 @@ class EventRules(StrictModel):
 
 
 class CsvOptions(StrictModel):
-    delimiter: str = ","
-    header: bool = True
-    quote: str = '"'
+    delimiter: str = Field(default=",", description="Field separator.")
+    header: bool = Field(
+        default=True,
+        description="The first row holds column names (false: columns are named column1, column2, ...).",
+    )
+    quote: str = Field(default='"', description="Quote character.")
 
 
 class KafkaSource(StrictModel):
@@ -136,7 +151,9 @@ class EventSource(StrictModel):
     """Where events come from: a file (or glob of files), a Kafka topic or a Redis stream, and how to map its
     fields onto the canonical event."""
 
-    name: str
+    name: str = Field(
+        description="The source's name: `propensity ingest --source NAME`, and each event's `source`."
+    )
     path: str = Field(default="", description="A file, directory or glob, relative to the spec's folder.")
     kafka: KafkaSource | None = Field(
         default=None, description="Consume a Kafka topic (`propensity stream`)."
@@ -148,7 +165,10 @@ class EventSource(StrictModel):
         default=None,
         description="Read from PostgreSQL by a query (`propensity ingest`); incremental with a watermark column.",
     )
-    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    format: Literal["auto", "csv", "parquet", "jsonl"] = Field(
+        default="auto",
+        description="File format; auto: from the extension (.csv, .parquet, .jsonl, each optionally .gz).",
+    )
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical field → the source's column name (identity when absent)."
     )
@@ -162,7 +182,9 @@ class EventSource(StrictModel):
         default_factory=lambda: Duration.parse("0s"),
         description="How long after event_time the platform could have known the event (bulk history).",
     )
-    csv: CsvOptions = Field(default_factory=CsvOptions)
+    csv: CsvOptions = Field(
+        default_factory=CsvOptions, description="How CSV files are read (delimiter, header, quote)."
+    )
     dedupe: Literal["event_id", "content", "none"] | None = Field(
         default=None,
         description="Which rows are the same event: event_id (the source's id column; a row without one is "
@@ -223,21 +245,31 @@ class EventSource(StrictModel):
 class AttributeSource(StrictModel):
     """Customer attributes with as-of semantics: each row is valid from ``valid_from`` until superseded."""
 
-    name: str
+    name: str = Field(
+        description="The attribute source's name (features refer to its attributes by attribute name)."
+    )
     path: str = Field(default="", description="A file, directory or glob, relative to the spec's folder.")
     sql: SqlQuery | None = Field(
         default=None,
         description="Or: the rows of a PostgreSQL query (read whole at each load: attributes are a snapshot).",
     )
-    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    format: Literal["auto", "csv", "parquet", "jsonl"] = Field(
+        default="auto", description="File format; auto: from the extension."
+    )
     customer_id: str = Field(default="customer_id", description="The source's customer id column.")
     valid_from: str | None = Field(
         default=None, description="The source's valid-from column; absent means valid since the beginning."
     )
     attributes: list[str] | None = Field(default=None, description="Columns to keep; all others when absent.")
-    timezone: str = "UTC"
-    timestamp_format: str | None = None
-    csv: CsvOptions = Field(default_factory=CsvOptions)
+    timezone: str = Field(
+        default="UTC", description="Zone of valid_from timestamps written without an offset."
+    )
+    timestamp_format: str | None = Field(
+        default=None, description="strptime format of valid_from; ISO 8601 when absent."
+    )
+    csv: CsvOptions = Field(
+        default_factory=CsvOptions, description="How CSV files are read (delimiter, header, quote)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -259,7 +291,9 @@ class AttributeSource(StrictModel):
 class ProjectSpec(StrictModel):
     """The whole of ``propensity.yaml``."""
 
-    project: str = "propensity-project"
+    project: str = Field(
+        default="propensity-project", description="The project's name (shown in reports and monitoring)."
+    )
     timezone: str = Field(
         default="UTC",
         description="The project's calendar: times written without an offset (a date-only --as-of, spine "
@@ -280,11 +314,23 @@ class ProjectSpec(StrictModel):
         default_factory=list,
         description="Labelled tables (one row per example), trained by `propensity train --table NAME`.",
     )
-    features: list[FeatureDefinition] = Field(default_factory=list)
+    features: list[FeatureDefinition] = Field(
+        default_factory=list,
+        description="What each customer looks like as of a time: windowed aggregates, session features, attributes and arithmetic over them (docs/features.md).",
+    )
     actions: list[Action] = Field(default_factory=list)
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
-    serving: ServingSettings = Field(default_factory=ServingSettings)
-    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings,
+        description="Snapshot cutoffs, the time split, minimums, LightGBM settings and the promotion gate (docs/training.md).",
+    )
+    serving: ServingSettings = Field(
+        default_factory=ServingSettings,
+        description="The online store (memory or Redis), score lifetime and canary of `propensity serve` (docs/serving.md).",
+    )
+    scoring: ScoringSettings = Field(
+        default_factory=ScoringSettings,
+        description="Where batch scoring runs are stored and how long their scores are valid (docs/scoring.md).",
+    )
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     policies: PolicySettings = Field(default_factory=PolicySettings)
     targets: list[TargetSettings] = Field(
@@ -293,10 +339,16 @@ class ProjectSpec(StrictModel):
         "saved from the console's targeting page; a destination with target: <name> publishes only them.",
     )
     gates: GateSettings = Field(default_factory=GateSettings)
-    destinations: list[DestinationSpec] = Field(default_factory=list)
+    destinations: list[DestinationSpec] = Field(
+        default_factory=list,
+        description="Where activated scores go: file drops, ad audiences, webhooks, Redis profiles (docs/activation.md).",
+    )
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
-    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    experiments: ExperimentSettings = Field(
+        default_factory=ExperimentSettings,
+        description="Holdout (control) groups that are never activated, to measure lift (docs/experiments.md).",
+    )
     retraining: RetrainSettings = Field(default_factory=RetrainSettings)
     # What computes offline features, labels, training sets and batch scores: duckdb (one machine) or spark.
     engine: Engine = "duckdb"

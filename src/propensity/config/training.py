@@ -71,8 +71,15 @@ class SpineSettings(_Strict):
 class SplitSettings(_Strict):
     """Train / calibration / test split in time, by cutoffs (the latest ``test`` share is the test split)."""
 
-    calibration: float = Field(default=0.2, gt=0, lt=0.5)
-    test: float = Field(default=0.2, gt=0, lt=0.5)
+    calibration: float = Field(
+        default=0.2,
+        gt=0,
+        lt=0.5,
+        description="Share of the cutoffs (before the test split) the calibration split takes.",
+    )
+    test: float = Field(
+        default=0.2, gt=0, lt=0.5, description="Share of the latest cutoffs held out as the test split."
+    )
     purge: bool = Field(
         default=True,
         description="Drop rows whose label window reaches into the next split; false refuses such a spine.",
@@ -99,8 +106,12 @@ class LightGBMSettings(_Strict):
     learning_rate: float = Field(default=0.05, gt=0, le=1, description="With search: false.")
     num_leaves: int = Field(default=31, ge=2, description="With search: false.")
     min_child_samples: int = Field(default=100, ge=1, description="With search: false.")
-    max_rounds: int = Field(default=2000, ge=1)
-    early_stopping_rounds: int = Field(default=50, ge=1)
+    max_rounds: int = Field(
+        default=2000, ge=1, description="Most boosting rounds (early stopping usually ends sooner)."
+    )
+    early_stopping_rounds: int = Field(
+        default=50, ge=1, description="Stop after this many rounds without improvement on validation."
+    )
     validation_fraction: float = Field(
         default=0.15, gt=0, lt=0.5, description="Of train customers, for stopping."
     )
@@ -135,14 +146,25 @@ class ModelSettings(_Strict):
 class PromotionSettings(_Strict):
     """A candidate may be at most this much worse than production on any action (same test window)."""
 
-    auc_tolerance: float = Field(default=0.005, ge=0)
-    ece_tolerance: float = Field(default=0.01, ge=0)
+    auc_tolerance: float = Field(
+        default=0.005,
+        ge=0,
+        description="A candidate may have at most this much lower ROC-AUC than production on any action.",
+    )
+    ece_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="A candidate may have at most this much higher calibration error (ECE) than production on any action.",
+    )
 
 
 class TrainingSettings(_Strict):
     spine: SpineSettings = Field(default_factory=SpineSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        description="Seed of every random choice in training (sampling, LightGBM), for reproducible bundles.",
+    )
     min_positives: int = Field(default=50, ge=1, description="Refuse an action with fewer positive rows.")
     min_negatives: int = Field(default=50, ge=1, description="Refuse an action with fewer negative rows.")
     max_rows: int | None = Field(
@@ -152,5 +174,7 @@ class TrainingSettings(_Strict):
         default="auto", description="auto: the lowest cross-fitted log loss among none, platt and isotonic."
     )
     models: ModelSettings = Field(default_factory=ModelSettings)
-    lightgbm: LightGBMSettings = Field(default_factory=LightGBMSettings)
+    lightgbm: LightGBMSettings = Field(
+        default_factory=LightGBMSettings, description="The LightGBM candidate's search or fixed settings."
+    )
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
