@@ -131,8 +131,8 @@ def quickstart(
         look.insert(0, f"  {trained.report_paths.get('html')}   the evaluation report (open it in a browser)")
         run_next += [
             f"propensity models list -w {workspace}",
-            # The synthetic data ends a week or more before today: scoring "now" would see a week of silence.
-            f"propensity score -w {workspace} --as-of {totals[3]:%Y-%m-%dT%H:%M:%S}   # another run, then "
+            # The synthetic project says `clock: data`: "now" is the event log's end, not today.
+            f"propensity score -w {workspace}   # another run (as of the data's end: clock: data), then "
             f"`propensity activate -w {workspace}`",
             f"propensity monitor -w {workspace}",
         ]
