@@ -209,11 +209,16 @@ def _bundled_examples() -> dict[str, Any]:
     return found
 
 
+def _is_plain(value: Any) -> bool:
+    """A value worth quoting inline as an example: a scalar, or a non-empty list of scalars."""
+    if isinstance(value, list):
+        return bool(value) and not isinstance(value[0], dict | list)
+    return not isinstance(value, dict)
+
+
 def _example(path: str, annotation: Any, default: Any, info: FieldInfo, bundled: dict[str, Any]) -> str:
-    if (path in bundled and not isinstance(bundled[path], dict | list)) or (
-        path in bundled and isinstance(bundled[path], list) and bundled[path]
-        and not isinstance(bundled[path][0], dict)
-    ):  # fmt: skip
+    """An example value: the bundled projects' own, a declared example, the default, else one by type."""
+    if path in bundled and _is_plain(bundled[path]):
         return _yaml_inline(bundled[path])
     extra: Any = info.examples
     if not extra and isinstance(info.json_schema_extra, dict):
