@@ -175,7 +175,9 @@ def test_the_readme_tour_runs_word_for_word(tmp_path: Path) -> None:
     _check(Line(first, "the Python example"), done.returncode, done.stdout + done.stderr)
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     print("\n".join(f"{s:7.1f}s  {what}" for s, what in timings))
-    print(f"tour: {sum(s for s, _ in timings):.0f}s wall, {cpu.ru_utime + cpu.ru_stime:.0f}s CPU in its commands")
+    print(
+        f"tour: {sum(s for s, _ in timings):.0f}s wall, {cpu.ru_utime + cpu.ru_stime:.0f}s CPU in its commands"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ links

@@ -29,8 +29,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from propensity.config.calendar import Slide
 from propensity.config.durations import Duration
 
+_DURATION_TYPES = (Duration, Slide)
 SCHEMA_URL = "https://propensity.dev/schema/propensity.schema.json"
 _EXAMPLE_FILES = ("projects/synthetic.yaml", "projects/completejourney.yaml")
 _TYPE_EXAMPLES = {
@@ -63,13 +65,13 @@ class Section:
 
 # ------------------------------------------------------------------------------------------------ types
 def _strip(annotation: Any) -> Any:
-    """Drop ``Annotated`` wrappers, keeping the Duration marker."""
+    """Drop ``Annotated`` wrappers; a duration-like type (a duration, a calendar slide) reads as Duration."""
     while get_origin(annotation) is Annotated:
         args = get_args(annotation)
-        if args[0] is Duration:
+        if args[0] in _DURATION_TYPES:
             return Duration
         annotation = args[0]
-    return annotation
+    return Duration if annotation in _DURATION_TYPES else annotation
 
 
 def _union_args(annotation: Any) -> tuple[Any, ...] | None:
@@ -147,7 +149,7 @@ def type_name(annotation: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------ values
 def _yaml_inline(value: Any) -> str:
-    if isinstance(value, Duration):
+    if isinstance(value, _DURATION_TYPES):
         return str(value)
     if isinstance(value, BaseModel):
         return "(section)"
@@ -160,7 +162,7 @@ def _yaml_inline(value: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, Duration):
+    if isinstance(value, _DURATION_TYPES):
         return str(value)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
@@ -170,7 +172,9 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # a spec type of its own (written as text in propensity.yaml)
 
 
 def _default(info: FieldInfo) -> tuple[str, Any]:
