@@ -264,11 +264,11 @@ def _newest_event(workspace: Workspace, run: Any) -> datetime | None:
     if recorded:
         return datetime.fromisoformat(recorded)
     from propensity.events.clock import newest_event_time
-    from propensity.events.log import DuckDBEventLog
+    from propensity.events.log import open_event_log
 
     if not workspace.db_path.exists():
         return None
-    with DuckDBEventLog(workspace.db_path).connection(read_only=True) as con:
+    with workspace.write_lock(), open_event_log(workspace).connection(read_only=True) as con:
         return newest_event_time(con, run.as_of)
 
 
