@@ -140,6 +140,7 @@ def _curl(line: Line, cwd: Path, port: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 1.5 min of CPU; a loaded machine stretches it well past the default 600 s
 def test_the_readme_tour_runs_word_for_word(tmp_path: Path) -> None:
     lines = tour()
     assert any(line.command.startswith("propensity train") for line in lines), "the tour lost its commands?"
