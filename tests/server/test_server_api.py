@@ -74,8 +74,11 @@ def test_predict_equals_the_bundle(client: TestClient, workspace: Workspace, sta
         model_actions = set(state.service.model.action_names)  # type: ignore[union-attr]
         assert model_actions == {"buy_7d"} and set(body["scores"]) == {"buy_7d", "churn_30d"}
         assert body["fallback"] is True
-        assert body["scores"]["churn_30d"] == {"probability": None, "percentile": None, "segment": None,
-                                               "eligible": False, "fallback": True}  # fmt: skip
+        churn = dict(body["scores"]["churn_30d"])
+        # No score, and the rule that excluded the customer says why.
+        assert churn.pop("reason").startswith("eligibility.active_within: no page_view")
+        assert churn == {"probability": None, "percentile": None, "segment": None, "eligible": False,
+                         "fallback": True}  # fmt: skip
         for action in model_actions:
             entry = body["scores"][action]
             assert set(entry) == {"probability", "percentile", "segment", "eligible", "fallback"}
