@@ -13,7 +13,6 @@ import yaml
 from tests.training.synthetic_project import spec_dict
 from typer.testing import CliRunner
 
-from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
 from propensity.events.clock import DataClock
 from propensity.workspace import Workspace

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from propensity.cli import commands  # noqa: F401  (registers the commands)
 from propensity.cli.app import app
 from propensity.cli.project import EXAMPLES, example_spec_text
 from propensity.config.reference import iter_keys, json_schema, reference_markdown
