@@ -33,7 +33,7 @@ def stale(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     from propensity.datasets.synthetic import generate
     from propensity.events.ingest import ingest_attributes, ingest_files
     from propensity.registry.registry import Registry
-    from propensity.training.pipeline import train_project
+    from propensity.registry.train import train_project
 
     root = tmp_path_factory.mktemp("old-data")
     generate(root / "data", customers=800, days=DAYS, seed=3, start=_start())
