@@ -54,9 +54,6 @@ def as_utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-utc = as_utc
-
-
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -73,10 +70,10 @@ def resolve_as_of(
     """The time a command works as of: ``explicit`` when given, else the log's end under ``clock: data`` (the
     wall clock when the log is empty), else now."""
     if explicit is not None:
-        return utc(explicit)
-    now = utc(now) if now is not None else datetime.now(UTC)
+        return as_utc(explicit)
+    now = as_utc(now) if now is not None else datetime.now(UTC)
     if clock == "data" and newest_event is not None:
-        return utc(newest_event)
+        return as_utc(newest_event)
     return now
 
 
@@ -87,22 +84,22 @@ def maturity_horizon(
     never later than ``as_of`` or a ``declared`` data end (``training.spine.data_end``). None: nothing seen."""
     if newest_event is None:
         return None
-    bounds = [utc(newest_event)]
-    bounds += [utc(t) for t in (as_of, declared) if t is not None]
+    bounds = [as_utc(newest_event)]
+    bounds += [as_utc(t) for t in (as_of, declared) if t is not None]
     return min(bounds)
 
 
 def is_matured(window_start: datetime, span: timedelta, horizon: datetime | None) -> bool:
     """Whether a label window starting at ``window_start`` and closing ``span`` later (gap + horizon + label
     delay) has closed by ``horizon`` (from :func:`maturity_horizon`)."""
-    return horizon is not None and utc(window_start) + span <= utc(horizon)
+    return horizon is not None and as_utc(window_start) + span <= as_utc(horizon)
 
 
 def data_age(newest_event: datetime | None, *, now: datetime) -> timedelta | None:
     """How long before ``now`` the newest event happened (None for an empty log)."""
     if newest_event is None:
         return None
-    return utc(now) - utc(newest_event)
+    return as_utc(now) - as_utc(newest_event)
 
 
 def fmt_age(age: timedelta) -> str:
@@ -125,8 +122,8 @@ def staleness(newest_event: datetime | None, *, now: datetime, threshold: timede
     if age is None or newest_event is None or age <= threshold:
         return None
     return (
-        f"{STALE_PREFIX} {utc(newest_event):%Y-%m-%d %H:%M} UTC, {fmt_age(age)} before "
-        f"{utc(now):%Y-%m-%d %H:%M} UTC (more than the freshness threshold of {fmt_threshold(threshold)}): "
+        f"{STALE_PREFIX} {as_utc(newest_event):%Y-%m-%d %H:%M} UTC, {fmt_age(age)} before "
+        f"{as_utc(now):%Y-%m-%d %H:%M} UTC (more than the freshness threshold of {fmt_threshold(threshold)}): "
         "scores, monitors and features as of now see that silence; set `clock: data` in propensity.yaml to "
         "work as of the log's end, or ingest the missing events"
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from propensity.core.clock import maturity_horizon, resolve_as_of, staleness, utc
+from propensity.core.clock import as_utc, maturity_horizon, resolve_as_of, staleness
 from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
@@ -28,7 +28,7 @@ def newest_event_time(con: duckdb.DuckDBPyConnection, as_of: datetime | None = N
             "SELECT max(event_time) FROM events WHERE available_at <= $t AND event_time <= $t", {"t": as_of}
         ).fetchall()[0]
     value = row[0]
-    return None if value is None else utc(value)
+    return None if value is None else as_utc(value)
 
 
 def label_horizon(
@@ -54,7 +54,7 @@ class DataClock:
             clock=spec.clock,
             newest_event=newest_event_time(con),
             threshold=spec.freshness_threshold,
-            now=utc(now) if now is not None else datetime.now(UTC),
+            now=as_utc(now) if now is not None else datetime.now(UTC),
         )
 
     @classmethod
