@@ -411,6 +411,18 @@ def json_schema() -> dict[str, Any]:
     # A templated action (`template: buy`) gets its target, horizon and name from the template.
     if "Action" in defs:
         defs["Action"].pop("required", None)
+        # `horizon: until <field>` with `max_horizon: <cap>` is the written form of horizon_until (config.actions).
+        props = defs["Action"].get("properties", {})
+        if "horizon" in props:
+            duration = {k: v for k, v in props["horizon"].items() if k in ("type", "pattern")}
+            meta = {k: v for k, v in props["horizon"].items() if k not in ("type", "pattern")}
+            until = {"type": "string", "pattern": r"^\s*until\s+\S+\s*$"}
+            props["horizon"] = {"anyOf": [duration, until], **meta}
+            props["max_horizon"] = {
+                **duration,
+                "title": "Max Horizon",
+                "description": "The cap (the longest window) of `horizon: until <field>`.",
+            }
     # Fields that take one value or a list (`event_type: purchase`) are coerced before validation.
     for model in _all_models(ProjectSpec):
         entry = defs.get(model.__name__)
