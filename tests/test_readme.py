@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.process_output import Output
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,42 +100,37 @@ def _serve(line: Line, cwd: Path, port: int) -> subprocess.Popen[str]:
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
-def _wait_serving(line: Line, proc: subprocess.Popen[str], timeout: float = 300) -> str:
-    """Read the server's output until it says it is serving (it says so once it answers)."""
-    assert proc.stdout is not None
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = proc.stdout.readline()
-        if not text:
-            break
-        seen.append(text)
-        if "serving" in text and "http://" in text:
-            return "".join(seen)
-    proc.kill()
-    raise AssertionError(f"{line} never said it was serving; its output:\n{''.join(seen)}")
+def _wait_serving(line: Line, proc: subprocess.Popen[str]) -> Output:
+    """Read the server's output until it says it is serving (it says so once it answers /healthz): its own
+    signal, however long a loaded machine makes it take (tests/process_output.py)."""
+    out = Output(proc)
+    try:
+        out.wait_for(r"serving.*http://")
+    except AssertionError as exc:
+        proc.kill()
+        raise AssertionError(f"{line}: {exc}") from None
+    return out
 
 
-def _stop(line: Line, proc: subprocess.Popen[str], before: str) -> None:
+def _stop(line: Line, proc: subprocess.Popen[str], out: Output) -> None:
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()
     try:
-        rest, _ = proc.communicate(timeout=15)
+        rest = out.rest(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise AssertionError(f"{line}: Ctrl-C did not stop the server within 15 s") from None
     took = time.monotonic() - started
-    output = before + rest
     assert "stopped" in rest, f"{line}: Ctrl-C stopped the server without saying so:\n{rest}"
-    assert took < 5, f"{line}: the server took {took:.1f}s to stop after Ctrl-C"
-    _check(line, 0 if proc.returncode in (0, -signal.SIGINT, 130) else proc.returncode, output)
+    assert took < 10, f"{line}: the server took {took:.1f}s to stop after Ctrl-C"
+    _check(line, 0 if proc.returncode in (0, -signal.SIGINT, 130) else proc.returncode, out.text)
 
 
 def _curl(line: Line, cwd: Path, port: int) -> None:
     command = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", line.command)
     url = re.search(r"'(http[^']+)'|\"(http[^\"]+)\"|(http\S+)", command)
     assert url is not None, f"{line}: no URL found"
-    with urllib.request.urlopen(next(g for g in url.groups() if g), timeout=30) as r:  # the first try
+    with urllib.request.urlopen(next(g for g in url.groups() if g), timeout=60) as r:  # the first try
         body = r.read().decode()
     assert r.status == 200 and '"scores"' in body, f"{line}: answered {r.status}: {body[:500]}"
 
@@ -145,7 +141,7 @@ def test_the_readme_tour_runs_word_for_word(tmp_path: Path) -> None:
     lines = tour()
     assert any(line.command.startswith("propensity train") for line in lines), "the tour lost its commands?"
     timings: list[tuple[float, str]] = []
-    server: tuple[Line, subprocess.Popen[str], str] | None = None
+    server: tuple[Line, subprocess.Popen[str], Output] | None = None
     port = free_port()
     try:
         for line in lines:

@@ -365,13 +365,20 @@ def run_server(
 def _when_ready(
     server: Any, url: str, on_ready: Callable[[], None] | None, host: str, port: int, docs: str
 ) -> None:
-    """Poll ``url`` until it answers 200, then say where the server is and call ``on_ready``."""
+    """Poll ``url`` until it answers 200, then say where the server is and call ``on_ready``.
+
+    The server's own signal, not a guess: first uvicorn's ``started`` (it is listening), then ``url`` itself. A
+    request gets a minute to answer: on a loaded machine the first answer can take seconds, and a short timeout
+    would give up on every try while the server works through them.
+    """
     import urllib.error
     import urllib.request
 
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
     while not server.should_exit:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=60) as r:
                 if r.status == 200:
                     break
         except (urllib.error.URLError, OSError):
