@@ -12,6 +12,7 @@ from tests.retraining.conftest import train_full, train_weak
 from typer.testing import CliRunner
 
 from propensity.cli.app import app
+from propensity.events.clock import DataClock
 from propensity.events.log import DuckDBEventLog
 from propensity.registry.registry import Registry
 from propensity.retraining.history import history
@@ -38,6 +39,11 @@ def test_better_challenger_is_promoted_worse_is_refused_and_both_are_recorded(re
     w = better.window["buy_7d"]
     span = datetime.fromisoformat(w["last_cutoff"]) - datetime.fromisoformat(w["first_cutoff"])
     assert span < timedelta(days=28)
+    # ...and matured: its last cutoff's label window closed by the newest event in the log (tests/labels/
+    # test_maturity.py checks the training path that builds it on random logs).
+    newest = DataClock.read(ws).newest_event
+    buy = next(a for a in ws.spec.actions if a.name == "buy_7d")
+    assert newest is not None and datetime.fromisoformat(w["last_cutoff"]) + buy.span.timedelta <= newest
 
     worse = retrain(ws, force=True, train=train_weak)
     assert worse.outcome == REFUSED and not worse.promoted
