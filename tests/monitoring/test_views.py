@@ -23,6 +23,12 @@ def test_alerts_rank_by_status_then_how_far_past_the_threshold() -> None:
     assert [(a["monitor"], a["subject"]) for a in ranked] == [
         ("freshness_silence", "crm"), ("volume", "web"), ("feature_psi", "b"), ("feature_psi", "a")]  # fmt: skip
     assert rank_alerts(None) == []
+    # As `propensity monitor` ranks them: a data failure first, the drift it explains after the rest.
+    calibration = MonitorResult("calibration_ece", "buy_7d", 0.11, 0.05, 0.1, "alert")
+    ranked = rank_alerts(MonitorRun("r", t, t, t, None, [*results, calibration]))
+    assert [(a["monitor"], a["subject"], a["explained_by"]) for a in ranked] == [
+        ("freshness_silence", "crm", None), ("volume", "web", None), ("calibration_ece", "buy_7d", None),
+        ("feature_psi", "b", "freshness_silence:crm"), ("feature_psi", "a", "freshness_silence:crm")]  # fmt: skip
 
 
 def test_candidates_champion_first_or_model_and_baseline() -> None:

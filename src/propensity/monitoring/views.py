@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from propensity.core.errors import PropensityError
 from propensity.core.manifest import BundleManifest
 from propensity.events.log import open_event_log
+from propensity.monitoring.ranking import DATA_FAILURES, explained_by
 from propensity.monitoring.store import MonitorRun, load_runs
 from propensity.scoring.reading import latest, memo, run_rows, store_runs
 from propensity.workspace import Workspace
@@ -148,12 +149,17 @@ def _sources(workspace: Workspace, now: datetime, con: Any) -> dict[str, Any]:
 
 
 def rank_alerts(run: MonitorRun | None) -> list[dict[str, Any]]:
-    """The firing results of ``run``, most severe first: alerts before warnings, then by how far past its
-    threshold each value is (value ÷ the threshold it crossed)."""
+    """The firing results of ``run``, most severe first: failures of the data itself (freshness, volume) first,
+    as `propensity monitor` ranks them (:mod:`propensity.monitoring.ranking`), the drift they explain last (each
+    with ``explained_by``); within each, alerts before warnings, then by how far past its threshold each value is
+    (value ÷ the threshold it crossed)."""
     if run is None:
         return []
+    firing = run.firing("warning")
+    causes = {r.key for r in firing if r.name in DATA_FAILURES}
+    explained = explained_by(firing)
     out: list[dict[str, Any]] = []
-    for r in run.firing("warning"):
+    for r in firing:
         limit = r.alert if r.status == "alert" else r.warning
         over = _finite(r.value)
         ratio = (over / limit) if over is not None and limit else (math.inf if over is None else over)
@@ -166,12 +172,15 @@ def rank_alerts(run: MonitorRun | None) -> list[dict[str, Any]]:
                 "warning": r.warning,
                 "alert": r.alert,
                 "ratio": ratio if math.isfinite(ratio) else None,
+                "explained_by": explained.get(r.key),
             }
         )
 
-    def severity(a: dict[str, Any]) -> tuple[int, float]:
+    def severity(a: dict[str, Any]) -> tuple[int, int, float]:
         ratio = a["ratio"]
-        return -SEVERITY[str(a["status"])], -(float(ratio) if ratio is not None else math.inf)
+        key = f"{a['monitor']}:{a['subject']}"
+        tier = 0 if key in causes else 2 if a["explained_by"] else 1
+        return tier, -SEVERITY[str(a["status"])], -(float(ratio) if ratio is not None else math.inf)
 
     out.sort(key=severity)
     return out

@@ -160,9 +160,9 @@
       el("p", { class: "note", text: `${b.candidates} candidate bundle(s) waiting.` + (d.served ? ` This server serves ${fmt.short(d.served)}.` : "") })));
     const alerts = d.alerts.open;
     content.append(section("Open alerts",
-      el("p", { class: "note", text: d.alerts.run_id ? `Latest monitor run as of ${fmt.time(d.alerts.as_of)}: ${d.alerts.status}. Most severe first.` : "The monitors have not run yet (propensity monitor)." }),
+      el("p", { class: "note", text: d.alerts.run_id ? `Latest monitor run as of ${fmt.time(d.alerts.as_of)}: ${d.alerts.status}. Most severe first: a failure of the data itself (freshness, volume) leads, the drift it explains comes last.` : "The monitors have not run yet (propensity monitor)." }),
       table("Firing monitors, most severe first", ["monitor", "subject", "status", "value", "warning", "alert"],
-        alerts.slice(0, 15).map((a) => [a.monitor, a.subject, pill(a.status), fmt.num(a.value), fmt.num(a.warning), fmt.num(a.alert)])),
+        alerts.slice(0, 15).map((a) => [a.monitor, a.explained_by ? `${a.subject} (explained by ${a.explained_by})` : a.subject, pill(a.status), fmt.num(a.value), fmt.num(a.warning), fmt.num(a.alert)])),
       alerts.length > 15 ? el("p", { class: "note" }, `${alerts.length - 15} more on `, el("a", { href: "/console/monitoring", text: "Monitoring" })) : null));
     content.append(section("Events",
       table("Freshness and volume per source", ["source", "last event available", "silent for", "last 24 h of data", "events"],
