@@ -97,8 +97,16 @@ def parse_time(value: str | None, zone: str = "UTC", option: str = "--as-of") ->
 
 
 def warn_stale(message: str | None) -> None:
-    """Say, prominently, that a command worked on stale data (see :mod:`propensity.core.clock`)."""
+    """Say, prominently, that a command worked on stale data (see :mod:`propensity.core.clock`): a panel on
+    stderr, or a warning record where logs are JSON (`--log-format json`: stderr holds only JSON lines)."""
     if not message:
+        return
+    from propensity.core.logs import current_format
+
+    if current_format() == "json":
+        import logging
+
+        logging.getLogger("propensity.clock").warning("stale data: %s", message)
         return
     from rich.markup import escape
     from rich.panel import Panel
