@@ -44,9 +44,10 @@ class Line:
 
 
 def _block(text: str, heading: str, lang: str) -> tuple[int, list[str]]:
-    """The first ```lang block after ``heading``: its first line's number and its lines."""
+    """The first ```lang block after the line that starts with ``heading``: its first line's number and its
+    lines."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.strip() == heading)
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(heading))
     open_ = next(i for i in range(start, len(lines)) if lines[i].strip() == f"```{lang}")
     close = next(i for i in range(open_ + 1, len(lines)) if lines[i].strip() == "```")
     return open_ + 2, lines[open_ + 1 : close]
@@ -166,7 +167,7 @@ def test_the_readme_tour_runs_word_for_word(tmp_path: Path) -> None:
         if server is not None:
             server[1].kill()
     # The Python example after the tour, on the tour's demo.
-    first, code = _block(README.read_text(encoding="utf-8"), "The same from Python:", "python")
+    first, code = _block(README.read_text(encoding="utf-8"), "The same from Python", "python")
     done = subprocess.run([sys.executable, "-c", "\n".join(code)], cwd=tmp_path, env=_env(), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     _check(Line(first, "the Python example"), done.returncode, done.stdout + done.stderr)
