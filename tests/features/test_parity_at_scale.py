@@ -11,7 +11,6 @@ booleans and nulls must be equal, floats within 1e-9; a mismatch report names th
 from __future__ import annotations
 
 import shutil
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +32,6 @@ START = datetime(2025, 9, 1, tzinfo=UTC)  # a Monday
 def test_online_equals_offline_for_every_value_at_scale(tmp_path: Path) -> None:
     from propensity.datasets.synthetic import generate
 
-    began = time.perf_counter()
     shutil.copy(PROJECTS / "synthetic.yaml", tmp_path / "propensity.yaml")
     ws = Workspace.open(tmp_path, require_spec=True)
     generate(tmp_path / "data/synthetic", customers=CUSTOMERS, days=28, seed=11, start=START)
@@ -67,4 +65,3 @@ def test_online_equals_offline_for_every_value_at_scale(tmp_path: Path) -> None:
     # Guard against a vacuous pass: the data must reach most features.
     assert sum(offline.column("purchases_7d").to_pylist()) > 1_000
     assert sum(1 for v in offline.column("session_page_views").to_pylist() if v) > 50
-    assert time.perf_counter() - began < 180
