@@ -247,6 +247,8 @@ def main() -> None:
         "training_rows": out["rows"],
         "training_rows_total": sum(out["rows"].values()),
         "seconds_total": round(m.seconds, 1),
+        # CPU seconds of the training process (all threads): what the shared machine's load distorts least.
+        "cpu_seconds_total": round(m.cpu_seconds, 1),
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "seconds_by_stage": {k: round(v, 2) for k, v in out["seconds"].items()},
         "peak_rss_mib": round(m.peak_rss_mib),

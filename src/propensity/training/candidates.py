@@ -14,13 +14,13 @@ the search result says so. Everything is deterministic given the seed.
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from propensity.config.training import LightGBMSettings
+from propensity.core.hashing import stable_fraction
 from propensity.training.encoding import FeatureEncoder
 from propensity.training.linear import Basis
 from propensity.training.trainers import LightGBMModel, lightgbm_params
@@ -49,11 +49,12 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 def customer_hash(customer_ids: np.ndarray | list[str], seed: int) -> np.ndarray:
     """A deterministic number in [0, 1) per customer (the same customer, the same number); each distinct
-    customer is hashed once."""
-    salt = f"|{seed}".encode()
+    customer is hashed once. Different seeds give independent numbers (SHA-256, not CRC-32: CRC is affine, so
+    two salts' CRCs differ by a fixed XOR and nested samples by two seeds came out disjoint, e.g. empty)."""
     uniq, inverse = np.unique(np.asarray(customer_ids, dtype=object).astype(str), return_inverse=True)
-    h = np.fromiter((zlib.crc32(c.encode() + salt) for c in uniq), dtype=np.uint32, count=len(uniq))
-    return (h.astype(np.float64) / 2**32)[inverse.reshape(-1)]
+    salt = f"training|{seed}"
+    h = np.fromiter((stable_fraction(c, salt) for c in uniq.tolist()), dtype=np.float64, count=len(uniq))
+    return h[inverse.reshape(-1)]
 
 
 @dataclass
