@@ -16,7 +16,12 @@ def copy_workspace(source: Workspace, root: Path) -> Workspace:
 
 def corrupt_bundle(workspace: Workspace, bundle_id: str) -> Path:
     """Change one byte-range of a bundle's model file (a disk fault or a hand edit); returns the file."""
-    model = next((workspace.state_dir / "models" / bundle_id).glob("*/model.txt"))
+    # The served model is a LightGBM text file or, when a linear model or blend is the champion, model.json.
+    folder = workspace.state_dir / "models" / bundle_id
+    model = next(p for pattern in ("*/model.txt", "*/model.json") for p in sorted(folder.glob(pattern)))
     model.chmod(0o644)
-    model.write_text(model.read_text(encoding="utf-8").replace("leaf_value=", "leaf_value=1", 1))
+    text = model.read_text(encoding="utf-8")
+    changed = text.replace("leaf_value=", "leaf_value=1", 1) if model.suffix == ".txt" else text + " "
+    assert changed != text, f"nothing to corrupt in {model}"
+    model.write_text(changed)
     return model
