@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -302,20 +303,11 @@ def score_batch(
     t0 = lap("reason_codes", t0)
     timings["total"] = time.perf_counter() - t_start
     cpu["total"] = time.process_time() - c_start
-    contract = load_contract()
-    run = ScoringRun(
-        run_id=run_id,
-        scored_at=scored_at,
-        expiration_at=expiration_at,
-        as_of=as_of,
-        model_version=model.version,
-        feature_set_version=model.feature_set_version,
-        rows=rows.num_rows,
-        segment_cuts={a: s.cuts for a, s in segmentations.items()},
-        segment_names={a: s.names for a, s in segmentations.items()},
-        contract_version=contract.version,
-        status="complete",
-        details={
+    run = completed_run(
+        stamp,
+        rows,
+        segmentations,
+        {
             "customers": n,
             "actions": wanted,
             "meanings": {a: describe_action(d, same_time=as_of == scored_at) for a, d in definitions.items()},
@@ -330,6 +322,26 @@ def score_batch(
         },
     )
     return BatchResult(run, rows)
+
+
+def completed_run(
+    stamp: RunStamp, rows: pa.Table, segmentations: Mapping[str, Segmentation], details: Mapping[str, Any]
+) -> ScoringRun:
+    """The record of a finished run: its stamp, row count, segment cuts and the stage's own details."""
+    return ScoringRun(
+        run_id=stamp.run_id,
+        scored_at=stamp.scored_at,
+        expiration_at=stamp.expiration_at,
+        as_of=stamp.as_of,
+        model_version=stamp.model_version,
+        feature_set_version=stamp.feature_set_version,
+        rows=rows.num_rows,
+        segment_cuts={a: s.cuts for a, s in segmentations.items()},
+        segment_names={a: s.names for a, s in segmentations.items()},
+        contract_version=load_contract().version,
+        status="complete",
+        details=details,
+    )
 
 
 def score_and_store(
@@ -489,20 +501,11 @@ def score_triggers(
     finally:
         opened.__exit__(None, None, None)
     out = conform(pa.concat_tables(parts)) if parts else SCORE_ROW_SCHEMA.empty_table()
-    contract = load_contract()
-    run = ScoringRun(
-        run_id=run_id,
-        scored_at=scored_at,
-        expiration_at=expiration_at,
-        as_of=end,
-        model_version=model.version,
-        feature_set_version=model.feature_set_version,
-        rows=out.num_rows,
-        segment_cuts={a: s.cuts for a, s in segmentations.items()},
-        segment_names={a: s.names for a, s in segmentations.items()},
-        contract_version=contract.version,
-        status="complete",
-        details={
+    run = completed_run(
+        RunStamp(run_id, scored_at, expiration_at, end, model.version, model.feature_set_version),
+        out,
+        segmentations,
+        {
             "triggers": {"from": start.isoformat(), "to": end.isoformat()},
             "actions": wanted,
             "meanings": {a: describe_action(known[a], same_time=False) for a in wanted},

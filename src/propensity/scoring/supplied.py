@@ -19,16 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from propensity.core.contract import load_contract
 from propensity.core.errors import PropensityError
 from propensity.core.frames import to_arrow
 from propensity.core.values import id_text
 from propensity.events.tables import type_text_columns
-from propensity.scoring.batch import BatchResult
+from propensity.scoring.batch import BatchResult, completed_run
 from propensity.scoring.model import ServingModel
 from propensity.scoring.policy import DecisionContext, decide
 from propensity.scoring.rows import ActionScores, RunStamp, holdout_groups, score_rows
-from propensity.scoring.score_store import ScoringRun, conform, new_run_id
+from propensity.scoring.score_store import conform, new_run_id
 from propensity.scoring.scores import encode
 from propensity.workspace import Workspace
 
@@ -168,19 +167,11 @@ def score_supplied(
         consent=pa.nulls(n, pa.string()),
     )
     rows = conform(decide(rows, spec.policies, context=DecisionContext()))
-    run = ScoringRun(
-        run_id=run_id,
-        scored_at=scored_at,
-        expiration_at=expiration_at,
-        as_of=as_of,
-        model_version=model.version,
-        feature_set_version=model.feature_set_version,
-        rows=rows.num_rows,
-        segment_cuts={a: s.cuts for a, s in segmentations.items()},
-        segment_names={a: s.names for a, s in segmentations.items()},
-        contract_version=load_contract().version,
-        status="complete",
-        details={
+    run = completed_run(
+        stamp,
+        rows,
+        segmentations,
+        {
             "customers": n,
             "actions": list(model.action_names),
             "supplied_rows": True,
