@@ -31,7 +31,7 @@ import yaml
 
 from benchmarks._harness import measure, save
 from benchmarks.bench_training import FEATURES, START, ingested_workspace
-from propensity.cli.project import example_feature
+from propensity.datasets.examples import example_feature
 
 DATA = Path(__file__).parent / ".data"
 SPEC = Path(__file__).parents[1] / "src/propensity/datasets/projects/synthetic.yaml"

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from benchmarks._harness import measure, save
-from propensity.cli.project import example_feature
+from propensity.datasets.examples import example_feature
 
 DATA = Path(__file__).parent / ".data"
 START = datetime(2025, 1, 6, tzinfo=UTC)

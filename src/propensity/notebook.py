@@ -26,13 +26,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from propensity.config.spec import SPEC_FILENAME
 from propensity.core.errors import PropensityError
 from propensity.core.frames import like, to_arrow
+from propensity.datasets.examples import example_spec_text
 from propensity.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -42,20 +42,6 @@ if TYPE_CHECKING:
     from propensity.registry.train import TrainingResult
 
 __all__ = ["Project", "create", "open"]
-
-EXAMPLES = ("blank", "synthetic", "completejourney")
-
-
-def _example_text(example: str) -> str:
-    if example == "blank":
-        return resources.files("propensity.config").joinpath("example.yaml").read_text(encoding="utf-8")
-    if example not in EXAMPLES:
-        raise PropensityError(f"example {example!r} is not known; use one of: {', '.join(EXAMPLES)}")
-    return (
-        resources.files("propensity.datasets")
-        .joinpath(f"projects/{example}.yaml")
-        .read_text(encoding="utf-8")
-    )
 
 
 def open(path: str | Path = ".") -> Project:
@@ -70,7 +56,7 @@ def create(path: str | Path, *, example: str = "blank", overwrite: bool = False)
     root.mkdir(parents=True, exist_ok=True)
     spec = root / SPEC_FILENAME
     if overwrite or not spec.exists():
-        spec.write_text(_example_text(example), encoding="utf-8")
+        spec.write_text(example_spec_text(example), encoding="utf-8")
     return open(root)
 
 

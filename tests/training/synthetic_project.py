@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from propensity.cli.project import example_feature
+from propensity.datasets.examples import example_feature
 from propensity.events.ingest import ingest_attributes, ingest_files
 from propensity.workspace import Workspace
 

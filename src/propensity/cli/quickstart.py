@@ -12,8 +12,8 @@ from rich.panel import Panel
 
 from propensity.cli._common import console, fmt_int, progress_bar
 from propensity.cli.ingest import print_report, run_ingest
-from propensity.cli.project import example_spec_text
 from propensity.config.spec import SPEC_FILENAME
+from propensity.datasets.examples import example_spec_text
 from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
 
