@@ -65,3 +65,21 @@ def save(name: str, result: dict[str, object]) -> Path:
         )
     )
     return path
+
+
+def ingest_completejourney(root: Path) -> None:
+    """Export Dunnhumby's Complete Journey into ``root``'s project and ingest its sources and attributes, once:
+    a ``.propensity/ready`` marker makes later calls free (delete the folder to start again)."""
+    if (root / ".propensity" / "ready").exists():
+        return
+    from propensity.datasets.completejourney import export_completejourney
+    from propensity.events.ingest import ingest_attributes, ingest_files
+    from propensity.workspace import Workspace
+
+    export_completejourney(root / "data" / "completejourney")
+    ws = Workspace.open(root)
+    for source in ws.spec.sources:
+        ingest_files(ws, [str(ws.spec.resolve(source.path))], source=source.name)
+    for attr in ws.spec.attributes:
+        ingest_attributes(ws, attr)
+    (root / ".propensity" / "ready").write_text("ok")

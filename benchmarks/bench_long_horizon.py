@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from benchmarks._harness import save
+from benchmarks._harness import ingest_completejourney, save
 from benchmarks.bench_training import DATA
 
 TARGET_ECE = 0.02
@@ -47,18 +47,7 @@ def workspace(horizon: str, slide: str) -> Path:
     spec["training"] = {"spine": {"slide": slide}}
     root.mkdir(parents=True, exist_ok=True)
     (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    if not (root / ".propensity" / "ready").exists():
-        from propensity.datasets.completejourney import export_completejourney
-        from propensity.events.ingest import ingest_attributes, ingest_files
-        from propensity.workspace import Workspace
-
-        export_completejourney(root / "data" / "completejourney")
-        ws = Workspace.open(root)
-        for source in ws.spec.sources:
-            ingest_files(ws, [str(ws.spec.resolve(source.path))], source=source.name)
-        for attr in ws.spec.attributes:
-            ingest_attributes(ws, attr)
-        (root / ".propensity" / "ready").write_text("ok")
+    ingest_completejourney(root)
     return root
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks._harness import measure, save
+from benchmarks._harness import ingest_completejourney, measure, save
 from propensity.datasets.examples import example_feature
 
 DATA = Path(__file__).parent / ".data"
@@ -187,18 +187,7 @@ def cj_workspace() -> Path:
     spec["features"] = _cj_features()
     (root).mkdir(parents=True, exist_ok=True)
     (root / "propensity.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    if not (root / ".propensity" / "ready").exists():
-        from propensity.datasets.completejourney import export_completejourney
-        from propensity.events.ingest import ingest_attributes, ingest_files
-        from propensity.workspace import Workspace
-
-        export_completejourney(root / "data" / "completejourney")
-        ws = Workspace.open(root)
-        for source in ws.spec.sources:
-            ingest_files(ws, [str(ws.spec.resolve(source.path))], source=source.name)
-        for attr in ws.spec.attributes:
-            ingest_attributes(ws, attr)
-        (root / ".propensity" / "ready").write_text("ok")
+    ingest_completejourney(root)
     return root
 
 
