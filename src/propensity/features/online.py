@@ -761,6 +761,25 @@ class OnlineFeatureEngine:
             (vf, av, "" if value is None else value, value is not None, value, row.get("source"))
         )
 
+    def replace_attribute_source(self, source: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Forget every version of attribute source ``source`` and take ``rows`` (its rows now): what a reload
+        of the source (``propensity ingest``, which replaces its rows in the log) means online. Decodes every
+        snapshot customer still cold (a reload is rare; their versions of the source must go too). Returns the
+        rows taken."""
+        if self._cold is not None:
+            for cid in self._cold.ids():
+                self._warm(cid)
+        for st in self._customers.values():
+            if st.attrs:
+                st.attrs = {
+                    name: [v for v in versions if v[5] != source] for name, versions in st.attrs.items()
+                }
+        taken = 0
+        for row in rows:
+            self.apply_attribute(row)
+            taken += 1
+        return taken
+
     # -------------------------------------------------------------------------------------------- reading
 
     def vector(

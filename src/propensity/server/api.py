@@ -27,6 +27,8 @@ from propensity.server.endpoints import Endpoint, presented_key
 from propensity.server.errors import JSON, ApiError
 from propensity.server.schemas import (
     MAX_EVENTS,
+    AttributesAccepted,
+    AttributesBody,
     BatchPrediction,
     Canary,
     Event,
@@ -231,6 +233,39 @@ async def events(request: Request) -> Response:
     return response
 
 
+# -------------------------------------------------------------------------------------------- attributes
+
+
+async def attributes(request: Request) -> Response:
+    """``POST /v1/attributes``: rows of an attribute source, checked against it, durable in the workspace (one
+    transaction under its lock), applied online, then answered."""
+    from propensity.events.live_attributes import AttributeRowsError, append_attributes
+    from propensity.workspace import WorkspaceLockedError
+
+    state = _state(request)
+    if state.workspace is None:
+        raise ApiError(503, "ingest_disabled", "this server was started without a workspace to write to")
+    body = AttributesBody.model_validate(await read_json(request, state.max_body_bytes))
+    workspace = state.workspace
+    try:
+        versions = await run_in_threadpool(
+            append_attributes, workspace, body.rows, source_name=body.source, now=state.service.now()
+        )
+    except AttributeRowsError as exc:
+        raise ApiError(422, "invalid_attributes", str(exc), field=exc.problems[0]["field"],
+                       errors=exc.problems[:100]) from None  # fmt: skip
+    except WorkspaceLockedError:
+        raise ApiError(503, "workspace_busy", "another process holds the workspace (a training or an ingest); "
+                       "nothing was written: retry shortly", headers={"Retry-After": "5"}) from None  # fmt: skip
+    # Durable now; apply before answering so the next prediction reads them, and tell the live sync they are
+    # ours (not a reload of the source by another process).
+    await state.service.apply_attributes([v.as_row() for v in versions])
+    if state.live is not None:
+        state.live.remember_attributes(versions)
+    source = versions[0].source
+    return json_response({"source": source, "rows": len(body.rows), "versions": len(versions)})
+
+
 # ------------------------------------------------------------------------------------------------ models
 
 
@@ -316,6 +351,17 @@ ENDPOINTS = [
              responses={422: ("Invalid events; `errors` lists each event index and field.", None),
                         503: ("Ingest is not enabled here (no workspace), or the online store is unavailable "
                               "(the events are durable; they are applied once it is back).", None)}),
+    Endpoint("/v1/attributes", "POST", "attributes", attributes,
+             "Write customer attributes (rows of a declared attribute source) and apply them to online features",
+             description="Rows use the source's own column names (its customer id column, optionally its "
+             "valid_from column, attribute columns). A batch with any row that does not fit the source is "
+             "rejected whole (nothing written) and `errors` names each row and column. Accepted rows are "
+             "durable in the workspace before the response, and the next prediction reads them.",
+             scope="ingest", body=AttributesBody, ok=AttributesAccepted,
+             ok_description="Written: rows received and attribute versions written.",
+             responses={422: ("Rows that do not fit the source; `errors` names each row and column.", None),
+                        503: ("Ingest is not enabled here (no workspace), or the workspace is busy (retry).",
+                              None)}),
     Endpoint("/v1/models", "GET", "models", models, "The served model and the registry's bundles",
              scope="admin", ok=Models),
     Endpoint("/v1/models/rollback", "POST", "rollback", rollback,

@@ -15,7 +15,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from propensity.core.event import CORE_FIELDS, PROPERTY_FIELDS
 
@@ -211,6 +219,36 @@ class EventBatch(_Strict):
 EventsBody = Event | Annotated[list[Event], Field(min_length=1, max_length=MAX_EVENTS)] | EventBatch
 
 
+# Checked against the source by the handler (so a bad value is named rows[i].column, not by union member).
+AttributeValue = Annotated[
+    Any, WithJsonSchema({"type": ["string", "number", "boolean", "null"], "maxLength": 4096})
+]
+AttributeRow = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], AttributeValue],
+    Field(max_length=1000),
+]
+
+
+class AttributesBody(_Strict):
+    """Body of ``POST /v1/attributes``: rows of one declared attribute source, in its own column names."""
+
+    source: Annotated[
+        str | None,
+        StringConstraints(min_length=1, max_length=128),
+        Field(description="The attribute source (its name in propensity.yaml); optional when there is one."),
+    ] = None
+    rows: Annotated[
+        list[AttributeRow],
+        Field(
+            min_length=1,
+            max_length=10_000,
+            description="Column → value, as a file of the source would have them: its customer id column, "
+            "optionally its valid_from column (ISO 8601; default: now), and attribute columns (text, numbers, "
+            "booleans or null, stored as text). A column the source does not take is a 422 naming it.",
+        ),
+    ]
+
+
 class Promote(_Strict):
     """Body of ``POST /v1/models/{version}/promote`` (optional)."""
 
@@ -314,6 +352,13 @@ class EventsAccepted(BaseModel):
     received: int
     accepted: int = Field(description="New events, durable in the event log and applied online.")
     duplicates: int = Field(description="Events whose event_id was already in the log (or the batch).")
+
+
+class AttributesAccepted(BaseModel):
+    source: str = Field(description="The attribute source the rows were written to.")
+    rows: int = Field(description="Rows received.")
+    versions: int = Field(description="Attribute versions written (one per attribute column of each row), "
+                          "durable in the workspace and applied online.")  # fmt: skip
 
 
 class Status(BaseModel):

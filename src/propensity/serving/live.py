@@ -7,6 +7,11 @@
   what the log gained from others (``propensity ingest``, ``propensity stream``, another server) since the last
   sync; every ``snapshot_interval`` (and at shutdown) snapshot the in-process store.
 
+Attributes: rows this server wrote (``POST /v1/attributes``) are applied when accepted and noted
+(:meth:`LivePath.remember_attributes`); any other new rows of a source mean it was loaded or reloaded by another
+process (``propensity ingest`` replaces a source's rows), so the sync replaces that source's versions in the store
+with its rows now, as the log has them. A store that cannot replace (Redis) takes the new rows as added versions.
+
 The *watermark* is the greatest ``ingested_at`` such that every event of the log ingested at or before it has
 been applied to this server's store; snapshots carry it, so a restart replays only the log after it.
 """
@@ -40,6 +45,15 @@ _ATTR_SQL = (
     "epoch_us(available_at) AS available_at FROM attributes WHERE epoch_us(ingested_at) > ? ORDER BY available_at"
 )
 _ATTR_COLUMNS = ("customer_id", "attribute", "value", "source", "valid_from", "available_at")
+_SOURCE_SQL = (
+    "SELECT customer_id, attribute, value, source, epoch_us(valid_from) AS valid_from, "
+    "epoch_us(available_at) AS available_at FROM attributes WHERE source = ? ORDER BY available_at"
+)
+
+
+def _attribute_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (str(row["customer_id"]), row["attribute"], row["value"], str(row["source"]),
+            int(row["valid_from"]), int(row["available_at"]))  # fmt: skip
 
 
 @dataclass
@@ -47,6 +61,7 @@ class SyncResult:
     moved: int = 0  # events the move inserted into the log
     applied: int = 0  # events from others applied to the store
     attributes: int = 0
+    reloaded: tuple[str, ...] = ()  # attribute sources whose versions were replaced (reloaded elsewhere)
     seconds: float = 0.0
     skipped: bool = False  # the workspace was busy
 
@@ -86,6 +101,8 @@ class LivePath:
         self.snapshot_interval = snapshot_interval
         self.snapshotter = snapshotter
         self._own: set[int] = set()  # id hashes this server applied at acceptance, not yet seen in the log
+        # Attribute versions this server wrote and applied, not yet seen by a sync (see remember_attributes).
+        self._own_attributes: set[tuple[Any, ...]] = set()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_sync: SyncResult | None = None
@@ -144,9 +161,38 @@ class LivePath:
             if len(self._own) > 5_000_000:
                 self._own.clear()  # harmless: the store ignores events it has already applied
 
+    def remember_attributes(self, versions: Sequence[Any]) -> None:
+        """Note attribute versions this server wrote and applied itself (``POST /v1/attributes``), so the sync
+        neither applies them again nor takes them for a reload of their source."""
+        self._own_attributes.update(_attribute_key(v.as_row()) for v in versions)
+        if len(self._own_attributes) > 5_000_000:
+            self._own_attributes.clear()  # the sync then reloads those sources: slower, still right
+
+    def _attribute_changes(
+        self, con: Any, rows: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """Of the attribute rows the log gained: those to add to the store, and the sources to replace in it
+        (with all their rows now). Rows this server wrote are neither."""
+        others = []
+        for row in rows:
+            key = _attribute_key(row)
+            if key in self._own_attributes:
+                self._own_attributes.discard(key)
+            else:
+                others.append(row)
+        if not others or not hasattr(self.store, "replace_attribute_source"):
+            return others, {}
+        reloads = {}
+        for source in sorted({str(r["source"]) for r in others}):
+            reloads[source] = [dict(zip(_ATTR_COLUMNS, r, strict=True))
+                               for r in con.execute(_SOURCE_SQL, [source]).fetchall()]  # fmt: skip
+        return [], reloads
+
     # -------------------------------------------------------------------------------------------- sync
 
-    def sync_db(self) -> tuple[pa.Table | None, list[dict[str, Any]], int, SyncResult]:
+    def sync_db(
+        self,
+    ) -> tuple[pa.Table | None, list[dict[str, Any]], dict[str, list[dict[str, Any]]], int, SyncResult]:
         """The database half of a sync (a worker thread): move the spools in, read what others added."""
         started = time.perf_counter()
         result = SyncResult()
@@ -156,16 +202,17 @@ class LivePath:
                 latest = log_watermark(con)
                 if latest is None or latest <= self.watermark_us:
                     result.seconds = time.perf_counter() - started
-                    return None, [], self.watermark_us, result
+                    return None, [], {}, self.watermark_us, result
                 new = con.sql(
                     "SELECT * EXCLUDE (ingested_at), hash(event_id) AS id_hash FROM events "
                     f"WHERE epoch_us(ingested_at) > {int(self.watermark_us)} ORDER BY available_at, event_id"
                 ).to_arrow_table()
                 attrs = [dict(zip(_ATTR_COLUMNS, r, strict=True))
                          for r in con.execute(_ATTR_SQL, [self.watermark_us]).fetchall()]  # fmt: skip
+                attrs, reloads = self._attribute_changes(con, attrs)
         except WorkspaceLockedError:
             result.skipped = True
-            return None, [], self.watermark_us, result
+            return None, [], {}, self.watermark_us, result
         hashes = new.column("id_hash").to_numpy().astype(np.uint64, copy=False)
         self.index.add(hashes)
         if self._own:
@@ -173,18 +220,20 @@ class LivePath:
             self._own.difference_update(hashes[mine].tolist())
             new = new.filter(pa.array(~mine))
         result.seconds = time.perf_counter() - started
-        return new.drop_columns(["id_hash"]), attrs, latest, result
+        return new.drop_columns(["id_hash"]), attrs, reloads, latest, result
 
     async def sync(self) -> SyncResult:
         """One sync: the database work in a thread, then the store (this event loop's) brought up to date."""
-        new, attrs, watermark, result = await run_in_threadpool(self.sync_db)
+        new, attrs, reloads, watermark, result = await run_in_threadpool(self.sync_db)
         if new is not None and new.num_rows:
             result.applied = self.store.apply(new)
         if attrs:
-            apply_attributes = getattr(self.store, "apply_attributes", None)
-            if apply_attributes is not None:
-                apply_attributes(attrs)
+            self.store.apply_attributes(attrs)
             result.attributes = len(attrs)
+        for source, rows in reloads.items():
+            result.attributes += self.store.replace_attribute_source(source, rows)  # type: ignore[attr-defined]
+            log.info("attribute source %s reloaded online (%d versions)", source, len(rows))
+        result.reloaded = tuple(reloads)
         if watermark > self.watermark_us:
             advance = getattr(self.store, "advance_watermark", None)
             if advance is not None:

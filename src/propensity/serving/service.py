@@ -336,6 +336,12 @@ class ScoringService:
             return await asyncio.to_thread(self.store.apply, events)
         return self.store.apply(events)
 
+    async def apply_attributes(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Apply attribute versions to the store (in a worker thread where its apply blocks on I/O)."""
+        if self._apply_blocks:
+            return await asyncio.to_thread(self.store.apply_attributes, rows)
+        return self.store.apply_attributes(rows)
+
     def predict_many(
         self, customer_ids: Sequence[str], actions: Sequence[str] | None = None
     ) -> dict[str, Any]:

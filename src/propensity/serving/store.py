@@ -52,6 +52,11 @@ class OnlineStore(Protocol):
         """Take events (the event log's columns) in; returns how many were new (duplicates are ignored)."""
         ...
 
+    def apply_attributes(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Take attribute versions (customer_id, attribute, value, valid_from, available_at, source); returns
+        how many were taken."""
+        ...
+
     def vector(self, customer_id: str, as_of: datetime | int | None = None) -> tuple[Any, ...]:
         """The customer's features as of ``as_of`` (default now), in ``feature_names`` order; an unknown
         customer gets the empty vector (counts 0, the rest null)."""
@@ -95,6 +100,16 @@ class InMemoryStore:
 
     def vector(self, customer_id: str, as_of: datetime | int | None = None) -> tuple[Any, ...]:
         return self.engine.vector(customer_id, as_of, at_floor=True)
+
+    def apply_attributes(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Take attribute versions (customer_id, attribute, value, valid_from, available_at, source)."""
+        for row in rows:
+            self.engine.apply_attribute(row)
+        return len(rows)
+
+    def replace_attribute_source(self, source: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Forget the versions of one attribute source and take its rows now (a reload replaced them)."""
+        return self.engine.replace_attribute_source(source, rows)
 
     def vectors(
         self, customer_ids: Sequence[str], as_of: datetime | int | None = None
