@@ -244,6 +244,10 @@ def _score_rows_file(
     if problems:
         raise ContractError(problems)
     open_score_store(ws).write_run(result.rows, result.run)
+    if result.monitoring_sample is not None:  # what `propensity monitor` compares with the training rows
+        from propensity.registry.table_samples import keep_sample, supplied_sample_path
+
+        keep_sample(result.monitoring_sample, supplied_sample_path(ws, result.run.run_id))
     if out is not None:
         write_scores_file(result, out)
     if as_json:

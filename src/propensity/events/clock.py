@@ -62,12 +62,16 @@ class DataClock:
         """The workspace's clock (an empty log when there is no event log yet). Takes the workspace lock to
         read (another process may be appending), so call it before taking the lock yourself, or use :meth:`of`
         with the connection you hold."""
+        empty = cls(workspace.spec.clock, None, workspace.spec.freshness_threshold, now or datetime.now(UTC))
         if not workspace.db_path.exists():
-            return cls(
-                workspace.spec.clock, None, workspace.spec.freshness_threshold, now or datetime.now(UTC)
-            )
+            return empty
         with workspace.write_lock(), open_event_log(workspace).connection(read_only=True) as con:
-            return cls.of(con, workspace.spec, now=now)
+            try:
+                return cls.of(con, workspace.spec, now=now)
+            except (
+                duckdb.CatalogException
+            ):  # a workspace of labelled tables only: models and scores, no log yet
+                return empty
 
     def seen_at(self, con: duckdb.DuckDBPyConnection, as_of: datetime) -> DataClock:
         """This clock with the newest event visible at ``as_of`` (a run about the past saw less)."""

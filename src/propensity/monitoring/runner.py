@@ -46,6 +46,13 @@ from propensity.monitoring.reference import FeatureSummary, summarise
 from propensity.monitoring.store import MonitorRun, dumps, save_run
 from propensity.registry.bundle import Bundle, load_bundle
 from propensity.registry.registry import Registry
+from propensity.registry.table_samples import (
+    LABEL,
+    SCORE_PREFIX,
+    read_sample,
+    supplied_sample_path,
+    training_sample_path,
+)
 from propensity.training.metrics import expected_calibration_error, reliability_curve
 from propensity.workspace import Workspace
 
@@ -84,12 +91,14 @@ def run_monitors(
     # The score store takes the workspace lock itself: read it before this run takes it.
     stored = latest_stored_scores(workspace, as_of, notes)
     with workspace.write_lock(), open_event_log(workspace).connection() as con:
-        if not con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
+        bundle = _production_bundle(workspace, notes)
+        # A labelled table's bundle is monitored from its training rows and its score runs (no events needed).
+        tables = _table_actions(bundle)
+        if not tables and not con.execute("SELECT count(*) FROM events").fetchall()[0][0]:
             raise NoMonitorDataError(f"{workspace.root}: the event log is empty; ingest events first")
         step = _Steps(progress)
         step("sources")
         results += source_monitors(con, workspace, as_of, settings, alerts)
-        bundle = _production_bundle(workspace, notes)
         features = parse_features(bundle.manifest.features) if bundle else list(workspace.spec.features)
         sample = known_customers(con, as_of, settings.sample_customers)
         step("features")
@@ -106,7 +115,7 @@ def run_monitors(
                 for f in features:
                     if f.name in reference:
                         results += m.feature_monitors(reference[f.name], current.column(f.name), alerts)
-        else:
+        elif not tables:
             notes.append("the project declares no features: feature drift not monitored")
         step("model")
         if bundle is not None:
@@ -118,6 +127,8 @@ def run_monitors(
             results += model_monitors(
                 con, workspace, bundle, features, sample, as_of, settings, alerts, notes, stored=stored
             )
+            if tables:
+                results += table_monitors(workspace, bundle, tables, as_of, settings, alerts, notes, stored)
         step("done")
         finished = datetime.now(UTC)
         run = MonitorRun(uuid.uuid4().hex[:16], as_of, started, finished, bundle.id if bundle else None,
@@ -221,6 +232,88 @@ def _spine(customers: list[str], as_of: datetime) -> pa.Table:
             "as_of": pa.array([as_of] * len(customers), pa.timestamp("us", tz="UTC")),
         }
     )
+
+
+def _table_actions(bundle: Bundle | None) -> list[str]:
+    """The bundle's actions trained on a labelled table (``propensity train --table``)."""
+    if bundle is None:
+        return []
+    return sorted(
+        n for n, info in bundle.manifest.actions.items() if (info.definition or {}).get("kind") == "table"
+    )
+
+
+def _threshold(info: Any, name: str, settings: MonitoringSettings) -> float:
+    """The score above which an action counts as predicted positive for CBPE and the measured figures: the
+    declared precision threshold, else the bundle's top ``top_share`` of reference scores, else 0.5."""
+    threshold = settings.precision_thresholds.get(name)
+    quantiles = info.score_quantiles or []
+    if threshold is None and quantiles:
+        threshold = float(np.quantile(m.sample_from_quantiles(quantiles), 1.0 - settings.top_share))
+    return 0.5 if threshold is None else threshold
+
+
+def table_monitors(
+    workspace: Workspace,
+    bundle: Bundle,
+    actions: list[str],
+    as_of: datetime,
+    settings: MonitoringSettings,
+    alerts: AlertSettings,
+    notes: list[str],
+    stored: StoredScores | None,
+) -> list[m.MonitorResult]:
+    """A labelled table's bundle, monitored as any other: feature drift of the latest ``score --rows`` run's rows
+    against the training rows, score drift and CBPE of its scores against the bundle's reference scores, and
+    calibration and AUC on its rows whose outcomes are known (the rows carried the label column)."""
+    out: list[m.MonitorResult] = []
+    if stored is None:
+        notes.append(f"{', '.join(actions)}: no score run of bundle {bundle.id} yet: score rows with "
+                     "`propensity score --rows FILE` to monitor its scores and features")  # fmt: skip
+        return out
+    run_id, _, scores = stored
+    current = read_sample(supplied_sample_path(workspace, run_id))
+    reference = read_sample(training_sample_path(workspace, bundle.id))
+    if current is None:
+        notes.append(f"score run {run_id} kept no sample of its rows (not scored with `score --rows`): "
+                     "feature drift and outcomes of the labelled table not monitored")  # fmt: skip
+    elif reference is None:
+        notes.append(f"bundle {bundle.id} kept no sample of its training rows (trained before this version): "
+                     "feature drift not monitored; train it again to monitor it")  # fmt: skip
+    else:
+        for name in reference.column_names:
+            if name != LABEL and name in current.column_names:
+                summary = summarise(name, _comparable(reference.column(name)), bins=settings.bins)
+                out += m.feature_monitors(summary, _comparable(current.column(name)), alerts)
+    for name in actions:
+        info = bundle.manifest.actions[name]
+        threshold = _threshold(info, name, settings)
+        test_auc = info.metrics.get("model", {}).get("roc_auc")
+        now = scores.get(name)
+        if now is None or not len(now):
+            notes.append(f"{name}: score run {run_id} has no scores for it")
+            continue
+        if info.score_quantiles:
+            out.append(m.score_drift_monitor(name, info.score_quantiles, now, alerts, bins=settings.bins,
+                                             source=f"score run {run_id}"))  # fmt: skip
+        cbpe = m.expected_performance_monitor(name, estimate_performance(now, threshold=threshold),
+                                              test_auc=test_auc, alerts=alerts, min_rows=settings.min_labelled_rows)  # fmt: skip
+        out += [cbpe] if cbpe else []
+        column = SCORE_PREFIX + name
+        if current is not None and LABEL in current.column_names and column in current.column_names:
+            known = current.filter(pc.is_valid(current.column(LABEL)))
+            if known.num_rows:
+                p = known.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+                y = known.column(LABEL).to_numpy(zero_copy_only=False).astype(np.float64)
+                period = _period_stats(as_of, p, y, threshold)
+                out += m.calibration_monitors(name, [period], test_auc=test_auc, alerts=alerts,
+                                              min_rows=settings.min_labelled_rows)  # fmt: skip
+    return out
+
+
+def _comparable(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Booleans as 0/1: the training rows keep a yes/no column as booleans, scored rows as the model reads it."""
+    return column.cast(pa.float64()) if pa.types.is_boolean(column.type) else column
 
 
 def _production_bundle(workspace: Workspace, notes: list[str]) -> Bundle | None:
@@ -461,11 +554,7 @@ def model_monitors(
         if (info.definition or {}).get("kind") == "table":
             continue  # a labelled table's model has no event-defined outcome to monitor here (not built yet)
         action = Action.model_validate(info.definition)
-        quantiles = info.score_quantiles or []
-        threshold = settings.precision_thresholds.get(name)
-        if threshold is None and quantiles:
-            threshold = float(np.quantile(m.sample_from_quantiles(quantiles), 1.0 - settings.top_share))
-        threshold = 0.5 if threshold is None else threshold
+        threshold = _threshold(info, name, settings)
         cache = _PeriodCache(workspace, bundle.id, {"v": REFERENCE_VERSION, "sample": settings.sample_customers,
                                                      "threshold": round(threshold, 9)})  # fmt: skip
         plan: dict[str, Any] = {"info": info, "threshold": threshold, "cache": cache, "cached": {}, "missing": {},

@@ -16,6 +16,7 @@ from typing import Any
 
 from propensity.registry.bundle import read_manifest, write_bundle
 from propensity.registry.registry import Registry
+from propensity.registry.table_samples import LABEL, keep_sample, training_sample_path
 from propensity.training.fit import ActionResult
 from propensity.training.pipeline import Progress, fit_project
 from propensity.training.report import report_json, write_report_files
@@ -193,6 +194,9 @@ def train_table(
     bundle = write_bundle(workspace.state_dir / "models", {name: art}, meta)
     Registry(workspace).register(bundle)
     result = TableTrainingResult(bundle, name, fit)
+    # Feature drift's reference for this bundle (its rows live only in the user's file).
+    reference = lt.table.select(lt.feature_names).append_column(LABEL, lt.table.column("label"))
+    keep_sample(reference, training_sample_path(workspace, bundle), seed=spec.training.seed)
     folder = workspace.state_dir / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     result.predictions_path = folder / f"predictions-{bundle}.parquet"

@@ -91,6 +91,9 @@ class BatchScoringError(PropensityError):
 class BatchResult:
     run: ScoringRun
     rows: pa.Table
+    # Supplied rows (``score --rows``): a sample of their features, scores and outcomes (when the rows carry the
+    # label), kept with the run so the bundle can be monitored (see propensity.registry.table_samples).
+    monitoring_sample: pa.Table | None = None
 
 
 # ------------------------------------------------------------------------------------------------ actions

@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 
 from propensity.core.errors import PropensityError
 from propensity.core.frames import to_arrow
-from propensity.core.values import id_text
+from propensity.core.values import ValueReadError, id_text, read_binary
 from propensity.events.tables import type_text_columns
+from propensity.registry.table_samples import LABEL, SCORE_PREFIX
 from propensity.scoring.batch import BatchResult, completed_run
 from propensity.scoring.model import ServingModel
 from propensity.scoring.policy import DecisionContext, decide
@@ -183,4 +184,23 @@ def score_supplied(
             "seconds": {"total": round(time.perf_counter() - t0, 3)},
         },
     )
-    return BatchResult(run, rows), ignored
+    sample = typed
+    for i, a in enumerate(model.action_names):
+        sample = sample.append_column(SCORE_PREFIX + a, pa.array(probs[:, i], pa.float64()))
+    labels = _known_outcomes(table, manifest, model)
+    if labels is not None:
+        sample = sample.append_column(LABEL, labels)
+    return BatchResult(run, rows, monitoring_sample=sample), ignored
+
+
+def _known_outcomes(table: pa.Table, manifest: dict[str, Any], model: ServingModel) -> pa.Array | None:
+    """The rows' outcomes (1/0, null where missing) when they carry the bundle's label column, read as training
+    read it; None when they do not (new rows, outcomes not known yet) or it cannot be read."""
+    definition = (manifest.get("actions", {}).get(model.action_names[0], {}).get("definition")) or {}
+    label = definition.get("label")
+    if definition.get("kind") != "table" or label not in table.column_names:
+        return None
+    try:
+        return read_binary(table.column(label), positive=definition.get("positive")).values
+    except ValueReadError:
+        return None
