@@ -47,6 +47,15 @@ WIDE = 1_000  # columns, with --wide: wider than any table here
 WorkspaceOption = typer.Option(
     Path("."), "--workspace", "-w", help="The project folder (holding propensity.yaml).", show_default=True
 )
+JsonOption = typer.Option(False, "--json", help="Print the result as JSON (for scripts) instead of tables.")
+
+
+def print_json(data: Any) -> None:
+    """``data`` as one JSON document on stdout: times in ISO 8601, NaN as null, anything else as its text."""
+    import orjson
+
+    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    typer.echo(orjson.dumps(data, default=str, option=option).decode())
 
 
 def open_workspace(path: Path, *, require_spec: bool = False, engine: str | None = None) -> Workspace:
@@ -70,7 +79,8 @@ EngineOption = typer.Option(
 
 
 @contextmanager
-def progress_bar(*, transient: bool = True) -> Iterator[Progress]:
+def progress_bar(*, transient: bool = True, quiet: bool = False) -> Iterator[Progress]:
+    """A progress bar on the console; ``quiet`` (``--json``) shows none, so stdout holds only the JSON."""
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -78,6 +88,7 @@ def progress_bar(*, transient: bool = True) -> Iterator[Progress]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=transient,
+        disable=quiet,
     ) as progress:
         yield progress
 

@@ -12,7 +12,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace, progress_bar
+from propensity.cli._common import (
+    JsonOption,
+    WorkspaceOption,
+    console,
+    fmt_int,
+    open_workspace,
+    print_json,
+    progress_bar,
+)
 from propensity.config.durations import Duration
 
 app = typer.Typer()
@@ -69,6 +77,7 @@ def activate(
     max_ticks: int = typer.Option(
         None, "--max-ticks", min=1, help="With --every: stop after this many ticks."
     ),
+    as_json: bool = JsonOption,
 ) -> None:
     """Check a scoring run against the validation gates and publish it to the declared destinations.
 
@@ -103,8 +112,10 @@ def activate(
             raise typer.BadParameter(str(exc), param_hint="--every") from None
         if interval <= 0:
             raise typer.BadParameter("the interval must be longer than 0s", param_hint="--every")
-        if run or force:
-            raise typer.BadParameter("--every activates each new run; it does not take --run or --force")
+        if run or force or as_json:
+            raise typer.BadParameter(
+                "--every activates each new run; it does not take --run, --force or --json"
+            )
         stop = threading.Event()
 
         def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -133,9 +144,12 @@ def activate(
     if score:
         from propensity.scoring.batch import score_and_store
 
-        with console.status("scoring"):
+        if as_json:
             run_id = score_and_store(ws).run.run_id
-    with progress_bar() as bar:
+        else:
+            with console.status("scoring"):
+                run_id = score_and_store(ws).run.run_id
+    with progress_bar(quiet=as_json) as bar:
         task = bar.add_task("publishing", total=None)
 
         def progress(name: str, done: int, total: int) -> None:
@@ -144,14 +158,18 @@ def activate(
         result = run_activation(
             ws, run_id, destinations=destination or None, force=reason if force else None, progress=progress
         )
-    print_result(result)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print_result(result)
     if not result.ok:
         raise typer.Exit(1)
-    console.print(f"next: propensity destinations status -w {workspace}")
+    if not as_json:
+        console.print(f"next: propensity destinations status -w {workspace}")
 
 
 @destinations_app.command("list")
-def destinations_list(workspace: Path = WorkspaceOption) -> None:
+def destinations_list(workspace: Path = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """The destinations declared in propensity.yaml.
 
     Example:
@@ -162,6 +180,9 @@ def destinations_list(workspace: Path = WorkspaceOption) -> None:
 
     ws = open_workspace(workspace, require_spec=True)
     specs = destination_specs(ws)
+    if as_json:
+        print_json([s.model_dump(mode="json", exclude_none=True) for s in specs])
+        return
     if not specs:
         console.print("no destinations declared: add a `destinations:` section to propensity.yaml")
         return
@@ -177,7 +198,7 @@ def destinations_list(workspace: Path = WorkspaceOption) -> None:
 
 
 @destinations_app.command("status")
-def destinations_status(workspace: Path = WorkspaceOption) -> None:
+def destinations_status(workspace: Path = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Each destination's last delivery: run, outcome, counts; webhook outboxes' pending and dead records.
 
     Example:
@@ -190,6 +211,7 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
 
     ws = open_workspace(workspace, require_spec=True)
     last = ledger(ws).latest()
+    rows: list[dict[str, Any]] = []
     table = Table(title="destinations")
     for col in ("name", "type", "last run", "status", "at", "sent", "accepted", "failed", "queue"):
         table.add_column(col)
@@ -206,6 +228,10 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
         audience_path = state_dir(ws) / f"{s.name}.audience.sqlite"
         if s.type == "audience" and audience_path.exists():
             queue = f"{fmt_int(audience_members(audience_path))} customers in the audience"
+        rows.append({"name": s.name, "type": s.type, "last_run": None if entry is None else entry["run_id"],
+                     "status": "never published" if entry is None else entry["status"],
+                     "at": None if entry is None else entry["at"],
+                     "report": None if entry is None else entry["report"], "queue": queue or None})  # fmt: skip
         if entry is None:
             table.add_row(s.name, s.type, "—", "never published", "", "", "", "", queue)
             continue
@@ -214,6 +240,9 @@ def destinations_status(workspace: Path = WorkspaceOption) -> None:
             s.name, s.type, entry["run_id"], entry["status"], entry["at"][:19], fmt_int(rep["sent"]),
             fmt_int(rep["accepted"]), fmt_int(rep["failed"]), queue,
         )  # fmt: skip
+    if as_json:
+        print_json(rows)
+        return
     console.print(table)
     if dead:
         console.print(

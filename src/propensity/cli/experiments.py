@@ -10,7 +10,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace, progress_bar
+from propensity.cli._common import (
+    WorkspaceOption,
+    console,
+    fmt_int,
+    open_workspace,
+    print_json,
+    progress_bar,
+)
 from propensity.core.errors import PropensityError
 
 experiments_app = typer.Typer(
@@ -392,6 +399,9 @@ def retrain_command(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Train and compare, record, but promote nothing."),
     iterations: int = typer.Option(0, "--iterations", hidden=True, help="With --every: stop after N checks."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the decision as JSON (for scripts); not with --every/--schedule."
+    ),
 ) -> None:
     """Train a challenger on the current data, compare it with production on the latest matured window,
     promote it only if it is not worse (retraining / training.promotion tolerances), and record the decision.
@@ -424,8 +434,13 @@ def retrain_command(
             )
         every = str(ws.spec.retraining.every)
     if every is None:
-        with progress_bar() as bar:
+        with progress_bar(quiet=as_json) as bar:
             decision = retrain(ws, force=not if_due, dry_run=dry_run, train=_trainer(bar))
+        if as_json:
+            print_json(decision.to_json())
+            if decision.outcome == REFUSED:
+                raise typer.Exit(1)
+            return
         if decision.outcome == NOT_DUE:
             console.print("Not due: no schedule or drift alert calls for a retrain.")
             return
@@ -433,6 +448,8 @@ def retrain_command(
         if decision.outcome == REFUSED:
             raise typer.Exit(1)
         return
+    if as_json:
+        raise typer.BadParameter("--json prints one decision; it does not go with --every or --schedule")
     try:
         step = Duration.parse(every, allow_lifetime=False)
         pause = Duration.parse(check, allow_lifetime=False)

@@ -17,7 +17,15 @@ import typer
 from rich.table import Table
 
 from propensity.cli import features_ops
-from propensity.cli._common import WorkspaceOption, console, open_workspace, parse_as_of, warn_stale
+from propensity.cli._common import (
+    JsonOption,
+    WorkspaceOption,
+    console,
+    open_workspace,
+    parse_as_of,
+    print_json,
+    warn_stale,
+)
 from propensity.core.errors import PropensityError
 
 features_app = typer.Typer(
@@ -77,6 +85,7 @@ def show(
     explain: bool = typer.Option(False, "--explain", help="For each feature, list the events that fed it."),
     events: int = typer.Option(5, "--events", min=1, help="With --explain: the newest N events per feature."),
     workspace: Path = WorkspaceOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """One customer's feature vector, computed by the offline engine as of a time.
 
@@ -107,6 +116,17 @@ def show(
         if not known:
             raise PropensityError(f"no events or attributes for customer {customer!r} in {ws.db_path}")
         values = feature_vector(con, plan, customer, t)
+        if as_json:
+            out: dict[str, Any] = {"customer_id": customer, "as_of": t, "feature_set_version": plan.version,
+                                   "features": {f.name: values[f.name] for f in plan.features}}  # fmt: skip
+            if explain:
+                out["explain"] = {}
+                for f in plan.features:
+                    ex = explain_feature(con, f, customer, t, limit=events)
+                    out["explain"][f.name] = {"summary": ex.summary, "total_rows": ex.total_rows,
+                                              "rows": [dict(zip(ex.columns, r, strict=True)) for r in ex.rows]}  # fmt: skip
+            print_json(out)
+            return
         console.print(
             f"[bold]{customer}[/] as of {_fmt(t)} UTC — feature set {plan.version}, {len(plan.names)} features"
         )
@@ -143,6 +163,7 @@ def describe(
     as_of: str | None = AsOfOption,
     seed: int = typer.Option(0, "--seed", help="Which customers are sampled (reproducible)."),
     workspace: Path = WorkspaceOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """The feature definitions, the feature-set version, and statistics per feature over a sample.
 
@@ -165,6 +186,14 @@ def describe(
     with open_event_log(ws).connection(read_only=True) as con:
         t = _as_of(con, ws, as_of)
         table, stats = describe_features(con, plan, as_of=t, sample=sample, seed=seed)
+    if as_json:
+        print_json({
+            "feature_set_version": plan.version, "customers": table.num_rows, "as_of": t,
+            "features": [{"name": f.name, "kind": f.kind, "definition": describe_definition(f), "type": s.type,
+                          "null_rate": s.null_rate, "mean": s.mean, "min": s.min, "max": s.max}
+                         for f, s in zip(plan.features, stats, strict=True)],
+        })  # fmt: skip
+        return
     console.print(
         f"[bold]feature set {plan.version}[/]: {len(plan.names)} features, statistics over "
         f"{table.num_rows:,} customers as of {_fmt(t)} UTC"

@@ -5,6 +5,8 @@ See ``docs/leakage-and-backfill.md``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -12,11 +14,13 @@ from rich.table import Table
 
 from propensity.cli._common import (
     EngineOption,
+    JsonOption,
     WorkspaceOption,
     console,
     fmt_int,
     open_workspace,
     parse_as_of,
+    print_json,
 )
 from propensity.config.durations import Duration
 from propensity.core.errors import PropensityError
@@ -53,6 +57,7 @@ def audit(
         None, "--out", "-o", help="Folder for the JSON report (default .propensity/reports)."
     ),
     engine: str | None = EngineOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Look for leakage in the training spine: features reading past as_of, attribute snapshots loaded after
     the fact, dates in the future, and features that look like the label (single-feature AUC).
@@ -68,9 +73,14 @@ def audit(
     when = [
         parse_as_of(p, ws.spec.timezone) for c in cutoffs or [] for p in c.split(",") if p.strip()
     ] or None
-    with console.status("auditing features…"):
+    with console.status("auditing features…") if not as_json else contextlib.nullcontext():
         report = audit_workspace(ws, actions=action or None, cutoffs=when, sample=sample, threshold=threshold)
     path = write_audit_report(report, out or ws.state_dir / "reports")
+    if as_json:
+        print_json({**report.to_json(), "report_path": str(path)})
+        if strict and report.flagged:
+            raise typer.Exit(1)
+        return
     actions = list(report.actions)
     table = Table(
         title=f"leakage audit · {fmt_int(report.rows)} rows · {fmt_int(report.customers)} customers · "
@@ -154,7 +164,9 @@ def materialize_cmd(
 
 
 @app.command("backfill")
-def backfill_cmd(workspace: Path = WorkspaceOption, engine: str | None = EngineOption) -> None:
+def backfill_cmd(
+    workspace: Path = WorkspaceOption, engine: str | None = EngineOption, as_json: bool = JsonOption
+) -> None:
     """Recompute the materialised rows that late or corrected events (ingested since they were computed) can
     change, and only those; late events that were not yet available at a row's as_of change nothing.
 
@@ -165,8 +177,11 @@ def backfill_cmd(workspace: Path = WorkspaceOption, engine: str | None = EngineO
     from propensity.features.materialize import backfill
 
     ws = open_workspace(workspace, require_spec=True, engine=engine)
-    with console.status("back-filling features…"):
+    with console.status("back-filling features…") if not as_json else contextlib.nullcontext():
         report = backfill(ws)
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
     table = Table(title=f"backfill · {report.feature_set_version}")
     table.add_column("")
     table.add_column("count", justify="right")

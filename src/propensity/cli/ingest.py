@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, console, fmt_int, open_workspace, progress_bar
+from propensity.cli._common import (
+    JsonOption,
+    WorkspaceOption,
+    console,
+    fmt_int,
+    open_workspace,
+    print_json,
+    progress_bar,
+)
 from propensity.events.ingest import IngestReport, ingest_attributes, ingest_files
 from propensity.events.log import open_event_log
 from propensity.workspace import Workspace
@@ -20,7 +29,7 @@ events_app = typer.Typer(help="Inspect the event log and its quarantine.", no_ar
 
 def run_ingest(
     workspace: Workspace, paths: list[Path], *, source: str | None = None, force: bool = False,
-    accept_schema: bool = False,
+    accept_schema: bool = False, quiet: bool = False,
 ) -> IngestReport:  # fmt: skip
     """Ingest ``paths`` (or every declared source and attribute source when empty) with a progress bar."""
     spec = workspace.spec
@@ -37,7 +46,7 @@ def run_ingest(
     else:
         targets = [(source, [str(p) for p in paths])]
     report = IngestReport()
-    with progress_bar() as bar:
+    with progress_bar(quiet=quiet) as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(file: str, done: int, total: int) -> None:
@@ -63,8 +72,25 @@ def run_ingest(
                 task = bar.add_task(f"attributes: {attribute_source.name}", total=None)
                 n = ingest_attributes(workspace, attribute_source)
                 bar.update(task, completed=1, total=1)
-                console.print(f"attributes [bold]{attribute_source.name}[/]: {fmt_int(n)} values loaded")
+                report.attributes[attribute_source.name] = n
+                if not quiet:
+                    console.print(f"attributes [bold]{attribute_source.name}[/]: {fmt_int(n)} values loaded")
     return report
+
+
+def report_json(report: IngestReport) -> dict[str, Any]:
+    """An ingest report for scripts: totals, each file, the top quarantine reasons, attribute values loaded."""
+    return {
+        "accepted": report.accepted, "duplicates": report.duplicates, "quarantined": report.quarantined,
+        "rows_read": report.rows_read, "skipped_files": report.skipped, "seconds": round(report.seconds, 3),
+        "files": [{"path": f.path, "source": f.source, "rows_read": f.rows_read, "accepted": f.accepted,
+                   "duplicates": f.duplicates, "quarantined": f.quarantined, "skipped_unchanged": f.skipped_unchanged,
+                   "note": f.note or None, "schema_drift": f.schema_drift_text or None,
+                   "schema_quarantined": f.schema_quarantined, "seconds": round(f.seconds, 3)}
+                  for f in report.files],
+        "top_reasons": dict(report.reasons.most_common(5)),
+        "attributes": report.attributes,
+    }  # fmt: skip
 
 
 def print_report(report: IngestReport) -> None:
@@ -127,6 +153,7 @@ def ingest(
         "--accept-schema",
         help="Accept a source's changed columns that its `schema_drift: quarantine` policy would quarantine.",
     ),
+    as_json: bool = JsonOption,
 ) -> None:
     """Load events from CSV, Parquet or JSONL files (gzip too) into the workspace's event log.
 
@@ -147,14 +174,19 @@ def ingest(
         propensity ingest 'exports/*.parquet' --strict
     """
     ws = open_workspace(workspace)
-    report = run_ingest(ws, paths or [], source=source, force=force, accept_schema=accept_schema)
-    print_report(report)
+    report = run_ingest(
+        ws, paths or [], source=source, force=force, accept_schema=accept_schema, quiet=as_json
+    )
+    if as_json:
+        print_json(report_json(report))
+    else:
+        print_report(report)
     if strict and report.quarantined:
         raise typer.Exit(1)
 
 
 @events_app.command("summary")
-def events_summary(workspace: Path = WorkspaceOption) -> None:
+def events_summary(workspace: Path = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Counts by event type, the time range, customers, and quarantine totals."""
     ws = open_workspace(workspace)
     log = open_event_log(ws)
@@ -169,6 +201,15 @@ def events_summary(workspace: Path = WorkspaceOption) -> None:
         attrs = con.execute(
             "SELECT count(DISTINCT customer_id), count(DISTINCT attribute) FROM attributes"
         ).fetchall()[0]
+    assert totals is not None and quarantined is not None and attrs is not None
+    if as_json:
+        print_json({
+            "events": totals[0], "customers": totals[1], "quarantined": quarantined[0],
+            "attribute_customers": attrs[0], "attributes": attrs[1],
+            "event_types": [{"event_type": t, "events": n, "customers": c, "first": first, "last": last,
+                             "late_over_1h": late} for t, n, c, first, last, late in rows],
+        })  # fmt: skip
+        return
     table = Table(title=f"Event log: {ws.db_path}")
     for col in ("event type", "events", "customers", "first", "last", "late (>1h)"):
         table.add_column(col, justify="left" if col in ("event type", "first", "last") else "right")
@@ -176,7 +217,6 @@ def events_summary(workspace: Path = WorkspaceOption) -> None:
         table.add_row(event_type, fmt_int(n), fmt_int(customers), f"{first:%Y-%m-%d %H:%M}",
                       f"{last:%Y-%m-%d %H:%M}", fmt_int(late))  # fmt: skip
     console.print(table)
-    assert totals is not None and quarantined is not None and attrs is not None
     console.print(
         f"{fmt_int(totals[0])} events from {fmt_int(totals[1])} customers; "
         f"{fmt_int(quarantined[0])} rows in quarantine; attributes for {fmt_int(attrs[0])} customers "
@@ -189,6 +229,7 @@ def events_quarantine(
     workspace: Path = WorkspaceOption,
     limit: int = typer.Option(20, "--limit", "-n", help="How many rows to show."),
     reason: str | None = typer.Option(None, "--reason", help="Only rows whose reason contains this text."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Show quarantined rows: source file, row number, reason and the raw row."""
     ws = open_workspace(workspace)
@@ -200,6 +241,11 @@ def events_quarantine(
                ORDER BY quarantined_at DESC, source_file, row_number LIMIT ?""",
             [reason, reason, limit],
         ).fetchall()
+    if as_json:
+        print_json(
+            [{"file": file, "row": row, "reason": detail, "raw": raw} for file, row, detail, raw in rows]
+        )
+        return
     table = Table(title="Quarantine", show_lines=True)
     for col in ("file", "row", "reason", "raw"):
         table.add_column(col, overflow="fold")

@@ -8,23 +8,35 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from propensity.cli._common import WorkspaceOption, console, open_workspace
+from propensity.cli._common import JsonOption, WorkspaceOption, console, open_workspace, print_json
 from propensity.workspace import Workspace
 
 models_app = typer.Typer(help="Model bundles: list, show, promote (gated), roll back.", no_args_is_help=True)
 
 
 @models_app.command("list")
-def list_(workspace: Path = WorkspaceOption) -> None:
+def list_(workspace: Path = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """List bundles, newest first, with their stage and test AUC per action.
 
     Example:
 
         propensity models list -w demo
+
+        propensity models list -w demo --json    # for scripts: the production bundle's id, say
     """
     from propensity.registry.registry import Registry
 
     registry = Registry(open_workspace(workspace, require_spec=True))
+    if as_json:
+        print_json([
+            {"bundle": e.id, "stage": e.stage, "created_at": e.created_at,
+             "feature_set_version": e.manifest.feature_set_version if e.manifest is not None else None,
+             "actions": None if e.manifest is None else {
+                 a: {"roc_auc": m.metrics["model"]["roc_auc"], "ece": m.metrics["model"]["ece"]}
+                 for a, m in sorted(e.manifest.actions.items())}}
+            for e in registry.entries()
+        ])  # fmt: skip
+        return
     table = Table()
     for col in ("bundle", "stage", "created", "feature set", "actions (test AUC / ECE)"):
         table.add_column(col)

@@ -15,6 +15,7 @@ from propensity.cli._common import (
     console,
     fmt_int,
     open_workspace,
+    print_json,
     progress_bar,
 )
 
@@ -230,6 +231,7 @@ def report(
         None, "--bundle", "-b", help="Bundle id or prefix; default: the newest bundle."
     ),
     out: Path = typer.Option(None, "--out", "-o", help="Folder to write into (default .propensity/reports)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON (for scripts)."),
 ) -> None:
     """Write the evaluation report of a bundle: one self-contained HTML file and the same numbers as JSON.
 
@@ -251,5 +253,8 @@ def report(
     bundle_id = registry.resolve(bundle)
     manifest = verify_bundle(registry.path(bundle_id))
     paths = write_report_files(out or ws.state_dir / "reports", manifest)
+    if as_json:
+        print_json({**report_json(manifest), "files": {k: str(v) for k, v in paths.items()}})
+        return
     print_summary(report_json(manifest))
     console.print(f"[bold green]report[/] {paths['html']}\n[bold green]numbers[/] {paths['json']}")

@@ -146,6 +146,7 @@ class IngestReport:
     """The summary of one ``ingest`` call across all its files."""
 
     files: list[FileReport] = field(default_factory=list)
+    attributes: dict[str, int] = field(default_factory=dict)  # attribute values loaded per attribute source
 
     @property
     def rows_read(self) -> int:
