@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
-import yaml
 from tests.training.synthetic_project import trained_workspace
 from typer.testing import CliRunner
 
@@ -119,7 +117,8 @@ def test_json_output_parses(demo: Workspace) -> None:
         try:
             data = json.loads(out.stdout)
         except json.JSONDecodeError as exc:
-            raise AssertionError(f"{' '.join(args)}: stdout is not one JSON document ({exc}):\n{out.stdout}")
+            message = f"{' '.join(args)}: stdout is not one JSON document ({exc}):\n{out.stdout}"
+            raise AssertionError(message) from None
         assert data is not None, name
     listed = json.loads(RUNNER.invoke(app, ["models", "list", "--json", "-w", str(demo.root)]).stdout)
     assert [b["stage"] for b in listed].count("production") == 1  # a script can read the production id
