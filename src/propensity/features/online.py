@@ -27,7 +27,6 @@ False
 
 from __future__ import annotations
 
-import bisect
 import gc
 import json
 import re
@@ -50,11 +49,25 @@ from propensity.config.features import (
     TriggerFeature,
 )
 from propensity.config.predicates import EVENT_DATE, PROPERTIES_PREFIX, compile_expression, field_kind
+from propensity.features._online_ingest import (
+    AV,
+    CID,
+    EID,
+    ET,
+    LAST,
+    MAX,
+    MIN,
+    SET,
+    SUM,
+    TYPE,
+    Ingest,
+    compile_ingest,
+)
 from propensity.features._plan import US, AggGroup, EventFilter, FeaturePlan, SessionGroup
 from propensity.features._sqlgen import DATE_PATTERN, DATE_TZ_PATTERN, FALSE_WORDS, NUMBER_PATTERN, TRUE_WORDS
 
 # Internal event: a tuple with these positions (built once per event; no other per-event objects).
-_EID, _CID, _TYPE, _ET, _AV = 0, 1, 2, 3, 4
+_EID, _CID, _TYPE, _ET, _AV = EID, CID, TYPE, ET, AV  # the generated ingest functions share them
 _TYPED = ("amount", "quantity", "currency", "sku", "category", "campaign_id", "channel", "plan")
 _FIELD_POS = {name: 5 + i for i, name in enumerate(_TYPED)}
 _PROPS = 5 + len(_TYPED)
@@ -64,7 +77,7 @@ _ONE_US = timedelta(microseconds=1)
 _NEG_INF = -(1 << 62)
 
 # Accumulator slots: 0 count, 1 min event_time, 2 max event_time, then one or two per operation.
-_SUM, _MIN, _MAX, _SET, _LAST = range(5)
+_SUM, _MIN, _MAX, _SET, _LAST = SUM, MIN, MAX, SET, LAST
 # Outputs
 _O_COUNT, _O_SUM, _O_MEAN, _O_VALUE, _O_DISTINCT, _O_LAST, _O_SINCE_LAST, _O_SINCE_FIRST = range(8)
 
@@ -142,7 +155,18 @@ class _FilterGroup:
     (sum: 2 slots, sum and non-null count; min; max; distinct: a set; last: 2 slots, key and value) adds slots.
     """
 
-    __slots__ = ("getters", "has_last", "has_set", "hot", "ops", "pred", "simple", "types", "windows")
+    __slots__ = (
+        "getters",
+        "has_last",
+        "has_set",
+        "hot",
+        "ops",
+        "positions",
+        "pred",
+        "simple",
+        "types",
+        "windows",
+    )
 
     def __init__(self, plan: FeaturePlan, groups: list[AggGroup]) -> None:
         self.types = groups[0].filter.event_types
@@ -160,6 +184,7 @@ class _FilterGroup:
                         next_slot += 2 if key[0] in (_SUM, _LAST) else 1
         self.ops: tuple[tuple[int, int], ...] = tuple((code, slot) for (code, _), slot in slots.items())
         self.getters = tuple(_getter(field, plan.zone) for (_, field) in slots)
+        self.positions = tuple(_FIELD_POS.get(field) for (_, field) in slots)
         self.simple = not self.ops
         self.has_set = any(code == _SET for code, _ in self.ops)
         self.has_last = any(code == _LAST for code, _ in self.ops)
@@ -190,6 +215,72 @@ class _FilterGroup:
             else:
                 acc.append(v)
         return acc
+
+    def update_window(
+        self, aggs: list[Any], si: int, b: int, n: int, et: int, floor: int, key: Any, vals: Sequence[Any]
+    ) -> None:
+        """Take one event into the bucketed window state ``aggs[si]`` (bucket width ``b`` µs, ``n`` buckets).
+
+        The general case, every branch; the generated ingest functions inline only the common one (the bucket
+        is already held) and call this for the rest.
+        """
+        simple = self.simple
+        k = et // b
+        kmin = floor // b - n + 1
+        if k < kmin:
+            return  # outside the window at every time this customer can still be read at
+        state = aggs[si]
+        if state is None:
+            acc = [1, et, et] if simple else self.new(et, key, vals)
+            aggs[si] = [{k: acc}, self.copy(acc), k, k]
+            return
+        buckets = state[0]
+        acc = buckets.get(k)
+        if acc is None and state[3] < kmin:
+            # Everything held has left the window for good (the usual case for a quiet customer).
+            buckets.clear()
+            if simple:
+                buckets[k] = [1, et, et]
+                state[1] = [1, et, et]
+            else:
+                buckets[k] = acc = self.new(et, key, vals)
+                state[1] = self.copy(acc)
+            state[2] = state[3] = k
+            return
+        if acc is None:
+            acc = buckets[k] = [1, et, et] if simple else self.new(et, key, vals)
+            if k > state[3]:
+                state[3] = k
+            if state[2] < kmin:
+                # Drop the buckets that have left the window for good; re-total the rest.
+                for old in [x for x in buckets if x < kmin]:
+                    del buckets[old]
+                if len(buckets) == 1:
+                    state[1] = self.copy(acc)
+                    state[2] = k
+                else:
+                    state[1] = self.merge(buckets.values())
+                    state[2] = min(buckets)
+                return
+            if k < state[2]:
+                state[2] = k
+        elif simple:
+            acc[0] += 1
+            if et < acc[1]:
+                acc[1] = et
+            elif et > acc[2]:
+                acc[2] = et
+        else:
+            self.add(acc, et, key, vals)
+        tot = state[1]
+        if simple:
+            tot[0] += 1
+            if et < tot[1]:
+                tot[1] = et
+            elif et > tot[2]:
+                tot[2] = et
+        else:
+            self.add(tot, et, key, vals)
 
     def copy(self, acc: list[Any]) -> list[Any]:
         out = list(acc)
@@ -482,7 +573,7 @@ class OnlineFeatureEngine:
         self._groups = [_FilterGroup(self.plan, gs) for gs in by_filter.values()]
         self._n_states = len(self.plan.agg_groups)
         self._sessions = [_SessionGroup(self.plan, g) for g in self.plan.session_groups]
-        self._by_type: dict[str, tuple[tuple[_FilterGroup, ...], tuple[_SessionGroup, ...]]] = {}
+        self._ingest_by_type: dict[str, Ingest] = {}
         self._attr_features = [
             (i, f) for i in self.plan.attributes if isinstance(f := self.plan.features[i], AttributeFeature)
         ]
@@ -509,14 +600,15 @@ class OnlineFeatureEngine:
 
     # ------------------------------------------------------------------------------------------- applying
 
-    def _dispatch(self, etype: str) -> tuple[tuple[_FilterGroup, ...], tuple[_SessionGroup, ...]]:
-        hit = self._by_type.get(etype)
-        if hit is None:
-            hit = self._by_type[etype] = (
-                tuple(g for g in self._groups if g.types is None or etype in g.types),
-                tuple(s for s in self._sessions if s.types is None or etype in s.types),
-            )
-        return hit
+    def _compile(self, etype: str) -> Ingest:
+        """The generated ingest function for events of this type (see ``_online_ingest``), made once."""
+        ingest, _source = compile_ingest(
+            etype,
+            [g for g in self._groups if g.types is None or etype in g.types],
+            [s for s in self._sessions if s.types is None or etype in s.types],
+        )
+        self._ingest_by_type[etype] = ingest
+        return ingest
 
     def _coerce(self, event: Mapping[str, Any]) -> tuple[Any, ...]:
         props = event.get("properties")
@@ -575,19 +667,67 @@ class OnlineFeatureEngine:
         else:
             props = [None] * n
         cols.append(props)
-        applied = 0
-        apply = self._apply
         # The state is plain lists, dicts and tuples without reference cycles; pausing the cyclic collector
         # while millions of them are created halves the time of a bulk apply.
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            for ev in zip(*cols, strict=True):
-                applied += apply(ev)
+            return self._apply_rows(zip(*cols, strict=True))
         finally:
             if was_enabled:
                 gc.enable()
-        return applied
+
+    def _apply_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        """:meth:`_apply` over many events, with its lookups hoisted out of the loop (same steps, same order)."""
+        customers = self._customers
+        ingest_by_type = self._ingest_by_type
+        seen_span = self._dedupe_us
+        n_states, n_sessions = self._n_states, len(self._sessions)
+        applied = held = 0
+        watermark = self.watermark
+        try:
+            for ev in rows:
+                cid = ev[1]
+                st = customers.get(cid)
+                if st is None:
+                    if self._cold is not None and cid in self._cold:
+                        self.watermark = watermark
+                        self._apply(ev)  # held back until the customer's state is decoded
+                        watermark = self.watermark
+                        held += 1
+                        continue
+                    st = customers[cid] = _Customer(n_states, n_sessions)
+                eid = ev[0]
+                seen = st.seen
+                if eid in seen:
+                    continue
+                av = ev[4]
+                seen[eid] = av
+                if len(seen) > st.seen_limit:
+                    cutoff = st.floor - seen_span
+                    st.seen = {k: v for k, v in seen.items() if v >= cutoff}
+                    st.seen_limit = max(64, 2 * len(st.seen))
+                applied += 1
+                if av > watermark:
+                    watermark = av
+                if av > st.floor:
+                    st.floor = av
+                    if st.pending is not None:
+                        self._promote(st, av)
+                if ev[3] > st.floor:
+                    if st.pending is None:
+                        st.pending = [ev]
+                    else:
+                        st.pending.append(ev)
+                    continue
+                ingest = ingest_by_type.get(ev[2])
+                if ingest is None:
+                    ingest = self._compile(ev[2])
+                ingest(st, ev)
+        finally:
+            self.watermark = watermark
+            self.events_applied += applied  # events held for a cold customer are counted when applied
+        return applied + held
 
     def _apply(self, ev: tuple[Any, ...]) -> bool:
         cid = ev[_CID]
@@ -642,102 +782,10 @@ class OnlineFeatureEngine:
             self._ingest(st, ev)
 
     def _ingest(self, st: _Customer, ev: tuple[Any, ...]) -> None:
-        groups, sessions = self._dispatch(ev[_TYPE])
-        et = ev[_ET]
-        floor = st.floor
-        aggs = st.aggs
-        key: tuple[Any, ...] = ()
-        for g in groups:
-            if g.pred is not None and not g.pred(ev):
-                continue
-            simple = g.simple
-            vals: Sequence[Any] = ()
-            if not simple:
-                vals = [get(ev) for get in g.getters]
-                if g.has_last:
-                    key = (et, ev[_AV], ev[_EID])
-            for si, b, n in g.hot:
-                if not b:
-                    acc = aggs[si]
-                    if acc is None:
-                        aggs[si] = g.new(et, key, vals)
-                    elif simple:
-                        acc[0] += 1
-                        if et < acc[1]:
-                            acc[1] = et
-                        elif et > acc[2]:
-                            acc[2] = et
-                    else:
-                        g.add(acc, et, key, vals)
-                    continue
-                k = et // b
-                kmin = floor // b - n + 1
-                if k < kmin:
-                    continue  # outside the window at every time this customer can still be read at
-                state = aggs[si]
-                if state is None:
-                    acc = [1, et, et] if simple else g.new(et, key, vals)
-                    aggs[si] = [{k: acc}, g.copy(acc), k, k]
-                    continue
-                buckets = state[0]
-                acc = buckets.get(k)
-                if acc is None and state[3] < kmin:
-                    # Everything held has left the window for good (the usual case for a quiet customer).
-                    buckets.clear()
-                    if simple:
-                        buckets[k] = [1, et, et]
-                        state[1] = [1, et, et]
-                    else:
-                        buckets[k] = acc = g.new(et, key, vals)
-                        state[1] = g.copy(acc)
-                    state[2] = state[3] = k
-                    continue
-                if acc is None:
-                    acc = buckets[k] = [1, et, et] if simple else g.new(et, key, vals)
-                    if k > state[3]:
-                        state[3] = k
-                    if state[2] < kmin:
-                        # Drop the buckets that have left the window for good; re-total the rest.
-                        for old in [x for x in buckets if x < kmin]:
-                            del buckets[old]
-                        if len(buckets) == 1:
-                            state[1] = g.copy(acc)
-                            state[2] = k
-                        else:
-                            state[1] = g.merge(buckets.values())
-                            state[2] = min(buckets)
-                        continue
-                    if k < state[2]:
-                        state[2] = k
-                elif simple:
-                    acc[0] += 1
-                    if et < acc[1]:
-                        acc[1] = et
-                    elif et > acc[2]:
-                        acc[2] = et
-                else:
-                    g.add(acc, et, key, vals)
-                tot = state[1]
-                if simple:
-                    tot[0] += 1
-                    if et < tot[1]:
-                        tot[1] = et
-                    elif et > tot[2]:
-                        tot[2] = et
-                else:
-                    g.add(tot, et, key, vals)
-        for s in sessions:
-            lo = floor - s.horizon
-            if et <= lo:
-                continue
-            lst = st.sessions[s.idx]
-            item = (et, s.mask(ev))
-            if lst is None:
-                st.sessions[s.idx] = [item]
-                continue
-            bisect.insort(lst, item)
-            if lst[0][0] <= lo:
-                del lst[: bisect.bisect_right(lst, (lo, 1 << 62))]
+        ingest = self._ingest_by_type.get(ev[_TYPE])
+        if ingest is None:
+            ingest = self._compile(ev[_TYPE])
+        ingest(st, ev)
 
     def apply_attribute(self, row: Mapping[str, Any]) -> None:
         """Take one attribute version: customer_id, attribute, value, valid_from, available_at[, source]."""
