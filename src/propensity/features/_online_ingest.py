@@ -32,10 +32,6 @@ class GroupLike(Protocol):
     positions: tuple[int | None, ...]  # the event tuple position of each getter's field, None if computed
     hot: tuple[tuple[int, int, int], ...]
 
-    def new(self, et: int, key: tuple[Any, ...], vals: Sequence[Any]) -> list[Any]: ...
-
-    def copy(self, acc: list[Any]) -> list[Any]: ...
-
     def update_window(
         self, aggs: list[Any], si: int, b: int, n: int, et: int, floor: int, key: Any, vals: Sequence[Any]
     ) -> None: ...
@@ -93,6 +89,22 @@ def _add_lines(acc: str, group: GroupLike) -> list[str]:
     return lines
 
 
+def _new_expr(group: GroupLike) -> str:
+    """A source expression for a fresh accumulator holding just this event (as ``_FilterGroup.new``)."""
+    items = ["1", "et", "et"]
+    for j, (code, _slot) in enumerate(group.ops):
+        v = f"v{j}"
+        if code == SUM:
+            items += [f"0.0 if {v} is None else {v}", f"0 if {v} is None else 1"]
+        elif code == SET:
+            items.append(f"None if {v} is None else {{{v}}}")
+        elif code == LAST:
+            items += [f"None if {v} is None else key", v]
+        else:
+            items.append(v)
+    return "[" + ", ".join(items) + "]"
+
+
 def compile_ingest(
     event_type: str, groups: Sequence[GroupLike], sessions: Sequence[SessionLike]
 ) -> tuple[Ingest, str]:
@@ -109,9 +121,7 @@ def compile_ingest(
     for b in widths:
         body += [f"k{b} = et // {b}", f"f{b} = floor // {b}"]
     for gi, g in enumerate(groups):
-        ns[f"g{gi}_new"] = g.new
         ns[f"g{gi}_update"] = g.update_window
-        ns[f"g{gi}_copy"] = g.copy
         block: list[str] = []
         for j, (getter, pos) in enumerate(zip(g.getters, g.positions, strict=True)):
             if pos is None:
@@ -124,18 +134,18 @@ def compile_ingest(
         block.append("key = (et, ev[4], ev[0])" if g.has_last else "key = ()")
         for si, b, n in g.hot:
             if not b:
-                new = "[1, et, et]" if g.simple else f"g{gi}_new(et, key, vals)"
+                new = _new_expr(g)
                 block += [f"acc = aggs[{si}]", "if acc is None:", f"    aggs[{si}] = {new}", "else:"]
                 block += ["    " + line for line in _add_lines("acc", g)]
                 continue
-            new = "[1, et, et]" if g.simple else f"g{gi}_new(et, key, vals)"
-            copy = "[1, et, et]" if g.simple else f"g{gi}_copy(acc)"
+            new = copy = _new_expr(g)  # a second fresh accumulator is a copy of the first, sets included
             kmin = f"f{b} - {n - 1}"  # the oldest bucket any read at or after the floor can still cover
             block += [
                 f"if k{b} >= {kmin}:",
                 f"    state = aggs[{si}]",
                 "    if state is None:",
-                f"        g{gi}_update(aggs, {si}, {b}, {n}, et, floor, key, vals)",
+                f"        acc = {new}",
+                f"        aggs[{si}] = [{{k{b}: acc}}, {copy}, k{b}, k{b}]",
                 "    else:",
                 "        buckets = state[0]",
                 f"        acc = buckets.get(k{b})",
@@ -193,6 +203,10 @@ def compile_ingest(
             f"    item = (et, {mask})",
             "    if lst is None:",
             f"        lists[{s.idx}] = [item]",
+            "    elif item >= lst[-1]:",  # the usual case: events arrive about in time order
+            "        lst.append(item)",
+            "        if lst[0][0] <= lo:",
+            "            del lst[: bisect_right(lst, (lo, 1 << 62))]",
             "    else:",
             "        insort(lst, item)",
             "        if lst[0][0] <= lo:",
