@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -125,3 +126,38 @@ def test_rebuild_reads_only_the_longest_window() -> None:
     assert engine.rebuild(con) == 5
     assert engine.vector("c1", at()) == (5,)
     assert engine.watermark == us(at(hours=-3, minutes=4))
+
+
+def _events_table(events: list[dict[str, Any]]) -> pa.Table:
+    rows = {f.name: [] for f in EVENT_SCHEMA}  # type: ignore[var-annotated]
+    for e in events:
+        for f in EVENT_SCHEMA:
+            rows[f.name].append(e.get(f.name, e["available_at"] if f.name == "ingested_at" else None))
+    return pa.table(rows, schema=EVENT_SCHEMA)
+
+
+def test_a_batch_files_its_state_as_old_and_leaves_the_collector_as_it_found_it() -> None:
+    """New state goes straight to the collector's oldest generation (young collections need not traverse it);
+    the collector's switch is restored, and objects the process froze itself stay frozen."""
+    engine = OnlineFeatureEngine(FEATURES)
+    table = _events_table([ev(f"e{i}", at(minutes=i), amount=1.0, sku="s") for i in range(20)])
+    assert gc.isenabled()
+    engine.apply_batch(table)
+    assert gc.isenabled()
+    state = engine.export_customer("c1")
+    assert state is not None
+    assert any(obj is state.aggs for obj in gc.get_objects(generation=2))
+    gc.disable()
+    try:
+        engine.apply_batch(_events_table([ev("late", at(minutes=30))]))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        engine.apply_batch(_events_table([ev("later", at(minutes=31))]))
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert engine.vector("c1", at(minutes=40))[0] == 22  # views_1h

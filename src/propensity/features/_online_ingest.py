@@ -51,12 +51,12 @@ Ingest = Callable[[Any, tuple[Any, ...]], None]
 
 def _add_lines(acc: str, group: GroupLike) -> list[str]:
     """Source lines adding the event (``et``, ``key``, values ``v0``...) into the accumulator named ``acc``."""
-    lines = [
+    lines = [  # the newest first: events arrive about in time order (min <= max, so the order is free)
         f"{acc}[0] += 1",
-        f"if et < {acc}[1]:",
-        f"    {acc}[1] = et",
-        f"elif et > {acc}[2]:",
+        f"if et > {acc}[2]:",
         f"    {acc}[2] = et",
+        f"elif et < {acc}[1]:",
+        f"    {acc}[1] = et",
     ]
     for j, (code, slot) in enumerate(group.ops):
         v = f"v{j}"
