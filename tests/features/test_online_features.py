@@ -137,27 +137,34 @@ def _events_table(events: list[dict[str, Any]]) -> pa.Table:
 
 
 def test_a_batch_files_its_state_as_old_and_leaves_the_collector_as_it_found_it() -> None:
-    """New state goes straight to the collector's oldest generation (young collections need not traverse it);
-    the collector's switch is restored, and objects the process froze itself stay frozen."""
+    """A bulk batch's new state goes straight to the collector's oldest generation (young collections need not
+    traverse it); the collector's switch is restored, and objects the process froze itself stay frozen."""
     engine = OnlineFeatureEngine(FEATURES)
-    table = _events_table([ev(f"e{i}", at(minutes=i), amount=1.0, sku="s") for i in range(20)])
+    table = _events_table(
+        [ev(f"e{i}", at(minutes=i), amount=1.0, sku="s", cust=f"c{i % 5_000}") for i in range(10_020)]
+    )
     assert gc.isenabled()
     engine.apply_batch(table)
     assert gc.isenabled()
     state = engine.export_customer("c1")
     assert state is not None
     assert any(obj is state.aggs for obj in gc.get_objects(generation=2))
+    # A small batch (serving) leaves its objects young.
+    engine.apply_batch(_events_table([ev("new", at(minutes=1), cust="c-new")]))
+    fresh = engine.export_customer("c-new")
+    assert fresh is not None
+    assert not any(obj is fresh.aggs for obj in gc.get_objects(generation=2))
     gc.disable()
     try:
-        engine.apply_batch(_events_table([ev("late", at(minutes=30))]))
+        engine.apply_batch(_events_table([ev("late", at(minutes=10_002))]))
         assert not gc.isenabled()
     finally:
         gc.enable()
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
-        engine.apply_batch(_events_table([ev("later", at(minutes=31))]))
+        engine.apply_batch(_events_table([ev("later", at(minutes=10_003))]))
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
-    assert engine.vector("c1", at(minutes=40))[0] == 22  # views_1h
+    assert engine.vector("c1", at(minutes=10_010))[0] == 3  # views_1h: e10001, late, later

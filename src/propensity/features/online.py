@@ -678,7 +678,7 @@ class OnlineFeatureEngine:
         else:
             props = [None] * n
         cols.append(props)
-        with _collector_paused():
+        with _collector_paused(bulk=n >= _BULK_ROWS):
             return self._apply_rows(zip(*cols, strict=True))
 
     def _apply_rows(self, rows: Iterable[tuple[Any, ...]]) -> int:
@@ -1096,23 +1096,33 @@ class OnlineFeatureEngine:
         )
 
 
+# A batch at least this large (a replay, a rebuild, a bulk load) files its new state straight as old; see below.
+_BULK_ROWS = 10_000
+
+
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a batch builds engine state; file the new objects as old.
+def _collector_paused(bulk: bool) -> Iterator[None]:
+    """Pause the cyclic garbage collector while a batch builds engine state; after a bulk batch, file the new
+    objects as old.
 
     The state is plain lists, dicts and tuples without reference cycles, created by the million in a bulk apply.
     Left young, every one of them is traversed by the next young collection (a third of a bulk apply's time at
-    200k customers) and again as it is promoted, to find cycles that cannot exist. ``gc.freeze()`` then
+    200k customers) and again as it is promoted, to find cycles that cannot exist. For a bulk batch the young
+    generations are collected first (they then hold only the batch's own objects), and ``gc.freeze()`` then
     ``gc.unfreeze()`` moves every tracked object into the oldest generation in constant time, where only a full
-    collection visits them. Skipped when the process keeps its own frozen objects (a pre-fork server), so that
-    this never thaws them.
+    collection visits them. Small batches (serving) are left to the collector as they are: promoting other
+    code's young objects after each of them would keep its garbage cycles from young collections. Skipped too
+    when the caller has paused the collector or froze objects of its own (a pre-fork server): never thaw them.
     """
     was_enabled = gc.isenabled()
+    promote = bulk and was_enabled and gc.get_freeze_count() == 0
+    if promote:
+        gc.collect(1)
     gc.disable()
     try:
         yield
     finally:
-        if gc.get_freeze_count() == 0:
+        if promote:
             gc.freeze()
             gc.unfreeze()
         if was_enabled:
