@@ -4,9 +4,11 @@ The online engine takes an event into every aggregate window and session list it
 loops over groups and windows, the interpreter spends most of that time on the loops themselves: unpacking
 ``(state, bucket, n)`` tuples, branching on flags known when the plan is built, calling a method per operation.
 Here the loops are unrolled once per event type into Python source, with the windows' constants, the
-accumulator slots and the operations written in. Only the common case is inlined (the event lands in a bucket
-the customer already holds, or in a lifetime accumulator); every other case calls the group's general
-``update_window``, so the state and its invariants are exactly those of the loop form, whichever path ran.
+accumulator slots and the operations written in. The common cases are inlined (a lifetime accumulator; a
+window's first state; a bucket the customer already holds; a new bucket while every held one is still inside the
+window; a quiet customer whose buckets have all left it); the rest, dropping some buckets and re-totalling, call
+the group's general ``update_window``. The steps are those of the loop form, in the same order, so the state is
+exactly the same whichever path ran (``tests/features/test_feature_parity.py`` checks it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ SUM, MIN, MAX, SET, LAST = range(5)
 class GroupLike(Protocol):
     """What the generator reads from a filter group (``online._FilterGroup``)."""
 
-    types: frozenset[str] | tuple[str, ...] | None
     pred: Callable[[tuple[Any, ...]], bool] | None
     simple: bool
     has_last: bool
@@ -42,7 +43,6 @@ class SessionLike(Protocol):
 
     idx: int
     horizon: int
-    types: frozenset[str] | tuple[str, ...] | None
     filters: tuple[tuple[int, frozenset[str] | None, Callable[[tuple[Any, ...]], bool] | None], ...]
 
 
