@@ -66,7 +66,7 @@ def _batch(start: int, n: int, customers: int, rng: np.random.Generator) -> list
 def _workspace(root: Path, sources: list[dict[str, Any]] | None = None) -> None:
     import yaml
 
-    from propensity.cli.project import example_spec_text
+    from propensity.datasets.examples import example_spec_text
 
     spec = yaml.safe_load(example_spec_text("synthetic"))
     spec["sources"], spec["attributes"] = sources or [], []

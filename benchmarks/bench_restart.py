@@ -35,7 +35,7 @@ from benchmarks._harness import save
 def _workspace(root: Path, db: Path) -> None:
     import yaml
 
-    from propensity.cli.project import example_spec_text
+    from propensity.datasets.examples import example_spec_text
 
     spec = yaml.safe_load(example_spec_text("synthetic"))
     spec["sources"] = []  # the log is copied in; attributes stay declared (their rows are in the log too)

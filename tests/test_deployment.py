@@ -22,8 +22,8 @@ import yaml
 from tests.process_output import Output
 from tests.services import RedisServer, free_port
 
-from propensity.cli.project import example_spec_text
 from propensity.config.spec import parse_spec
+from propensity.datasets.examples import example_spec_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PROPENSITY = str(Path(sys.executable).parent / "propensity")

@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from propensity.cli.app import app
-from propensity.cli.project import EXAMPLES, example_spec_text
 from propensity.config.reference import iter_keys, json_schema, reference_markdown
+from propensity.datasets.examples import EXAMPLES, example_spec_text
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from propensity.cli.project import EXAMPLES, example_spec_text
 from propensity.config.durations import Duration
 from propensity.config.errors import SpecError
 from propensity.config.spec import load_spec, parse_spec
+from propensity.datasets.examples import EXAMPLES, example_spec_text
 
 
 def problems(data: object) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from propensity.cli.project import example_spec_text
+from propensity.datasets.examples import example_spec_text
 from propensity.events.ingest import ingest_attributes, ingest_files
 from propensity.events.log import open_event_log
 from propensity.workspace import Workspace

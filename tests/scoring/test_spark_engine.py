@@ -14,7 +14,7 @@ import pytest
 import yaml
 from tests.training import synthetic_project
 
-from propensity.cli.project import example_spec_text
+from propensity.datasets.examples import example_spec_text
 from propensity.events.log import open_event_log
 from propensity.events.parquet_log import ParquetEventLog, export_to_parquet
 from propensity.events.spark import log_frames
