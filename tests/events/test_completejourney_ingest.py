@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from propensity.datasets.examples import example_spec_text
 from propensity.events.ingest import ingest_attributes, ingest_files
 from propensity.events.log import open_event_log
+from propensity.features import compute_features
 from propensity.workspace import Workspace
 
 
@@ -43,6 +47,31 @@ def test_complete_journey_ingests_with_its_real_counts(
         1,
     )
 
+    # The example's discount features read the discounts as the ingested properties hold them (text; an
+    # undiscounted line is '0.0'): over every household's whole history they count exactly the lines the source
+    # data discounts (21,889 lines with a coupon discount, 10,300 with a coupon match, 736,369 at a sale price).
+    lifetime = [f for f in ws.spec.features if f.name == "coupon_disc_lines_lifetime"]
+    spine = pa.table(
+        {
+            "customer_id": pa.array(sorted(_households(ws))),
+            "as_of": pa.array([datetime(2018, 2, 1, tzinfo=UTC)] * 2_469, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    with open_event_log(ws).connection(read_only=True) as con:
+        counted = compute_features(con, lifetime, spine).column("coupon_disc_lines_lifetime")
+        by_predicate = con.execute(
+            "SELECT count(*) FILTER (WHERE properties->>'coupon_disc' != '0.0'), "
+            "count(*) FILTER (WHERE properties->>'coupon_match_disc' != '0.0'), "
+            "count(*) FILTER (WHERE properties->>'retail_disc' != '0.0') FROM events WHERE event_type = 'purchase'"
+        ).fetchall()[0]
+    assert pc.sum(counted).as_py() == 21_889
+    assert by_predicate == (21_889, 10_300, 736_369)
+
     # A second ingest of the same files changes nothing.
     again = ingest_files(ws, files)
     assert all(f.skipped_unchanged for f in again.files)
+
+
+def _households(ws: Workspace) -> list[str]:
+    with open_event_log(ws).connection(read_only=True) as con:
+        return [r[0] for r in con.execute("SELECT DISTINCT customer_id FROM events").fetchall()]
