@@ -81,3 +81,31 @@ def test_a_shared_basis_warm_starts_to_the_same_model() -> None:
     basis.fit(x[:3000], y[:3000], [100.0])  # an earlier fit leaves a warm start behind
     warm = AdditiveLogistic.fit_path(x, y, NAMES, CATS, penalties=[30.0], basis=basis)[0]
     np.testing.assert_allclose(warm.raw(x), cold.raw(x), rtol=0, atol=2e-3)
+
+
+def test_the_search_goes_past_the_strongest_penalty_when_that_is_where_validation_is_best() -> None:
+    # Features unrelated to the label: every term should be flat, so the strongest penalty validates best and
+    # the path must go on beyond the grid's edge; on data with real effects it stops inside the grid.
+    import pyarrow as pa
+
+    from propensity.training.candidates import PENALTIES, STRONGER_PENALTIES, search
+    from propensity.training.encoding import FeatureEncoder
+
+    def best_penalty(x: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
+        n = len(y)
+        names = [f"f{j}" for j in range(x.shape[1])]
+        encoder = FeatureEncoder.fit(pa.table({nm: x[:, j] for j, nm in enumerate(names)}), names)
+        as_of = np.repeat(np.arange(10), n // 10).astype("datetime64[D]").astype("datetime64[us]")
+        found = search(
+            x, y, as_of, as_of, np.array([f"c{i}" for i in range(n)]), encoder, seed=0, kinds=("linear",)
+        )
+        tried = [t.config["penalty"] for t in found.trials]
+        return found.best["linear"].config["penalty"], tried
+
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=(4_000, 6))
+    penalty, tried = best_penalty(noise, (rng.random(4_000) < 0.3).astype(float))
+    assert penalty > PENALTIES[0] and STRONGER_PENALTIES[0] in tried
+    x, y, _ = data(4_000, 1)
+    penalty, tried = best_penalty(np.nan_to_num(x), y)
+    assert penalty < PENALTIES[0] and not set(STRONGER_PENALTIES) & set(tried)

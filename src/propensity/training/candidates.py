@@ -30,6 +30,9 @@ LINEAR_ROWS = 100_000  # the linear model (~10 coefficients a feature) is fitted
 VALIDATION_SHARE = 0.2
 MIN_VALIDATION_POSITIVES = 20
 PENALTIES = (1000.0, 300.0, 100.0, 30.0, 10.0)  # the linear model's penalty (per row), strongest first
+# Tried, strongest-first beyond PENALTIES[0], only while the strongest penalty tried is the best so far: an
+# optimum at the grid's edge may lie beyond it (many correlated features on a noisy target want smoother terms).
+STRONGER_PENALTIES = (3000.0, 10000.0, 30000.0, 100000.0)
 EPS = 1e-15
 
 
@@ -200,6 +203,15 @@ def search(
             trials.append(Trial("linear", {"penalty": penalty}, loss, None, time.perf_counter() - t0))
             if loss > min(t.valid_log_loss for t in trials if t.kind == "linear"):
                 break
+        for penalty in STRONGER_PENALTIES:
+            linear = [t for t in trials if t.kind == "linear"]
+            best_linear = min(linear, key=lambda t: t.valid_log_loss)
+            if best_linear.config["penalty"] != max(t.config["penalty"] for t in linear):
+                break
+            t0 = time.perf_counter()
+            model = path_basis.fit(x[lf], y[lf], [penalty])[0]
+            loss = log_loss(sigmoid(model.raw(xv)), yv)
+            trials.append(Trial("linear", {"penalty": penalty}, loss, None, time.perf_counter() - t0))
     if "lightgbm" in kinds:
         grid = lightgbm_grid(len(yf), int(yf.sum()))
         if not settings.search:
