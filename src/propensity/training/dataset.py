@@ -43,6 +43,10 @@ from propensity.workspace import Workspace
 
 Progress = Callable[[str, int, int], None]
 ROUND_DIGITS = 6
+TIE_ULPS = 16  # a float sum's error over tens of terms, in units of the last place (round_stably)
+# A cutoff with at least this many spine rows is computed by the engine's one-time query (_features_by_cutoff):
+# below it, scanning every event up to the cutoff costs more than joining the few rows' windows.
+CUTOFF_GROUP_ROWS = 10_000
 ROW_COLUMNS = ("customer_id", "as_of", "label", "label_end", "campaign_id", "trigger_id", "split")
 
 
@@ -257,21 +261,47 @@ def _features_for(
         progress("features", 0, spine.num_rows)
     if not spec.features:
         out = spine
-    elif getattr(offline, "name", "") == "duckdb" and spine.num_rows > 50_000:
-        # About ten chunks (50k to 500k rows each; DuckDB computes a spine in chunks anyway), so the progress bar
-        # moves during the longest step of training instead of sitting at 0.
-        chunk = min(500_000, -(-spine.num_rows // 10))
-        parts = []
-        for start in range(0, spine.num_rows, chunk):
-            parts.append(offline.features(spec.features, spine.slice(start, chunk)))
-            if progress:
-                progress("features", min(start + chunk, spine.num_rows), spine.num_rows)
-        out = pa.concat_tables(parts)
+    elif getattr(offline, "name", "") == "duckdb":
+        out = _features_by_cutoff(offline, spec, spine, progress)
     else:
         out = offline.features(spec.features, spine)
     if progress:
         progress("features", spine.num_rows, spine.num_rows)
     return out
+
+
+def _features_by_cutoff(
+    offline: Any, spec: ProjectSpec, spine: pa.Table, progress: Progress | None
+) -> pa.Table:
+    """Features of the spine's rows, in any order (:func:`_join` matches rows by key).
+
+    A grid cutoff's rows (one time, at least ``CUTOFF_GROUP_ROWS`` customers, no trigger) go to the engine one
+    cutoff at a time, which computes them by its one-time query: aggregates by customer with the window bounds
+    as constants instead of a range join of events to spine rows, the same values for about half the CPU on a
+    full cutoff (measured on 40-48k customers x 8.5M events). The other rows (triggered rows at their own
+    times, small cutoffs) take the general query, in about ten chunks when they are many, so the progress bar
+    keeps moving during the longest step of training."""
+    trigger_null = pc.is_null(spine.column("trigger_id"))
+    at_grid = spine.filter(trigger_null).group_by("as_of").aggregate([("as_of", "count")])
+    big = at_grid.filter(pc.greater_equal(at_grid.column("as_of_count"), CUTOFF_GROUP_ROWS)).column("as_of")
+    grid_rows = pc.and_(trigger_null, pc.is_in(spine.column("as_of"), value_set=big.combine_chunks()))
+    grid = spine.filter(grid_rows)
+    rest = spine.filter(pc.invert(grid_rows))
+    parts: list[pa.Table] = []
+    done = 0
+    for cutoff in sorted(big.to_pylist()):
+        rows = grid.filter(pc.equal(grid.column("as_of"), pa.scalar(cutoff, grid.schema.field("as_of").type)))
+        parts.append(offline.features(spec.features, rows))
+        done += rows.num_rows
+        if progress:
+            progress("features", done, spine.num_rows)
+    chunk = max(1, rest.num_rows if rest.num_rows <= 50_000 else min(500_000, -(-rest.num_rows // 10)))
+    for start in range(0, rest.num_rows, chunk):
+        parts.append(offline.features(spec.features, rest.slice(start, chunk)))
+        done += min(chunk, rest.num_rows - start)
+        if progress:
+            progress("features", done, spine.num_rows)
+    return pa.concat_tables(parts) if parts else offline.features(spec.features, spine)
 
 
 def _join(labels: pa.Table, features: pa.Table, names: list[str]) -> pa.Table:
@@ -289,15 +319,29 @@ def _join(labels: pa.Table, features: pa.Table, names: list[str]) -> pa.Table:
     for col in ("as_of", "label_end"):
         i = table.column_names.index(col)
         table = table.set_column(i, col, table.column(col).cast(pa.timestamp("us", tz="UTC")))
-    # Parallel float sums in the engine may differ in the last bits between runs; rounding to 1e-6 makes the
-    # stored training set, and so the models trained on it, a deterministic function of the data.
+    # Parallel float sums in the engine may differ in the last bits between runs (and between its one-time and
+    # general queries); rounding to 1e-6 makes the stored training set, and so the models trained on it, a
+    # deterministic function of the data.
     for i, name in enumerate(table.column_names):
         if name in names and pa.types.is_floating(table.schema.field(name).type):
             v = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-            scale = 10.0**ROUND_DIGITS
-            rounded = np.round(v * scale) / scale  # the same integer always divides to the same double
+            rounded = round_stably(v, ROUND_DIGITS)
             table = table.set_column(i, name, pa.array(rounded, pa.float64(), mask=np.isnan(v)))
     return table
+
+
+def round_stably(v: np.ndarray, digits: int) -> np.ndarray:
+    """``v`` rounded to ``digits`` decimals, the same whichever side of a tie the summation order put it.
+
+    A value exactly halfway (a mean of cents over 8 orders: 50.0878125) comes out of a sum a few units in the
+    last place above or below the tie depending on the order of the additions; within ``TIE_ULPS`` of a tie it
+    goes to the even neighbour, as an exact tie does."""
+    scale = 10.0**digits
+    s = v * scale
+    low = np.floor(s)
+    tie = np.abs(s - (low + 0.5)) <= TIE_ULPS * np.spacing(np.abs(s))
+    # The same integer always divides to the same double.
+    return np.where(tie, low + low % 2, np.round(s)) / scale
 
 
 def _manifest(
