@@ -14,10 +14,14 @@ the search result says so. Everything is deterministic given the seed.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from propensity.config.training import LightGBMSettings
 from propensity.core.hashing import stable_fraction
@@ -50,14 +54,39 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return out
 
 
+# salt -> customer -> number, while remembered_hashes() is entered (per thread and task: a context variable)
+_remembered: ContextVar[dict[str, dict[str, float]] | None] = ContextVar("remembered_hashes", default=None)
+
+
+@contextmanager
+def remembered_hashes() -> Iterator[None]:
+    """Inside it, :func:`customer_hash` remembers each customer's number per seed: one action's fit samples
+    the same customers under the same few seeds a few dozen times."""
+    token = _remembered.set(_remembered.get() or {})
+    try:
+        yield
+    finally:
+        _remembered.reset(token)
+
+
 def customer_hash(customer_ids: np.ndarray | list[str], seed: int) -> np.ndarray:
     """A deterministic number in [0, 1) per customer (the same customer, the same number); each distinct
     customer is hashed once. Different seeds give independent numbers (SHA-256, not CRC-32: CRC is affine, so
     two salts' CRCs differ by a fixed XOR and nested samples by two seeds came out disjoint, e.g. empty)."""
-    uniq, inverse = np.unique(np.asarray(customer_ids, dtype=object).astype(str), return_inverse=True)
+    # Factorised by hashing (not sorting): the numbers per customer are what matter, not the order of uniq.
+    codes, uniq = pd.factorize(np.asarray(customer_ids, dtype=object).astype(str), use_na_sentinel=False)
     salt = f"training|{seed}"
-    h = np.fromiter((stable_fraction(c, salt) for c in uniq.tolist()), dtype=np.float64, count=len(uniq))
-    return h[inverse.reshape(-1)]
+    keys = uniq.tolist()
+    remembered = _remembered.get()
+    if remembered is None:
+        h = np.fromiter((stable_fraction(c, salt) for c in keys), dtype=np.float64, count=len(keys))
+    else:
+        known = remembered.setdefault(salt, {})
+        for c in keys:
+            if c not in known:
+                known[c] = stable_fraction(c, salt)
+        h = np.fromiter((known[c] for c in keys), dtype=np.float64, count=len(keys))
+    return h[codes]
 
 
 @dataclass
@@ -108,7 +137,9 @@ def sample_rows(mask: np.ndarray, customers: np.ndarray, limit: int, seed: int) 
     n = int(mask.sum())
     if n <= limit:
         return mask
-    return mask & (customer_hash(customers, seed + 104729) < limit / n)
+    out = np.zeros(len(mask), dtype=bool)  # only the rows in mask can be kept, so only they are hashed
+    out[mask] = customer_hash(np.asarray(customers, dtype=object)[mask], seed + 104729) < limit / n
+    return out
 
 
 def lightgbm_grid(rows: int, positives: int) -> list[dict[str, Any]]:

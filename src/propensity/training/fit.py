@@ -37,6 +37,7 @@ from propensity.training.candidates import (
     SearchResult,
     customer_hash,
     log_loss,
+    remembered_hashes,
     sample_rows,
     search,
 )
@@ -395,7 +396,7 @@ def fit_action(ts: TrainingSet, settings: TrainingSettings) -> ActionResult:
     against LightGBM's) on a busy machine made the solvers several times slower."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"), remembered_hashes():
         return _fit_action(ts, settings)
 
 
@@ -450,6 +451,7 @@ def _fit_action(ts: TrainingSet, settings: TrainingSettings) -> ActionResult:
     n_cal = len(np.unique(cutoffs[(cutoffs >= cal_start) & (cutoffs < test_start)])) or 1
     n_test = len(cutoffs[cutoffs >= test_start]) or 1
     folds: list[dict[str, Any]] = []
+    preds: dict[str, np.ndarray] = {}
     evaluation: _Procedure | None = None
     base_eval: ScoredModel | None = None
     i_test = int(np.searchsorted(cutoffs, test_start))
@@ -490,6 +492,7 @@ def _fit_action(ts: TrainingSet, settings: TrainingSettings) -> ActionResult:
         folds.append(fold)
         if last:
             evaluation, base_eval = proc, base
+            preds = {"model": p, "baseline": pb}  # on the test split (ev is test for the last fold)
     seconds["backtest"] = time.perf_counter() - t3
     assert evaluation is not None and base_eval is not None  # the test fold always has rows of both classes
 
@@ -502,10 +505,6 @@ def _fit_action(ts: TrainingSet, settings: TrainingSettings) -> ActionResult:
     seconds["refit"] = time.perf_counter() - t4
 
     t5 = time.perf_counter()
-    preds = {
-        "model": evaluation.model.predict(x[test], encoder),
-        "baseline": base_eval.predict(x[test], encoder),
-    }
     metrics = {"model": evaluate(preds["model"], y[test]), "baseline": evaluate(preds["baseline"], y[test])}
     metrics["model"]["trees"] = (
         served.model.model.num_trees if isinstance(served.model.model, ServedModel) else 0
